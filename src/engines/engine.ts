@@ -1,0 +1,108 @@
+/**
+ * The engine seam. Engines know nothing about HTTP, the database or storage: the worker hands
+ * them input files on local disk and takes output files back from a work directory.
+ */
+export const CAPABILITIES = ['image.generate', 'image.inpaint', 'image.upscale', 'video.generate'] as const;
+export type Capability = (typeof CAPABILITIES)[number];
+
+export const VIDEO_RATIOS = ['16:9', '4:3', '1:1', '3:4', '9:16', '21:9', 'adaptive'] as const;
+export type VideoRatio = (typeof VIDEO_RATIOS)[number];
+export const VIDEO_RESOLUTIONS = ['480p', '720p', '1080p'] as const;
+export type VideoResolution = (typeof VIDEO_RESOLUTIONS)[number];
+export const UPSCALE_RESOLUTIONS = ['2k', '4k', '8k'] as const;
+export type UpscaleResolution = (typeof UPSCALE_RESOLUTIONS)[number];
+export const IMAGE_QUALITIES = ['low', 'medium', 'high', 'auto'] as const;
+
+/** Long side of an upscaled image, per `resolution`. */
+export const UPSCALE_LONG_SIDE: Record<UpscaleResolution, number> = { '2k': 2048, '4k': 3840, '8k': 7680 };
+/** Short side of a generated video, per `settings.resolution`. */
+export const VIDEO_SHORT_SIDE: Record<VideoResolution, number> = { '480p': 480, '720p': 720, '1080p': 1080 };
+
+export interface Material {
+  type: 'image' | 'video' | 'audio';
+  url?: string;
+  assetId?: string;
+  label?: string;
+}
+
+/** Validated request fields with defaults filled in (what `job.params` holds). */
+export interface JobParams {
+  width?: number;
+  height?: number;
+  scale?: number;
+  quality?: (typeof IMAGE_QUALITIES)[number];
+  force_single?: boolean;
+  resolution?: UpscaleResolution;
+  settings?: { ratio: VideoRatio; duration: number; resolution: VideoResolution };
+  materials?: Material[];
+  imageUrls?: string[];
+  inputUrls?: string[];
+}
+
+export type InputRole = 'image' | 'mask' | 'video' | 'audio';
+
+export interface EngineInput {
+  role: InputRole;
+  /** A file on local disk, already fetched and size-checked by the worker. */
+  path: string;
+  mimeType: string;
+  label?: string;
+}
+
+export interface EngineRequest {
+  jobId: string;
+  capability: Capability;
+  prompt: string | null;
+  params: JobParams;
+  /** In request order: inputAssetIds, inputUrls, imageUrls, materials. */
+  inputs: EngineInput[];
+}
+
+export interface EngineOutput {
+  /** A file the engine wrote inside `workDir`. */
+  path: string;
+  kind: 'image' | 'video';
+  mimeType: string;
+}
+
+export interface RunContext {
+  signal: AbortSignal;
+  /** 0–100; the worker throttles writes. */
+  onProgress(percent: number): void;
+  /** A private, empty directory the worker removes afterwards. */
+  workDir: string;
+}
+
+/** An engine that does its work in this process (the local engine; bench engines). */
+export interface Engine {
+  readonly name: string;
+  readonly capabilities: readonly Capability[];
+  run(request: EngineRequest, ctx: RunContext): Promise<EngineOutput[]>;
+}
+
+/**
+ * Engines fail with this. `retryable` errors (timeouts, 5xx, 429) may run again on another
+ * attempt; others fail the job at once. A passed deadline is `expired`, not `failed`.
+ */
+export class EngineError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly options: { retryable?: boolean; expired?: boolean } = {},
+  ) {
+    super(message);
+    this.name = 'EngineError';
+  }
+}
+
+/** Thrown when the run's signal aborted (cancel, lease lost, shutdown). */
+export class Aborted extends Error {
+  constructor() {
+    super('aborted');
+    this.name = 'Aborted';
+  }
+}
+
+export function throwIfAborted(signal: AbortSignal): void {
+  if (signal.aborted) throw new Aborted();
+}

@@ -1,0 +1,57 @@
+import { randomBytes } from 'node:crypto';
+
+// Crockford base32: URL-safe, and lexical order equals numeric order.
+const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
+
+let lastMs = 0;
+let lastRandom = Buffer.alloc(10);
+
+/**
+ * `prefix_` + 10 chars of milliseconds + 16 chars of randomness (ULID layout, lower case).
+ * Within one millisecond the random part is incremented, so ids made by one process sort in
+ * creation order.
+ */
+export function newId(prefix: 'job' | 'asset' | 'whd' | 'wrk'): string {
+  const now = Date.now();
+  if (now <= lastMs) {
+    incrementInPlace(lastRandom);
+  } else {
+    lastMs = now;
+    lastRandom = randomBytes(10);
+  }
+  return `${prefix}_${encodeTime(lastMs)}${encodeRandom(lastRandom)}`;
+}
+
+function encodeTime(ms: number): string {
+  let out = '';
+  for (let i = 0; i < 10; i++) {
+    out = ALPHABET[ms % 32] + out;
+    ms = Math.floor(ms / 32);
+  }
+  return out;
+}
+
+function encodeRandom(bytes: Buffer): string {
+  let bits = 0;
+  let value = 0;
+  let out = '';
+  for (const byte of bytes) {
+    value = (value << 8) | byte;
+    bits += 8;
+    while (bits >= 5) {
+      out += ALPHABET[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+  }
+  return out;
+}
+
+function incrementInPlace(bytes: Buffer): void {
+  for (let i = bytes.length - 1; i >= 0; i--) {
+    if (bytes[i] < 255) {
+      bytes[i]++;
+      return;
+    }
+    bytes[i] = 0;
+  }
+}
