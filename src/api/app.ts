@@ -1,0 +1,61 @@
+import multipart from '@fastify/multipart';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { AssetService, Store } from '../assets/index.ts';
+import type { Db } from '../db/index.ts';
+import type { EngineRegistry } from '../engines/registry.ts';
+import type { JobService } from '../jobs/index.ts';
+import type { Authenticator } from './auth.ts';
+import { registerErrorHandling } from './errors.ts';
+import { registerAssetRoutes } from './routes/assets.ts';
+import { registerJobRoutes } from './routes/jobs.ts';
+import { registerMetaRoutes } from './routes/meta.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    clientId: string;
+  }
+}
+
+export interface AppDeps {
+  logger: Logger;
+  auth: Authenticator;
+  jobs: JobService;
+  assets: AssetService;
+  store: Store;
+  db: Db;
+  engines: EngineRegistry;
+  maxUploadBytes: number;
+  baseUrl: () => string;
+}
+
+const PUBLIC_PATHS = new Set(['/api/v1/openapi.json', '/healthz', '/readyz']);
+/** JSON bodies are small (a prompt, some URLs, ≤ 4 KiB metadata); files go through multipart. */
+const JSON_BODY_LIMIT = 1024 * 1024;
+
+/** Builds the HTTP app. It never listens: `cli/` does. */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    bodyLimit: JSON_BODY_LIMIT,
+    return503OnClosing: true,
+    requestIdHeader: 'x-request-id',
+    routerOptions: { ignoreTrailingSlash: true },
+  });
+  app.decorateRequest('clientId', '');
+  registerErrorHandling(app);
+  await app.register(multipart, {
+    limits: { fileSize: deps.maxUploadBytes, files: 20, fields: 20, parts: 40 },
+  });
+
+  app.addHook('onRequest', async (request) => {
+    const path = request.url.split('?', 1)[0];
+    if (PUBLIC_PATHS.has(path) || !path.startsWith('/api/')) return;
+    request.clientId = deps.auth.authenticate(request.headers);
+  });
+
+  registerMetaRoutes(app, { db: deps.db, store: deps.store, engines: deps.engines, baseUrl: deps.baseUrl });
+  registerJobRoutes(app, deps.jobs);
+  registerAssetRoutes(app, deps.assets, deps.store);
+  return app;
+}

@@ -1,0 +1,173 @@
+import { z } from 'zod';
+import { ASSET_KINDS, ASSET_SOURCES, listAssetsQuerySchema, registerAssetBodySchema } from '../assets/index.ts';
+import { CAPABILITIES } from '../engines/engine.ts';
+import { createJobBodySchema, JOB_STATUSES, listJobsQuerySchema } from '../jobs/index.ts';
+
+/**
+ * The OpenAPI 3.1 document, rendered from the very zod schemas that validate requests (so the
+ * two cannot drift), plus descriptive schemas of the objects the API returns.
+ */
+const toSchema = (schema: z.ZodType) => z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any', target: 'draft-2020-12' });
+
+const isoTime = z.string().describe('ISO 8601 UTC with milliseconds');
+const jobSchema = z.object({
+  id: z.string().describe('job_…'),
+  capability: z.enum(CAPABILITIES),
+  status: z.enum(JOB_STATUSES),
+  prompt: z.string().nullable(),
+  params: z.record(z.string(), z.unknown()).describe('Validated request fields with defaults filled in'),
+  inputAssetIds: z.array(z.string()),
+  outputAssetIds: z.array(z.string()),
+  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+  progress: z.number().int().min(0).max(100).nullable(),
+  engine: z.string(),
+  webhookUrl: z.string().nullable(),
+  metadata: z.record(z.string(), z.unknown()).nullable(),
+  createdAt: isoTime,
+  updatedAt: isoTime,
+  startedAt: isoTime.nullable(),
+  finishedAt: isoTime.nullable(),
+});
+const assetSchema = z.object({
+  id: z.string().describe('asset_…'),
+  kind: z.enum(ASSET_KINDS),
+  name: z.string(),
+  mimeType: z.string(),
+  bytes: z.number().int(),
+  sha256: z.string(),
+  width: z.number().int().nullable(),
+  height: z.number().int().nullable(),
+  durationSeconds: z.number().nullable(),
+  source: z.enum(ASSET_SOURCES),
+  sourceUrl: z.string().nullable(),
+  jobId: z.string().nullable(),
+  downloadUrl: z.string(),
+  createdAt: isoTime,
+});
+const errorSchema = z.object({ error: z.string(), code: z.string().optional() });
+const capabilitiesSchema = z.object({
+  capabilities: z.array(
+    z.object({ capability: z.enum(CAPABILITIES), description: z.string(), engines: z.array(z.string()), params: z.record(z.string(), z.unknown()) }),
+  ),
+});
+
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const json = (schema: object) => ({ 'application/json': { schema } });
+const errors = (...codes: number[]) =>
+  Object.fromEntries(codes.map((c) => [String(c), { description: ERROR_TEXT[c], content: json(ref('Error')) }]));
+const ERROR_TEXT: Record<number, string> = {
+  400: 'Bad request; the message names the field',
+  401: 'Missing or wrong API key',
+  404: 'Not found, or not this client\'s',
+  409: 'Idempotency conflict, or the job is already terminal',
+  413: 'Too large',
+  416: 'Range not satisfiable',
+};
+const queryParams = (schema: z.ZodObject) => {
+  const rendered = toSchema(schema) as { properties: Record<string, { description?: string }> };
+  return Object.entries(rendered.properties).map(([name, s]) => ({ name, in: 'query', required: false, schema: s, description: s.description }));
+};
+const idParam = (what: string) => [{ name: 'id', in: 'path', required: true, schema: { type: 'string' }, description: `${what} id` }];
+
+export function buildOpenApi(serverUrl: string): object {
+  const secured = [{ bearer: [] }, { apiKeyHeader: [] }];
+  return {
+    openapi: '3.1.0',
+    info: { title: 'Zhinian open API', version: '1.0.0', description: 'AI image and video generation jobs: create, watch, download, get webhooks.' },
+    servers: [{ url: serverUrl }],
+    security: secured,
+    components: {
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer' },
+        apiKeyHeader: { type: 'apiKey', in: 'header', name: 'X-Zhinian-Api-Key' },
+      },
+      schemas: {
+        CreateJobRequest: toSchema(createJobBodySchema),
+        RegisterAssetRequest: toSchema(registerAssetBodySchema),
+        Job: toSchema(jobSchema),
+        Asset: toSchema(assetSchema),
+        Error: toSchema(errorSchema),
+        Capabilities: toSchema(capabilitiesSchema),
+      },
+    },
+    paths: {
+      '/api/v1/openapi.json': { get: { summary: 'This document', security: [], responses: { 200: { description: 'OpenAPI 3.1 document' } } } },
+      '/api/v1/capabilities': {
+        get: { summary: 'What can be generated, by which engines, with which parameters', responses: { 200: { description: 'OK', content: json(ref('Capabilities')) }, ...errors(401) } },
+      },
+      '/api/v1/jobs': {
+        post: {
+          summary: 'Create a job',
+          parameters: [{ name: 'Idempotency-Key', in: 'header', required: false, schema: { type: 'string', minLength: 1, maxLength: 255 } }],
+          requestBody: { required: true, content: json(ref('CreateJobRequest')) },
+          responses: {
+            201: { description: 'Created', content: json({ type: 'object', properties: { job: ref('Job'), reused: { const: false } } }) },
+            200: { description: 'Same Idempotency-Key and body: the existing job', content: json({ type: 'object', properties: { job: ref('Job'), reused: { const: true } } }) },
+            ...errors(400, 401, 409, 413),
+          },
+        },
+        get: {
+          summary: 'List jobs, newest first',
+          parameters: queryParams(listJobsQuerySchema),
+          responses: {
+            200: { description: 'OK', content: json({ type: 'object', properties: { jobs: { type: 'array', items: ref('Job') }, nextBefore: { type: ['string', 'null'] } } }) },
+            ...errors(400, 401),
+          },
+        },
+      },
+      '/api/v1/jobs/{id}': {
+        get: { summary: 'Get a job', parameters: idParam('Job'), responses: { 200: { description: 'OK', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404) } },
+      },
+      '/api/v1/jobs/{id}/cancel': {
+        post: { summary: 'Cancel a queued or running job', parameters: idParam('Job'), responses: { 200: { description: 'Cancelled', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 409) } },
+      },
+      '/api/v1/assets': {
+        post: {
+          summary: 'Upload files (multipart, field "files") or register a URL (JSON)',
+          requestBody: {
+            required: true,
+            content: {
+              'multipart/form-data': { schema: { type: 'object', properties: { files: { type: 'array', items: { type: 'string', format: 'binary' } } }, required: ['files'] } },
+              ...json(ref('RegisterAssetRequest')),
+            },
+          },
+          responses: {
+            201: { description: 'Stored: `{ assets }` for uploads, `{ asset }` for a URL', content: json({ type: 'object', properties: { assets: { type: 'array', items: ref('Asset') }, asset: ref('Asset') } }) },
+            ...errors(400, 401, 413),
+          },
+        },
+        get: {
+          summary: 'List assets, newest first',
+          parameters: queryParams(listAssetsQuerySchema),
+          responses: {
+            200: { description: 'OK', content: json({ type: 'object', properties: { assets: { type: 'array', items: ref('Asset') }, nextBefore: { type: ['string', 'null'] } } }) },
+            ...errors(400, 401),
+          },
+        },
+      },
+      '/api/v1/assets/{id}': {
+        get: { summary: 'Get an asset', parameters: idParam('Asset'), responses: { 200: { description: 'OK', content: json({ type: 'object', properties: { asset: ref('Asset') } }) }, ...errors(401, 404) } },
+      },
+      '/api/v1/assets/{id}/download': {
+        get: {
+          summary: 'Download the bytes (Range, ETag, Content-Disposition)',
+          parameters: [...idParam('Asset'), { name: 'Range', in: 'header', required: false, schema: { type: 'string' } }],
+          responses: {
+            200: { description: 'The file', content: { '*/*': { schema: { type: 'string', format: 'binary' } } } },
+            206: { description: 'Part of the file' },
+            304: { description: 'Not modified (If-None-Match)' },
+            ...errors(401, 404, 416),
+          },
+        },
+      },
+      '/healthz': { get: { summary: 'Liveness', security: [], responses: { 200: { description: 'Alive' } } } },
+      '/readyz': { get: { summary: 'Readiness: database and storage reachable', security: [], responses: { 200: { description: 'Ready' }, 503: { description: 'Not ready' } } } },
+    },
+  };
+}
+
+/** `params` of `/capabilities`: the JSON Schema of each field the capability takes. */
+export function capabilityParams(fields: readonly string[]): Record<string, unknown> {
+  const all = (toSchema(createJobBodySchema) as { properties: Record<string, unknown> }).properties;
+  return Object.fromEntries(fields.map((f) => [f, all[f]]));
+}

@@ -1,0 +1,63 @@
+import fsp from 'node:fs/promises';
+import contentDisposition from 'content-disposition';
+import type { FastifyInstance } from 'fastify';
+import { cleanName, type AssetService, type Store, type WrittenFile } from '../../assets/index.ts';
+import { Invalid } from '../../lib/errors.ts';
+import { parseRange } from '../range.ts';
+
+const MAX_FILES = 20;
+
+export function registerAssetRoutes(app: FastifyInstance, assets: AssetService, store: Store): void {
+  app.post('/api/v1/assets', async (request, reply) => {
+    if (!request.isMultipart()) {
+      return reply.status(201).send({ asset: await assets.createFromUrl(request.clientId, request.body) });
+    }
+    // Each file streams to disk as it arrives; nothing is held in memory.
+    const received: { file: WrittenFile; name: string }[] = [];
+    try {
+      for await (const part of request.parts()) {
+        if (part.type !== 'file') continue;
+        if (part.fieldname !== 'files') {
+          part.file.resume();
+          throw new Invalid(part.fieldname, 'unexpected file field; upload files in the "files" field');
+        }
+        if (received.length >= MAX_FILES) throw new Invalid('files', `at most ${MAX_FILES} files per request`);
+        const file = await assets.receive(part.file);
+        received.push({ file, name: cleanName(part.filename, `upload-${received.length + 1}`) });
+      }
+    } catch (error) {
+      await Promise.all(received.map((r) => fsp.rm(r.file.path, { force: true })));
+      throw error;
+    }
+    if (received.length === 0) throw new Invalid('files', 'no file uploaded; send multipart/form-data with one or more "files" parts');
+    return reply.status(201).send({ assets: await assets.createFromUploads(request.clientId, received) });
+  });
+
+  app.get<{ Params: { id: string } }>('/api/v1/assets/:id', async (request) => ({ asset: await assets.get(request.clientId, request.params.id) }));
+
+  app.get('/api/v1/assets', async (request) => assets.list(request.clientId, request.query));
+
+  app.get<{ Params: { id: string } }>('/api/v1/assets/:id/download', async (request, reply) => {
+    const row = await assets.findRow(request.clientId, request.params.id);
+    const size = Number(row.bytes);
+    const etag = `"${row.sha256}"`;
+    reply
+      .header('content-type', row.mime_type)
+      .header('etag', etag)
+      .header('accept-ranges', 'bytes')
+      .header('cache-control', 'private, max-age=31536000, immutable')
+      .header('content-disposition', contentDisposition(row.name));
+    if (request.headers['if-none-match'] === etag) return reply.status(304).send();
+    const ifRange = request.headers['if-range'];
+    const range = ifRange === undefined || ifRange === etag ? parseRange(request.headers.range, size) : null;
+    if (range === 'unsatisfiable') {
+      return reply.status(416).header('content-range', `bytes */${size}`).send({ error: 'Range not satisfiable.', code: 'range_not_satisfiable' });
+    }
+    if (range) {
+      reply.status(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
+      return reply.send(await store.get(row.storage_key, range));
+    }
+    reply.header('content-length', size);
+    return reply.send(await store.get(row.storage_key));
+  });
+}

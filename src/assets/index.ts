@@ -1,0 +1,6 @@
+export * from './repo.ts';
+export * from './request.ts';
+export * from './service.ts';
+export * from './store.ts';
+export * from './store-local.ts';
+export * from './temp-file.ts';

@@ -1,0 +1,183 @@
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import type { AssetsTable, DbHandle } from '../db/index.ts';
+import { nextSortKey, withTransaction } from '../db/index.ts';
+import type { Clock } from '../lib/clock.ts';
+import { formatCursor, parseCursor } from '../lib/cursor.ts';
+import { Invalid, NotFound, TooLarge } from '../lib/errors.ts';
+import { newId } from '../lib/ids.ts';
+import { parseWith } from '../lib/validate.ts';
+import { probeFile } from '../media/probe.ts';
+import { downloadToFile, FetchError } from './fetch-url.ts';
+import { toAsset, type Asset, type AssetKind } from './repo.ts';
+import { listAssetsQuerySchema, registerAssetBodySchema } from './request.ts';
+import type { Store } from './store.ts';
+import { tempPath, writeStreamToTemp, type WrittenFile } from './temp-file.ts';
+
+export interface AssetServiceDeps {
+  handle: DbHandle;
+  store: Store;
+  clock: Clock;
+  tempDir: string;
+  maxUploadBytes: number;
+  allowPrivateUrls: boolean;
+  /** Base of `downloadUrl`. */
+  baseUrl: () => string;
+}
+
+export type AssetService = ReturnType<typeof createAssetService>;
+
+export interface NewAssetInput {
+  file: WrittenFile;
+  clientId: string;
+  name: string;
+  source: Asset['source'];
+  sourceUrl?: string | null;
+  jobId?: string | null;
+  /** A kind the caller asserts; must agree with the content. */
+  kind?: AssetKind;
+}
+
+export function storageKeyFor(assetId: string): string {
+  return `${assetId.slice(-2)}/${assetId}`;
+}
+
+/** Keeps a file name safe to echo in headers and paths. */
+export function cleanName(name: string | undefined, fallback: string): string {
+  const base = path.basename((name ?? '').replace(/\\/g, '/')).replace(/[\x00-\x1f\x7f]/g, '').trim();
+  return (base || fallback).slice(0, 255);
+}
+
+export function createAssetService(deps: AssetServiceDeps) {
+  const { handle, store, clock } = deps;
+  const { db } = handle;
+
+  /**
+   * Probes a finished temp file, moves it into the store and returns the row to insert.
+   * Rows are inserted by the caller, so a job's outputs appear in the same transaction that
+   * finishes the job.
+   */
+  async function prepare(input: NewAssetInput): Promise<AssetsTable> {
+    const probe = await probeFile(input.file.path);
+    let kind: AssetKind = probe.kind;
+    if (input.kind) {
+      const compatible = input.kind === 'file' || input.kind === probe.kind || (input.kind === 'mask' && probe.kind === 'image');
+      if (!compatible) throw new Invalid('kind', `the content is ${probe.mimeType}, not ${input.kind}`);
+      kind = input.kind;
+    }
+    const id = newId('asset');
+    const storageKey = storageKeyFor(id);
+    await store.putFile(storageKey, input.file.path);
+    return {
+      id,
+      client_id: input.clientId,
+      kind,
+      name: input.name,
+      mime_type: probe.mimeType,
+      bytes: input.file.bytes,
+      sha256: input.file.sha256,
+      width: probe.width,
+      height: probe.height,
+      duration_seconds: probe.durationSeconds,
+      source: input.source,
+      source_url: input.sourceUrl ?? null,
+      job_id: input.jobId ?? null,
+      storage_key: storageKey,
+      created_at_us: 0, // set on insert
+    };
+  }
+
+  async function insert(rows: AssetsTable[]): Promise<Asset[]> {
+    const now = clock.now();
+    const saved = await withTransaction(handle, async (tx) => {
+      const out: AssetsTable[] = [];
+      for (const row of rows) {
+        out.push(
+          await tx
+            .insertInto('assets')
+            .values({ ...row, created_at_us: nextSortKey(handle.dialect, 'assets', row.client_id, now) })
+            .returningAll()
+            .executeTakeFirstOrThrow(),
+        );
+      }
+      return out;
+    });
+    return saved.map((r) => toAsset(r, deps.baseUrl()));
+  }
+
+  async function findRow(clientId: string, id: string): Promise<AssetsTable> {
+    const row = await db.selectFrom('assets').selectAll().where('id', '=', id).where('client_id', '=', clientId).executeTakeFirst();
+    if (!row) throw new NotFound('Asset');
+    return row;
+  }
+
+  return {
+    prepare,
+    /** Streams one uploaded file to a temp file, capped at the upload limit. */
+    receive: (stream: Readable) => writeStreamToTemp(stream, deps.tempDir, deps.maxUploadBytes),
+
+    /** Stores uploaded files as assets, all or none. */
+    async createFromUploads(clientId: string, files: { file: WrittenFile; name: string }[]): Promise<Asset[]> {
+      const rows: AssetsTable[] = [];
+      try {
+        for (const f of files) rows.push(await prepare({ file: f.file, clientId, name: f.name, source: 'upload' }));
+        return await insert(rows);
+      } catch (error) {
+        await Promise.all(files.map((f) => fsp.rm(f.file.path, { force: true })));
+        await Promise.all(rows.map((r) => store.delete(r.storage_key)));
+        throw error;
+      }
+    },
+
+    /** Fetches a URL (SSRF-guarded, size-capped) and stores it as an asset. */
+    async createFromUrl(clientId: string, body: unknown): Promise<Asset> {
+      const input = parseWith(registerAssetBodySchema, body);
+      const target = tempPath(deps.tempDir);
+      await fsp.mkdir(deps.tempDir, { recursive: true });
+      let fetched;
+      try {
+        fetched = await downloadToFile(input.url, target, { allowPrivate: deps.allowPrivateUrls, maxBytes: deps.maxUploadBytes });
+      } catch (error) {
+        if (error instanceof FetchError) {
+          if (error.code === 'too_large') throw new TooLarge(`url: the file is larger than the ${deps.maxUploadBytes}-byte limit.`);
+          throw new Invalid('url', error.message);
+        }
+        throw error;
+      }
+      const fallback = path.basename(new URL(fetched.finalUrl).pathname) || 'download';
+      try {
+        const row = await prepare({
+          file: { path: target, bytes: fetched.bytes, sha256: fetched.sha256 },
+          clientId,
+          name: cleanName(input.name, fallback),
+          source: 'url',
+          sourceUrl: input.url,
+          kind: input.kind,
+        });
+        const [asset] = await insert([row]);
+        return asset;
+      } finally {
+        await fsp.rm(target, { force: true });
+      }
+    },
+
+    insert,
+    async get(clientId: string, id: string): Promise<Asset> {
+      return toAsset(await findRow(clientId, id), deps.baseUrl());
+    },
+    findRow,
+
+    async list(clientId: string, query: unknown): Promise<{ assets: Asset[]; nextBefore: string | null }> {
+      const q = parseWith(listAssetsQuerySchema, query);
+      const limit = q.limit ?? 20;
+      let select = db.selectFrom('assets').selectAll().where('client_id', '=', clientId);
+      if (q.kind) select = select.where('kind', '=', q.kind);
+      if (q.before !== undefined) select = select.where('created_at_us', '<', parseCursor(q.before));
+      const rows = await select.orderBy('created_at_us', 'desc').limit(limit + 1).execute();
+      const page = rows.slice(0, limit);
+      const nextBefore = rows.length > limit ? formatCursor(Number(page[page.length - 1].created_at_us)) : null;
+      return { assets: page.map((r) => toAsset(r, deps.baseUrl())), nextBefore };
+    },
+  };
+}

@@ -1,0 +1,102 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+const bool = z.enum(['true', 'false']).transform((v) => v === 'true');
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+
+/** Every environment variable the app reads, with its default and unit. */
+const envSchema = z.object({
+  PORT: int(0, 65535).default(3000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  ZHINIAN_DATA_DIR: z.string().min(1).default('./data'),
+  DATABASE_URL: z.string().optional(),
+  ZHINIAN_API_KEYS: z.string().optional(),
+  ZHINIAN_WEBHOOK_SECRET: z.string().min(1).optional(),
+  ZHINIAN_PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
+  ZHINIAN_ALLOW_PRIVATE_URLS: bool.default(false),
+  ZHINIAN_MAX_UPLOAD_BYTES: int(1).default(52_428_800),
+  ZHINIAN_QUEUE_TTL_SECONDS: int(1).default(86_400),
+  ZHINIAN_JOB_TIMEOUT_SECONDS: int(1).default(1_800),
+  ZHINIAN_JOB_LEASE_SECONDS: int(1).default(60),
+  ZHINIAN_WORKER_CONCURRENCY: int(1, 256).default(2),
+  ZHINIAN_MAX_ATTEMPTS: int(1, 20).default(3),
+  ZHINIAN_POLL_INTERVAL_MS: int(10, 60_000).default(100),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type Env = Record<string, string | undefined>;
+
+export interface ApiKey {
+  clientId: string;
+  key: string;
+}
+
+export interface Config {
+  http: { port: number; host: string; publicBaseUrl: string | null };
+  dataDir: string;
+  databaseUrl: string | null;
+  /** null: generate (or reuse) a key for client `default` kept in the data dir. */
+  apiKeys: ApiKey[] | null;
+  webhookSecret: string | null;
+  allowPrivateUrls: boolean;
+  maxUploadBytes: number;
+  queueTtlMs: number;
+  jobTimeoutMs: number;
+  leaseMs: number;
+  maxAttempts: number;
+  workerConcurrency: number;
+  /** How often a worker without in-process wake-ups looks for new jobs. */
+  pollIntervalMs: number;
+  logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
+}
+
+export class ConfigError extends Error {}
+
+/** Reads the environment once; reports every problem together. */
+export function loadConfig(env: Env): Readonly<Config> {
+  const clean = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = envSchema.safeParse(clean);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  return Object.freeze({
+    http: { port: e.PORT, host: e.HOST, publicBaseUrl: e.ZHINIAN_PUBLIC_BASE_URL?.replace(/\/+$/, '') ?? null },
+    dataDir: path.resolve(e.ZHINIAN_DATA_DIR),
+    databaseUrl: e.DATABASE_URL ?? null,
+    apiKeys: e.ZHINIAN_API_KEYS === undefined ? null : parseApiKeys(e.ZHINIAN_API_KEYS),
+    webhookSecret: e.ZHINIAN_WEBHOOK_SECRET ?? null,
+    allowPrivateUrls: e.ZHINIAN_ALLOW_PRIVATE_URLS,
+    maxUploadBytes: e.ZHINIAN_MAX_UPLOAD_BYTES,
+    queueTtlMs: e.ZHINIAN_QUEUE_TTL_SECONDS * 1000,
+    jobTimeoutMs: e.ZHINIAN_JOB_TIMEOUT_SECONDS * 1000,
+    leaseMs: e.ZHINIAN_JOB_LEASE_SECONDS * 1000,
+    maxAttempts: e.ZHINIAN_MAX_ATTEMPTS,
+    workerConcurrency: e.ZHINIAN_WORKER_CONCURRENCY,
+    pollIntervalMs: e.ZHINIAN_POLL_INTERVAL_MS,
+    logLevel: e.LOG_LEVEL,
+  });
+}
+
+/** `clientId:key,clientId:key` — a client may have several keys; a key belongs to one client. */
+export function parseApiKeys(value: string): ApiKey[] {
+  const keys: ApiKey[] = [];
+  for (const part of value.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const colon = part.indexOf(':');
+    const clientId = part.slice(0, colon).trim();
+    const key = part.slice(colon + 1).trim();
+    if (colon <= 0 || !key) throw new ConfigError(`ZHINIAN_API_KEYS: "${part}" is not clientId:key`);
+    if (keys.some((k) => k.key === key)) throw new ConfigError(`ZHINIAN_API_KEYS: a key is listed twice`);
+    keys.push({ clientId, key });
+  }
+  if (keys.length === 0) throw new ConfigError('ZHINIAN_API_KEYS: no keys given');
+  return keys;
+}
+
+/** The base of URLs handed out, when none is configured. */
+export function publicBaseUrl(config: Config, listeningPort?: number): string {
+  if (config.http.publicBaseUrl) return config.http.publicBaseUrl;
+  const host = config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host;
+  return `http://${host}:${listeningPort ?? config.http.port}`;
+}

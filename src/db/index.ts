@@ -1,0 +1,5 @@
+export * from './connect.ts';
+export * from './migrate.ts';
+export * from './schema.ts';
+export * from './transaction.ts';
+export * from './sort-key.ts';

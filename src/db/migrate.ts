@@ -1,0 +1,25 @@
+import { Migrator, type Migration } from 'kysely';
+import type { DbHandle } from './connect.ts';
+import * as m0001 from './migrations/0001-initial.ts';
+
+/** Append-only: never edit a migration once merged; add the next number instead. */
+const migrations: Record<string, Migration> = {
+  '0001-initial': m0001,
+};
+
+/**
+ * Brings the schema up to date. Several processes may start at once on one SQLite file; the
+ * loser of that race sees a lock or "already exists" error and simply tries again, by which
+ * time the winner has recorded the migration.
+ */
+export async function migrateToLatest(handle: DbHandle): Promise<void> {
+  const migrator = new Migrator({ db: handle.db, provider: { getMigrations: async () => migrations } });
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const { error } = await migrator.migrateToLatest();
+    if (!error) return;
+    lastError = error;
+    await new Promise((r) => setTimeout(r, 50 + Math.random() * 200));
+  }
+  throw lastError;
+}

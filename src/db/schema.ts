@@ -1,0 +1,98 @@
+import type { Kysely } from 'kysely';
+
+/**
+ * Table shapes. SQL is snake_case; only repo modules convert rows to API objects.
+ * Times are epoch milliseconds (`*_at`), except the per-client sort keys `created_at_us`
+ * (microseconds, unique per client, so paging by time never skips or repeats a row).
+ * JSON columns hold text.
+ */
+export interface JobsTable {
+  id: string;
+  client_id: string;
+  capability: string;
+  status: string;
+  prompt: string | null;
+  params: string;
+  input_asset_ids: string;
+  output_asset_ids: string;
+  error_code: string | null;
+  error_message: string | null;
+  progress: number | null;
+  engine: string;
+  webhook_url: string | null;
+  metadata: string | null;
+  created_at_us: number;
+  updated_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  attempts: number;
+  /** When the job may next be claimed: creation time while queued, lease expiry while running, null when terminal. */
+  run_at: number | null;
+  lease_owner: string | null;
+  /** Engine-specific resume state (remote task handle), JSON. */
+  engine_state: string | null;
+}
+
+export interface IdempotencyKeysTable {
+  client_id: string;
+  key: string;
+  request_hash: string;
+  job_id: string;
+  created_at: number;
+}
+
+export interface AssetsTable {
+  id: string;
+  client_id: string;
+  kind: string;
+  name: string;
+  mime_type: string;
+  bytes: number;
+  sha256: string;
+  width: number | null;
+  height: number | null;
+  duration_seconds: number | null;
+  source: string;
+  source_url: string | null;
+  job_id: string | null;
+  storage_key: string;
+  created_at_us: number;
+}
+
+export interface WebhookDeliveriesTable {
+  id: string;
+  job_id: string;
+  client_id: string;
+  event: string;
+  url: string;
+  /** The exact bytes sent (and signed) on every attempt. */
+  payload: string;
+  status: string;
+  attempts: number;
+  /** Next attempt; while an attempt is in flight, the time its claim lapses. */
+  next_attempt_at: number | null;
+  lease_owner: string | null;
+  last_status_code: number | null;
+  last_error: string | null;
+  created_at: number;
+  delivered_at: number | null;
+}
+
+export interface WebhookAttemptsTable {
+  delivery_id: string;
+  attempt: number;
+  started_at: number;
+  duration_ms: number;
+  status_code: number | null;
+  error: string | null;
+}
+
+export interface Database {
+  jobs: JobsTable;
+  idempotency_keys: IdempotencyKeysTable;
+  assets: AssetsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  webhook_attempts: WebhookAttemptsTable;
+}
+
+export type Db = Kysely<Database>;

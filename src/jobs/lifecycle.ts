@@ -1,0 +1,27 @@
+/** Job states and the rules between them. Pure: no I/O. */
+export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'expired', 'cancelled'] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+
+export const TERMINAL_STATUSES = ['succeeded', 'failed', 'expired', 'cancelled'] as const;
+export type TerminalStatus = (typeof TERMINAL_STATUSES)[number];
+export const ACTIVE_STATUSES = ['queued', 'running'] as const;
+
+export function isTerminal(status: string): status is TerminalStatus {
+  return (TERMINAL_STATUSES as readonly string[]).includes(status);
+}
+
+/** The webhook event announcing a terminal status. */
+export function eventFor(status: TerminalStatus): `generation.${TerminalStatus}` {
+  return `generation.${status}`;
+}
+
+/** Stable `error.code` values the platform itself sets (engines add their own). */
+export const JOB_ERRORS = {
+  workerLost: 'worker_lost',
+  queueTtl: 'queue_ttl_exceeded',
+  timeout: 'job_timeout',
+  inputFetch: 'input_fetch_failed',
+  inputTooLarge: 'input_too_large',
+  inputInvalid: 'invalid_input',
+  internal: 'internal_error',
+} as const;

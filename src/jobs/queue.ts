@@ -1,0 +1,207 @@
+import type { DbHandle, JobsTable } from '../db/index.ts';
+import { JOB_ERRORS } from './lifecycle.ts';
+import { settleJob } from './settle.ts';
+import type { Notifier } from '../lib/notifier.ts';
+
+/**
+ * The durable queue. A job is claimable while `run_at <= now`: from creation while queued,
+ * and again once a running job's lease (run_at = lease expiry) lapses because its worker
+ * died. Claiming is one conditional statement, so two workers never take the same job.
+ */
+export interface QueueOptions {
+  leaseMs: number;
+  maxAttempts: number;
+  queueTtlMs: number;
+  jobTimeoutMs: number;
+}
+
+export async function claimNextJob(handle: DbHandle, workerId: string, now: number, leaseMs: number): Promise<JobsTable | null> {
+  const { db } = handle;
+  let next = db.selectFrom('jobs').select('id').where('run_at', '<=', now).orderBy('run_at').limit(1);
+  // PostgreSQL: concurrent claimers skip each other's locked candidates instead of queueing on
+  // them. SQLite has one writer at a time, which already makes the statement atomic.
+  if (handle.dialect === 'postgres') next = next.forUpdate().skipLocked();
+  const row = await db
+    .updateTable('jobs')
+    .set((eb) => ({
+      status: 'running',
+      lease_owner: workerId,
+      run_at: now + leaseMs,
+      attempts: eb('attempts', '+', 1),
+      started_at: eb.fn.coalesce('started_at', eb.val(now)),
+      progress: eb.fn.coalesce('progress', eb.val(0)),
+      updated_at: now,
+    }))
+    .where('id', '=', next)
+    .where('run_at', '<=', now)
+    .returningAll()
+    .executeTakeFirst();
+  return row ?? null;
+}
+
+/** Cheap check before claiming, so idle pollers read instead of write. */
+export async function hasClaimableJob(handle: DbHandle, now: number): Promise<boolean> {
+  const row = await handle.db.selectFrom('jobs').select('id').where('run_at', '<=', now).limit(1).executeTakeFirst();
+  return row !== undefined;
+}
+
+/**
+ * Why a just-claimed job must not run: too many attempts (its workers keep dying), or a
+ * deadline passed while it waited. Settles it and returns true in that case.
+ */
+export async function settleIfUnrunnable(
+  handle: DbHandle,
+  notifier: Notifier | null,
+  job: JobsTable,
+  opts: QueueOptions & { now: number },
+): Promise<boolean> {
+  const base = { jobId: job.id, from: ['running'] as const, leaseOwner: job.lease_owner ?? '', now: opts.now };
+  if (job.attempts > opts.maxAttempts) {
+    await settleJob(handle, notifier, {
+      ...base,
+      status: 'failed',
+      error: { code: JOB_ERRORS.workerLost, message: `The job's worker stopped ${opts.maxAttempts} times before finishing it.` },
+    });
+    return true;
+  }
+  const createdMs = Math.floor(Number(job.created_at_us) / 1000);
+  if (job.attempts === 1 && opts.now - createdMs > opts.queueTtlMs) {
+    await settleJob(handle, notifier, {
+      ...base,
+      status: 'expired',
+      error: { code: JOB_ERRORS.queueTtl, message: 'The job waited in the queue longer than ZHINIAN_QUEUE_TTL_SECONDS.' },
+    });
+    return true;
+  }
+  if (job.started_at !== null && opts.now - Number(job.started_at) > opts.jobTimeoutMs) {
+    await settleJob(handle, notifier, {
+      ...base,
+      status: 'expired',
+      error: { code: JOB_ERRORS.timeout, message: 'The job ran longer than ZHINIAN_JOB_TIMEOUT_SECONDS.' },
+    });
+    return true;
+  }
+  return false;
+}
+
+/**
+ * Extends the leases this worker holds and returns the ids it no longer holds (cancelled,
+ * expired, or taken over after a stall) so their runs can be aborted.
+ */
+export async function renewLeases(handle: DbHandle, workerId: string, jobIds: string[], now: number, leaseMs: number): Promise<string[]> {
+  if (jobIds.length === 0) return [];
+  const kept = await handle.db
+    .updateTable('jobs')
+    .set({ run_at: now + leaseMs })
+    .where('id', 'in', jobIds)
+    .where('lease_owner', '=', workerId)
+    .where('status', '=', 'running')
+    .returning('id')
+    .execute();
+  const keptIds = new Set(kept.map((r) => r.id));
+  return jobIds.filter((id) => !keptIds.has(id));
+}
+
+/** Read-only variant of `renewLeases`, cheap enough to run every few hundred milliseconds. */
+export async function findLostJobs(handle: DbHandle, workerId: string, jobIds: string[]): Promise<string[]> {
+  if (jobIds.length === 0) return [];
+  const held = await handle.db
+    .selectFrom('jobs')
+    .select('id')
+    .where('id', 'in', jobIds)
+    .where('lease_owner', '=', workerId)
+    .where('status', '=', 'running')
+    .execute();
+  const heldIds = new Set(held.map((r) => r.id));
+  return jobIds.filter((id) => !heldIds.has(id));
+}
+
+export async function reportProgress(handle: DbHandle, jobId: string, workerId: string, progress: number, now: number): Promise<void> {
+  await handle.db
+    .updateTable('jobs')
+    .set({ progress, updated_at: now })
+    .where('id', '=', jobId)
+    .where('lease_owner', '=', workerId)
+    .where('status', '=', 'running')
+    .execute();
+}
+
+/** Saves engine resume state (a remote task handle) while the lease is held. */
+export async function saveEngineState(handle: DbHandle, jobId: string, workerId: string, state: unknown): Promise<boolean> {
+  const res = await handle.db
+    .updateTable('jobs')
+    .set({ engine_state: JSON.stringify(state) })
+    .where('id', '=', jobId)
+    .where('lease_owner', '=', workerId)
+    .where('status', '=', 'running')
+    .executeTakeFirst();
+  return Number(res.numUpdatedRows) === 1;
+}
+
+/**
+ * Hands a job back: on graceful shutdown (the attempt does not count), or to retry after a
+ * transient engine error (it counts, and waits `delayMs`).
+ */
+export async function releaseJob(
+  handle: DbHandle,
+  input: { jobId: string; workerId: string; now: number; delayMs?: number; countAttempt: boolean },
+): Promise<void> {
+  await handle.db
+    .updateTable('jobs')
+    .set((eb) => ({
+      lease_owner: null,
+      run_at: input.now + (input.delayMs ?? 0),
+      attempts: input.countAttempt ? eb.ref('attempts') : eb('attempts', '-', 1),
+      updated_at: input.now,
+    }))
+    .where('id', '=', input.jobId)
+    .where('lease_owner', '=', input.workerId)
+    .where('status', '=', 'running')
+    .execute();
+}
+
+/**
+ * Deadlines for jobs no worker is looking at: queued past the queue TTL, running past the
+ * job timeout (a worker that holds such a job notices at its next lease check and aborts).
+ * Also forgets idempotency keys after two days (the contract promises at least one).
+ */
+export async function sweepDeadlines(handle: DbHandle, notifier: Notifier | null, opts: QueueOptions & { now: number }): Promise<number> {
+  const { db } = handle;
+  const staleQueued = await db
+    .selectFrom('jobs')
+    .select('id')
+    .where('run_at', '<', opts.now - opts.queueTtlMs)
+    .where('status', '=', 'queued')
+    .limit(500)
+    .execute();
+  const overdue = await db
+    .selectFrom('jobs')
+    .select('id')
+    .where('status', '=', 'running')
+    .where('started_at', '<', opts.now - opts.jobTimeoutMs)
+    .limit(500)
+    .execute();
+  let settled = 0;
+  for (const { id } of staleQueued) {
+    const row = await settleJob(handle, notifier, {
+      jobId: id,
+      from: ['queued'],
+      status: 'expired',
+      error: { code: JOB_ERRORS.queueTtl, message: 'The job waited in the queue longer than ZHINIAN_QUEUE_TTL_SECONDS.' },
+      now: opts.now,
+    });
+    if (row) settled++;
+  }
+  for (const { id } of overdue) {
+    const row = await settleJob(handle, notifier, {
+      jobId: id,
+      from: ['running'],
+      status: 'expired',
+      error: { code: JOB_ERRORS.timeout, message: 'The job ran longer than ZHINIAN_JOB_TIMEOUT_SECONDS.' },
+      now: opts.now,
+    });
+    if (row) settled++;
+  }
+  await db.deleteFrom('idempotency_keys').where('created_at', '<', opts.now - 2 * 86_400_000).execute();
+  return settled;
+}

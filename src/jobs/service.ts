@@ -1,0 +1,159 @@
+import type { DbHandle } from '../db/index.ts';
+import { nextSortKey, withTransaction } from '../db/index.ts';
+import type { EngineRegistry } from '../engines/registry.ts';
+import type { Clock } from '../lib/clock.ts';
+import { canonicalJson, sha256Hex } from '../lib/canonical-json.ts';
+import { formatCursor, parseCursor } from '../lib/cursor.ts';
+import { Conflict, Invalid, NotFound } from '../lib/errors.ts';
+import { newId } from '../lib/ids.ts';
+import type { Notifier } from '../lib/notifier.ts';
+import { parseWith } from '../lib/validate.ts';
+import { isTerminal } from './lifecycle.ts';
+import { toJob, type Job } from './repo.ts';
+import { listJobsQuerySchema } from './request.ts';
+import { settleJob } from './settle.ts';
+import { validateJobRequest } from './validate.ts';
+
+export interface JobServiceDeps {
+  handle: DbHandle;
+  engines: EngineRegistry;
+  notifier: Notifier;
+  clock: Clock;
+  allowPrivateUrls: boolean;
+}
+
+export type JobService = ReturnType<typeof createJobService>;
+
+const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
+
+export function createJobService(deps: JobServiceDeps) {
+  const { handle, notifier, clock } = deps;
+  const { db } = handle;
+
+  async function findByKey(clientId: string, key: string, requestHash: string): Promise<Job | null> {
+    const row = await db
+      .selectFrom('idempotency_keys')
+      .innerJoin('jobs', 'jobs.id', 'idempotency_keys.job_id')
+      .selectAll('jobs')
+      .select('idempotency_keys.request_hash')
+      .where('idempotency_keys.client_id', '=', clientId)
+      .where('idempotency_keys.key', '=', key)
+      .executeTakeFirst();
+    if (!row) return null;
+    if (row.request_hash !== requestHash) {
+      throw new Conflict('Idempotency-Key was already used with a different request body.', 'idempotency_conflict');
+    }
+    return toJob(row);
+  }
+
+  return {
+    /**
+     * Creates a job, or returns the one an earlier request with the same Idempotency-Key made.
+     * The key row and the job are inserted in one transaction under the unique (client, key)
+     * index, so racing duplicates make exactly one job.
+     */
+    async create(clientId: string, body: unknown, idempotencyKey: string | undefined): Promise<{ job: Job; reused: boolean }> {
+      if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
+        throw new Invalid('Idempotency-Key', 'must be 1–255 printable ASCII characters');
+      }
+      const requestHash = idempotencyKey === undefined ? '' : sha256Hex(canonicalJson(body));
+      if (idempotencyKey !== undefined) {
+        const existing = await findByKey(clientId, idempotencyKey, requestHash);
+        if (existing) return { job: existing, reused: true };
+      }
+      const v = await validateJobRequest(body, {
+        db,
+        clientId,
+        engines: deps.engines,
+        allowPrivateUrls: deps.allowPrivateUrls,
+      });
+      const now = clock.now();
+      const id = newId('job');
+      const created = await withTransaction(handle, async (tx) => {
+        if (idempotencyKey !== undefined) {
+          const inserted = await tx
+            .insertInto('idempotency_keys')
+            .values({ client_id: clientId, key: idempotencyKey, request_hash: requestHash, job_id: id, created_at: now })
+            .onConflict((oc) => oc.columns(['client_id', 'key']).doNothing())
+            .returning('job_id')
+            .executeTakeFirst();
+          if (!inserted) return null; // a racing request with the same key won
+        }
+        return tx
+          .insertInto('jobs')
+          .values({
+            id,
+            client_id: clientId,
+            capability: v.capability,
+            status: 'queued',
+            prompt: v.prompt,
+            params: JSON.stringify(v.params),
+            input_asset_ids: JSON.stringify(v.inputAssetIds),
+            output_asset_ids: '[]',
+            error_code: null,
+            error_message: null,
+            progress: null,
+            engine: v.engine,
+            webhook_url: v.webhookUrl,
+            metadata: v.metadata === null ? null : JSON.stringify(v.metadata),
+            created_at_us: nextSortKey(handle.dialect, 'jobs', clientId, now),
+            updated_at: now,
+            started_at: null,
+            finished_at: null,
+            attempts: 0,
+            run_at: now,
+            lease_owner: null,
+            engine_state: null,
+          })
+          .returningAll()
+          .executeTakeFirstOrThrow();
+      });
+      if (!created) {
+        const winner = await findByKey(clientId, idempotencyKey!, requestHash);
+        if (!winner) throw new Error('idempotency key vanished during a race');
+        return { job: winner, reused: true };
+      }
+      notifier.jobQueued();
+      return { job: toJob(created), reused: false };
+    },
+
+    async get(clientId: string, id: string): Promise<Job> {
+      const row = await db.selectFrom('jobs').selectAll().where('id', '=', id).where('client_id', '=', clientId).executeTakeFirst();
+      if (!row) throw new NotFound('Job');
+      return toJob(row);
+    },
+
+    /** Newest first. The cursor is exclusive and sort keys are unique, so pages never overlap or skip. */
+    async list(clientId: string, query: unknown): Promise<{ jobs: Job[]; nextBefore: string | null }> {
+      const q = parseWith(listJobsQuerySchema, query);
+      const limit = q.limit ?? 20;
+      let select = db.selectFrom('jobs').selectAll().where('client_id', '=', clientId);
+      if (q.status) select = select.where('status', '=', q.status);
+      if (q.capability) select = select.where('capability', '=', q.capability);
+      if (q.before !== undefined) select = select.where('created_at_us', '<', parseCursor(q.before));
+      const rows = await select.orderBy('created_at_us', 'desc').limit(limit + 1).execute();
+      const page = rows.slice(0, limit);
+      const nextBefore = rows.length > limit ? formatCursor(Number(page[page.length - 1].created_at_us)) : null;
+      return { jobs: page.map(toJob), nextBefore };
+    },
+
+    async cancel(clientId: string, id: string): Promise<Job> {
+      const row = await settleJob(handle, notifier, {
+        jobId: id,
+        clientId,
+        from: ['queued', 'running'],
+        status: 'cancelled',
+        error: null,
+        now: clock.now(),
+      });
+      if (row) {
+        notifier.jobCancelled(id);
+        return toJob(row);
+      }
+      const job = await this.get(clientId, id);
+      if (isTerminal(job.status)) throw new Conflict(`Job is already ${job.status}.`, 'job_terminal');
+      throw new Conflict('Job changed while being cancelled; try again.');
+    },
+  };
+}
+

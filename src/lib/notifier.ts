@@ -1,0 +1,28 @@
+import { EventEmitter } from 'node:events';
+
+/**
+ * Wake-ups between the parts of one process: the API tells an embedded worker that a job is
+ * waiting (so it starts without a polling delay), that a job was cancelled (so its run aborts
+ * at once), and the outbox that a webhook is due. Separate processes fall back to polling.
+ */
+export interface Notifier {
+  jobQueued(): void;
+  jobCancelled(jobId: string): void;
+  webhookDue(): void;
+  on(event: 'jobQueued' | 'webhookDue', listener: () => void): () => void;
+  on(event: 'jobCancelled', listener: (jobId: string) => void): () => void;
+}
+
+export function createNotifier(): Notifier {
+  const emitter = new EventEmitter();
+  emitter.setMaxListeners(0);
+  return {
+    jobQueued: () => emitter.emit('jobQueued'),
+    jobCancelled: (jobId) => emitter.emit('jobCancelled', jobId),
+    webhookDue: () => emitter.emit('webhookDue'),
+    on(event: string, listener: (...args: any[]) => void) {
+      emitter.on(event, listener);
+      return () => emitter.off(event, listener);
+    },
+  };
+}

@@ -1,0 +1,92 @@
+/**
+ * Keeps up to `concurrency` tasks running: takes the next item when a slot is free, and when
+ * there is none, waits for a wake-up or the poll interval, whichever comes first. Used by the
+ * job worker and the webhook sender.
+ */
+export interface PumpOptions<T> {
+  concurrency: number;
+  pollIntervalMs: number;
+  next: () => Promise<T | null>;
+  run: (item: T) => Promise<void>;
+  /** Subscribes to in-process wake-ups; returns an unsubscribe function. */
+  subscribe?: (wake: () => void) => () => void;
+  onError: (error: unknown) => void;
+}
+
+export interface Pump {
+  /** Stops taking new items; resolves when the running ones have finished. */
+  stop(): Promise<void>;
+  readonly active: number;
+  wake(): void;
+}
+
+export function startPump<T>(opts: PumpOptions<T>): Pump {
+  let stopped = false;
+  let active = 0;
+  let wakeTimer: NodeJS.Timeout | null = null;
+  let wakeResolve: (() => void) | null = null;
+  let woken = false;
+  const running = new Set<Promise<void>>();
+  let loopDone: Promise<void>;
+
+  const wake = () => {
+    woken = true;
+    wakeResolve?.();
+  };
+  const unsubscribe = opts.subscribe?.(wake) ?? (() => {});
+
+  const sleep = () =>
+    new Promise<void>((resolve) => {
+      if (woken || stopped) return resolve();
+      wakeResolve = resolve;
+      wakeTimer = setTimeout(resolve, opts.pollIntervalMs);
+    }).finally(() => {
+      if (wakeTimer) clearTimeout(wakeTimer);
+      wakeTimer = null;
+      wakeResolve = null;
+    });
+
+  async function loop(): Promise<void> {
+    while (!stopped) {
+      if (active >= opts.concurrency) {
+        await Promise.race(running);
+        continue;
+      }
+      woken = false;
+      let item: T | null = null;
+      try {
+        item = await opts.next();
+      } catch (error) {
+        opts.onError(error);
+      }
+      if (item === null) {
+        await sleep();
+        continue;
+      }
+      active++;
+      const task = opts
+        .run(item)
+        .catch(opts.onError)
+        .finally(() => {
+          active--;
+          running.delete(task);
+        });
+      running.add(task);
+    }
+  }
+  loopDone = loop();
+
+  return {
+    get active() {
+      return active;
+    },
+    wake,
+    async stop() {
+      stopped = true;
+      unsubscribe();
+      wake();
+      await loopDone;
+      await Promise.all(running);
+    },
+  };
+}

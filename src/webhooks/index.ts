@@ -1,0 +1,5 @@
+export * from './deliver.ts';
+export * from './dispatcher.ts';
+export * from './outbox.ts';
+export * from './schedule.ts';
+export * from './sign.ts';

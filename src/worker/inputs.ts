@@ -1,0 +1,74 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { downloadToFile, FetchError } from '../assets/fetch-url.ts';
+import type { AssetService, Store } from '../assets/index.ts';
+import type { JobsTable } from '../db/index.ts';
+import { EngineError, type EngineInput, type InputRole, type JobParams } from '../engines/engine.ts';
+import { JOB_ERRORS } from '../jobs/lifecycle.ts';
+import { probeFile } from '../media/probe.ts';
+
+export interface InputContext {
+  assets: AssetService;
+  store: Store;
+  workDir: string;
+  maxBytes: number;
+  allowPrivateUrls: boolean;
+  signal: AbortSignal;
+}
+
+type Source = { field: string; assetId: string; label?: string } | { field: string; url: string; label?: string };
+
+/** The job's inputs in contract order: inputAssetIds, inputUrls, imageUrls, materials. */
+function sourcesOf(job: JobsTable): Source[] {
+  const params: JobParams = JSON.parse(job.params);
+  const ids: string[] = JSON.parse(job.input_asset_ids);
+  return [
+    ...ids.map((assetId, i) => ({ field: `inputAssetIds[${i}]`, assetId })),
+    ...(params.inputUrls ?? []).map((url, i) => ({ field: `inputUrls[${i}]`, url })),
+    ...(params.imageUrls ?? []).map((url, i) => ({ field: `imageUrls[${i}]`, url })),
+    ...(params.materials ?? []).map((m, i) =>
+      m.assetId ? { field: `materials[${i}]`, assetId: m.assetId, label: m.label } : { field: `materials[${i}]`, url: m.url!, label: m.label },
+    ),
+  ];
+}
+
+function roleOf(kind: string): InputRole {
+  return kind === 'video' || kind === 'audio' || kind === 'mask' ? kind : 'image';
+}
+
+/**
+ * Puts every input on local disk for the engine: own assets straight from the store (no copy
+ * for local files), URLs through the SSRF guard with the upload size cap. A failure fails
+ * the job with a stable error code naming the input.
+ */
+export async function materializeInputs(job: JobsTable, ctx: InputContext): Promise<EngineInput[]> {
+  const inputs: EngineInput[] = [];
+  for (const [i, source] of sourcesOf(job).entries()) {
+    if ('assetId' in source) {
+      const row = await ctx.assets.findRow(job.client_id, source.assetId).catch(() => {
+        throw new EngineError(JOB_ERRORS.inputInvalid, `${source.field}: asset ${source.assetId} no longer exists`);
+      });
+      let file = ctx.store.localPath?.(row.storage_key);
+      if (!file) {
+        file = path.join(ctx.workDir, `input-${i}`);
+        await pipeline(await ctx.store.get(row.storage_key), fs.createWriteStream(file), { signal: ctx.signal });
+      }
+      inputs.push({ role: roleOf(row.kind), path: file, mimeType: row.mime_type, label: source.label });
+      continue;
+    }
+    const file = path.join(ctx.workDir, `input-${i}`);
+    try {
+      await downloadToFile(source.url, file, { allowPrivate: ctx.allowPrivateUrls, maxBytes: ctx.maxBytes, signal: ctx.signal });
+    } catch (error) {
+      if (!(error instanceof FetchError)) throw error;
+      const code = error.code === 'too_large' ? JOB_ERRORS.inputTooLarge : JOB_ERRORS.inputFetch;
+      // Connection trouble may pass; a refused or missing URL will not.
+      const retryable = error.code === 'fetch_failed' || error.code === 'timeout' || (error.status ?? 0) >= 500;
+      throw new EngineError(code, `${source.field}: ${error.message.replace(/^url: /, '')}`, { retryable });
+    }
+    const probe = await probeFile(file);
+    inputs.push({ role: roleOf(probe.kind), path: file, mimeType: probe.mimeType, label: source.label });
+  }
+  return inputs;
+}
