@@ -1,0 +1,14 @@
+import sharp from 'sharp';
+import { mkdtempSync } from 'node:fs';
+import { inpaintImage } from '../image-inpaint.ts';
+import { prewarmInpaint, shutdownInpaint } from '../inpaint-pool.ts';
+const dir = mkdtempSync('/tmp/ipb-');
+const N=2048;
+await sharp({create:{width:N,height:N,channels:3,background:'#468'}}).png().toFile(`${dir}/o.png`);
+const m = Buffer.alloc(N*N); for (let y=196;y<1804;y++) for (let x=196;x<1804;x++) m[y*N+x]=255;
+await sharp(m,{raw:{width:N,height:N,channels:1}}).png().toFile(`${dir}/m.png`);
+await prewarmInpaint();
+const t=performance.now();
+await inpaintImage({jobId:'j',capability:'image.inpaint',prompt:'x',params:{},inputs:[{role:'image',path:`${dir}/o.png`,mimeType:'image/png'},{role:'mask',path:`${dir}/m.png`,mimeType:'image/png'}]},{signal:new AbortController().signal,onProgress(p){console.log(p, (performance.now()-t)|0)},workDir:dir});
+console.log('total', (performance.now()-t)|0);
+await shutdownInpaint();

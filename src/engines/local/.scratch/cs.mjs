@@ -1,0 +1,12 @@
+import sharp from 'sharp';
+const g = await sharp({create:{width:4,height:4,channels:4,background:{r:100,g:100,b:100,alpha:0.5}}}).greyscale().png().toBuffer();
+console.log(await sharp(g).metadata().then(m=>[m.channels,m.space]));
+const r = await sharp(g).rotate().toColourspace('srgb').raw({depth:'uchar'}).toBuffer({resolveWithObject:true});
+console.log(r.info);
+const r2 = await sharp(g).flatten({background:'#000'}).greyscale().resize(8,8,{fit:'fill',kernel:'nearest'}).raw().toBuffer({resolveWithObject:true});
+console.log(r2.info, r2.data.subarray(0,4));
+const c = await sharp({create:{width:4,height:4,channels:3,background:'#fff'}}).png().toBuffer();
+const r3 = await sharp(c).flatten({background:'#000'}).greyscale().raw().toBuffer({resolveWithObject:true});
+console.log(r3.info);
+const r4 = await sharp(c).rotate().toColourspace('srgb').raw({depth:'uchar'}).toBuffer({resolveWithObject:true});
+console.log(r4.info);

@@ -1,0 +1,181 @@
+/**
+ * image.inpaint: pixels under the mask (white = repaint) are filled from their surroundings with
+ * OpenCV's Telea inpainting, run in a worker on the mask's bounding box plus a margin. Every pixel
+ * outside the mask is copied from the decoded original, so it is byte-identical.
+ */
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { throwIfAborted, type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
+import { inpaintInWorker } from './inpaint-pool.ts';
+import { decodeError, imageInputs, invalidInput, readImageInfo } from './inputs.ts';
+import { renderPromptImage } from './render.ts';
+
+const RADIUS = 5;
+/** Context around the mask's bounding box handed to the inpainter (Telea looks RADIUS px out). */
+const MARGIN = 4 * RADIUS;
+
+export interface RawImage {
+  data: Buffer;
+  width: number;
+  height: number;
+  channels: 3 | 4;
+}
+
+/** Decodes the original as displayed (EXIF orientation applied) to 8-bit sRGB, RGB or RGBA. */
+export async function decodeOriginal(path: string): Promise<RawImage> {
+  const { data, info } = await sharp(path, { limitInputPixels: false })
+    .rotate()
+    .toColourspace('srgb')
+    .raw({ depth: 'uchar' })
+    .toBuffer({ resolveWithObject: true });
+  if (info.channels === 3 || info.channels === 4) return { data, width: info.width, height: info.height, channels: info.channels };
+  // Grey (+alpha) that stayed single-band: expand.
+  const hasAlpha = info.channels === 2;
+  const channels = hasAlpha ? 4 : 3;
+  const out = Buffer.alloc(info.width * info.height * channels);
+  for (let i = 0, j = 0; i < data.length; i += info.channels, j += channels) {
+    out[j] = out[j + 1] = out[j + 2] = data[i];
+    if (hasAlpha) out[j + 3] = data[i + 1];
+  }
+  return { data: out, width: info.width, height: info.height, channels };
+}
+
+/** The mask at `width`×`height`: alpha flattened onto black, grey, nearest-neighbour, ≥128 → 255. */
+export async function decodeMask(path: string, width: number, height: number): Promise<Uint8Array> {
+  const { data, info } = await sharp(path, { limitInputPixels: false })
+    .rotate()
+    .flatten({ background: '#000000' })
+    .greyscale()
+    .resize(width, height, { fit: 'fill', kernel: 'nearest' })
+    .raw({ depth: 'uchar' })
+    .toBuffer({ resolveWithObject: true });
+  const mask = new Uint8Array(width * height);
+  const step = info.channels;
+  for (let i = 0, j = 0; j < mask.length; i += step, j++) mask[j] = data[i] >= 128 ? 255 : 0;
+  return mask;
+}
+
+export interface Box {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+/** Bounding box of the non-zero mask pixels, or null when the mask is empty. */
+export function maskBounds(mask: Uint8Array, width: number, height: number): Box | null {
+  let minX = width;
+  let minY = height;
+  let maxX = -1;
+  let maxY = -1;
+  for (let y = 0; y < height; y++) {
+    const row = y * width;
+    let first = -1;
+    let last = -1;
+    for (let x = 0; x < width; x++) {
+      if (mask[row + x]) {
+        if (first < 0) first = x;
+        last = x;
+      }
+    }
+    if (first >= 0) {
+      if (first < minX) minX = first;
+      if (last > maxX) maxX = last;
+      if (y < minY) minY = y;
+      maxY = y;
+    }
+  }
+  if (maxX < 0) return null;
+  return { x: minX, y: minY, width: maxX - minX + 1, height: maxY - minY + 1 };
+}
+
+export async function inpaintImage(request: EngineRequest, ctx: RunContext): Promise<EngineOutput[]> {
+  throwIfAborted(ctx.signal);
+  const images = imageInputs(request);
+  const originalInput = images[0];
+  const maskInput = request.inputs.find((i) => i.role === 'mask') ?? images[1];
+  if (!originalInput) throw invalidInput('image.inpaint needs the original image as the first input.');
+  if (!maskInput) throw invalidInput('image.inpaint needs a mask image (white = area to repaint) as the second input.');
+  await readImageInfo(originalInput, 'original image');
+  await readImageInfo(maskInput, 'mask image');
+  throwIfAborted(ctx.signal);
+
+  let original: RawImage;
+  try {
+    original = await decodeOriginal(originalInput.path);
+  } catch (err) {
+    throw decodeError(err, 'original image');
+  }
+  throwIfAborted(ctx.signal);
+  const { width, height, channels } = original;
+  let mask: Uint8Array;
+  try {
+    mask = await decodeMask(maskInput.path, width, height);
+  } catch (err) {
+    throw decodeError(err, 'mask image');
+  }
+  throwIfAborted(ctx.signal);
+  ctx.onProgress(15);
+
+  const out = original.data; // edited in place under the mask only
+  const box = maskBounds(mask, width, height);
+  if (box && box.width === width && box.height === height && mask.every((v) => v !== 0)) {
+    // Nothing to fill from: repaint the whole frame from the prompt instead.
+    const path = join(ctx.workDir, 'repaint.png');
+    await renderPromptImage({ prompt: request.prompt ?? '', width, height, compressionLevel: 1 }, path);
+    const { data } = await sharp(path).ensureAlpha().raw().toBuffer({ resolveWithObject: true });
+    for (let i = 0, j = 0; i < out.length; i += channels, j += 4) {
+      out[i] = data[j];
+      out[i + 1] = data[j + 1];
+      out[i + 2] = data[j + 2];
+    }
+  } else if (box) {
+    const x0 = Math.max(0, box.x - MARGIN);
+    const y0 = Math.max(0, box.y - MARGIN);
+    const x1 = Math.min(width, box.x + box.width + MARGIN);
+    const y1 = Math.min(height, box.y + box.height + MARGIN);
+    const cw = x1 - x0;
+    const ch = y1 - y0;
+    const rgb = new Uint8Array(cw * ch * 3);
+    const alpha = channels === 4 ? new Uint8Array(cw * ch) : undefined;
+    const cropMask = new Uint8Array(cw * ch);
+    for (let y = 0; y < ch; y++) {
+      const srcRow = ((y0 + y) * width + x0) * channels;
+      const maskRow = (y0 + y) * width + x0;
+      for (let x = 0; x < cw; x++) {
+        const s = srcRow + x * channels;
+        const d = (y * cw + x) * 3;
+        rgb[d] = out[s];
+        rgb[d + 1] = out[s + 1];
+        rgb[d + 2] = out[s + 2];
+        if (alpha) alpha[y * cw + x] = out[s + 3];
+        cropMask[y * cw + x] = mask[maskRow + x];
+      }
+    }
+    ctx.onProgress(25);
+    const result = await inpaintInWorker({ width: cw, height: ch, channels: 3, data: rgb, mask: cropMask, alpha, radius: RADIUS }, ctx.signal);
+    throwIfAborted(ctx.signal);
+    for (let y = 0; y < ch; y++) {
+      const dstRow = ((y0 + y) * width + x0) * channels;
+      const maskRow = (y0 + y) * width + x0;
+      for (let x = 0; x < cw; x++) {
+        if (!mask[maskRow + x]) continue;
+        const d = dstRow + x * channels;
+        const s = (y * cw + x) * 3;
+        out[d] = result.data[s];
+        out[d + 1] = result.data[s + 1];
+        out[d + 2] = result.data[s + 2];
+        if (result.alpha) out[d + 3] = result.alpha[y * cw + x];
+      }
+    }
+  }
+  ctx.onProgress(85);
+
+  const path = join(ctx.workDir, 'inpainted.png');
+  await sharp(out, { raw: { width, height, channels }, limitInputPixels: false })
+    .png({ compressionLevel: width * height > 16_000_000 ? 2 : 4, adaptiveFiltering: false })
+    .toFile(path);
+  throwIfAborted(ctx.signal);
+  ctx.onProgress(100);
+  return [{ path, kind: 'image', mimeType: 'image/png' }];
+}

@@ -1,0 +1,51 @@
+/** Picking and checking the input files of a request. */
+import sharp, { type Metadata } from 'sharp';
+import { EngineError, type EngineInput, type EngineRequest } from '../engine.ts';
+
+export interface ImageInfo {
+  path: string;
+  /** As displayed: EXIF orientation applied. */
+  width: number;
+  height: number;
+  hasAlpha: boolean;
+}
+
+export function imageInputs(request: EngineRequest): EngineInput[] {
+  return request.inputs.filter((i) => i.role === 'image');
+}
+
+export function invalidInput(message: string): EngineError {
+  return new EngineError('invalid_input', message, { retryable: false });
+}
+
+/** Header-only check that `input` is an image sharp can read; its displayed size. */
+export async function readImageInfo(input: EngineInput, what: string): Promise<ImageInfo> {
+  let meta: Metadata;
+  try {
+    meta = await sharp(input.path, { limitInputPixels: false }).metadata();
+  } catch (err) {
+    throw invalidInput(`The ${what} is not a readable image (${shortMessage(err)}).`);
+  }
+  const width = meta.autoOrient?.width ?? meta.width;
+  const height = meta.autoOrient?.height ?? meta.height;
+  if (!width || !height) throw invalidInput(`The ${what} has no pixel size.`);
+  return { path: input.path, width, height, hasAlpha: Boolean(meta.hasAlpha) };
+}
+
+/**
+ * Errors from a sharp pipeline that decodes an input: decoding failures become `invalid_input`
+ * (a corrupt or truncated file), file system trouble on our side stays as it is.
+ */
+export function decodeError(err: unknown, what: string): Error {
+  const message = shortMessage(err);
+  if (/ENOSPC|EACCES|EROFS|EMFILE|ENOMEM|unable to open for write|write error/i.test(message)) {
+    return err instanceof Error ? err : new Error(message);
+  }
+  return invalidInput(`The ${what} could not be decoded (${message}).`);
+}
+
+export function shortMessage(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  const line = text.split('\n').find((l) => l.trim()) ?? text;
+  return line.length > 200 ? `${line.slice(0, 200)}…` : line;
+}
