@@ -43,6 +43,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     routerOptions: { ignoreTrailingSlash: true },
   });
   app.decorateRequest('clientId', '');
+  // Bodies are JSON or multipart; anything else is refused (415, answered as 400).
+  app.removeContentTypeParser('text/plain');
   registerErrorHandling(app);
   await app.register(multipart, {
     limits: { fileSize: deps.maxUploadBytes, files: 20, fields: 20, parts: 40 },

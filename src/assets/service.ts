@@ -169,7 +169,7 @@ export function createAssetService(deps: AssetServiceDeps) {
     findRow,
 
     async list(clientId: string, query: unknown): Promise<{ assets: Asset[]; nextBefore: string | null }> {
-      const q = parseWith(listAssetsQuerySchema, query);
+      const q = parseWith(listAssetsQuerySchema, query, 'query parameter');
       const limit = q.limit ?? 20;
       let select = db.selectFrom('assets').selectAll().where('client_id', '=', clientId);
       if (q.kind) select = select.where('kind', '=', q.kind);

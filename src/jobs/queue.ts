@@ -163,7 +163,6 @@ export async function releaseJob(
 /**
  * Deadlines for jobs no worker is looking at: queued past the queue TTL, running past the
  * job timeout (a worker that holds such a job notices at its next lease check and aborts).
- * Also forgets idempotency keys after two days (the contract promises at least one).
  */
 export async function sweepDeadlines(handle: DbHandle, notifier: Notifier | null, opts: QueueOptions & { now: number }): Promise<number> {
   const { db } = handle;
@@ -202,6 +201,10 @@ export async function sweepDeadlines(handle: DbHandle, notifier: Notifier | null
     });
     if (row) settled++;
   }
-  await db.deleteFrom('idempotency_keys').where('created_at', '<', opts.now - 2 * 86_400_000).execute();
   return settled;
+}
+
+/** Forgets idempotency keys after two days (the contract promises at least one). */
+export async function purgeIdempotencyKeys(handle: DbHandle, now: number): Promise<void> {
+  await handle.db.deleteFrom('idempotency_keys').where('created_at', '<', now - 2 * 86_400_000).execute();
 }

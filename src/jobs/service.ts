@@ -125,7 +125,7 @@ export function createJobService(deps: JobServiceDeps) {
 
     /** Newest first. The cursor is exclusive and sort keys are unique, so pages never overlap or skip. */
     async list(clientId: string, query: unknown): Promise<{ jobs: Job[]; nextBefore: string | null }> {
-      const q = parseWith(listJobsQuerySchema, query);
+      const q = parseWith(listJobsQuerySchema, query, 'query parameter');
       const limit = q.limit ?? 20;
       let select = db.selectFrom('jobs').selectAll().where('client_id', '=', clientId);
       if (q.status) select = select.where('status', '=', q.status);

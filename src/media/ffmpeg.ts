@@ -4,7 +4,7 @@
  * `-progress pipe:1`.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, constants as fsConstants } from 'node:fs';
+import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { Aborted } from '../engines/engine.ts';
 
@@ -34,7 +34,7 @@ function findOnPath(name: string): string | null {
     const candidate = join(dir, name);
     try {
       accessSync(candidate, fsConstants.X_OK);
-      return candidate;
+      if (statSync(candidate).isFile()) return candidate;
     } catch {
       // not here
     }
@@ -126,6 +126,11 @@ export async function runFfmpeg(args: readonly string[], options: RunFfmpegOptio
 
     child.on('error', (err) => {
       spawnError = err;
+      if (child.pid === undefined) {
+        // Never started (ENOENT, EACCES): there will be no exit to wait for.
+        signal.removeEventListener('abort', onAbort);
+        reject(new Error(`ffmpeg could not start: ${err.message}`));
+      }
     });
     child.on('close', (code, sig) => {
       signal.removeEventListener('abort', onAbort);

@@ -29,6 +29,9 @@ const CLAIM_MS = 60_000;
 export async function claimDueDelivery(opts: DeliveryOptions): Promise<WebhookDeliveriesTable | null> {
   const { db } = opts.handle;
   const now = opts.clock.now();
+  // Read first: idle senders poll, and a read never takes SQLite's write lock.
+  const due = await db.selectFrom('webhook_deliveries').select('id').where('next_attempt_at', '<=', now).limit(1).executeTakeFirst();
+  if (!due) return null;
   let next = db
     .selectFrom('webhook_deliveries')
     .select('id')

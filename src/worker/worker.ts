@@ -16,6 +16,7 @@ import {
   reportProgress,
   settleIfUnrunnable,
   settleJob,
+  purgeIdempotencyKeys,
   sweepDeadlines,
   type QueueOptions,
 } from '../jobs/index.ts';
@@ -53,6 +54,7 @@ type AbortReason = 'cancelled' | 'lost' | 'shutdown';
 /** How often a worker checks that the jobs it runs are still its own (cancel lands within 2 s). */
 const LEASE_CHECK_MS = 500;
 const SWEEP_MS = 1000;
+const PURGE_MS = 3_600_000;
 const PROGRESS_WRITE_MS = 500;
 const RETRY_BACKOFF_MS = [2_000, 10_000, 30_000];
 
@@ -190,6 +192,7 @@ export function startWorker(deps: WorkerDeps): Worker {
   // processes; a renewal at a third of the lease means one missed beat never loses a job.
   let lastRenewAt = clock.now();
   let lastSweepAt = 0;
+  let lastPurgeAt = 0;
   let ticking = false;
   const ticker = setInterval(async () => {
     if (ticking) return;
@@ -204,6 +207,10 @@ export function startWorker(deps: WorkerDeps): Worker {
       if (now - lastSweepAt >= SWEEP_MS) {
         lastSweepAt = now;
         await sweepDeadlines(handle, deps.notifier, { ...deps.queue, now });
+      }
+      if (now - lastPurgeAt >= PURGE_MS) {
+        lastPurgeAt = now;
+        await purgeIdempotencyKeys(handle, now);
       }
     } catch (error) {
       logger.warn({ err: error }, 'lease upkeep failed');

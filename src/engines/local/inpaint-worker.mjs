@@ -16,7 +16,10 @@ const cv = mod.default ?? mod;
 await new Promise((resolve, reject) => {
   const deadline = Date.now() + 60_000;
   const check = () => {
-    if (cv.Mat && typeof cv.inpaint === 'function') return resolve();
+    if (cv.Mat) {
+      if (typeof cv.inpaint !== 'function') return reject(new Error('this OpenCV.js build has no cv.inpaint (photo module)'));
+      return resolve();
+    }
     if (Date.now() > deadline) return reject(new Error('OpenCV.js did not initialise within 60 s'));
     setTimeout(check, 5);
   };

@@ -88,7 +88,12 @@ describe('video.generate', () => {
     contexts.push(c);
     const run = engine.run(request('16:9', '1080p', 60, ['small.png']), c);
     await new Promise((r) => setTimeout(r, 300));
-    const before = processesMentioning(c.workDir);
+    // On a loaded machine the scene may still be rendering: give ffmpeg a moment to appear.
+    let before = processesMentioning(c.workDir);
+    for (let i = 0; i < 60 && before.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      before = processesMentioning(c.workDir);
+    }
     const abortedAt = performance.now();
     c.controller.abort();
     await assert.rejects(run, (err: unknown) => err instanceof Aborted);
