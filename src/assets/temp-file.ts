@@ -53,3 +53,25 @@ export async function hashFile(file: string): Promise<{ bytes: number; sha256: s
   }
   return { bytes, sha256: hash.digest('hex') };
 }
+
+/**
+ * Removes what killed processes left in a temp dir (half-received uploads, work dirs of runs
+ * that died). Only entries older than `maxAgeMs` go: younger ones may belong to a live process.
+ */
+export async function removeStaleEntries(dir: string, maxAgeMs: number, now = Date.now()): Promise<number> {
+  let removed = 0;
+  const entries = await fsp.readdir(dir, { withFileTypes: true }).catch(() => []);
+  for (const entry of entries) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory() && entry.name === 'work') {
+      removed += await removeStaleEntries(full, maxAgeMs, now);
+      continue;
+    }
+    const stat = await fsp.stat(full).catch(() => null);
+    if (stat && now - stat.mtimeMs > maxAgeMs) {
+      await fsp.rm(full, { recursive: true, force: true });
+      removed++;
+    }
+  }
+  return removed;
+}

@@ -2,7 +2,7 @@ import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import { buildApp } from '../api/app.ts';
 import { createAuthenticator, loadOrCreateDefaultKey } from '../api/auth.ts';
-import { createAssetService, createLocalStore } from '../assets/index.ts';
+import { createAssetService, createLocalStore, removeStaleEntries } from '../assets/index.ts';
 import { loadConfig, publicBaseUrl, type ApiKey, type Config, type Env } from '../config/index.ts';
 import { connectDb, migrateToLatest } from '../db/index.ts';
 import type { Engine } from '../engines/engine.ts';
@@ -54,6 +54,8 @@ export async function boot(opts: BootOptions): Promise<Running> {
   const engines = createEngineRegistry(opts.engines ?? [createLocalEngine()]);
   const notifier = createNotifier();
   const tempDir = path.join(config.dataDir, 'tmp');
+  // Anything older than twice the job timeout cannot belong to a live run or upload.
+  await removeStaleEntries(tempDir, Math.max(2 * config.jobTimeoutMs, 3_600_000));
   let listeningPort: number | undefined;
   const baseUrl = () => publicBaseUrl(config, listeningPort);
 
