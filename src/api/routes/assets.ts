@@ -41,18 +41,14 @@ export function registerAssetRoutes(app: FastifyInstance, assets: AssetService, 
     const row = await assets.findRow(request.clientId, request.params.id);
     const size = Number(row.bytes);
     const etag = `"${row.sha256}"`;
-    reply
-      .header('content-type', row.mime_type)
-      .header('etag', etag)
-      .header('accept-ranges', 'bytes')
-      .header('cache-control', 'private, max-age=31536000, immutable')
-      .header('content-disposition', contentDisposition(row.name));
+    reply.header('etag', etag).header('accept-ranges', 'bytes').header('cache-control', 'private, max-age=31536000, immutable');
     if (request.headers['if-none-match'] === etag) return reply.status(304).send();
     const ifRange = request.headers['if-range'];
     const range = ifRange === undefined || ifRange === etag ? parseRange(request.headers.range, size) : null;
     if (range === 'unsatisfiable') {
       return reply.status(416).header('content-range', `bytes */${size}`).send({ error: 'Range not satisfiable.', code: 'range_not_satisfiable' });
     }
+    reply.header('content-type', row.mime_type).header('content-disposition', contentDisposition(row.name));
     if (range) {
       reply.status(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
       return reply.send(await store.get(row.storage_key, range));
