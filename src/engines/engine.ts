@@ -74,10 +74,84 @@ export interface RunContext {
 }
 
 /** An engine that does its work in this process (the local engine; bench engines). */
-export interface Engine {
+export interface LocalEngine {
+  readonly kind?: 'local';
   readonly name: string;
   readonly capabilities: readonly Capability[];
   run(request: EngineRequest, ctx: RunContext): Promise<EngineOutput[]>;
+}
+
+/** Saved on the job right after submit, so a worker inheriting the job resumes polling instead of resubmitting. */
+export interface EngineHandle {
+  engine: string;
+  /** The provider's task id, always a string (Jimeng's 19-digit ids do not fit a JS number). */
+  taskId: string;
+  /** ISO time of the submit. */
+  submittedAt: string;
+  meta?: Record<string, unknown>;
+}
+
+export interface RemoteInput extends EngineInput {
+  /** A short-lived signed URL the provider can fetch without an API key. */
+  publicUrl: string;
+  width: number | null;
+  height: number | null;
+}
+
+export interface RemoteRequest {
+  jobId: string;
+  capability: Capability;
+  prompt: string | null;
+  params: JobParams;
+  inputs: RemoteInput[];
+}
+
+export type TaskStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'expired' | 'cancelled';
+
+export interface PollResult {
+  status: TaskStatus;
+  progress: number | null;
+  /** The provider's own status word, for logs. */
+  providerStatus: string;
+  /** On success: result URLs (they expire, so the worker re-hosts them) or inline bytes. */
+  outputs?: { kind: 'image' | 'video'; url?: string; data?: Buffer }[];
+  error?: { code: string; message: string; providerCode?: string | number; resubmittable?: boolean };
+}
+
+/**
+ * An engine whose work happens at a provider: submit once, then poll. `submit` and `poll` throw
+ * (EngineError) only for call-level trouble — network, 429, 5xx, auth, rejected parameters; a
+ * task that ended badly is returned as a PollResult.
+ */
+export interface RemoteEngine {
+  readonly kind: 'remote';
+  readonly name: string;
+  readonly capabilities: readonly Capability[];
+  /** Tasks this engine may have in flight across all workers. */
+  readonly maxConcurrency: number;
+  submit(request: RemoteRequest, opts: { signal: AbortSignal; idempotencyKey: string }): Promise<EngineHandle>;
+  poll(handle: EngineHandle, opts: { signal: AbortSignal }): Promise<PollResult>;
+  cancel(handle: EngineHandle): Promise<'cancelled' | 'not_supported' | 'too_late'>;
+  /** Delay before poll number `pollCount` (1-based), following the provider's guidance. */
+  pollDelayMs(pollCount: number): number;
+}
+
+export type Engine = LocalEngine | RemoteEngine;
+
+export function isRemoteEngine(engine: Engine): engine is RemoteEngine {
+  return engine.kind === 'remote';
+}
+
+export interface EngineErrorOptions {
+  /** May succeed if tried again (timeouts, 5xx, connection errors). */
+  retryable?: boolean;
+  /** Too many requests or concurrent tasks: wait `retryAfterMs` (or back off) without using an attempt. */
+  rateLimited?: boolean;
+  retryAfterMs?: number;
+  /** A deadline passed: the job becomes `expired`, not `failed`. */
+  expired?: boolean;
+  providerCode?: string | number;
+  httpStatus?: number;
 }
 
 /**
@@ -88,7 +162,7 @@ export class EngineError extends Error {
   constructor(
     readonly code: string,
     message: string,
-    readonly options: { retryable?: boolean; expired?: boolean } = {},
+    readonly options: EngineErrorOptions = {},
   ) {
     super(message);
     this.name = 'EngineError';

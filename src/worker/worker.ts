@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { AssetService, Store } from '../assets/index.ts';
 import { hashFile } from '../assets/index.ts';
 import type { AssetsTable, DbHandle, JobsTable } from '../db/index.ts';
-import { Aborted, EngineError, type Capability, type JobParams } from '../engines/engine.ts';
+import { Aborted, EngineError, isRemoteEngine, type Capability, type JobParams } from '../engines/engine.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import {
   claimNextJob,
@@ -94,7 +94,7 @@ export function startWorker(deps: WorkerDeps): Worker {
     let stored: AssetsTable[] = [];
     try {
       const engine = deps.engines.get(job.engine);
-      if (!engine) throw new EngineError('engine_unavailable', `Engine "${job.engine}" is not available on this worker.`);
+      if (!engine || isRemoteEngine(engine)) throw new EngineError('engine_unavailable', `Engine "${job.engine}" is not available on this worker.`);
       await fsp.mkdir(workDir, { recursive: true });
       log.info('job started');
       const inputs = await materializeInputs(job, {

@@ -3,7 +3,7 @@
  * prompt (SVG via sharp), upscaled with lanczos3, inpainted with OpenCV (Telea, in a worker), and
  * videos are encoded by ffmpeg (libx264).
  */
-import { Aborted, CAPABILITIES, EngineError, type Engine, type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
+import { Aborted, CAPABILITIES, EngineError, type LocalEngine, type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
 import { generateImage } from './image-generate.ts';
 import { inpaintImage } from './image-inpaint.ts';
 import { upscaleImage } from './image-upscale.ts';
@@ -12,7 +12,7 @@ import { generateVideo } from './video-generate.ts';
 export { prewarmInpaint, shutdownInpaint } from './inpaint-pool.ts';
 export { videoSize } from './video-size.ts';
 
-export function createLocalEngine(): Engine {
+export function createLocalEngine(): LocalEngine {
   return {
     name: 'local',
     capabilities: CAPABILITIES,
