@@ -22,6 +22,31 @@ const envSchema = z.object({
   ZHINIAN_MAX_ATTEMPTS: int(1, 20).default(3),
   ZHINIAN_POLL_INTERVAL_MS: int(10, 60_000).default(100),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  ZHINIAN_SIGNING_SECRET: z.string().min(16).optional(),
+  ZHINIAN_SIGNED_URL_TTL_SECONDS: int(60, 7 * 86_400).default(3600),
+  ZHINIAN_REMOTE_CONCURRENCY: int(1, 10_000).default(500),
+  // Remote engines: each is offered only when its credentials are set.
+  ZHINIAN_JIMENG_BASE_URL: z.url().default('https://visual.volcengineapi.com'),
+  ZHINIAN_VOLC_ACCESS_KEY_ID: z.string().optional(),
+  ZHINIAN_VOLC_SECRET_ACCESS_KEY: z.string().optional(),
+  ZHINIAN_VOLC_SECURITY_TOKEN: z.string().optional(),
+  ZHINIAN_VOLC_REGION: z.string().default('cn-north-1'),
+  ZHINIAN_JIMENG_IMAGE_REQ_KEY: z.string().default('jimeng_t2i_v40'),
+  ZHINIAN_JIMENG_MAX_CONCURRENCY: int(1, 1000).default(2),
+  ZHINIAN_ARK_BASE_URL: z.url().default('https://ark.cn-beijing.volces.com/api/v3'),
+  ZHINIAN_ARK_API_KEY: z.string().optional(),
+  ZHINIAN_ARK_VIDEO_MODEL: z.string().default('doubao-seedance-2-0-260128'),
+  ZHINIAN_ARK_MAX_CONCURRENCY: int(1, 1000).default(10),
+  ZHINIAN_EVOLINK_BASE_URL: z.url().default('https://api.evolink.ai'),
+  ZHINIAN_EVOLINK_API_KEY: z.string().optional(),
+  ZHINIAN_EVOLINK_IMAGE_MODEL: z.string().default('gpt-image-1'),
+  ZHINIAN_EVOLINK_MAX_CONCURRENCY: int(1, 1000).default(10),
+  ZHINIAN_PROVIDER_POLL_INTERVAL_MS: int(1, 600_000).optional(),
+  ZHINIAN_PROVIDER_HTTP_TIMEOUT_MS: int(100, 600_000).default(30_000),
+  ZHINIAN_ENGINES_IMAGE_GENERATE: z.string().optional(),
+  ZHINIAN_ENGINES_IMAGE_INPAINT: z.string().optional(),
+  ZHINIAN_ENGINES_IMAGE_UPSCALE: z.string().optional(),
+  ZHINIAN_ENGINES_VIDEO_GENERATE: z.string().optional(),
 });
 
 export type Env = Record<string, string | undefined>;
@@ -48,6 +73,23 @@ export interface Config {
   /** How often a worker without in-process wake-ups looks for new jobs. */
   pollIntervalMs: number;
   logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
+  /** Key of signed asset URLs; null: generated once and kept in the data dir. */
+  signingSecret: string | null;
+  signedUrlTtlSeconds: number;
+  /** Remote tasks one worker tracks at once (each is a timer and a poll, not a thread). */
+  remoteConcurrency: number;
+  providers: ProvidersConfig;
+  /** Engine preference per capability, when configured (`ZHINIAN_ENGINES_<CAPABILITY>`). */
+  enginePreference: Partial<Record<'image.generate' | 'image.inpaint' | 'image.upscale' | 'video.generate', string[]>>;
+}
+
+export interface ProvidersConfig {
+  httpTimeoutMs: number;
+  /** Overrides every provider's poll cadence (tests). */
+  pollIntervalMs: number | null;
+  jimeng: { baseUrl: string; accessKeyId: string; secretAccessKey: string; securityToken: string | null; region: string; imageReqKey: string; maxConcurrency: number } | null;
+  seedance: { baseUrl: string; apiKey: string; videoModel: string; maxConcurrency: number } | null;
+  evolink: { baseUrl: string; apiKey: string; imageModel: string; maxConcurrency: number } | null;
 }
 
 export class ConfigError extends Error {}
@@ -76,6 +118,43 @@ export function loadConfig(env: Env): Readonly<Config> {
     workerConcurrency: e.ZHINIAN_WORKER_CONCURRENCY,
     pollIntervalMs: e.ZHINIAN_POLL_INTERVAL_MS,
     logLevel: e.LOG_LEVEL,
+    signingSecret: e.ZHINIAN_SIGNING_SECRET ?? null,
+    signedUrlTtlSeconds: e.ZHINIAN_SIGNED_URL_TTL_SECONDS,
+    remoteConcurrency: e.ZHINIAN_REMOTE_CONCURRENCY,
+    providers: {
+      httpTimeoutMs: e.ZHINIAN_PROVIDER_HTTP_TIMEOUT_MS,
+      pollIntervalMs: e.ZHINIAN_PROVIDER_POLL_INTERVAL_MS ?? null,
+      jimeng:
+        e.ZHINIAN_VOLC_ACCESS_KEY_ID && e.ZHINIAN_VOLC_SECRET_ACCESS_KEY
+          ? {
+              baseUrl: e.ZHINIAN_JIMENG_BASE_URL,
+              accessKeyId: e.ZHINIAN_VOLC_ACCESS_KEY_ID,
+              secretAccessKey: e.ZHINIAN_VOLC_SECRET_ACCESS_KEY,
+              securityToken: e.ZHINIAN_VOLC_SECURITY_TOKEN ?? null,
+              region: e.ZHINIAN_VOLC_REGION,
+              imageReqKey: e.ZHINIAN_JIMENG_IMAGE_REQ_KEY,
+              maxConcurrency: e.ZHINIAN_JIMENG_MAX_CONCURRENCY,
+            }
+          : null,
+      seedance: e.ZHINIAN_ARK_API_KEY
+        ? { baseUrl: e.ZHINIAN_ARK_BASE_URL, apiKey: e.ZHINIAN_ARK_API_KEY, videoModel: e.ZHINIAN_ARK_VIDEO_MODEL, maxConcurrency: e.ZHINIAN_ARK_MAX_CONCURRENCY }
+        : null,
+      evolink: e.ZHINIAN_EVOLINK_API_KEY
+        ? { baseUrl: e.ZHINIAN_EVOLINK_BASE_URL, apiKey: e.ZHINIAN_EVOLINK_API_KEY, imageModel: e.ZHINIAN_EVOLINK_IMAGE_MODEL, maxConcurrency: e.ZHINIAN_EVOLINK_MAX_CONCURRENCY }
+        : null,
+    },
+    enginePreference: Object.fromEntries(
+      (
+        [
+          ['image.generate', e.ZHINIAN_ENGINES_IMAGE_GENERATE],
+          ['image.inpaint', e.ZHINIAN_ENGINES_IMAGE_INPAINT],
+          ['image.upscale', e.ZHINIAN_ENGINES_IMAGE_UPSCALE],
+          ['video.generate', e.ZHINIAN_ENGINES_VIDEO_GENERATE],
+        ] as const
+      )
+        .filter(([, list]) => list !== undefined)
+        .map(([capability, list]) => [capability, list!.split(',').map((n) => n.trim()).filter(Boolean)]),
+    ),
   });
 }
 

@@ -63,6 +63,8 @@ export interface EngineOutput {
   path: string;
   kind: 'image' | 'video';
   mimeType: string;
+  /** Where a remote engine's result came from (without its signed query). */
+  sourceUrl?: string;
 }
 
 export interface RunContext {

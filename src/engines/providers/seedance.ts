@@ -1,0 +1,246 @@
+/**
+ * Seedance video on Volcengine Ark (PROVIDERS.md §3): create a task, poll it, DELETE to cancel.
+ * Every model fact, limit and code table lives in `seedance-mapping.ts`.
+ */
+import fsp from 'node:fs/promises';
+import { EngineError, VIDEO_RATIOS, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
+import { systemClock, type Clock } from '../../lib/clock.ts';
+import { callProvider, retryAfterMs, type ProviderResponse } from './http.ts';
+import {
+  classifyHttpStatus,
+  classifySeedanceError,
+  executionExpiresAfter,
+  EXPIRY_GRACE_MS,
+  imageProblem,
+  imageRoles,
+  mapSeedanceStatus,
+  MAX_IMAGES,
+  MAX_REFERENCE_AUDIOS,
+  MAX_REFERENCE_VIDEOS,
+  MODE_NAMES,
+  QUOTA_GIVE_UP_MS,
+  QUOTA_WAIT_MS,
+  resolutionAllowed,
+  resolveRatio,
+  SEEDANCE_ENGINE,
+  seedanceModel,
+  seedancePollDelayMs,
+} from './seedance-mapping.ts';
+
+export interface SeedanceConfig {
+  /** Ends in `/api/v3`. */
+  baseUrl: string;
+  apiKey: string;
+  videoModel: string;
+  /** Sets `execution_expires_after` (at least 3600). */
+  jobTimeoutSeconds: number;
+  httpTimeoutMs: number;
+  /** A fixed poll interval (tests); else the provider cadence (4 s, then 15 s after a minute). */
+  pollIntervalMs?: number;
+  maxConcurrency: number;
+  /** Time for handles, the QuotaExceeded give-up and the local expiry check (tests move it). */
+  clock?: Clock;
+}
+
+function invalid(message: string): EngineError {
+  return new EngineError('invalid_input', message);
+}
+
+export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
+  const clock = config.clock ?? systemClock;
+  const tasksUrl = `${config.baseUrl.replace(/\/+$/, '')}/contents/generations/tasks`;
+  const headers = { authorization: `Bearer ${config.apiKey}`, 'content-type': 'application/json' };
+  const expiresAfterSeconds = executionExpiresAfter(config.jobTimeoutSeconds);
+  // jobId → when QuotaExceeded was first seen on its submit and how often since, for the 30 s → 5 min
+  // ladder and the give-up after ~15 min. In memory: a restarted worker starts the ladder again.
+  const quotaWaits = new Map<string, { firstAt: number; count: number }>();
+
+  const call = (method: 'GET' | 'POST' | 'DELETE', url: string, signal?: AbortSignal, body?: unknown) =>
+    callProvider(SEEDANCE_ENGINE, { method, url, headers, body: body === undefined ? undefined : JSON.stringify(body), timeoutMs: config.httpTimeoutMs, signal });
+
+  function errorFrom(res: ProviderResponse, what: string, jobId?: string): EngineError {
+    const err = res.json?.error;
+    const providerCode = typeof err?.code === 'string' ? err.code : undefined;
+    const detail = withoutQueries(typeof err?.message === 'string' ? err.message : res.text.slice(0, 200));
+    const message = `seedance ${what}: HTTP ${res.status}${providerCode ? ` ${providerCode}` : ''}: ${detail}`.trim();
+    const extra = { providerCode, httpStatus: res.status };
+    const { kind, code } = classifySeedanceError(providerCode) ?? classifyHttpStatus(res.status);
+    switch (kind) {
+      case 'permanent':
+        return new EngineError(code, message, extra);
+      case 'retryable':
+        return new EngineError(code, message, { ...extra, retryable: true });
+      case 'rate_limited':
+        // No Retry-After is documented; without one the worker backs off 2 s → 60 s.
+        return new EngineError(code, message, { ...extra, rateLimited: true, retryAfterMs: retryAfterMs(res.headers) });
+      case 'quota_wait':
+        return quotaError(message, extra, jobId);
+    }
+  }
+
+  function quotaError(message: string, extra: { providerCode?: string; httpStatus: number }, jobId?: string): EngineError {
+    const now = clock.now();
+    for (const [key, wait] of quotaWaits) if (now - wait.firstAt > 4 * QUOTA_GIVE_UP_MS) quotaWaits.delete(key);
+    const wait = jobId ? (quotaWaits.get(jobId) ?? { firstAt: now, count: 0 }) : { firstAt: now, count: 0 };
+    if (now - wait.firstAt >= QUOTA_GIVE_UP_MS) {
+      if (jobId) quotaWaits.delete(jobId);
+      return new EngineError('quota_exceeded', `${message} (still refused after ${Math.round((now - wait.firstAt) / 60_000)} min)`, extra);
+    }
+    const delay = QUOTA_WAIT_MS[Math.min(wait.count, QUOTA_WAIT_MS.length - 1)];
+    if (jobId) quotaWaits.set(jobId, { firstAt: wait.firstAt, count: wait.count + 1 });
+    return new EngineError('quota_exceeded', message, { ...extra, rateLimited: true, retryAfterMs: delay });
+  }
+
+  async function createBody(request: RemoteRequest): Promise<Record<string, unknown>> {
+    const model = seedanceModel(config.videoModel);
+    const images = request.inputs.filter((i) => i.role === 'image');
+    const videos = request.inputs.filter((i) => i.role === 'video');
+    const audios = request.inputs.filter((i) => i.role === 'audio');
+    if (request.inputs.some((i) => i.role === 'mask')) throw invalid('video.generate takes no mask.');
+    const withMedia = videos.length + audios.length > 0;
+    if (withMedia && !model.modes.includes('reference_media')) {
+      throw invalid(`Reference video/audio needs a Seedance 2.0 model; ${config.videoModel} takes images only.`);
+    }
+    if (images.length > MAX_IMAGES) throw invalid(`Seedance takes at most ${MAX_IMAGES} images; got ${images.length}.`);
+    if (videos.length > MAX_REFERENCE_VIDEOS) throw invalid(`Seedance takes at most ${MAX_REFERENCE_VIDEOS} reference videos.`);
+    if (audios.length > MAX_REFERENCE_AUDIOS) throw invalid(`Seedance takes at most ${MAX_REFERENCE_AUDIOS} reference audio clips.`);
+    if (!request.prompt && images.length === 0) throw invalid('video.generate needs a prompt or at least one image.');
+    const { mode, roles } = imageRoles(images.length, withMedia);
+    if (!model.modes.includes(mode)) throw invalid(`${config.videoModel} does not support ${MODE_NAMES[mode]}.`);
+    for (const [i, image] of images.entries()) {
+      const problem = imageProblem(image, await sizeOf(image));
+      if (problem) throw invalid(`Image ${i + 1} ${problem}.`);
+    }
+
+    const settings = request.params.settings ?? { ratio: 'adaptive', duration: 5, resolution: '720p' };
+    const { duration, resolution } = settings;
+    if (!Number.isInteger(duration) || duration < model.minDurationSeconds || duration > model.maxDurationSeconds) {
+      throw invalid(`${config.videoModel} makes ${model.minDurationSeconds}–${model.maxDurationSeconds} s videos; got duration ${duration}.`);
+    }
+    if (!VIDEO_RATIOS.includes(settings.ratio)) throw invalid(`Unknown ratio ${settings.ratio}.`);
+    const ratio = resolveRatio(settings.ratio, mode, images[0]);
+    if (!resolutionAllowed(model, resolution, mode)) {
+      throw invalid(`${config.videoModel} cannot make ${resolution} video${mode.startsWith('reference') ? ' from references' : ''}.`);
+    }
+
+    // Labels such as @图片1 stay in the prompt as written; images follow in request order.
+    const content: unknown[] = [];
+    if (request.prompt) content.push({ type: 'text', text: request.prompt });
+    images.forEach((image, i) => content.push({ type: 'image_url', image_url: { url: image.publicUrl }, role: roles[i] }));
+    for (const video of videos) content.push({ type: 'video_url', video_url: { url: video.publicUrl }, role: 'reference_video' });
+    for (const audio of audios) content.push({ type: 'audio_url', audio_url: { url: audio.publicUrl }, role: 'reference_audio' });
+    return {
+      model: config.videoModel,
+      content,
+      ratio,
+      duration,
+      resolution,
+      watermark: false,
+      execution_expires_after: expiresAfterSeconds,
+      ...(model.generateAudio === undefined ? {} : { generate_audio: model.generateAudio }),
+    };
+  }
+
+  function taskUrl(handle: EngineHandle): string {
+    return `${tasksUrl}/${encodeURIComponent(handle.taskId)}`;
+  }
+
+  function toPollResult(task: any, handle: EngineHandle): PollResult {
+    const providerStatus = typeof task?.status === 'string' ? task.status : '';
+    const status = mapSeedanceStatus(providerStatus);
+    switch (status) {
+      case 'succeeded': {
+        const url = task.content?.video_url;
+        if (typeof url === 'string' && url) return { status, progress: 100, providerStatus, outputs: [{ kind: 'video', url }] };
+        return { status: 'failed', progress: null, providerStatus, error: { code: 'provider_error', message: 'Seedance reported success without a video_url.' } };
+      }
+      case 'failed': {
+        // `error` {code, message}; old list items carry `failure_reason` instead [C].
+        const raw = task.error ?? task.failure_reason;
+        const providerCode = typeof raw === 'string' ? raw : typeof raw?.code === 'string' ? raw.code : undefined;
+        const detail = typeof raw?.message === 'string' ? withoutQueries(raw.message) : (providerCode ?? 'no reason given');
+        const found = classifySeedanceError(providerCode);
+        const error = { code: found?.code ?? 'provider_error', message: `Seedance task failed: ${detail}`, providerCode, resubmittable: found !== undefined && found.kind !== 'permanent' };
+        return { status, progress: null, providerStatus, error };
+      }
+      case 'expired':
+        return { status, progress: null, providerStatus, error: { code: 'provider_timeout', message: 'Seedance expired the task before it ran to the end.' } };
+      case 'cancelled':
+        return { status, progress: null, providerStatus };
+      default: {
+        const createdAtMs = typeof task.created_at === 'number' ? task.created_at * 1000 : Date.parse(handle.submittedAt);
+        const expiresAfter = Number(handle.meta?.executionExpiresAfter ?? expiresAfterSeconds);
+        if (clock.now() > createdAtMs + expiresAfter * 1000 + EXPIRY_GRACE_MS) {
+          return { status: 'expired', progress: null, providerStatus, error: { code: 'provider_timeout', message: `Seedance task still ${providerStatus || 'pending'} past its ${expiresAfter} s expiry.` } };
+        }
+        return { status, progress: null, providerStatus };
+      }
+    }
+  }
+
+  return {
+    kind: 'remote',
+    name: SEEDANCE_ENGINE,
+    capabilities: ['video.generate'],
+    maxConcurrency: config.maxConcurrency,
+
+    async submit(request, { signal }) {
+      if (request.capability !== 'video.generate') throw invalid(`Seedance cannot run ${request.capability}.`);
+      const body = await createBody(request);
+      const res = await call('POST', tasksUrl, signal, body);
+      if (res.status < 200 || res.status >= 300) throw errorFrom(res, 'create', request.jobId);
+      quotaWaits.delete(request.jobId);
+      const id = res.json?.id;
+      if ((typeof id !== 'string' && typeof id !== 'number') || id === '') {
+        // The task may exist and bill: do not retry blindly.
+        throw new EngineError('provider_error', `seedance create: HTTP ${res.status} without a task id`, { httpStatus: res.status });
+      }
+      return {
+        engine: SEEDANCE_ENGINE,
+        taskId: String(id),
+        submittedAt: new Date(clock.now()).toISOString(),
+        meta: { model: config.videoModel, executionExpiresAfter: expiresAfterSeconds },
+      };
+    },
+
+    async poll(handle, { signal }) {
+      const res = await call('GET', taskUrl(handle), signal);
+      if (res.status === 404) {
+        const providerCode = typeof res.json?.error?.code === 'string' ? res.json.error.code : undefined;
+        return { status: 'failed', progress: null, providerStatus: 'not_found', error: { code: 'provider_task_lost', message: `Seedance no longer knows task ${handle.taskId}.`, providerCode } };
+      }
+      if (res.status < 200 || res.status >= 300) throw errorFrom(res, 'get');
+      if (!res.json || typeof res.json !== 'object') throw new EngineError('provider_error', `seedance get: HTTP ${res.status} without a task object`, { retryable: true, httpStatus: res.status });
+      return toPollResult(res.json, handle);
+    },
+
+    async cancel(handle) {
+      // DELETE also removes finished tasks, so its 200 alone does not say "cancelled": look first.
+      const res = await call('GET', taskUrl(handle));
+      if (res.status === 404) return 'too_late';
+      if (res.status < 200 || res.status >= 300) throw errorFrom(res, 'get');
+      const status = res.json?.status;
+      if (status === 'cancelled') return 'cancelled';
+      if (status !== 'queued') return 'too_late';
+      const deleted = await call('DELETE', taskUrl(handle));
+      if (deleted.status >= 200 && deleted.status < 300) return 'cancelled';
+      // Refused: it started running (or finished) since we looked.
+      if (deleted.status === 400 || deleted.status === 404 || deleted.status === 409) return 'too_late';
+      throw errorFrom(deleted, 'delete');
+    },
+
+    pollDelayMs(pollCount) {
+      return config.pollIntervalMs ?? seedancePollDelayMs(pollCount);
+    },
+  };
+}
+
+async function sizeOf(input: RemoteInput): Promise<number> {
+  // The worker hands us a file it already fetched; if it is somehow gone, let the provider judge.
+  return fsp.stat(input.path).then((s) => s.size, () => 0);
+}
+
+/** Provider messages may echo a signed input URL: keep its signature out of job errors and logs. */
+function withoutQueries(text: string): string {
+  return text.replace(/(https?:\/\/[^\s?#"']+)\?[^\s"']*/g, '$1?…');
+}

@@ -1,0 +1,229 @@
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import sharp from 'sharp';
+import { downloadToFile, FetchError } from '../assets/fetch-url.ts';
+import type { JobsTable } from '../db/index.ts';
+import {
+  Aborted,
+  EngineError,
+  UPSCALE_LONG_SIDE,
+  type EngineHandle,
+  type EngineInput,
+  type EngineOutput,
+  type JobParams,
+  type PollResult,
+  type RemoteEngine,
+  type RemoteInput,
+} from '../engines/engine.ts';
+import { probeFile } from '../media/probe.ts';
+
+/** What a remote run keeps in `jobs.engine_state`, so another worker can take over. */
+export type RemoteState = { phase: 'submitting'; engine: string; at: number } | { phase: 'submitted'; handle: EngineHandle };
+
+export interface RemoteRunContext {
+  signal: AbortSignal;
+  workDir: string;
+  log: Logger;
+  onProgress(percent: number): void;
+  /** Stores engine state while the lease is held; false when the job is no longer ours. */
+  saveState(state: RemoteState): Promise<boolean>;
+  /** The job's inputs on disk (fetched through the URL guard), in order. */
+  materialize(): Promise<EngineInput[]>;
+  /** Keyless, signed, short-lived URL of an input for the provider to fetch. */
+  publicUrlFor(input: EngineInput, index: number): string;
+  allowPrivateUrls: boolean;
+  maxOutputBytes: number;
+  /** Wait time of the rate-limit and retry ladders (tests shorten it). */
+  backoffScale?: number;
+}
+
+const RETRYABLE_TRIES = 5;
+const CONSECUTIVE_POLL_FAILURES = 10;
+const OUTPUT_FETCH_TRIES = 3;
+
+/**
+ * Runs a job on a remote engine: submit once (the handle is stored before the first poll, so
+ * a worker that inherits the job resumes polling and never submits again), poll on the
+ * engine's cadence, then re-host every result into local files — provider URLs expire, so a
+ * job never finishes on a third-party link. Returns files like a local engine does.
+ */
+export async function runRemoteJob(job: JobsTable, engine: RemoteEngine, ctx: RemoteRunContext): Promise<EngineOutput[]> {
+  const saved = job.engine_state ? (JSON.parse(job.engine_state) as RemoteState) : null;
+  let handle: EngineHandle;
+  if (saved?.phase === 'submitted' && saved.handle.engine === engine.name) {
+    handle = saved.handle;
+    ctx.log.info({ taskId: handle.taskId }, 'resuming remote task');
+  } else {
+    if (saved?.phase === 'submitting' && saved.engine === engine.name) {
+      // A worker died between sending the submit and storing its answer: the provider may have
+      // a task we cannot find. Submitting again could bill twice, so stop here.
+      throw new EngineError('provider_task_lost', 'The worker stopped while submitting to the provider; the remote task cannot be resumed.');
+    }
+    handle = await submit(job, engine, ctx);
+  }
+  return pollUntilDone(job, engine, handle, ctx);
+}
+
+async function submit(job: JobsTable, engine: RemoteEngine, ctx: RemoteRunContext): Promise<EngineHandle> {
+  const inputs = await ctx.materialize();
+  const remoteInputs: RemoteInput[] = [];
+  for (const [i, input] of inputs.entries()) {
+    const probe = await probeFile(input.path);
+    remoteInputs.push({ ...input, publicUrl: ctx.publicUrlFor(input, i), width: probe.width, height: probe.height });
+  }
+  const params: JobParams = JSON.parse(job.params);
+  const request = { jobId: job.id, capability: job.capability as RemoteRequest['capability'], prompt: job.prompt, params, inputs: remoteInputs };
+  if (!(await ctx.saveState({ phase: 'submitting', engine: engine.name, at: Date.now() }))) throw new Aborted();
+  const handle = await withRetries(ctx, 'submit', () => engine.submit(request, { signal: ctx.signal, idempotencyKey: `${job.id}:1` }));
+  if (!(await ctx.saveState({ phase: 'submitted', handle }))) {
+    await engine.cancel(handle).catch(() => {});
+    throw new Aborted();
+  }
+  ctx.log.info({ taskId: handle.taskId }, 'remote task submitted');
+  return handle;
+}
+
+type RemoteRequest = Parameters<RemoteEngine['submit']>[0];
+
+async function pollUntilDone(job: JobsTable, engine: RemoteEngine, handle: EngineHandle, ctx: RemoteRunContext): Promise<EngineOutput[]> {
+  let failures = 0;
+  let refetchedForFreshUrls = false;
+  for (let count = 1; ; count++) {
+    await sleep(engine.pollDelayMs(count), undefined, { signal: ctx.signal }).catch(() => {
+      throw new Aborted();
+    });
+    let result: PollResult;
+    try {
+      result = await engine.poll(handle, { signal: ctx.signal });
+      failures = 0;
+    } catch (error) {
+      if (!(error instanceof EngineError) || !(error.options.retryable || error.options.rateLimited)) throw error;
+      failures++;
+      if (error.options.retryable && failures >= CONSECUTIVE_POLL_FAILURES) throw error;
+      if (error.options.retryAfterMs) await pause(ctx, error.options.retryAfterMs);
+      continue;
+    }
+    if (result.progress !== null) ctx.onProgress(result.progress);
+    switch (result.status) {
+      case 'queued':
+      case 'running':
+        continue;
+      case 'succeeded':
+        try {
+          return await rehostOutputs(job, result, ctx);
+        } catch (error) {
+          // Result links that already died (403/404/410): a fresh poll may hand out new ones, once.
+          if (error instanceof OutputGone && !refetchedForFreshUrls) {
+            refetchedForFreshUrls = true;
+            continue;
+          }
+          if (error instanceof OutputGone) throw new EngineError('output_unavailable', error.message);
+          throw error;
+        }
+      case 'expired':
+        throw new EngineError(result.error?.code ?? 'provider_timeout', result.error?.message ?? `${engine.name} let the task expire.`, { expired: true });
+      case 'cancelled':
+        throw new EngineError(result.error?.code ?? 'provider_cancelled', result.error?.message ?? `${engine.name} cancelled the task.`);
+      case 'failed':
+        throw new EngineError(result.error?.code ?? 'provider_error', result.error?.message ?? `${engine.name} reported the task failed.`, {
+          providerCode: result.error?.providerCode,
+        });
+    }
+  }
+}
+
+class OutputGone extends Error {}
+
+async function rehostOutputs(job: JobsTable, result: PollResult, ctx: RemoteRunContext): Promise<EngineOutput[]> {
+  const outputs: EngineOutput[] = [];
+  if (!result.outputs?.length) throw new EngineError('provider_error', 'The provider reported success without any result.');
+  for (const [i, output] of result.outputs.entries()) {
+    const file = path.join(ctx.workDir, `output-${i}`);
+    let sourceUrl: string | undefined;
+    if (output.data) {
+      await import('node:fs/promises').then((fs) => fs.writeFile(file, output.data!));
+    } else if (output.url) {
+      sourceUrl = output.url.split('?')[0];
+      await fetchOutput(output.url, file, ctx);
+    } else {
+      throw new EngineError('provider_error', 'The provider returned a result with neither a URL nor data.');
+    }
+    const probe = await probeFile(file);
+    if (probe.kind !== output.kind && !(output.kind === 'image' && probe.kind === 'image')) {
+      throw new EngineError('provider_error', `The provider's result ${i + 1} is ${probe.mimeType}, not an ${output.kind}.`);
+    }
+    const finalFile = await fitToRequest(job, file, probe.kind, probe.width, probe.height);
+    const finalProbe = finalFile === file ? probe : await probeFile(finalFile);
+    outputs.push({ path: finalFile, kind: output.kind, mimeType: finalProbe.mimeType, sourceUrl });
+  }
+  return outputs;
+}
+
+async function fetchOutput(url: string, file: string, ctx: RemoteRunContext): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await downloadToFile(url, file, { allowPrivate: ctx.allowPrivateUrls, maxBytes: ctx.maxOutputBytes, signal: ctx.signal, timeoutMs: 300_000 });
+      return;
+    } catch (error) {
+      if (ctx.signal.aborted) throw new Aborted();
+      if (!(error instanceof FetchError)) throw error;
+      if (error.code === 'http_status' && [403, 404, 410].includes(error.status ?? 0)) throw new OutputGone(`The result link answered HTTP ${error.status}.`);
+      if (error.code === 'too_large') throw new EngineError('output_unavailable', `A result is larger than ${ctx.maxOutputBytes} bytes.`);
+      const transient = error.code === 'fetch_failed' || error.code === 'timeout' || (error.status ?? 0) >= 500;
+      if (!transient || attempt >= OUTPUT_FETCH_TRIES) throw new EngineError('output_unavailable', `Could not download a result: ${error.message.replace(/^url: /, '')}`);
+      await pause(ctx, 1000 * attempt);
+    }
+  }
+}
+
+/** Providers return their own sizes: make images exactly what the job asked for. */
+async function fitToRequest(job: JobsTable, file: string, kind: string, width: number | null, height: number | null): Promise<string> {
+  if (kind !== 'image' || !width || !height) return file;
+  const params: JobParams = JSON.parse(job.params);
+  let target: { width: number; height: number } | null = null;
+  if (job.capability === 'image.generate' && params.width && params.height) target = { width: params.width, height: params.height };
+  if (job.capability === 'image.upscale') {
+    const long = UPSCALE_LONG_SIDE[params.resolution ?? '4k'];
+    target = width >= height ? { width: long, height: Math.round((height * long) / width) } : { width: Math.round((width * long) / height), height: long };
+  }
+  if (!target || (target.width === width && target.height === height)) return file;
+  const resized = `${file}-fit.png`;
+  await sharp(file, { limitInputPixels: false }).resize(target.width, target.height, { fit: 'cover', kernel: 'lanczos3' }).png({ compressionLevel: 4 }).toFile(resized);
+  return resized;
+}
+
+/**
+ * Calls `fn`, riding out trouble the provider says will pass: rate limits wait their
+ * Retry-After (else 2 s doubling to 60 s, jittered) until the job's deadline aborts the run;
+ * transient errors get 1, 2, 4… s with full jitter, five tries in all.
+ */
+async function withRetries<T>(ctx: RemoteRunContext, what: string, fn: () => Promise<T>): Promise<T> {
+  let transient = 0;
+  let limited = 0;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (error) {
+      if (!(error instanceof EngineError)) throw error;
+      if (error.options.rateLimited) {
+        limited++;
+        const wait = error.options.retryAfterMs ?? Math.min(60_000, 2000 * 2 ** (limited - 1)) * (0.5 + Math.random() / 2);
+        ctx.log.warn({ code: error.code, waitMs: Math.round(wait) }, `${what} rate-limited`);
+        await pause(ctx, wait);
+        continue;
+      }
+      if (error.options.retryable && ++transient < RETRYABLE_TRIES) {
+        await pause(ctx, Math.random() * Math.min(30_000, 1000 * 2 ** (transient - 1)));
+        continue;
+      }
+      throw error;
+    }
+  }
+}
+
+async function pause(ctx: RemoteRunContext, ms: number): Promise<void> {
+  await sleep(ms * (ctx.backoffScale ?? 1), undefined, { signal: ctx.signal }).catch(() => {
+    throw new Aborted();
+  });
+}
