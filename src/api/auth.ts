@@ -1,8 +1,8 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import fs from 'node:fs';
 import path from 'node:path';
 import type { ApiKey } from '../config/index.ts';
 import { Unauthorized } from '../lib/errors.ts';
+import { readOrCreateSecret } from '../lib/secret-file.ts';
 
 export interface Authenticator {
   /** The client id owning the request's key; throws Unauthorized. */
@@ -49,18 +49,6 @@ function presentedKey(headers: Record<string, string | string[] | undefined>): s
  * the data dir, so restarts (and separate worker processes) agree on it.
  */
 export function loadOrCreateDefaultKey(dataDir: string): { key: ApiKey; created: boolean } {
-  const file = path.join(dataDir, 'api-key');
-  fs.mkdirSync(dataDir, { recursive: true });
-  try {
-    return { key: { clientId: 'default', key: fs.readFileSync(file, 'utf8').trim() }, created: false };
-  } catch {
-    const key = `zk_${randomBytes(24).toString('base64url')}`;
-    try {
-      fs.writeFileSync(file, `${key}\n`, { mode: 0o600, flag: 'wx' });
-      return { key: { clientId: 'default', key }, created: true };
-    } catch {
-      // Another process created it first: use theirs.
-      return { key: { clientId: 'default', key: fs.readFileSync(file, 'utf8').trim() }, created: false };
-    }
-  }
+  const { value, created } = readOrCreateSecret(path.join(dataDir, 'api-key'), () => `zk_${randomBytes(24).toString('base64url')}`);
+  return { key: { clientId: 'default', key: value }, created };
 }

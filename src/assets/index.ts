@@ -4,3 +4,4 @@ export * from './service.ts';
 export * from './store.ts';
 export * from './store-local.ts';
 export * from './temp-file.ts';
+export * from './signed-url.ts';

@@ -114,6 +114,12 @@ export function createAssetService(deps: AssetServiceDeps) {
 
   return {
     prepare,
+    /** For signed download links, whose signature already proves access. */
+    async findRowById(id: string): Promise<AssetsTable> {
+      const row = await db.selectFrom('assets').selectAll().where('id', '=', id).executeTakeFirst();
+      if (!row) throw new NotFound('Asset');
+      return row;
+    },
     /** Streams one uploaded file to a temp file, capped at the upload limit. */
     receive: (stream: Readable) => writeStreamToTemp(stream, deps.tempDir, deps.maxUploadBytes),
 

@@ -2,15 +2,16 @@ import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import { buildApp } from '../api/app.ts';
 import { createAuthenticator, loadOrCreateDefaultKey } from '../api/auth.ts';
-import { createAssetService, createLocalStore, removeStaleEntries } from '../assets/index.ts';
+import { createAssetService, createLocalStore, createUrlSigner, removeStaleEntries } from '../assets/index.ts';
 import { loadConfig, publicBaseUrl, type ApiKey, type Config, type Env } from '../config/index.ts';
 import { connectDb, migrateToLatest } from '../db/index.ts';
 import type { Engine } from '../engines/engine.ts';
-import { createLocalEngine } from '../engines/local/index.ts';
+import { enginesFromConfig } from '../engines/from-config.ts';
 import { createEngineRegistry } from '../engines/registry.ts';
 import { createJobService } from '../jobs/index.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { createNotifier } from '../lib/notifier.ts';
+import { readOrCreateSecret } from '../lib/secret-file.ts';
 import { startWebhookDispatcher } from '../webhooks/index.ts';
 import { startWorker } from '../worker/worker.ts';
 
@@ -51,7 +52,8 @@ export async function boot(opts: BootOptions): Promise<Running> {
   const handle = await connectDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   await migrateToLatest(handle);
   const store = createLocalStore(path.join(config.dataDir, 'assets'));
-  const engines = createEngineRegistry(opts.engines ?? [createLocalEngine()]);
+  const engines = createEngineRegistry(opts.engines ?? enginesFromConfig(config), config.enginePreference);
+  const signer = createUrlSigner(config.signingSecret ?? readOrCreateSecret(path.join(config.dataDir, 'signing-secret')).value);
   const notifier = createNotifier();
   const tempDir = path.join(config.dataDir, 'tmp');
   // Anything older than twice the job timeout cannot belong to a live run or upload.
@@ -84,6 +86,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     const app = await buildApp({
       logger,
       auth: createAuthenticator(apiKeys),
+      signer,
       jobs,
       assets,
       store,
@@ -109,6 +112,10 @@ export async function boot(opts: BootOptions): Promise<Running> {
       logger: logger.child({ component: 'worker' }),
       queue: { leaseMs: config.leaseMs, maxAttempts: config.maxAttempts, queueTtlMs: config.queueTtlMs, jobTimeoutMs: config.jobTimeoutMs },
       concurrency: config.workerConcurrency,
+      remoteConcurrency: config.remoteConcurrency,
+      signer,
+      signedUrlTtlSeconds: config.signedUrlTtlSeconds,
+      publicBaseUrl: baseUrl,
       pollIntervalMs: config.pollIntervalMs,
       workDir: path.join(tempDir, 'work'),
       maxInputBytes: config.maxUploadBytes,

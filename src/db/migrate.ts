@@ -1,10 +1,12 @@
 import { Migrator, type Migration } from 'kysely';
 import type { DbHandle } from './connect.ts';
 import * as m0001 from './migrations/0001-initial.ts';
+import * as m0002 from './migrations/0002-engine-routing.ts';
 
 /** Append-only: never edit a migration once merged; add the next number instead. */
 const migrations: Record<string, Migration> = {
   '0001-initial': m0001,
+  '0002-engine-routing': m0002,
 };
 
 /**

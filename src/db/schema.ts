@@ -31,6 +31,16 @@ export interface JobsTable {
   lease_owner: string | null;
   /** Engine-specific resume state (remote task handle), JSON. */
   engine_state: string | null;
+  /** 1 when the client named the engine: the job never moves to another. */
+  engine_pinned: number;
+}
+
+export interface EngineCircuitsTable {
+  engine: string;
+  consecutive_failures: number;
+  /** While in the future the engine gets no new work; once passed, one probe is let through. */
+  open_until: number | null;
+  updated_at: number;
 }
 
 export interface IdempotencyKeysTable {
@@ -93,6 +103,7 @@ export interface Database {
   assets: AssetsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   webhook_attempts: WebhookAttemptsTable;
+  engine_circuits: EngineCircuitsTable;
 }
 
 export type Db = Kysely<Database>;

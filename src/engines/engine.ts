@@ -47,6 +47,9 @@ export interface EngineInput {
   path: string;
   mimeType: string;
   label?: string;
+  /** Where it came from: one of the client's assets, or a URL. */
+  assetId?: string;
+  sourceUrl?: string;
 }
 
 export interface EngineRequest {

@@ -1,4 +1,4 @@
-import type { DbHandle, JobsTable } from '../db/index.ts';
+import { withTransaction, type DbHandle, type JobsTable, type Tx } from '../db/index.ts';
 import { JOB_ERRORS } from './lifecycle.ts';
 import { settleJob } from './settle.ts';
 import type { Notifier } from '../lib/notifier.ts';
@@ -15,12 +15,24 @@ export interface QueueOptions {
   jobTimeoutMs: number;
 }
 
-export async function claimNextJob(handle: DbHandle, workerId: string, now: number, leaseMs: number): Promise<JobsTable | null> {
-  const { db } = handle;
-  let next = db.selectFrom('jobs').select('id').where('run_at', '<=', now).orderBy('run_at').limit(1);
+export async function claimNextJob(
+  handle: DbHandle,
+  workerId: string,
+  now: number,
+  leaseMs: number,
+  engines?: readonly string[],
+): Promise<JobsTable | null> {
+  return claimWith(handle.db, handle.dialect, workerId, now, leaseMs, engines);
+}
+
+async function claimWith(db: Tx, dialect: DbHandle['dialect'], workerId: string, now: number, leaseMs: number, engines?: readonly string[]) {
+  if (engines?.length === 0) return null;
+  let next = db.selectFrom('jobs').select('id').where('run_at', '<=', now);
+  if (engines) next = next.where('engine', 'in', engines);
+  next = next.orderBy('run_at').limit(1);
   // PostgreSQL: concurrent claimers skip each other's locked candidates instead of queueing on
   // them. SQLite has one writer at a time, which already makes the statement atomic.
-  if (handle.dialect === 'postgres') next = next.forUpdate().skipLocked();
+  if (dialect === 'postgres') next = next.forUpdate().skipLocked();
   const row = await db
     .updateTable('jobs')
     .set((eb) => ({
@@ -39,10 +51,53 @@ export async function claimNextJob(handle: DbHandle, workerId: string, now: numb
   return row ?? null;
 }
 
+/**
+ * Claims a job for a remote engine that is below its concurrency cap. The cap holds across
+ * every worker because the count and the claim run in one write transaction: the database is
+ * the shared truth.
+ */
+export async function claimNextRemoteJob(
+  handle: DbHandle,
+  workerId: string,
+  now: number,
+  leaseMs: number,
+  caps: readonly { engine: string; maxConcurrency: number }[],
+): Promise<JobsTable | null> {
+  if (caps.length === 0 || !(await hasClaimableJob(handle, now, caps.map((c) => c.engine)))) return null;
+  return withTransaction(handle, async (tx) => {
+    const busy = await tx
+      .selectFrom('jobs')
+      .select(['engine', (eb) => eb.fn.countAll<number>().as('running')])
+      .where('status', '=', 'running')
+      .where('lease_owner', 'is not', null)
+      .where('engine', 'in', caps.map((c) => c.engine))
+      .groupBy('engine')
+      .execute();
+    const running = new Map(busy.map((b) => [b.engine, Number(b.running)]));
+    const open = caps.filter((c) => (running.get(c.engine) ?? 0) < c.maxConcurrency).map((c) => c.engine);
+    return claimWith(tx, handle.dialect, workerId, now, leaseMs, open);
+  });
+}
+
 /** Cheap check before claiming, so idle pollers read instead of write. */
-export async function hasClaimableJob(handle: DbHandle, now: number): Promise<boolean> {
-  const row = await handle.db.selectFrom('jobs').select('id').where('run_at', '<=', now).limit(1).executeTakeFirst();
+export async function hasClaimableJob(handle: DbHandle, now: number, engines?: readonly string[]): Promise<boolean> {
+  if (engines?.length === 0) return false;
+  let query = handle.db.selectFrom('jobs').select('id').where('run_at', '<=', now);
+  if (engines) query = query.where('engine', 'in', engines);
+  const row = await query.limit(1).executeTakeFirst();
   return row !== undefined;
+}
+
+/** Moves a job that has not started remote work to another engine, ready to be claimed at once. */
+export async function rerouteJob(handle: DbHandle, input: { jobId: string; workerId: string; engine: string; now: number }): Promise<boolean> {
+  const res = await handle.db
+    .updateTable('jobs')
+    .set((eb) => ({ engine: input.engine, engine_state: null, lease_owner: null, run_at: input.now, attempts: eb('attempts', '-', 1), updated_at: input.now }))
+    .where('id', '=', input.jobId)
+    .where('lease_owner', '=', input.workerId)
+    .where('status', '=', 'running')
+    .executeTakeFirst();
+  return Number(res.numUpdatedRows) === 1;
 }
 
 /**
@@ -130,7 +185,7 @@ export async function reportProgress(handle: DbHandle, jobId: string, workerId: 
 export async function saveEngineState(handle: DbHandle, jobId: string, workerId: string, state: unknown): Promise<boolean> {
   const res = await handle.db
     .updateTable('jobs')
-    .set({ engine_state: JSON.stringify(state) })
+    .set({ engine_state: state === null ? null : JSON.stringify(state) })
     .where('id', '=', jobId)
     .where('lease_owner', '=', workerId)
     .where('status', '=', 'running')

@@ -104,6 +104,7 @@ export function createJobService(deps: JobServiceDeps) {
             run_at: now,
             lease_owner: null,
             engine_state: null,
+            engine_pinned: v.enginePinned ? 1 : 0,
           })
           .returningAll()
           .executeTakeFirstOrThrow();

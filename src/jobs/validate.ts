@@ -26,6 +26,8 @@ export interface ValidatedJob {
   webhookUrl: string | null;
   metadata: Record<string, unknown> | null;
   engine: string;
+  /** The client chose the engine: never reroute the job. */
+  enginePinned: boolean;
 }
 
 export interface ValidateContext {
@@ -88,6 +90,7 @@ export async function validateJobRequest(raw: unknown, ctx: ValidateContext): Pr
     webhookUrl: body.webhookUrl ?? null,
     metadata: body.metadata ?? null,
     engine: engine.name,
+    enginePinned: body.engine !== undefined,
   };
 }
 

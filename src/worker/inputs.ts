@@ -54,7 +54,7 @@ export async function materializeInputs(job: JobsTable, ctx: InputContext): Prom
         file = path.join(ctx.workDir, `input-${i}`);
         await pipeline(await ctx.store.get(row.storage_key), fs.createWriteStream(file), { signal: ctx.signal });
       }
-      inputs.push({ role: roleOf(row.kind), path: file, mimeType: row.mime_type, label: source.label });
+      inputs.push({ role: roleOf(row.kind), path: file, mimeType: row.mime_type, label: source.label, assetId: row.id });
       continue;
     }
     const file = path.join(ctx.workDir, `input-${i}`);
@@ -68,7 +68,7 @@ export async function materializeInputs(job: JobsTable, ctx: InputContext): Prom
       throw new EngineError(code, `${source.field}: ${error.message.replace(/^url: /, '')}`, { retryable });
     }
     const probe = await probeFile(file);
-    inputs.push({ role: roleOf(probe.kind), path: file, mimeType: probe.mimeType, label: source.label });
+    inputs.push({ role: roleOf(probe.kind), path: file, mimeType: probe.mimeType, label: source.label, sourceUrl: source.url });
   }
   return inputs;
 }

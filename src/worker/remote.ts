@@ -27,7 +27,7 @@ export interface RemoteRunContext {
   log: Logger;
   onProgress(percent: number): void;
   /** Stores engine state while the lease is held; false when the job is no longer ours. */
-  saveState(state: RemoteState): Promise<boolean>;
+  saveState(state: RemoteState | null): Promise<boolean>;
   /** The job's inputs on disk (fetched through the URL guard), in order. */
   materialize(): Promise<EngineInput[]>;
   /** Keyless, signed, short-lived URL of an input for the provider to fetch. */
@@ -75,7 +75,14 @@ async function submit(job: JobsTable, engine: RemoteEngine, ctx: RemoteRunContex
   const params: JobParams = JSON.parse(job.params);
   const request = { jobId: job.id, capability: job.capability as RemoteRequest['capability'], prompt: job.prompt, params, inputs: remoteInputs };
   if (!(await ctx.saveState({ phase: 'submitting', engine: engine.name, at: Date.now() }))) throw new Aborted();
-  const handle = await withRetries(ctx, 'submit', () => engine.submit(request, { signal: ctx.signal, idempotencyKey: `${job.id}:1` }));
+  let handle: EngineHandle;
+  try {
+    handle = await withRetries(ctx, 'submit', () => engine.submit(request, { signal: ctx.signal, idempotencyKey: `${job.id}:1` }));
+  } catch (error) {
+    // The provider answered (or never got it): no task exists, so a later attempt may submit.
+    if (!ctx.signal.aborted) await ctx.saveState(null);
+    throw error;
+  }
   if (!(await ctx.saveState({ phase: 'submitted', handle }))) {
     await engine.cancel(handle).catch(() => {});
     throw new Aborted();
@@ -213,7 +220,9 @@ async function withRetries<T>(ctx: RemoteRunContext, what: string, fn: () => Pro
         await pause(ctx, wait);
         continue;
       }
-      if (error.options.retryable && ++transient < RETRYABLE_TRIES) {
+      // A submit that timed out may have created a task: without an idempotency key, try it once more only.
+      const tries = what === 'submit' && error.code === 'provider_timeout' ? 2 : RETRYABLE_TRIES;
+      if (error.options.retryable && ++transient < tries) {
         await pause(ctx, Math.random() * Math.min(30_000, 1000 * 2 ** (transient - 1)));
         continue;
       }

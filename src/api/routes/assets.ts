@@ -38,7 +38,7 @@ export function registerAssetRoutes(app: FastifyInstance, assets: AssetService, 
   app.get('/api/v1/assets', async (request) => assets.list(request.clientId, request.query));
 
   app.get<{ Params: { id: string } }>('/api/v1/assets/:id/download', async (request, reply) => {
-    const row = await assets.findRow(request.clientId, request.params.id);
+    const row = request.signedAssetId === request.params.id ? await assets.findRowById(request.params.id) : await assets.findRow(request.clientId, request.params.id);
     const size = Number(row.bytes);
     const etag = `"${row.sha256}"`;
     reply.header('etag', etag).header('accept-ranges', 'bytes').header('cache-control', 'private, max-age=31536000, immutable');
