@@ -10,7 +10,18 @@ const envSchema = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
   ZHINIAN_DATA_DIR: z.string().min(1).default('./data'),
   DATABASE_URL: z.string().optional(),
-  ZHINIAN_API_KEYS: z.string().optional(),
+  ZHINIAN_API_KEYS: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined) return undefined;
+      try {
+        return parseApiKeys(value);
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: (error as Error).message.replace(/^ZHINIAN_API_KEYS: /, '') });
+        return z.NEVER;
+      }
+    }),
   ZHINIAN_WEBHOOK_SECRET: z.string().min(1).optional(),
   ZHINIAN_PUBLIC_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
   ZHINIAN_ALLOW_PRIVATE_URLS: bool.default(false),
@@ -107,7 +118,7 @@ export function loadConfig(env: Env): Readonly<Config> {
     http: { port: e.PORT, host: e.HOST, publicBaseUrl: e.ZHINIAN_PUBLIC_BASE_URL?.replace(/\/+$/, '') ?? null },
     dataDir: path.resolve(e.ZHINIAN_DATA_DIR),
     databaseUrl: e.DATABASE_URL ?? null,
-    apiKeys: e.ZHINIAN_API_KEYS === undefined ? null : parseApiKeys(e.ZHINIAN_API_KEYS),
+    apiKeys: e.ZHINIAN_API_KEYS ?? null,
     webhookSecret: e.ZHINIAN_WEBHOOK_SECRET ?? null,
     allowPrivateUrls: e.ZHINIAN_ALLOW_PRIVATE_URLS,
     maxUploadBytes: e.ZHINIAN_MAX_UPLOAD_BYTES,

@@ -119,8 +119,10 @@ export async function settleIfUnrunnable(
     });
     return true;
   }
+  // The queue TTL concerns the wait before a job first starts (the claim just set started_at),
+  // not a job handed back on shutdown after it started in time.
   const createdMs = Math.floor(Number(job.created_at_us) / 1000);
-  if (job.attempts === 1 && opts.now - createdMs > opts.queueTtlMs) {
+  if (Number(job.started_at) === opts.now && opts.now - createdMs > opts.queueTtlMs) {
     await settleJob(handle, notifier, {
       ...base,
       status: 'expired',

@@ -1,4 +1,4 @@
-import type { DbHandle } from '../db/index.ts';
+import type { DbHandle, JobsTable } from '../db/index.ts';
 import { nextSortKey, withTransaction } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import type { Clock } from '../lib/clock.ts';
@@ -7,12 +7,13 @@ import { formatCursor, parseCursor } from '../lib/cursor.ts';
 import { Conflict, Invalid, NotFound } from '../lib/errors.ts';
 import { newId } from '../lib/ids.ts';
 import type { Notifier } from '../lib/notifier.ts';
+import { createGroupCommit } from '../lib/group-commit.ts';
 import { parseWith } from '../lib/validate.ts';
 import { isTerminal } from './lifecycle.ts';
 import { toJob, type Job } from './repo.ts';
 import { listJobsQuerySchema } from './request.ts';
 import { settleJob } from './settle.ts';
-import { validateJobRequest } from './validate.ts';
+import { validateJobRequest, type ValidatedJob } from './validate.ts';
 
 export interface JobServiceDeps {
   handle: DbHandle;
@@ -46,6 +47,71 @@ export function createJobService(deps: JobServiceDeps) {
     return toJob(row);
   }
 
+  interface NewJob {
+    clientId: string;
+    idempotencyKey: string | undefined;
+    requestHash: string;
+    v: ValidatedJob;
+    now: number;
+  }
+
+  /**
+   * Inserts jobs (with their idempotency keys) in group commits. A key row that already
+   * exists means a racing request with the same key won: that item gets null.
+   */
+  const insertJob = createGroupCommit<NewJob, JobsTable | null>((items) =>
+    withTransaction(handle, async (tx) => {
+      const rows: (JobsTable | null)[] = [];
+      for (const { clientId, idempotencyKey, requestHash, v, now } of items) {
+        const id = newId('job');
+        if (idempotencyKey !== undefined) {
+          const inserted = await tx
+            .insertInto('idempotency_keys')
+            .values({ client_id: clientId, key: idempotencyKey, request_hash: requestHash, job_id: id, created_at: now })
+            .onConflict((oc) => oc.columns(['client_id', 'key']).doNothing())
+            .returning('job_id')
+            .executeTakeFirst();
+          if (!inserted) {
+            rows.push(null);
+            continue;
+          }
+        }
+        rows.push(
+          await tx
+            .insertInto('jobs')
+            .values({
+              id,
+              client_id: clientId,
+              capability: v.capability,
+              status: 'queued',
+              prompt: v.prompt,
+              params: JSON.stringify(v.params),
+              input_asset_ids: JSON.stringify(v.inputAssetIds),
+              output_asset_ids: '[]',
+              error_code: null,
+              error_message: null,
+              progress: null,
+              engine: v.engine,
+              webhook_url: v.webhookUrl,
+              metadata: v.metadata === null ? null : JSON.stringify(v.metadata),
+              created_at_us: nextSortKey(handle.dialect, 'jobs', clientId, now),
+              updated_at: now,
+              started_at: null,
+              finished_at: null,
+              attempts: 0,
+              run_at: now,
+              lease_owner: null,
+              engine_state: null,
+              engine_pinned: v.enginePinned ? 1 : 0,
+            })
+            .returningAll()
+            .executeTakeFirstOrThrow(),
+        );
+      }
+      return rows;
+    }),
+  );
+
   return {
     /**
      * Creates a job, or returns the one an earlier request with the same Idempotency-Key made.
@@ -68,47 +134,7 @@ export function createJobService(deps: JobServiceDeps) {
         allowPrivateUrls: deps.allowPrivateUrls,
       });
       const now = clock.now();
-      const id = newId('job');
-      const created = await withTransaction(handle, async (tx) => {
-        if (idempotencyKey !== undefined) {
-          const inserted = await tx
-            .insertInto('idempotency_keys')
-            .values({ client_id: clientId, key: idempotencyKey, request_hash: requestHash, job_id: id, created_at: now })
-            .onConflict((oc) => oc.columns(['client_id', 'key']).doNothing())
-            .returning('job_id')
-            .executeTakeFirst();
-          if (!inserted) return null; // a racing request with the same key won
-        }
-        return tx
-          .insertInto('jobs')
-          .values({
-            id,
-            client_id: clientId,
-            capability: v.capability,
-            status: 'queued',
-            prompt: v.prompt,
-            params: JSON.stringify(v.params),
-            input_asset_ids: JSON.stringify(v.inputAssetIds),
-            output_asset_ids: '[]',
-            error_code: null,
-            error_message: null,
-            progress: null,
-            engine: v.engine,
-            webhook_url: v.webhookUrl,
-            metadata: v.metadata === null ? null : JSON.stringify(v.metadata),
-            created_at_us: nextSortKey(handle.dialect, 'jobs', clientId, now),
-            updated_at: now,
-            started_at: null,
-            finished_at: null,
-            attempts: 0,
-            run_at: now,
-            lease_owner: null,
-            engine_state: null,
-            engine_pinned: v.enginePinned ? 1 : 0,
-          })
-          .returningAll()
-          .executeTakeFirstOrThrow();
-      });
+      const created = await insertJob({ clientId, idempotencyKey, requestHash, v, now });
       if (!created) {
         const winner = await findByKey(clientId, idempotencyKey!, requestHash);
         if (!winner) throw new Error('idempotency key vanished during a race');

@@ -72,7 +72,7 @@ describe('paging cursors', () => {
 
   test('calendar dates that do not exist are rejected, not rolled over', () => {
     for (const value of ['2026-02-30T00:00:00Z', '2026-04-31', '2025-02-29T12:00:00.000Z']) {
-      assert.throws(() => parseCursor(value), Invalid, `accepted ${value} as ${parseCursor(value)}`);
+      assert.throws(() => parseCursor(value), Invalid, `accepted ${value}`);
     }
   });
 });

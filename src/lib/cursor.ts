@@ -20,7 +20,12 @@ export function parseCursor(value: string, field = 'before'): number {
   if (!m) throw new Invalid(field, 'must be an ISO 8601 time such as 2026-11-24T08:00:00.000Z');
   const [, date, hh = '00', mm = '00', ss = '00', frac = '', zone = 'Z'] = m;
   const ms = Date.parse(`${date}T${hh}:${mm}:${ss}${zone.replace(/^([+-]\d{2})(\d{2})$/, '$1:$2')}`);
-  if (Number.isNaN(ms)) throw new Invalid(field, 'is not a valid time');
+  // Date.parse rolls impossible dates over (2026-02-30 → March 2): insist the day exists.
+  const [year, month, day] = date.split('-').map(Number);
+  const probe = new Date(Date.UTC(year, month - 1, day));
+  if (Number.isNaN(ms) || probe.getUTCFullYear() !== year || probe.getUTCMonth() !== month - 1 || probe.getUTCDate() !== day) {
+    throw new Invalid(field, 'is not a valid time');
+  }
   const micros = Number(frac.padEnd(6, '0').slice(0, 6));
   return ms * 1000 + micros;
 }

@@ -18,8 +18,8 @@ export interface DeliveryOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
-/** A claimed delivery whose sender died becomes due again after this. */
-const CLAIM_MS = 60_000;
+/** A claimed delivery whose sender died becomes due again after this: the attempt's time limit plus a margin. */
+const CLAIM_MARGIN_MS = 5_000;
 
 /**
  * Claims the next due delivery: its next_attempt_at moves past the attempt's time limit, so
@@ -41,7 +41,7 @@ export async function claimDueDelivery(opts: DeliveryOptions): Promise<WebhookDe
   if (opts.handle.dialect === 'postgres') next = next.forUpdate().skipLocked();
   const row = await db
     .updateTable('webhook_deliveries')
-    .set((eb) => ({ next_attempt_at: now + CLAIM_MS, lease_owner: opts.owner, attempts: eb('attempts', '+', 1) }))
+    .set((eb) => ({ next_attempt_at: now + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) + CLAIM_MARGIN_MS, lease_owner: opts.owner, attempts: eb('attempts', '+', 1) }))
     .where('id', '=', next)
     .where('next_attempt_at', '<=', now)
     .returningAll()

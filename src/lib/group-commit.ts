@@ -1,0 +1,38 @@
+/**
+ * Group commit: calls that arrive while a write is in flight wait and go together in the next
+ * one. A SQLite commit costs ~250 µs whatever it holds, while one more insert in the same
+ * transaction costs ~40 µs, so under load this multiplies write throughput; with no load a
+ * batch is a single item and nothing waits. If a batch fails as a whole, its items are retried
+ * one by one, so one bad item never fails its neighbours.
+ */
+export function createGroupCommit<T, R>(write: (items: T[]) => Promise<R[]>, maxBatch = 256): (item: T) => Promise<R> {
+  let queue: { item: T; resolve(r: R): void; reject(e: unknown): void }[] = [];
+  let writing = false;
+
+  async function drain(): Promise<void> {
+    writing = true;
+    while (queue.length > 0) {
+      const batch = queue.slice(0, maxBatch);
+      queue = queue.slice(batch.length);
+      try {
+        const results = await write(batch.map((b) => b.item));
+        batch.forEach((b, i) => b.resolve(results[i]));
+      } catch (error) {
+        if (batch.length === 1) {
+          batch[0].reject(error);
+          continue;
+        }
+        for (const b of batch) {
+          await write([b.item]).then(([r]) => b.resolve(r), b.reject);
+        }
+      }
+    }
+    writing = false;
+  }
+
+  return (item) =>
+    new Promise<R>((resolve, reject) => {
+      queue.push({ item, resolve, reject });
+      if (!writing) void drain();
+    });
+}
