@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --only=create,get,pickup,throughput,assets]`
+ * `npm run bench [-- --only=create,get,pickup,throughput,assets,remote]`
  *
  * Every figure sits next to a baseline measured in the same run (the machine is shared and
  * noisy, so ratios mean more than absolutes). PASS/MISS compares with the targets; a miss
@@ -14,6 +14,7 @@ import httpCreate from './http-create.ts';
 import httpGet from './http-get.ts';
 import { cleanupSync, markdownTable, ROOT, textTable, type Row } from './lib.ts';
 import pickup from './pickup.ts';
+import remote from './remote.ts';
 import throughput from './throughput.ts';
 
 const SCENARIOS: Record<string, () => Promise<Row[]>> = {
@@ -22,6 +23,7 @@ const SCENARIOS: Record<string, () => Promise<Row[]>> = {
   pickup,
   throughput,
   assets,
+  remote,
 };
 
 process.on('exit', cleanupSync);

@@ -8,7 +8,7 @@ import { formatCursor, parseCursor } from '../lib/cursor.ts';
 import { Invalid, NotFound, TooLarge } from '../lib/errors.ts';
 import { newId } from '../lib/ids.ts';
 import { parseWith } from '../lib/validate.ts';
-import { probeFile } from '../media/probe.ts';
+import { probeFile, type ProbeResult } from '../media/probe.ts';
 import { downloadToFile, FetchError } from './fetch-url.ts';
 import { toAsset, type Asset, type AssetKind } from './repo.ts';
 import { listAssetsQuerySchema, registerAssetBodySchema } from './request.ts';
@@ -37,6 +37,8 @@ export interface NewAssetInput {
   jobId?: string | null;
   /** A kind the caller asserts; must agree with the content. */
   kind?: AssetKind;
+  /** The file's probe, when the caller already has it. */
+  probe?: ProbeResult;
 }
 
 export function storageKeyFor(assetId: string): string {
@@ -59,7 +61,7 @@ export function createAssetService(deps: AssetServiceDeps) {
    * finishes the job.
    */
   async function prepare(input: NewAssetInput): Promise<AssetsTable> {
-    const probe = await probeFile(input.file.path);
+    const probe = input.probe ?? (await probeFile(input.file.path));
     let kind: AssetKind = probe.kind;
     if (input.kind) {
       const compatible = input.kind === 'file' || input.kind === probe.kind || (input.kind === 'mask' && probe.kind === 'image');

@@ -66,11 +66,14 @@ function withStatementCache(sqlite: SqliteDatabase.Database): SqliteDatabase.Dat
       }
       return (source: string) => {
         let stmt = cache.get(source);
-        if (!stmt) {
+        if (stmt) {
+          // Least recently used goes first: one-off IN-list shapes never push out the hot statements.
+          cache.delete(source);
+        } else {
           stmt = target.prepare(source);
           if (cache.size >= MAX_STATEMENTS) cache.delete(cache.keys().next().value!);
-          cache.set(source, stmt);
         }
+        cache.set(source, stmt);
         return stmt;
       };
     },

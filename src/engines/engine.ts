@@ -68,6 +68,8 @@ export interface EngineOutput {
   mimeType: string;
   /** Where a remote engine's result came from (without its signed query). */
   sourceUrl?: string;
+  /** What the engine already learned of the file, so it is not probed twice. */
+  probe?: { mimeType: string; kind: 'image' | 'video' | 'audio' | 'file'; width: number | null; height: number | null; durationSeconds: number | null };
 }
 
 export interface RunContext {

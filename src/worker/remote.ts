@@ -1,3 +1,4 @@
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -149,7 +150,7 @@ async function rehostOutputs(job: JobsTable, result: PollResult, ctx: RemoteRunC
     const file = path.join(ctx.workDir, `output-${i}`);
     let sourceUrl: string | undefined;
     if (output.data) {
-      await import('node:fs/promises').then((fs) => fs.writeFile(file, output.data!));
+      await fsp.writeFile(file, output.data);
     } else if (output.url) {
       sourceUrl = output.url.split('?')[0];
       await fetchOutput(output.url, file, ctx);
@@ -162,7 +163,7 @@ async function rehostOutputs(job: JobsTable, result: PollResult, ctx: RemoteRunC
     }
     const finalFile = await fitToRequest(job, file, probe.kind, probe.width, probe.height);
     const finalProbe = finalFile === file ? probe : await probeFile(finalFile);
-    outputs.push({ path: finalFile, kind: output.kind, mimeType: finalProbe.mimeType, sourceUrl });
+    outputs.push({ path: finalFile, kind: output.kind, mimeType: finalProbe.mimeType, sourceUrl, probe: finalProbe });
   }
   return outputs;
 }

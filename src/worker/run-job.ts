@@ -76,6 +76,7 @@ export async function runJob(deps: RunJobDeps, workerId: string, job: JobsTable,
           source: 'output',
           sourceUrl: output.sourceUrl ?? null,
           jobId: job.id,
+          probe: output.probe,
         }),
       );
     }
