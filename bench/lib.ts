@@ -2,7 +2,7 @@
  * Shared bench helpers: child processes (always cleaned up), temp dirs, RSS sampling,
  * autocannon runs, percentiles and the result table.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -85,9 +85,10 @@ export interface Child {
   stop(): Promise<void>;
 }
 
-/** `node --import tsx <script> ...args` as a tracked child process. */
+/** `node <script> ...args` as a tracked child process (through tsx for .ts scripts). */
 export function spawnNode(script: string, args: string[], env: Record<string, string>, nodeArgs: string[] = []): Child {
-  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', script, ...args], {
+  const loader = script.endsWith('.ts') ? ['--import', 'tsx'] : [];
+  const proc = spawn(process.execPath, [...nodeArgs, ...loader, script, ...args], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? os.tmpdir(), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -154,11 +155,17 @@ export function zhinianEnv(dataDir: string, overrides: Record<string, string> = 
   };
 }
 
+/** A CLI entry as `npm start` runs it: the bundle in dist/ (built first if stale). */
+export function builtEntry(name: 'server' | 'worker' | 'start'): string {
+  execFileSync(process.execPath, [path.join(ROOT, 'scripts/build.mjs')], { cwd: ROOT, stdio: 'inherit' });
+  return path.join(ROOT, 'dist/cli', `${name}.mjs`);
+}
+
 /** The Zhinian API only (no worker) in a child process; BENCH_CPU_PROF=<dir> profiles it. */
 export async function startZhinianServer(dataDir: string, overrides: Record<string, string> = {}): Promise<Child & { url: string }> {
   const prof = process.env.BENCH_CPU_PROF;
   const nodeArgs = prof ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(prof)}`] : [];
-  const child = spawnNode(path.join(ROOT, 'src/cli/server.ts'), [], zhinianEnv(dataDir, overrides), nodeArgs);
+  const child = spawnNode(builtEntry('server'), [], zhinianEnv(dataDir, overrides), nodeArgs);
   const url = await child.waitFor(/listening at (http:\/\/\S+)/);
   return Object.assign(child, { url });
 }

@@ -11,7 +11,7 @@ import { createJobService } from '../src/jobs/index.ts';
 import { systemClock } from '../src/lib/clock.ts';
 import { createNotifier } from '../src/lib/notifier.ts';
 import { startFakeEvolink } from '../test/fakes/evolink.ts';
-import { CLIENT_ID, cpuMs, fmt, judged, ratioOf, ROOT, sampleRss, sleep, spawnNode, tempDir, zhinianEnv, type Row } from './lib.ts';
+import { builtEntry, CLIENT_ID, cpuMs, fmt, judged, ratioOf, sampleRss, sleep, spawnNode, tempDir, zhinianEnv, type Row } from './lib.ts';
 
 const JOBS = Number(process.env.BENCH_REMOTE_JOBS ?? 2000);
 const IN_FLIGHT = 500;
@@ -39,7 +39,7 @@ export default async function remote(): Promise<Row[]> {
       await jobs.create(CLIENT_ID, { capability: 'image.generate', prompt: `remote bench ${i}`, width: 1024, height: 1024, force_single: true }, undefined);
     }
 
-    const worker = spawnNode(`${ROOT}/src/cli/worker.ts`, [], zhinianEnv(dataDir, { ...engineEnv, LOG_LEVEL: 'warn' }));
+    const worker = spawnNode(builtEntry('worker'), [], zhinianEnv(dataDir, { ...engineEnv, LOG_LEVEL: 'warn' }));
     const started = performance.now();
     const cpuBefore = cpuMs(worker.pid);
     const rss = sampleRss(worker.pid, 100);

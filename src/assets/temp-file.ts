@@ -47,7 +47,7 @@ export async function writeStreamToTemp(source: Readable, dir: string, maxBytes:
 export async function hashFile(file: string): Promise<{ bytes: number; sha256: string }> {
   const hash = createHash('sha256');
   let bytes = 0;
-  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) {
+  for await (const chunk of fs.createReadStream(file)) {
     hash.update(chunk as Buffer);
     bytes += (chunk as Buffer).length;
   }

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
-import { buildApp } from '../api/app.ts';
-import { createAuthenticator, loadOrCreateDefaultKey } from '../api/auth.ts';
+import sharp from 'sharp';
+import { loadOrCreateDefaultKey } from '../api/auth.ts';
 import { createAssetService, createLocalStore, createUrlSigner, removeStaleEntries } from '../assets/index.ts';
 import { loadConfig, publicBaseUrl, type ApiKey, type Config, type Env } from '../config/index.ts';
 import { connectDb, migrateToLatest } from '../db/index.ts';
@@ -49,6 +49,9 @@ export async function boot(opts: BootOptions): Promise<Running> {
       redact: { paths: ['req.headers.authorization', 'req.headers["x-zhinian-api-key"]', '*.apiKey', '*.secret'], censor: '[redacted]' },
     });
   const clock = opts.clock ?? systemClock;
+  // libvips' operation cache only helps when the same image is processed again; here every
+  // job brings new files, so it would just hold memory.
+  sharp.cache(false);
   const handle = await connectDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   await migrateToLatest(handle);
   const store = createLocalStore(path.join(config.dataDir, 'assets'));
@@ -83,6 +86,9 @@ export async function boot(opts: BootOptions): Promise<Running> {
   const stoppers: (() => Promise<void>)[] = [];
   let url: string | null = null;
   if (opts.server) {
+    // Loaded only here: a worker process never pays for the HTTP stack's memory.
+    const { buildApp } = await import('../api/app.ts');
+    const { createAuthenticator } = await import('../api/auth.ts');
     const app = await buildApp({
       logger,
       auth: createAuthenticator(apiKeys),

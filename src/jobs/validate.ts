@@ -57,7 +57,7 @@ export async function validateJobRequest(raw: unknown, ctx: ValidateContext): Pr
     try {
       checkUrl(url, { allowPrivate: ctx.allowPrivateUrls });
     } catch (error) {
-      if (error instanceof FetchError) throw new Invalid(field, error.message);
+      if (error instanceof FetchError) throw new Invalid(field, error.message.replace(/^url: /, ''));
       throw error;
     }
   };
