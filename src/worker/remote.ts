@@ -35,6 +35,8 @@ export interface RemoteRunContext {
   publicUrlFor(input: EngineInput, index: number): string;
   allowPrivateUrls: boolean;
   maxOutputBytes: number;
+  /** When the job times out (epoch ms): a rate limit that would outlast it fails the job instead. */
+  deadline: number;
   /** Wait time of the rate-limit and retry ladders (tests shorten it). */
   backoffScale?: number;
 }
@@ -132,7 +134,7 @@ async function pollUntilDone(job: JobsTable, engine: RemoteEngine, handle: Engin
       case 'expired':
         throw new EngineError(result.error?.code ?? 'provider_timeout', result.error?.message ?? `${engine.name} let the task expire.`, { expired: true });
       case 'cancelled':
-        throw new EngineError(result.error?.code ?? 'provider_cancelled', result.error?.message ?? `${engine.name} cancelled the task.`);
+        throw new EngineError(result.error?.code ?? 'provider_error', result.error?.message ?? `${engine.name} cancelled the task on its side.`);
       case 'failed':
         throw new EngineError(result.error?.code ?? 'provider_error', result.error?.message ?? `${engine.name} reported the task failed.`, {
           providerCode: result.error?.providerCode,
@@ -217,6 +219,9 @@ async function withRetries<T>(ctx: RemoteRunContext, what: string, fn: () => Pro
       if (error.options.rateLimited) {
         limited++;
         const wait = error.options.retryAfterMs ?? Math.min(60_000, 2000 * 2 ** (limited - 1)) * (0.5 + Math.random() / 2);
+        if (Date.now() + wait * (ctx.backoffScale ?? 1) >= ctx.deadline) {
+          throw new EngineError(error.code, `Still rate-limited when the job's time ran out: ${error.message}`);
+        }
         ctx.log.warn({ code: error.code, waitMs: Math.round(wait) }, `${what} rate-limited`);
         await pause(ctx, wait);
         continue;

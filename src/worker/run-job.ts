@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -12,7 +13,7 @@ import type { Clock } from '../lib/clock.ts';
 import { toError } from '../lib/errors.ts';
 import type { Notifier } from '../lib/notifier.ts';
 import { materializeInputs } from './inputs.ts';
-import { runRemoteJob } from './remote.ts';
+import { runRemoteJob, type RemoteState } from './remote.ts';
 
 export interface RunJobDeps {
   handle: DbHandle;
@@ -51,7 +52,8 @@ const EXTENSIONS: Record<string, string> = { 'image/png': '.png', 'image/jpeg': 
 export async function runJob(deps: RunJobDeps, workerId: string, job: JobsTable, signal: AbortSignal): Promise<void> {
   const { handle, clock } = deps;
   const log = deps.logger.child({ jobId: job.id, capability: job.capability, engine: job.engine, attempt: job.attempts });
-  const workDir = path.join(deps.workDir, `${job.id}-${job.attempts}-${workerId.slice(-6)}`);
+  // Unique per run: a job moved to another engine may be claimed again by this same worker.
+  const workDir = path.join(deps.workDir, `${job.id}-${randomBytes(6).toString('hex')}`);
   const remoteState = { submitted: job.engine_state !== null && JSON.parse(job.engine_state).phase === 'submitted' };
   let stored: AssetsTable[] = [];
   try {
@@ -144,6 +146,7 @@ async function produce(
       return ok;
     },
     allowPrivateUrls: deps.allowPrivateUrls,
+    deadline: Number(job.started_at ?? clock.now()) + deps.queue.jobTimeoutMs,
     maxOutputBytes: Math.max(4 * deps.maxInputBytes, 256 * 1024 * 1024),
     backoffScale: deps.backoffScale,
   });
@@ -175,6 +178,7 @@ async function handleFailure(
       log.info('job handed back on shutdown');
     } else {
       log.info({ reason: reason ?? 'lost' }, 'job run aborted');
+      await cancelAtProvider(deps, job.id, log);
     }
     return;
   }
@@ -202,4 +206,23 @@ async function handleFailure(
     now,
   });
   if (error) log.info({ code: error.code }, `job failed: ${error.message}`);
+}
+
+/**
+ * A cancelled job that had a task at a provider: ask the provider to stop it too (Seedance can
+ * while queued). Read from the row, so a cancel made by another process is covered. Best effort:
+ * the job is cancelled either way.
+ */
+async function cancelAtProvider(deps: RunJobDeps, jobId: string, log: Logger): Promise<void> {
+  const row = await deps.handle.db.selectFrom('jobs').select(['status', 'engine_state']).where('id', '=', jobId).executeTakeFirst();
+  if (row?.status !== 'cancelled' || !row.engine_state) return;
+  const state = JSON.parse(row.engine_state) as RemoteState;
+  if (state.phase !== 'submitted') return;
+  const engine = deps.engines.get(state.handle.engine);
+  if (!engine || !isRemoteEngine(engine)) return;
+  try {
+    log.info({ taskId: state.handle.taskId, outcome: await engine.cancel(state.handle) }, 'remote task cancelled');
+  } catch (error) {
+    log.warn({ err: toError(error), taskId: state.handle.taskId }, 'provider cancel failed');
+  }
 }
