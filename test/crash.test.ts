@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import { connectDb, type DbHandle } from '../src/db/index.ts';
-import { callApi, KEY_A, killAndWait, listeningUrl, spawnZhinian, startReceiver, tempDir, testEnv, waitFor } from './helpers.ts';
+import { callApi, cleanup, ffmpegProcessesWith, KEY_A, killAndWait, listeningUrl, spawnZhinian, startReceiver, tempDir, testEnv, waitFor } from './helpers.ts';
 
 /**
  * SIGKILL of real processes at awkward moments: nothing queued, produced or announced is lost,
@@ -12,16 +12,6 @@ import { callApi, KEY_A, killAndWait, listeningUrl, spawnZhinian, startReceiver,
 
 const TERMINAL = ['succeeded', 'failed', 'expired', 'cancelled'];
 
-function cleanup(t: TestContext) {
-  const stops: (() => Promise<unknown>)[] = [];
-  t.after(async () => {
-    for (const stop of stops.reverse()) await stop().catch(() => {});
-  });
-  return <T>(thing: T, stop: (thing: T) => Promise<unknown>): T => {
-    stops.push(() => stop(thing));
-    return thing;
-  };
-}
 
 const api = (base: string) => (p: string, init: Parameters<typeof callApi>[2] = {}) => callApi(base, p, init);
 
@@ -31,21 +21,6 @@ async function getJob(base: string, id: string): Promise<any> {
   return res.body.job;
 }
 
-/** ffmpeg processes (not zombies) whose command line mentions `needle`. */
-function ffmpegProcessesWith(needle: string): number[] {
-  const pids: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmd = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      const state = /^State:\s+(\w)/m.exec(fs.readFileSync(`/proc/${entry}/status`, 'utf8'))?.[1];
-      if (state !== 'Z' && cmd.includes('ffmpeg') && cmd.includes(needle)) pids.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
-}
 
 describe('crashes', () => {
   test('a worker SIGKILLed mid-video loses nothing: another worker finishes the job, with one output', async (t) => {

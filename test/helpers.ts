@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
+import type { TestContext } from 'node:test';
 import path from 'node:path';
 import { boot, type BootOptions, type Running } from '../src/cli/boot.ts';
 
@@ -176,4 +177,32 @@ export async function killAndWait(child: ChildProcess, signal: NodeJS.Signals = 
   const exited = new Promise((r) => child.once('exit', r));
   child.kill(signal);
   await exited;
+}
+
+/** Stops what a test started, newest first, even when the test failed. */
+export function cleanup(t: TestContext) {
+  const stops: (() => Promise<unknown>)[] = [];
+  t.after(async () => {
+    for (const stop of stops.reverse()) await stop().catch(() => {});
+  });
+  return <T>(thing: T, stop: (thing: T) => Promise<unknown>): T => {
+    stops.push(() => stop(thing));
+    return thing;
+  };
+}
+
+/** ffmpeg processes (not zombies) whose command line mentions `needle` (a work directory). */
+export function ffmpegProcessesWith(needle: string): number[] {
+  const pids: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmd = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      const state = /^State:\s+(\w)/m.exec(fs.readFileSync(`/proc/${entry}/status`, 'utf8'))?.[1];
+      if (state !== 'Z' && cmd.includes('ffmpeg') && cmd.includes(needle)) pids.push(Number(entry));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return pids;
 }

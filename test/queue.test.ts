@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import { connectDb, type DbHandle, type JobsTable } from '../src/db/index.ts';
 import { EngineError, type Engine, type EngineRequest, type RunContext } from '../src/engines/engine.ts';
 import { claimNextJob } from '../src/jobs/queue.ts';
-import { killAndWait, spawnZhinian, startReceiver, startStack, tempDir, testEnv, waitFor, waitForJob, type Stack } from './helpers.ts';
+import { cleanup, ffmpegProcessesWith, killAndWait, spawnZhinian, type Stack, startReceiver, startStack, tempDir, testEnv, waitFor, waitForJob } from './helpers.ts';
 
 /**
  * The durable queue: atomic claims, leases and heartbeats, bounded attempts, deadlines,
@@ -65,17 +65,6 @@ const untilAborted = (signal: AbortSignal) =>
   new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
 const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Stops what a test started, newest first, even when the test failed. */
-function cleanup(t: TestContext) {
-  const stops: (() => Promise<unknown>)[] = [];
-  t.after(async () => {
-    for (const stop of stops.reverse()) await stop().catch(() => {});
-  });
-  return <T>(thing: T, stop: (thing: T) => Promise<unknown>): T => {
-    stops.push(() => stop(thing));
-    return thing;
-  };
-}
 
 async function openDb(dataDir: string): Promise<DbHandle> {
   return connectDb({ databaseUrl: null, dataDir });
@@ -114,21 +103,6 @@ async function split(t: TestContext, opts: { env?: Record<string, string>; engin
   return { api, h, dataDir, add, startWorker };
 }
 
-/** `ffmpeg` processes whose command line mentions `needle` (a work directory). */
-function ffmpegProcessesWith(needle: string): number[] {
-  const pids: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmd = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      const state = /^State:\s+(\w)/m.exec(fs.readFileSync(`/proc/${entry}/status`, 'utf8'))?.[1];
-      if (state !== 'Z' && cmd.includes('ffmpeg') && cmd.includes(needle)) pids.push(Number(entry));
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return pids;
-}
 
 /** Waits until `count` jobs are terminal; `check` may throw to report a dead helper process. */
 async function allTerminal(h: DbHandle, count: number, check: () => void = () => {}): Promise<void> {

@@ -10,7 +10,7 @@ import { connectDb, migrateToLatest, type DbHandle, type WebhookDeliveriesTable 
 import { EngineError, type Engine } from '../src/engines/engine.ts';
 import { systemClock } from '../src/lib/clock.ts';
 import { attemptDelivery, claimDueDelivery, enqueueWebhook, MAX_DELIVERY_ATTEMPTS, type DeliveryOptions } from '../src/webhooks/index.ts';
-import { startReceiver, startStack, tempDir, waitFor, waitForJob, WEBHOOK_SECRET, type ReceivedHook, type Stack } from './helpers.ts';
+import { cleanup, type ReceivedHook, type Stack, startReceiver, startStack, tempDir, waitFor, waitForJob, WEBHOOK_SECRET } from './helpers.ts';
 
 /** Webhook delivery: retries with growing, jittered delays, stable ids and bytes, stored state. */
 
@@ -30,16 +30,6 @@ const engine: Engine = {
   },
 };
 
-function cleanup(t: TestContext) {
-  const stops: (() => Promise<unknown>)[] = [];
-  t.after(async () => {
-    for (const stop of stops.reverse()) await stop().catch(() => {});
-  });
-  return <T>(thing: T, stop: (thing: T) => Promise<unknown>): T => {
-    stops.push(() => stop(thing));
-    return thing;
-  };
-}
 
 const sign = (raw: string) => 'sha256=' + createHmac('sha256', WEBHOOK_SECRET).update(raw).digest('hex');
 
