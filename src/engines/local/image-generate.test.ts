@@ -3,14 +3,17 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { EngineError, type EngineRequest } from '../engine.ts';
-import { createLocalEngine } from './index.ts';
+import { Aborted, EngineError, type EngineRequest } from '../engine.ts';
+import { createLocalEngine, prewarmSharp, shutdownSharp } from './index.ts';
 import { escapeXml, promptSvg, wrapText } from './render.ts';
-import { gradientPng, imageInput, makeContext, type TestContext } from './test-helpers.ts';
+import { gradientPng, imageInput, makeContext, processGone, sleep, waitForBusySharpChild, type TestContext } from './test-helpers.ts';
 
 const engine = createLocalEngine();
 const contexts: TestContext[] = [];
-after(() => contexts.forEach((c) => c.cleanup()));
+after(async () => {
+  contexts.forEach((c) => c.cleanup());
+  await shutdownSharp();
+});
 
 function ctx(): TestContext {
   const c = makeContext('gen-');
@@ -94,6 +97,23 @@ describe('image.generate', () => {
     assert.equal(meta.width, 8192);
     assert.equal(meta.height, 8192);
     assert.ok(performance.now() - started < 20_000);
+  });
+
+  it('aborts an 8192×8192 render: rejects with Aborted within 2 s and its child process is gone', async () => {
+    await prewarmSharp();
+    const c = ctx();
+    const run = engine.run(request('a very large mural of a forest at dawn', 8192, 8192), c);
+    run.catch(() => undefined);
+    await sleep(300);
+    const pids = await waitForBusySharpChild();
+    assert.equal(pids.length, 1, 'the render runs in a sharp child process');
+    const abortedAt = performance.now();
+    c.controller.abort();
+    await assert.rejects(run, (err: unknown) => err instanceof Aborted);
+    const took = performance.now() - abortedAt;
+    console.log(`generate 8192² cancel: rejected ${Math.round(took)} ms after the abort`);
+    assert.ok(took < 2000, `rejected ${Math.round(took)} ms after the abort`);
+    assert.ok(processGone(pids[0]), `child ${pids[0]} is gone`);
   });
 
   it('rejects an unreadable reference image as invalid_input', async () => {

@@ -1,4 +1,7 @@
-/** image.generate: a deterministic PNG drawn from the prompt, optionally over a reference image. */
+/**
+ * image.generate: a deterministic PNG drawn from the prompt, optionally over a reference image.
+ * Rendering and encoding run in the sharp child process, so a cancel stops them at once.
+ */
 import { join } from 'node:path';
 import { throwIfAborted, type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
 import { decodeError, imageInputs, invalidInput, readImageInfo } from './inputs.ts';
@@ -27,7 +30,7 @@ export async function generateImage(request: EngineRequest, ctx: RunContext): Pr
   // Big canvases: spend less time in zlib.
   const compressionLevel = width * height > 16_000_000 ? 2 : 4;
   try {
-    await renderPromptImage({ prompt: request.prompt ?? '', width, height, reference: reference?.path, compressionLevel }, path);
+    await renderPromptImage({ prompt: request.prompt ?? '', width, height, reference: reference?.path, compressionLevel }, path, ctx.signal);
   } catch (err) {
     throw reference ? decodeError(err, 'reference image') : err;
   }

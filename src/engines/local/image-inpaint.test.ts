@@ -4,8 +4,8 @@ import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { Aborted, EngineError, type EngineRequest } from '../engine.ts';
 import { maskBounds } from './image-inpaint.ts';
-import { createLocalEngine, prewarmInpaint, shutdownInpaint } from './index.ts';
-import { imageInput, makeContext, type TestContext } from './test-helpers.ts';
+import { createLocalEngine, prewarmInpaint, shutdownInpaint, shutdownSharp } from './index.ts';
+import { imageInput, makeContext, processGone, waitForBusySharpChild, type TestContext } from './test-helpers.ts';
 
 const engine = createLocalEngine();
 const W = 320;
@@ -67,6 +67,7 @@ after(async () => {
   files.cleanup();
   contexts.forEach((c) => c.cleanup());
   await shutdownInpaint();
+  await shutdownSharp();
 });
 
 function ctx(): TestContext {
@@ -188,6 +189,41 @@ describe('image.inpaint', () => {
     const c2 = ctx();
     const [out] = await engine.run(request([imageInput(join(files.workDir, 'original.png')), imageInput(join(files.workDir, 'mask.png'))]), c2);
     await checkResult(out.path);
+  });
+
+  it('aborts while the big result is being encoded, and its child process is gone', async () => {
+    const c = ctx();
+    // Noise compresses badly: encoding 24 Mpx of it takes a while; the hole is small.
+    const w = 6000;
+    const h = 4000;
+    const noise = Buffer.alloc(w * h * 3);
+    for (let i = 0, x = 0x9e3779b9; i < noise.length; i++) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      noise[i] = x & 0xff;
+    }
+    await sharp(noise, { raw: { width: w, height: h, channels: 3 } }).png({ compressionLevel: 0 }).toFile(join(c.workDir, 'o.png'));
+    await writeMask(join(c.workDir, 'm.png'), w, h, { x0: 100, y0: 100, x1: 140, y1: 140 });
+    let encodeStarted: Promise<number[]> | null = null;
+    const onProgress = (p: number): void => {
+      c.progress.push(p);
+      // 85 = the inpainted pixels are about to be encoded.
+      if (p === 85) encodeStarted = waitForBusySharpChild();
+    };
+    const run = engine.run(request([imageInput(join(c.workDir, 'o.png')), imageInput(join(c.workDir, 'm.png'))]), { ...c, onProgress });
+    run.catch(() => undefined);
+    while (!encodeStarted) await new Promise((r) => setTimeout(r, 5));
+    const pids = await (encodeStarted as Promise<number[]>);
+    assert.equal(pids.length, 1, 'the encode runs in a sharp child process');
+    await new Promise((r) => setTimeout(r, 100));
+    const abortedAt = performance.now();
+    c.controller.abort();
+    await assert.rejects(run, (err: unknown) => err instanceof Aborted);
+    const took = performance.now() - abortedAt;
+    console.log(`inpaint encode cancel: rejected ${Math.round(took)} ms after the abort`);
+    assert.ok(took < 2000, `rejected ${Math.round(took)} ms after the abort`);
+    assert.ok(processGone(pids[0]), `child ${pids[0]} is gone`);
   });
 
   it('rejects missing inputs with invalid_input', async () => {

@@ -1,14 +1,15 @@
 /**
  * image.inpaint: pixels under the mask (white = repaint) are filled from their surroundings with
  * OpenCV's Telea inpainting, run in a worker on the mask's bounding box plus a margin. Every pixel
- * outside the mask is copied from the decoded original, so it is byte-identical.
+ * outside the mask is copied from the decoded original, so it is byte-identical. Decoding and
+ * encoding of big images run in the sharp child process, so a cancel stops them too.
  */
 import { join } from 'node:path';
-import sharp from 'sharp';
 import { throwIfAborted, type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
 import { inpaintInWorker } from './inpaint-pool.ts';
 import { decodeError, imageInputs, invalidInput, readImageInfo } from './inputs.ts';
-import { renderPromptImage } from './render.ts';
+import { promptRenderTask } from './render.ts';
+import { IN_PROCESS_MAX_PIXELS, runSharpTask, type SharpTask } from './sharp-child.ts';
 
 const RADIUS = 5;
 /** Context around the mask's bounding box handed to the inpainter (Telea looks RADIUS px out). */
@@ -21,13 +22,26 @@ export interface RawImage {
   channels: 3 | 4;
 }
 
-/** Decodes the original as displayed (EXIF orientation applied) to 8-bit sRGB, RGB or RGBA. */
-export async function decodeOriginal(path: string): Promise<RawImage> {
-  const { data, info } = await sharp(path, { limitInputPixels: false })
-    .rotate()
-    .toColourspace('srgb')
-    .raw({ depth: 'uchar' })
-    .toBuffer({ resolveWithObject: true });
+/** A decode to raw pixels: in the sharp child for big images (seconds, cancellable), else here. */
+async function decodeRaw(task: Omit<SharpTask, 'output'>, pixels: number, workDir: string, signal: AbortSignal): Promise<{ data: Buffer; width: number; height: number; channels: number }> {
+  const { data, width, height, channels } = await runSharpTask({ ...task, output: { raw: true } }, signal, {
+    inProcess: pixels <= IN_PROCESS_MAX_PIXELS,
+    scratchDir: workDir,
+  });
+  return { data: data!, width, height, channels };
+}
+
+/**
+ * Decodes the original as displayed (EXIF orientation applied) to 8-bit sRGB, RGB or RGBA.
+ * `pixels`: its size, which decides where the decode runs.
+ */
+export async function decodeOriginal(path: string, pixels: number, workDir: string, signal: AbortSignal): Promise<RawImage> {
+  const { data, ...info } = await decodeRaw(
+    { input: { kind: 'file', path }, inputOptions: { limitInputPixels: false }, ops: [['rotate'], ['toColourspace', 'srgb']] },
+    pixels,
+    workDir,
+    signal,
+  );
   if (info.channels === 3 || info.channels === 4) return { data, width: info.width, height: info.height, channels: info.channels };
   // Grey (+alpha) that stayed single-band: expand.
   const hasAlpha = info.channels === 2;
@@ -40,17 +54,22 @@ export async function decodeOriginal(path: string): Promise<RawImage> {
   return { data: out, width: info.width, height: info.height, channels };
 }
 
-/** The mask at `width`×`height`: alpha flattened onto black, grey, nearest-neighbour, ≥128 → 255. */
-export async function decodeMask(path: string, width: number, height: number): Promise<Uint8Array> {
-  const { data, info } = await sharp(path, { limitInputPixels: false })
-    .rotate()
-    .flatten({ background: '#000000' })
-    .greyscale()
-    .resize(width, height, { fit: 'fill', kernel: 'nearest' })
-    .raw({ depth: 'uchar' })
-    .toBuffer({ resolveWithObject: true });
+/**
+ * The mask at `width`×`height`: alpha flattened onto black, grey, nearest-neighbour, ≥128 → 255.
+ * `pixels`: the larger of the mask's and the output's size, which decides where the decode runs.
+ */
+export async function decodeMask(path: string, pixels: number, width: number, height: number, workDir: string, signal: AbortSignal): Promise<Uint8Array> {
+  const { data, channels: step } = await decodeRaw(
+    {
+      input: { kind: 'file', path },
+      inputOptions: { limitInputPixels: false },
+      ops: [['rotate'], ['flatten', { background: '#000000' }], ['greyscale'], ['resize', width, height, { fit: 'fill', kernel: 'nearest' }]],
+    },
+    pixels,
+    workDir,
+    signal,
+  );
   const mask = new Uint8Array(width * height);
-  const step = info.channels;
   for (let i = 0, j = 0; j < mask.length; i += step, j++) mask[j] = data[i] >= 128 ? 255 : 0;
   return mask;
 }
@@ -96,13 +115,13 @@ export async function inpaintImage(request: EngineRequest, ctx: RunContext): Pro
   const maskInput = request.inputs.find((i) => i.role === 'mask') ?? images[1];
   if (!originalInput) throw invalidInput('image.inpaint needs the original image as the first input.');
   if (!maskInput) throw invalidInput('image.inpaint needs a mask image (white = area to repaint) as the second input.');
-  await readImageInfo(originalInput, 'original image');
-  await readImageInfo(maskInput, 'mask image');
+  const originalInfo = await readImageInfo(originalInput, 'original image');
+  const maskInfo = await readImageInfo(maskInput, 'mask image');
   throwIfAborted(ctx.signal);
 
   let original: RawImage;
   try {
-    original = await decodeOriginal(originalInput.path);
+    original = await decodeOriginal(originalInput.path, originalInfo.width * originalInfo.height, ctx.workDir, ctx.signal);
   } catch (err) {
     throw decodeError(err, 'original image');
   }
@@ -110,7 +129,7 @@ export async function inpaintImage(request: EngineRequest, ctx: RunContext): Pro
   const { width, height, channels } = original;
   let mask: Uint8Array;
   try {
-    mask = await decodeMask(maskInput.path, width, height);
+    mask = await decodeMask(maskInput.path, Math.max(maskInfo.width * maskInfo.height, width * height), width, height, ctx.workDir, ctx.signal);
   } catch (err) {
     throw decodeError(err, 'mask image');
   }
@@ -121,10 +140,9 @@ export async function inpaintImage(request: EngineRequest, ctx: RunContext): Pro
   const box = maskBounds(mask, width, height);
   if (box && box.width === width && box.height === height && mask.every((v) => v !== 0)) {
     // Nothing to fill from: repaint the whole frame from the prompt instead.
-    const path = join(ctx.workDir, 'repaint.png');
-    await renderPromptImage({ prompt: request.prompt ?? '', width, height, compressionLevel: 1 }, path);
-    const { data } = await sharp(path).ensureAlpha().raw().toBuffer({ resolveWithObject: true });
-    for (let i = 0, j = 0; i < out.length; i += channels, j += 4) {
+    const repaint = await decodeRaw(promptRenderTask({ prompt: request.prompt ?? '', width, height }, { raw: true }), width * height, ctx.workDir, ctx.signal);
+    const { data, channels: step } = repaint;
+    for (let i = 0, j = 0; i < out.length; i += channels, j += step) {
       out[i] = data[j];
       out[i + 1] = data[j + 1];
       out[i + 2] = data[j + 2];
@@ -171,10 +189,18 @@ export async function inpaintImage(request: EngineRequest, ctx: RunContext): Pro
   }
   ctx.onProgress(85);
 
+  // Encoding a big PNG takes seconds: then it runs in the sharp child.
   const path = join(ctx.workDir, 'inpainted.png');
-  await sharp(out, { raw: { width, height, channels }, limitInputPixels: false })
-    .png({ compressionLevel: width * height > 16_000_000 ? 2 : 4, adaptiveFiltering: false })
-    .toFile(path);
+  await runSharpTask(
+    {
+      input: { kind: 'raw', data: out, width, height, channels },
+      inputOptions: { limitInputPixels: false },
+      ops: [['png', { compressionLevel: width * height > 16_000_000 ? 2 : 4, adaptiveFiltering: false }]],
+      output: { path },
+    },
+    ctx.signal,
+    { inProcess: width * height <= IN_PROCESS_MAX_PIXELS, scratchDir: ctx.workDir },
+  );
   throwIfAborted(ctx.signal);
   ctx.onProgress(100);
   return [{ path, kind: 'image', mimeType: 'image/png' }];

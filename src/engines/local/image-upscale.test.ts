@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { EngineError, UPSCALE_LONG_SIDE, type EngineRequest, type UpscaleResolution } from '../engine.ts';
+import { Aborted, EngineError, UPSCALE_LONG_SIDE, type EngineRequest, type UpscaleResolution } from '../engine.ts';
 import { upscaleSize } from './image-upscale.ts';
-import { createLocalEngine } from './index.ts';
-import { gradientPng, imageInput, makeContext, type TestContext } from './test-helpers.ts';
+import { createLocalEngine, prewarmSharp, shutdownSharp } from './index.ts';
+import { busySharpPids } from './sharp-child.ts';
+import { gradientPng, imageInput, makeContext, processGone, sleep, waitForBusySharpChild, type TestContext } from './test-helpers.ts';
 
 const engine = createLocalEngine();
 let files: TestContext;
@@ -16,11 +19,17 @@ before(async () => {
   await gradientPng(join(files.workDir, 'landscape.png'), 640, 480);
   await gradientPng(join(files.workDir, 'portrait.png'), 300, 900);
   await gradientPng(join(files.workDir, 'big.png'), 4000, 3000);
+  // Noise compresses badly, so writing its 8k PNG takes seconds.
+  await sharp(randomBytes(1200 * 900 * 3), { raw: { width: 1200, height: 900, channels: 3 } })
+    .png({ compressionLevel: 1 })
+    .toFile(join(files.workDir, 'noise.png'));
 });
-after(() => {
+after(async () => {
   files.cleanup();
   contexts.forEach((c) => c.cleanup());
+  await shutdownSharp();
 });
+
 
 function request(inputs: EngineRequest['inputs'], resolution?: UpscaleResolution): EngineRequest {
   return { jobId: 'j', capability: 'image.upscale', prompt: null, params: resolution ? { resolution } : {}, inputs };
@@ -92,5 +101,92 @@ describe('image.upscale', () => {
     const bad = join(c.workDir, 'bad.jpg');
     await writeFile(bad, Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 0, 1, 2, 3]));
     await assert.rejects(engine.run(request([imageInput(bad)]), c), isInvalid);
+  });
+
+  it('rejects an input that fails to decode in the sharp child (truncated PNG) with invalid_input', async () => {
+    const c = makeContext('upscale-');
+    contexts.push(c);
+    const png = await readFile(join(files.workDir, 'landscape.png'));
+    const truncated = join(c.workDir, 'truncated.png');
+    await writeFile(truncated, png.subarray(0, Math.floor(png.length / 2)));
+    await assert.rejects(engine.run(request([imageInput(truncated)], '2k'), c), (err: unknown) => {
+      assert.ok(err instanceof EngineError, String(err));
+      assert.equal(err.code, 'invalid_input');
+      return true;
+    });
+  });
+});
+
+describe('image.upscale cancel', () => {
+  it('aborts a running 8k upscale: rejects with Aborted within 2 s and its child process is gone', async () => {
+    await prewarmSharp();
+    const c = makeContext('upscale-cancel-');
+    contexts.push(c);
+    const run = engine.run(request([imageInput(join(files.workDir, 'noise.png'))], '8k'), c);
+    run.catch(() => undefined);
+    await sleep(300);
+    const pids = await waitForBusySharpChild();
+    assert.equal(pids.length, 1, 'the upscale runs in a sharp child process');
+    const abortedAt = performance.now();
+    c.controller.abort();
+    await assert.rejects(run, (err: unknown) => err instanceof Aborted);
+    const took = performance.now() - abortedAt;
+    console.log(`upscale cancel: rejected ${Math.round(took)} ms after the abort (child pid ${pids[0]})`);
+    assert.ok(took < 2000, `rejected ${Math.round(took)} ms after the abort`);
+    assert.ok(processGone(pids[0]), `child ${pids[0]} is gone`);
+    assert.deepEqual(busySharpPids(), []);
+
+    // The next upscale still works (on a fresh child).
+    const out = await upscale('landscape.png', '2k');
+    assert.deepEqual([out.width, out.height], [2048, 1536]);
+  });
+
+  it('aborts while the child is still starting', async () => {
+    await shutdownSharp();
+    const c = makeContext('upscale-cancel-');
+    contexts.push(c);
+    const run = engine.run(request([imageInput(join(files.workDir, 'noise.png'))], '8k'), c);
+    run.catch(() => undefined);
+    const pids = await waitForBusySharpChild();
+    assert.equal(pids.length, 1);
+    const abortedAt = performance.now();
+    c.controller.abort();
+    await assert.rejects(run, (err: unknown) => err instanceof Aborted);
+    assert.ok(performance.now() - abortedAt < 2000);
+    assert.ok(processGone(pids[0]));
+  });
+
+  it('the child dies with its parent', async () => {
+    // A parent that starts an 8k upscale in a sharp child, reports the child's pid, and waits.
+    const script = `
+      import { runSharpTask, busySharpPids } from ${JSON.stringify(new URL('./sharp-child.ts', import.meta.url).href)};
+      const input = ${JSON.stringify(join(files.workDir, 'noise.png'))};
+      const output = ${JSON.stringify(join(files.workDir, 'orphan.png'))};
+      runSharpTask({ input: { kind: 'file', path: input }, ops: [['resize', 7680, 5760, { kernel: 'lanczos3' }], ['png', { compressionLevel: 9 }]], output: { path: output } }, new AbortController().signal).catch(() => {});
+      setTimeout(() => console.log('pid ' + busySharpPids()[0]), 50);
+      setInterval(() => {}, 1000);
+    `;
+    const parent = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const childPid = await new Promise<number>((resolve, reject) => {
+      let text = '';
+      parent.stdout.setEncoding('utf8');
+      parent.stdout.on('data', (chunk: string) => {
+        text += chunk;
+        const m = /pid (\d+)/.exec(text);
+        if (m) resolve(Number(m[1]));
+      });
+      parent.on('exit', () => reject(new Error(`parent exited early: ${text}`)));
+    });
+    assert.ok(childPid > 0);
+    // Past the child's start-up, into the pipeline.
+    await sleep(1000);
+    assert.ok(!processGone(childPid), 'the child is working');
+    const killedAt = performance.now();
+    parent.kill('SIGKILL');
+    while (!processGone(childPid) && performance.now() - killedAt < 5000) await sleep(20);
+    const took = performance.now() - killedAt;
+    console.log(`orphaned sharp child gone ${Math.round(took)} ms after its parent was killed`);
+    assert.ok(processGone(childPid), 'the child died with its parent');
+    assert.ok(took < 2000, `took ${Math.round(took)} ms`);
   });
 });

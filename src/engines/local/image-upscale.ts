@@ -1,6 +1,5 @@
 /** image.upscale: lanczos3 resize to a 2048/3840/7680 long side, aspect kept, mild sharpen, PNG. */
 import { join } from 'node:path';
-import sharp from 'sharp';
 import {
   throwIfAborted,
   UPSCALE_LONG_SIDE,
@@ -11,6 +10,7 @@ import {
   type UpscaleResolution,
 } from '../engine.ts';
 import { decodeError, imageInputs, invalidInput, readImageInfo } from './inputs.ts';
+import { runSharpTask } from './sharp-child.ts';
 
 /** Output size: the long side becomes `longSide`, the short one keeps the aspect (at least 1). */
 export function upscaleSize(width: number, height: number, longSide: number): { width: number; height: number } {
@@ -32,12 +32,21 @@ export async function upscaleImage(request: EngineRequest, ctx: RunContext): Pro
   const path = join(ctx.workDir, 'upscaled.png');
   const pixels = target.width * target.height;
   try {
-    await sharp(info.path, { limitInputPixels: false })
-      .rotate()
-      .resize(target.width, target.height, { fit: 'fill', kernel: 'lanczos3' })
-      .sharpen({ sigma: 0.8, m1: 0.6, m2: 1.5 })
-      .png({ compressionLevel: pixels > 20_000_000 ? 1 : 3, adaptiveFiltering: false })
-      .toFile(path);
+    // In the sharp child process: an 8k resize + PNG encode takes seconds, and a cancel kills it.
+    await runSharpTask(
+      {
+        input: { kind: 'file', path: info.path },
+        inputOptions: { limitInputPixels: false },
+        ops: [
+          ['rotate'],
+          ['resize', target.width, target.height, { fit: 'fill', kernel: 'lanczos3' }],
+          ['sharpen', { sigma: 0.8, m1: 0.6, m2: 1.5 }],
+          ['png', { compressionLevel: pixels > 20_000_000 ? 1 : 3, adaptiveFiltering: false }],
+        ],
+        output: { path },
+      },
+      ctx.signal,
+    );
   } catch (err) {
     throw decodeError(err, 'input image');
   }

@@ -1,7 +1,8 @@
 /**
  * The offline engine: real media made on this machine, no network. Images are drawn from the
  * prompt (SVG via sharp), upscaled with lanczos3, inpainted with OpenCV (Telea, in a worker), and
- * videos are encoded by ffmpeg (libx264).
+ * videos are encoded by ffmpeg (libx264). Long sharp pipelines run in a child process and ffmpeg
+ * is one, so a cancel kills the work itself (see sharp-child.ts).
  */
 import { Aborted, CAPABILITIES, EngineError, type LocalEngine, type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
 import { generateImage } from './image-generate.ts';
@@ -10,6 +11,7 @@ import { upscaleImage } from './image-upscale.ts';
 import { generateVideo } from './video-generate.ts';
 
 export { prewarmInpaint, shutdownInpaint } from './inpaint-pool.ts';
+export { prewarmSharp, shutdownSharp } from './sharp-child.ts';
 export { videoSize } from './video-size.ts';
 
 export function createLocalEngine(): LocalEngine {

@@ -1,6 +1,7 @@
 /** Picking and checking the input files of a request. */
 import sharp, { type Metadata } from 'sharp';
-import { EngineError, type EngineInput, type EngineRequest } from '../engine.ts';
+import { Aborted, EngineError, type EngineInput, type EngineRequest } from '../engine.ts';
+import { SharpChildExited } from './sharp-child.ts';
 
 export interface ImageInfo {
   path: string;
@@ -34,9 +35,11 @@ export async function readImageInfo(input: EngineInput, what: string): Promise<I
 
 /**
  * Errors from a sharp pipeline that decodes an input: decoding failures become `invalid_input`
- * (a corrupt or truncated file), file system trouble on our side stays as it is.
+ * (a corrupt or truncated file); file system trouble on our side, a cancel, and a crashed sharp
+ * child process stay as they are.
  */
 export function decodeError(err: unknown, what: string): Error {
+  if (err instanceof Aborted || err instanceof SharpChildExited) return err;
   const message = shortMessage(err);
   if (/ENOSPC|EACCES|EROFS|EMFILE|ENOMEM|unable to open for write|write error/i.test(message)) {
     return err instanceof Error ? err : new Error(message);

@@ -1,11 +1,11 @@
 /**
  * The offline "model": a deterministic picture derived from a prompt. A PRNG seeded from the
  * prompt's sha256 picks a palette, a background gradient and shapes (circles, rounded rectangles,
- * blobs); the prompt itself is written on the picture. Everything is one SVG composited by sharp,
- * optionally over a reference image (resized to cover the frame).
+ * blobs); the prompt itself is written on the picture. Everything is one SVG composited by sharp
+ * (in the sharp child process), optionally over a reference image (resized to cover the frame).
  */
 import { createHash } from 'node:crypto';
-import sharp from 'sharp';
+import { runSharpTask, type SharpOp, type SharpTask } from './sharp-child.ts';
 
 /** xoshiro128** — small, fast, and fully determined by its 128-bit seed. */
 export class Prng {
@@ -287,25 +287,36 @@ export interface RenderOptions {
 }
 
 /**
- * Renders the prompt's picture to a PNG file of exactly width × height (RGB). The reference must
- * already be known to be readable (callers validate inputs first).
+ * The sharp task that renders the prompt's picture of exactly width × height to `output`: a PNG
+ * file, or its RGB pixels (`{ raw: true }`). The SVG is built here; sharp only rasterises it.
  */
-export async function renderPromptImage(options: RenderOptions, outPath: string): Promise<void> {
+export function promptRenderTask(options: RenderOptions, output: SharpTask['output']): SharpTask {
   const { prompt, width, height, reference } = options;
-  const svg = Buffer.from(
-    promptSvg(prompt, width, height, { overReference: Boolean(reference), variant: options.variant, withText: options.withText }),
-  );
-  const png = { compressionLevel: options.compressionLevel ?? 6, adaptiveFiltering: false };
+  const svg = promptSvg(prompt, width, height, { overReference: Boolean(reference), variant: options.variant, withText: options.withText });
+  const encode: SharpOp[] = 'raw' in output ? [] : [['png', { compressionLevel: options.compressionLevel ?? 6, adaptiveFiltering: false }]];
   if (reference) {
-    await sharp(reference, { limitInputPixels: false, failOn: 'none' })
-      .rotate()
-      .flatten({ background: '#000000' })
-      .resize(width, height, { fit: 'cover', position: 'centre' })
-      .composite([{ input: svg, limitInputPixels: false }])
-      .removeAlpha()
-      .png(png)
-      .toFile(outPath);
-    return;
+    return {
+      input: { kind: 'file', path: reference },
+      inputOptions: { limitInputPixels: false, failOn: 'none' },
+      ops: [
+        ['rotate'],
+        ['flatten', { background: '#000000' }],
+        ['resize', width, height, { fit: 'cover', position: 'centre' }],
+        ['composite', [{ input: { svg }, limitInputPixels: false }]],
+        ['removeAlpha'],
+        ...encode,
+      ],
+      output,
+    };
   }
-  await sharp(svg, { limitInputPixels: false }).removeAlpha().png(png).toFile(outPath);
+  return { input: { kind: 'svg', svg }, inputOptions: { limitInputPixels: false }, ops: [['removeAlpha'], ...encode], output };
+}
+
+/**
+ * Renders the prompt's picture to a PNG file of exactly width × height (RGB), in the sharp child
+ * process (cancellable). The reference must already be known to be readable (callers validate
+ * inputs first).
+ */
+export async function renderPromptImage(options: RenderOptions, outPath: string, signal: AbortSignal): Promise<void> {
+  await runSharpTask(promptRenderTask(options, { path: outPath }), signal);
 }

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import type { EngineInput, RunContext } from '../engine.ts';
+import { busySharpPids } from './sharp-child.ts';
 
 export interface TestContext extends RunContext {
   controller: AbortController;
@@ -89,6 +90,35 @@ export function processesMentioning(needle: string): number[] {
     } catch {
       // exited meanwhile
     }
+  }
+  return pids;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A process is gone when it no longer exists, or is a zombie left for a reaper that is not us. */
+export function processGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return true;
+    throw err;
+  }
+  if (!existsSync('/proc')) return false;
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.startsWith('Z') ?? false;
+  } catch {
+    return true; // exited meanwhile
+  }
+}
+
+/** The pids of the sharp children running a task, once there is one (waits at most `ms`). */
+export async function waitForBusySharpChild(ms = 3000): Promise<number[]> {
+  const until = performance.now() + ms;
+  let pids = busySharpPids();
+  while (pids.length === 0 && performance.now() < until) {
+    await sleep(10);
+    pids = busySharpPids();
   }
   return pids;
 }

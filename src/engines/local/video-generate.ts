@@ -2,10 +2,10 @@
  * video.generate: H.264/yuv420p MP4 (faststart) of exactly `settings.duration` seconds at 24 fps.
  * Input images (or, without any, pictures rendered from the prompt) are the scenes, each given an
  * even share of the frames and a slow zoom or pan (ffmpeg `zoompan`), joined with short fades.
+ * Scene stills are made in the sharp child process and the encode by ffmpeg; a cancel kills either.
  */
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import sharp from 'sharp';
 import { runFfmpeg } from '../../media/ffmpeg.ts';
 import {
   throwIfAborted,
@@ -19,6 +19,7 @@ import {
 } from '../engine.ts';
 import { decodeError, imageInputs, invalidInput, readImageInfo, type ImageInfo } from './inputs.ts';
 import { Prng, promptSeed, renderPromptImage } from './render.ts';
+import { runSharpTask } from './sharp-child.ts';
 import { videoSize } from './video-size.ts';
 
 export const VIDEO_FPS = 24;
@@ -109,18 +110,26 @@ export async function generateVideo(request: EngineRequest, ctx: RunContext): Pr
     const image = images[i];
     if (image) {
       try {
-        await sharp(image.path, { limitInputPixels: false })
-          .rotate()
-          .flatten({ background: '#000000' })
-          .resize(sceneW, sceneH, { fit: 'cover', position: 'centre' })
-          .removeAlpha()
-          .png({ compressionLevel: 1, adaptiveFiltering: false })
-          .toFile(path);
+        await runSharpTask(
+          {
+            input: { kind: 'file', path: image.path },
+            inputOptions: { limitInputPixels: false },
+            ops: [
+              ['rotate'],
+              ['flatten', { background: '#000000' }],
+              ['resize', sceneW, sceneH, { fit: 'cover', position: 'centre' }],
+              ['removeAlpha'],
+              ['png', { compressionLevel: 1, adaptiveFiltering: false }],
+            ],
+            output: { path },
+          },
+          ctx.signal,
+        );
       } catch (err) {
         throw decodeError(err, `input image ${i + 1}`);
       }
     } else {
-      await renderPromptImage({ prompt, width: sceneW, height: sceneH, variant: i, compressionLevel: 1 }, path);
+      await renderPromptImage({ prompt, width: sceneW, height: sceneH, variant: i, compressionLevel: 1 }, path, ctx.signal);
     }
     scenes.push(path);
     ctx.onProgress(2 + Math.round((8 * (i + 1)) / sceneCount));
