@@ -60,6 +60,9 @@ const envSchema = z.object({
   ZHINIAN_ENGINES_VIDEO_GENERATE: z.string().optional(),
 });
 
+/** Every environment variable the app reads (deployment files are checked against this). */
+export const ENV_VARS: readonly string[] = Object.keys(envSchema.shape);
+
 export type Env = Record<string, string | undefined>;
 
 export interface ApiKey {
