@@ -1,7 +1,21 @@
-// Runs every *.test.ts under src/ and test/ with node's test runner (Node 20 does not glob).
+// Runs every *.test.ts under src/ and test/ with node's test runner (Node 20 does not glob),
+// once per database backend: all files on SQLite, then the files that touch the database on
+// PostgreSQL (127.0.0.1:5432, database `test`, a schema per data dir). Ends with one combined
+// summary in the spec reporter's format; exits non-zero if any pass failed.
+//
+//   npm test                      both backends (PostgreSQL must be running: it is not skipped)
+//   npm test -- test/queue.test.ts  the given files, on both backends
+//   ZHINIAN_TEST_BACKENDS=sqlite npm test   one backend only
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+
+const PG_URL = process.env.ZHINIAN_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+/** Only PostgreSQL's own tests; they need no loop over backends. */
+const PG_ONLY = new Set([path.join('src', 'db', 'postgres.test.ts')]);
+/** A file whose tests open the database (a stack, a worker process, or a handle). */
+const TOUCHES_DB = /\b(startStack|testEnv|openTestDb|connectDb|boot|spawnZhinian)\(/;
 
 function find(dir) {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
@@ -11,10 +25,106 @@ function find(dir) {
   });
 }
 
-const only = process.argv.slice(2);
+const only = process.argv.slice(2).map((f) => path.normalize(f));
 const files = only.length > 0 ? only : ['src', 'test'].flatMap(find).sort();
-const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...files], {
-  stdio: 'inherit',
-  env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent' },
-});
-process.exit(result.status ?? 1);
+const backends = (process.env.ZHINIAN_TEST_BACKENDS ?? 'sqlite,postgres').split(',').map((b) => b.trim()).filter(Boolean);
+const runId = `r${Date.now().toString(36)}`;
+const scratch = mkdtempSync(path.join(os.tmpdir(), 'zhinian-test-run-'));
+
+function psql(statement) {
+  return spawnSync('psql', [PG_URL, '-v', 'ON_ERROR_STOP=1', '-qAtc', statement], {
+    encoding: 'utf8',
+    env: { ...process.env, PGOPTIONS: '-c client_min_messages=warning', PGCONNECT_TIMEOUT: '5' },
+  });
+}
+
+if (backends.includes('postgres')) {
+  const probe = psql('select 1');
+  if (probe.error || probe.status !== 0) {
+    console.error(
+      `\nPostgreSQL is not reachable at ${PG_URL} (${probe.error?.message ?? probe.stderr.trim()}).\n` +
+        'The suite runs on SQLite and on PostgreSQL: start PostgreSQL (trust auth for 127.0.0.1, database `test`;\n' +
+        '.ci/run sets this up on Debian), or run one backend with ZHINIAN_TEST_BACKENDS=sqlite.\n',
+    );
+    process.exit(1);
+  }
+}
+
+const totals = { tests: 0, suites: 0, pass: 0, fail: 0, cancelled: 0, skipped: 0, todo: 0, duration_ms: 0 };
+const lines = [];
+let failed = false;
+for (const backend of backends) {
+  const selected = files.filter((f) =>
+    backend === 'postgres' ? PG_ONLY.has(path.normalize(f)) || TOUCHES_DB.test(readFileSync(f, 'utf8')) : !PG_ONLY.has(path.normalize(f)),
+  );
+  if (selected.length === 0) continue;
+  console.log(`\n=== backend ${backend}: ${selected.length} test files ===\n`);
+  const tap = path.join(scratch, `${backend}.tap`);
+  const result = spawnSync(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--test',
+      '--test-concurrency=2',
+      '--test-reporter=spec',
+      '--test-reporter-destination=stdout',
+      '--test-reporter=tap',
+      `--test-reporter-destination=${tap}`,
+      ...selected,
+    ],
+    {
+      stdio: 'inherit',
+      env: {
+        ...process.env,
+        LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent',
+        ZHINIAN_TEST_BACKEND: backend,
+        ZHINIAN_TEST_RUN_ID: runId,
+        ZHINIAN_TEST_PG_URL: PG_URL,
+      },
+    },
+  );
+  const counts = summaryOf(tap);
+  const passFailed = result.status !== 0 || !counts || counts.fail > 0 || counts.cancelled > 0;
+  if (passFailed) failed = true;
+  if (counts) for (const key of Object.keys(totals)) totals[key] += counts[key];
+  lines.push(
+    counts
+      ? `${backend}: ${counts.tests} tests, ${counts.pass} pass, ${counts.fail} fail, ${counts.cancelled} cancelled, ${counts.skipped} skipped, ${Math.round(counts.duration_ms / 1000)} s`
+      : `${backend}: no summary (runner exit ${result.status ?? result.signal})`,
+  );
+  // Each file drops its schemas when it passes; a passing run also sweeps what crashed files left.
+  if (backend === 'postgres' && !passFailed) {
+    const swept = psql(dropSchemasSql(runId));
+    if (swept.status !== 0) console.error(`# could not drop this run's schemas (zt_${runId}_*): ${swept.error?.message ?? swept.stderr.trim()}`);
+  }
+}
+rmSync(scratch, { recursive: true, force: true });
+
+console.log('\n' + lines.map((l) => `# ${l}`).join('\n'));
+for (const [key, value] of Object.entries(totals)) console.log(`ℹ ${key} ${key === 'duration_ms' ? value.toFixed(3) : value}`);
+process.exit(failed ? 1 : 0);
+
+/** The final counts of a TAP report (`# tests 12`, `# pass 12`, …), or null if it has none. */
+function summaryOf(file) {
+  let text;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+  const counts = {};
+  for (const key of Object.keys(totals)) {
+    const matches = [...text.matchAll(new RegExp(`^# ${key} ([\\d.]+)$`, 'gm'))];
+    if (matches.length === 0) return null;
+    counts[key] = Number(matches.at(-1)[1]);
+  }
+  return counts;
+}
+
+function dropSchemasSql(id) {
+  return `do $$ declare s text; begin
+    for s in select nspname from pg_namespace where nspname like 'zt\\_${id}\\_%' loop
+      execute format('drop schema %I cascade', s);
+    end loop; end $$;`;
+}

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { connectDb, type DbHandle } from '../src/db/index.ts';
-import { callApi, cleanup, ffmpegProcessesWith, KEY_A, killAndWait, listeningUrl, spawnZhinian, startReceiver, tempDir, testEnv, waitFor } from './helpers.ts';
+import { type DbHandle } from '../src/db/index.ts';
+import { callApi, cleanup, ffmpegProcessesWith, KEY_A, killAndWait, listeningUrl, spawnZhinian, startReceiver, tempDir, testEnv, waitFor, openTestDb } from './helpers.ts';
 
 /**
  * SIGKILL of real processes at awkward moments: nothing queued, produced or announced is lost,
@@ -29,7 +29,7 @@ describe('crashes', () => {
     const env = testEnv(dataDir, { ZHINIAN_JOB_LEASE_SECONDS: '2' });
     const server = add(spawnZhinian('server', env), (c) => killAndWait(c));
     const base = await listeningUrl(server);
-    const h: DbHandle = add(await connectDb({ databaseUrl: null, dataDir }), (x) => x.close());
+    const h: DbHandle = add(await openTestDb(dataDir), (x) => x.close());
     const first = add(spawnZhinian('worker', env), (c) => killAndWait(c));
 
     const created = await api(base)('/api/v1/jobs', {
@@ -117,7 +117,7 @@ describe('crashes', () => {
     // is in flight: a POST the receiver answered but the dead process never recorded cannot be
     // told apart from a lost one, so at-least-once (same X-Zhinian-Delivery) is all any sender
     // can promise for that instant. Every other moment must give exactly once.
-    const h: DbHandle = add(await connectDb({ databaseUrl: null, dataDir }), (x) => x.close());
+    const h: DbHandle = add(await openTestDb(dataDir), (x) => x.close());
     await waitFor(
       async () => {
         if (receiver.hooks.length < 2) return false;

@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -6,6 +7,7 @@ import os from 'node:os';
 import type { TestContext } from 'node:test';
 import path from 'node:path';
 import { boot, type BootOptions, type Running } from '../src/cli/boot.ts';
+import { connectDb, type DbHandle } from '../src/db/index.ts';
 
 export const KEY_A = 'key-a-0123456789';
 export const KEY_B = 'key-b-0123456789';
@@ -13,6 +15,85 @@ export const WEBHOOK_SECRET = 'whsec-test';
 
 export function tempDir(prefix = 'zhinian-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/**
+ * The backend this run tests: `npm test` runs every file once per backend. On PostgreSQL each
+ * data dir (one stack, or several stacks sharing it) gets its own schema in database `test`,
+ * so files and tests never see each other's rows.
+ */
+export const TEST_BACKEND: 'sqlite' | 'postgres' = process.env.ZHINIAN_TEST_BACKEND === 'postgres' ? 'postgres' : 'sqlite';
+export const PG_ADMIN_URL = process.env.ZHINIAN_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+/** Groups one `npm test` run's schemas (scripts/test.mjs drops them when the run passed). */
+const RUN_ID = (process.env.ZHINIAN_TEST_RUN_ID ?? `p${process.pid}`).replace(/[^a-z0-9]/gi, '').toLowerCase();
+const schemasOfDataDir = new Map<string, string>();
+
+/** Runs SQL as the admin role; synchronous so `testEnv` can stay synchronous. */
+export function pgAdmin(statement: string): string {
+  return execFileSync('psql', [PG_ADMIN_URL, '-v', 'ON_ERROR_STOP=1', '-qAtc', statement], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, PGOPTIONS: '-c client_min_messages=warning', PGCONNECT_TIMEOUT: '5' },
+  });
+}
+
+/** A PostgreSQL URL whose connections use `schema` (pg passes `options` at connection start-up). */
+export function pgUrlWithSchema(schema: string, base = PG_ADMIN_URL): string {
+  const url = new URL(base);
+  url.searchParams.set('options', `-c search_path=${schema}`);
+  return url.toString();
+}
+
+/** The DATABASE_URL for stacks on `dataDir`: null on SQLite, else its own (new) schema. */
+export function testDatabaseUrl(dataDir: string): string | null {
+  if (TEST_BACKEND !== 'postgres') return null;
+  let schema = schemasOfDataDir.get(dataDir);
+  if (!schema) {
+    schema = `zt_${RUN_ID}_${createHash('sha256').update(dataDir).digest('hex').slice(0, 12)}`;
+    pgAdmin(`create schema if not exists ${schema}`);
+    schemasOfDataDir.set(dataDir, schema);
+    dropSchemasAtExit();
+  }
+  return pgUrlWithSchema(schema);
+}
+
+const extraSchemas: string[] = [];
+let schemaCount = 0;
+
+/** A new schema of this run (whatever the backend), dropped with the file's others. */
+export function createTestSchema(opts: { owner?: string } = {}): string {
+  const schema = `zt_${RUN_ID}_x${process.pid}_${++schemaCount}`;
+  pgAdmin(`create schema ${schema}${opts.owner ? ` authorization ${opts.owner}` : ''}`);
+  extraSchemas.push(schema);
+  dropSchemasAtExit();
+  return schema;
+}
+
+/** Names unique to this run and process (roles and the like). */
+export const TEST_NAME_PREFIX = `zt_${RUN_ID}_${process.pid}`;
+
+let dropRegistered = false;
+/** At the end of the file: drop its schemas, unless a test failed (then they stay to be looked at). */
+function dropSchemasAtExit() {
+  if (dropRegistered) return;
+  dropRegistered = true;
+  process.once('beforeExit', () => {
+    const schemas = [...schemasOfDataDir.values(), ...extraSchemas];
+    if (process.exitCode || schemas.length === 0) {
+      if (schemas.length > 0) console.error(`# kept PostgreSQL schemas of failed tests: ${schemas.join(', ')}`);
+      return;
+    }
+    try {
+      pgAdmin(`drop schema if exists ${schemas.join(', ')} cascade`);
+    } catch {
+      // scripts/test.mjs sweeps what is left
+    }
+  });
+}
+
+/** Opens the database the stacks on `dataDir` use (SQLite file or PostgreSQL schema). */
+export function openTestDb(dataDir: string): Promise<DbHandle> {
+  return connectDb({ databaseUrl: testDatabaseUrl(dataDir), dataDir, poolMax: 4 });
 }
 
 /** The env a test stack runs with: two clients, loopback URLs allowed, fast polling. */
@@ -26,6 +107,7 @@ export function testEnv(dataDir: string, overrides: Record<string, string> = {})
     ZHINIAN_ALLOW_PRIVATE_URLS: 'true',
     ZHINIAN_POLL_INTERVAL_MS: '50',
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent',
+    ...(TEST_BACKEND === 'postgres' ? { DATABASE_URL: testDatabaseUrl(dataDir)!, ZHINIAN_DB_POOL_MAX: '4' } : {}),
     ...overrides,
   };
 }

@@ -6,10 +6,10 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import sharp from 'sharp';
-import { connectDb, type DbHandle, type JobsTable } from '../src/db/index.ts';
+import { type DbHandle, type JobsTable } from '../src/db/index.ts';
 import { EngineError, type Engine, type EngineRequest, type RunContext } from '../src/engines/engine.ts';
 import { claimNextJob } from '../src/jobs/queue.ts';
-import { cleanup, ffmpegProcessesWith, killAndWait, spawnZhinian, type Stack, startReceiver, startStack, tempDir, testEnv, waitFor, waitForJob } from './helpers.ts';
+import { cleanup, ffmpegProcessesWith, killAndWait, spawnZhinian, type Stack, startReceiver, startStack, tempDir, testEnv, waitFor, waitForJob, openTestDb } from './helpers.ts';
 
 /**
  * The durable queue: atomic claims, leases and heartbeats, bounded attempts, deadlines,
@@ -67,7 +67,7 @@ const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 
 async function openDb(dataDir: string): Promise<DbHandle> {
-  return connectDb({ databaseUrl: null, dataDir });
+  return openTestDb(dataDir);
 }
 
 async function jobRow(h: DbHandle, id: string): Promise<JobsTable> {

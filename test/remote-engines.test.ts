@@ -6,12 +6,11 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import sharp from 'sharp';
 import { createUrlSigner } from '../src/assets/signed-url.ts';
-import { connectDb } from '../src/db/index.ts';
 import { probeFile } from '../src/media/probe.ts';
 import { startFakeEvolink, type FakeEvolink, type FakeEvolinkOptions } from './fakes/evolink.ts';
 import { FAKE_VOLC_ACCESS_KEY_ID, FAKE_VOLC_SECRET_ACCESS_KEY, startFakeJimeng, type FakeJimeng, type FakeJimengOptions } from './fakes/jimeng.ts';
 import { startFakeSeedance, type FakeSeedance, type FakeSeedanceOptions } from './fakes/seedance.ts';
-import { KEY_A, startReceiver, startStack, tempDir, waitFor, waitForJob, WEBHOOK_SECRET, type Stack } from './helpers.ts';
+import { KEY_A, startReceiver, startStack, tempDir, waitFor, waitForJob, WEBHOOK_SECRET, type Stack, openTestDb } from './helpers.ts';
 
 /**
  * The remote engines (Jimeng, EvoLink, Seedance) through the public API against the fake
@@ -430,7 +429,7 @@ describe('remote engines', { concurrency: true }, () => {
         assert.equal(job.engine, 'jimeng');
       }
       assert.equal(w.evolink.submitCount, 5);
-      const h = await connectDb({ databaseUrl: null, dataDir: w.stack.dataDir });
+      const h = await openTestDb(w.stack.dataDir);
       t.after(() => h.close());
       const circuit = await h.db.selectFrom('engine_circuits').selectAll().where('engine', '=', 'evolink').executeTakeFirstOrThrow();
       assert.ok(circuit.consecutive_failures >= 5, `failures ${circuit.consecutive_failures}`);

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { connectDb } from '../src/db/index.ts';
 import { startFakeEvolink, type FakeEvolink, type FakeEvolinkOptions } from './fakes/evolink.ts';
 import { FAKE_VOLC_ACCESS_KEY_ID, FAKE_VOLC_SECRET_ACCESS_KEY, startFakeJimeng, type FakeJimeng, type FakeJimengOptions } from './fakes/jimeng.ts';
 import { startFakeSeedance, type FakeSeedance, type FakeSeedanceOptions } from './fakes/seedance.ts';
-import { KEY_A, killAndWait, spawnZhinian, startReceiver, startStack, tempDir, testEnv, waitFor, waitForJob, type Stack } from './helpers.ts';
+import { KEY_A, killAndWait, spawnZhinian, startReceiver, startStack, tempDir, testEnv, waitFor, waitForJob, type Stack, openTestDb } from './helpers.ts';
 
 /**
  * Every injected provider fault, mapped onto the job lifecycle through the public API; cancel of
@@ -211,7 +210,7 @@ describe('remote faults', { concurrency: 3 }, () => {
     t.after(() => killAndWait(first));
     const api = await startStack({ dataDir, worker: false, env });
     t.after(() => api.stop());
-    const h = await connectDb({ databaseUrl: null, dataDir });
+    const h = await openTestDb(dataDir);
     t.after(() => h.close());
 
     const create = async (body: object) => {

@@ -6,11 +6,11 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import sharp from 'sharp';
-import { connectDb, migrateToLatest, type DbHandle, type WebhookDeliveriesTable } from '../src/db/index.ts';
+import { migrateToLatest, type DbHandle, type WebhookDeliveriesTable } from '../src/db/index.ts';
 import { EngineError, type Engine } from '../src/engines/engine.ts';
 import { systemClock } from '../src/lib/clock.ts';
 import { attemptDelivery, claimDueDelivery, enqueueWebhook, MAX_DELIVERY_ATTEMPTS, type DeliveryOptions } from '../src/webhooks/index.ts';
-import { cleanup, type ReceivedHook, type Stack, startReceiver, startStack, tempDir, waitFor, waitForJob, WEBHOOK_SECRET } from './helpers.ts';
+import { cleanup, type ReceivedHook, type Stack, startReceiver, startStack, tempDir, waitFor, waitForJob, WEBHOOK_SECRET, openTestDb } from './helpers.ts';
 
 /** Webhook delivery: retries with growing, jittered delays, stable ids and bytes, stored state. */
 
@@ -84,7 +84,7 @@ function assertSameDelivery(hooks: ReceivedHook[], deliveryId: string) {
 /** A bare delivery row on a fresh database, for driving `attemptDelivery` directly. */
 async function freshDelivery(t: TestContext, url: string, attemptsSoFar = 0) {
   const add = cleanup(t);
-  const handle = add(await connectDb({ databaseUrl: null, dataDir: tempDir() }), (h) => h.close());
+  const handle = add(await openTestDb(tempDir()), (h) => h.close());
   await migrateToLatest(handle);
   await enqueueWebhook(handle.db, {
     jobId: 'job_test',
@@ -119,7 +119,7 @@ describe('webhook retries', () => {
     const add = cleanup(t);
     const receiver = add(await startReceiver((_hook, i) => (i < 2 ? 500 : 200)), (r) => r.close());
     const stack = add(await startStack({ engines: [engine] }), (s) => s.stop());
-    const h = add(await connectDb({ databaseUrl: null, dataDir: stack.dataDir }), (x) => x.close());
+    const h = add(await openTestDb(stack.dataDir), (x) => x.close());
     const job = await createJob(stack, { webhookUrl: receiver.url });
     await waitForJob(stack, job.id);
 
@@ -178,7 +178,7 @@ describe('webhook retries', () => {
     const stack = await startStack({ engines: [engine] });
     const stopped = { done: false };
     add(stack, async (s) => (stopped.done ? undefined : s.stop()));
-    const h = add(await connectDb({ databaseUrl: null, dataDir: stack.dataDir }), (x) => x.close());
+    const h = add(await openTestDb(stack.dataDir), (x) => x.close());
     const job = await createJob(stack, { webhookUrl: receiver.url });
     const first = await recordedAttempt(h, job.id, 1);
     await stack.stop();
@@ -198,7 +198,7 @@ describe('webhook retries', () => {
     const receiver = add(await startReceiver(), (r) => r.close());
     const dataDir = tempDir();
     const api = add(await startStack({ dataDir, worker: false, engines: [engine] }), (s) => s.stop());
-    const h = add(await connectDb({ databaseUrl: null, dataDir }), (x) => x.close());
+    const h = add(await openTestDb(dataDir), (x) => x.close());
     const jobs = await Promise.all(Array.from({ length: 30 }, () => createJob(api, { webhookUrl: receiver.url })));
     await Promise.all([0, 1].map(async () => add(await startStack({ dataDir, server: false, engines: [engine] }), (s) => s.stop())));
     await waitFor(
@@ -330,7 +330,7 @@ describe('webhook headers and events', () => {
     const dataDir = tempDir();
     const env = { ZHINIAN_QUEUE_TTL_SECONDS: '60' };
     const api = add(await startStack({ dataDir, worker: false, engines: [engine], env }), (s) => s.stop());
-    const h = add(await connectDb({ databaseUrl: null, dataDir }), (x) => x.close());
+    const h = add(await openTestDb(dataDir), (x) => x.close());
 
     // Queued jobs, settled before any worker exists: cancelled, and past its queue TTL.
     const cancelled = await createJob(api, { webhookUrl: receiver.url });

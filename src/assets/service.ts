@@ -2,7 +2,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { AssetsTable, DbHandle } from '../db/index.ts';
-import { nextSortKey, withTransaction } from '../db/index.ts';
+import { nextSortKey, retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
 import type { Clock } from '../lib/clock.ts';
 import { formatCursor, parseCursor } from '../lib/cursor.ts';
 import { Invalid, NotFound, TooLarge } from '../lib/errors.ts';
@@ -92,7 +92,7 @@ export function createAssetService(deps: AssetServiceDeps) {
 
   async function insert(rows: AssetsTable[]): Promise<Asset[]> {
     const now = clock.now();
-    const saved = await withTransaction(handle, async (tx) => {
+    const saved = await retryOnSortKeyConflict(() => withTransaction(handle, async (tx) => {
       const out: AssetsTable[] = [];
       for (const row of rows) {
         out.push(
@@ -104,7 +104,7 @@ export function createAssetService(deps: AssetServiceDeps) {
         );
       }
       return out;
-    });
+    }));
     return saved.map((r) => toAsset(r, deps.baseUrl()));
   }
 

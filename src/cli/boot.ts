@@ -2,9 +2,10 @@ import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import sharp from 'sharp';
 import { loadOrCreateDefaultKey } from '../api/auth.ts';
-import { createAssetService, createLocalStore, createUrlSigner, removeStaleEntries } from '../assets/index.ts';
+import { createAssetService, createLocalStore, createS3Store, createUrlSigner, removeStaleEntries } from '../assets/index.ts';
 import { loadConfig, publicBaseUrl, type ApiKey, type Config, type Env } from '../config/index.ts';
 import { connectDb, migrateToLatest } from '../db/index.ts';
+import { createPgNotifier } from '../db/pg-notify.ts';
 import type { Engine } from '../engines/engine.ts';
 import { enginesFromConfig } from '../engines/from-config.ts';
 import { prewarmSharp } from '../engines/local/index.ts';
@@ -53,12 +54,23 @@ export async function boot(opts: BootOptions): Promise<Running> {
   // libvips' operation cache only helps when the same image is processed again; here every
   // job brings new files, so it would just hold memory.
   sharp.cache(false);
-  const handle = await connectDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  const handle = await connectDb({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    poolMax: config.dbPoolMax,
+    // Survived: the failed queries are retried by their loops, /readyz reports the outage.
+    onError: (error) => logger.warn({ err: error }, 'database connection error'),
+  });
   await migrateToLatest(handle);
-  const store = createLocalStore(path.join(config.dataDir, 'assets'));
+  const store = config.storage.kind === 's3' ? await createS3Store(config.storage) : createLocalStore(path.join(config.dataDir, 'assets'));
   const engines = createEngineRegistry(opts.engines ?? enginesFromConfig(config), config.enginePreference);
   const signer = createUrlSigner(config.signingSecret ?? readOrCreateSecret(path.join(config.dataDir, 'signing-secret')).value);
-  const notifier = createNotifier();
+  // PostgreSQL: wake-ups reach workers in other processes too (LISTEN/NOTIFY); polling stays.
+  const pgNotifier =
+    handle.dialect === 'postgres' && config.databaseUrl
+      ? await createPgNotifier({ handle, url: config.databaseUrl, logger: logger.child({ component: 'notify' }), listen: opts.worker })
+      : null;
+  const notifier = pgNotifier ?? createNotifier();
   const tempDir = path.join(config.dataDir, 'tmp');
   // Anything older than twice the job timeout cannot belong to a live run or upload.
   await removeStaleEntries(tempDir, Math.max(2 * config.jobTimeoutMs, 3_600_000));
@@ -152,6 +164,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     async stop() {
       // Server first (no new work), then the worker hands its jobs back, then the database.
       for (const stop of stoppers) await stop();
+      await pgNotifier?.close();
       await handle.close();
     },
   };

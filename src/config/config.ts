@@ -9,7 +9,11 @@ const envSchema = z.object({
   PORT: int(0, 65535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
   ZHINIAN_DATA_DIR: z.string().min(1).default('./data'),
-  DATABASE_URL: z.string().optional(),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL (unset it for the embedded SQLite database)')
+    .optional(),
+  ZHINIAN_DB_POOL_MAX: int(1, 1000).default(10),
   ZHINIAN_API_KEYS: z
     .string()
     .optional()
@@ -58,6 +62,15 @@ const envSchema = z.object({
   ZHINIAN_ENGINES_IMAGE_INPAINT: z.string().optional(),
   ZHINIAN_ENGINES_IMAGE_UPSCALE: z.string().optional(),
   ZHINIAN_ENGINES_VIDEO_GENERATE: z.string().optional(),
+  // S3-compatible asset storage, used instead of <data dir>/assets when a bucket is set.
+  ZHINIAN_S3_BUCKET: z.string().regex(/^[A-Za-z0-9._-]{3,255}$/, 'a bucket name, not a URL or path').optional(),
+  ZHINIAN_S3_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
+  ZHINIAN_S3_REGION: z.string().min(1).default('us-east-1'),
+  ZHINIAN_S3_ACCESS_KEY_ID: z.string().optional(),
+  ZHINIAN_S3_SECRET_ACCESS_KEY: z.string().optional(),
+  ZHINIAN_S3_FORCE_PATH_STYLE: bool.default(false),
+  ZHINIAN_S3_PRESIGN: bool.default(false),
+  ZHINIAN_S3_PREFIX: z.string().optional(),
 });
 
 /** Every environment variable the app reads (deployment files are checked against this). */
@@ -74,6 +87,8 @@ export interface Config {
   http: { port: number; host: string; publicBaseUrl: string | null };
   dataDir: string;
   databaseUrl: string | null;
+  /** PostgreSQL connections one process keeps at most. */
+  dbPoolMax: number;
   /** null: generate (or reuse) a key for client `default` kept in the data dir. */
   apiKeys: ApiKey[] | null;
   webhookSecret: string | null;
@@ -95,6 +110,50 @@ export interface Config {
   providers: ProvidersConfig;
   /** Engine preference per capability, when configured (`ZHINIAN_ENGINES_<CAPABILITY>`). */
   enginePreference: Partial<Record<'image.generate' | 'image.inpaint' | 'image.upscale' | 'video.generate', string[]>>;
+  storage: StorageConfig;
+}
+
+/** Where asset bytes live: `<dataDir>/assets`, or a bucket when `ZHINIAN_S3_BUCKET` is set. */
+export type StorageConfig = { kind: 'local' } | S3StorageConfig;
+
+export interface S3StorageConfig {
+  kind: 's3';
+  bucket: string;
+  /** null: AWS itself, from the region. */
+  endpoint: string | null;
+  region: string;
+  /** Both null: the SDK's default credential chain (env, shared files, instance role). */
+  accessKeyId: string | null;
+  secretAccessKey: string | null;
+  /** `<endpoint>/<bucket>/<key>` instead of `<bucket>.<endpoint>/<key>` (MinIO and most self-hosted servers). */
+  forcePathStyle: boolean;
+  /** Downloads answer 302 to a presigned URL instead of streaming through the API. */
+  presign: boolean;
+  /** Prepended to every object key (`zhinian/` keeps a shared bucket tidy). */
+  prefix: string | null;
+}
+
+function storageFromEnv(e: z.infer<typeof envSchema>): StorageConfig {
+  const problems: string[] = [];
+  if (!e.ZHINIAN_S3_ACCESS_KEY_ID !== !e.ZHINIAN_S3_SECRET_ACCESS_KEY) {
+    problems.push('  ZHINIAN_S3_ACCESS_KEY_ID, ZHINIAN_S3_SECRET_ACCESS_KEY: set both or neither');
+  }
+  if (!e.ZHINIAN_S3_BUCKET && (e.ZHINIAN_S3_ENDPOINT || e.ZHINIAN_S3_PRESIGN || e.ZHINIAN_S3_ACCESS_KEY_ID || e.ZHINIAN_S3_PREFIX)) {
+    problems.push('  ZHINIAN_S3_BUCKET: required when other ZHINIAN_S3_* settings are given');
+  }
+  if (problems.length > 0) throw new ConfigError(`Invalid configuration:\n${problems.join('\n')}`);
+  if (!e.ZHINIAN_S3_BUCKET) return { kind: 'local' };
+  return {
+    kind: 's3',
+    bucket: e.ZHINIAN_S3_BUCKET,
+    endpoint: e.ZHINIAN_S3_ENDPOINT ?? null,
+    region: e.ZHINIAN_S3_REGION,
+    accessKeyId: e.ZHINIAN_S3_ACCESS_KEY_ID ?? null,
+    secretAccessKey: e.ZHINIAN_S3_SECRET_ACCESS_KEY ?? null,
+    forcePathStyle: e.ZHINIAN_S3_FORCE_PATH_STYLE,
+    presign: e.ZHINIAN_S3_PRESIGN,
+    prefix: e.ZHINIAN_S3_PREFIX ?? null,
+  };
 }
 
 export interface ProvidersConfig {
@@ -121,6 +180,7 @@ export function loadConfig(env: Env): Readonly<Config> {
     http: { port: e.PORT, host: e.HOST, publicBaseUrl: e.ZHINIAN_PUBLIC_BASE_URL?.replace(/\/+$/, '') ?? null },
     dataDir: path.resolve(e.ZHINIAN_DATA_DIR),
     databaseUrl: e.DATABASE_URL ?? null,
+    dbPoolMax: e.ZHINIAN_DB_POOL_MAX,
     apiKeys: e.ZHINIAN_API_KEYS ?? null,
     webhookSecret: e.ZHINIAN_WEBHOOK_SECRET ?? null,
     allowPrivateUrls: e.ZHINIAN_ALLOW_PRIVATE_URLS,
@@ -169,6 +229,7 @@ export function loadConfig(env: Env): Readonly<Config> {
         .filter(([, list]) => list !== undefined)
         .map(([capability, list]) => [capability, list!.split(',').map((n) => n.trim()).filter(Boolean)]),
     ),
+    storage: storageFromEnv(e),
   });
 }
 

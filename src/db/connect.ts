@@ -3,6 +3,7 @@ import path from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { Kysely, SqliteDialect, sql } from 'kysely';
 import { startCheckpointer } from './checkpointer.ts';
+import { connectPostgres } from './postgres.ts';
 import type { Database, Db } from './schema.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -14,13 +15,22 @@ export interface DbHandle {
 }
 
 export interface ConnectOptions {
+  /** `postgres://…` selects PostgreSQL; null: the SQLite file in `dataDir`. */
   databaseUrl: string | null;
   dataDir: string;
+  /** PostgreSQL pool size (default 10). */
+  poolMax?: number;
+  /** PostgreSQL connection errors; they are survived, this only reports them. */
+  onError?: (error: Error) => void;
 }
 
 export async function connectDb(opts: ConnectOptions): Promise<DbHandle> {
   if (opts.databaseUrl) {
-    throw new Error('DATABASE_URL (PostgreSQL) is not supported yet; unset it to use the embedded SQLite database.');
+    if (!/^postgres(ql)?:\/\//.test(opts.databaseUrl)) {
+      throw new Error('DATABASE_URL must be a postgres:// URL; unset it to use the embedded SQLite database.');
+    }
+    const { db } = connectPostgres({ url: opts.databaseUrl, poolMax: opts.poolMax ?? 10, onError: opts.onError ?? (() => {}) });
+    return { db, dialect: 'postgres', close: () => db.destroy() };
   }
   fs.mkdirSync(opts.dataDir, { recursive: true });
   const file = path.join(opts.dataDir, 'zhinian.db');

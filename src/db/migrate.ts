@@ -1,4 +1,4 @@
-import { Migrator, type Migration } from 'kysely';
+import { Migrator, sql, type Migration } from 'kysely';
 import type { DbHandle } from './connect.ts';
 import * as m0001 from './migrations/0001-initial.ts';
 import * as m0002 from './migrations/0002-engine-routing.ts';
@@ -12,10 +12,17 @@ const migrations: Record<string, Migration> = {
 /**
  * Brings the schema up to date. Several processes may start at once on one SQLite file; the
  * loser of that race sees a lock or "already exists" error and simply tries again, by which
- * time the winner has recorded the migration.
+ * time the winner has recorded the migration. On PostgreSQL kysely takes an advisory lock and
+ * runs each migration in a transaction; only creating its own tables can race, and is retried.
  */
 export async function migrateToLatest(handle: DbHandle): Promise<void> {
-  const migrator = new Migrator({ db: handle.db, provider: { getMigrations: async () => migrations } });
+  const migrator = new Migrator({
+    db: handle.db,
+    provider: { getMigrations: async () => migrations },
+    // PostgreSQL: kysely looks for its bookkeeping tables in every schema unless told which;
+    // another deployment's (or test's) schema in the same database would then pass for ours.
+    migrationTableSchema: handle.dialect === 'postgres' ? await currentSchema(handle) : undefined,
+  });
   let lastError: unknown;
   for (let attempt = 0; attempt < 5; attempt++) {
     const { error } = await migrator.migrateToLatest();
@@ -24,4 +31,10 @@ export async function migrateToLatest(handle: DbHandle): Promise<void> {
     await new Promise((r) => setTimeout(r, 50 + Math.random() * 200));
   }
   throw lastError;
+}
+
+async function currentSchema(handle: DbHandle): Promise<string> {
+  const { rows } = await sql<{ schema: string | null }>`select current_schema() as schema`.execute(handle.db);
+  if (!rows[0]?.schema) throw new Error('PostgreSQL has no current schema: the search_path names no existing schema.');
+  return rows[0].schema;
 }

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { withTransaction, type DbHandle, type JobsTable, type Tx } from '../db/index.ts';
 import { JOB_ERRORS } from './lifecycle.ts';
 import { settleJob } from './settle.ts';
@@ -54,7 +55,10 @@ async function claimWith(db: Tx, dialect: DbHandle['dialect'], workerId: string,
 /**
  * Claims a job for a remote engine that is below its concurrency cap. The cap holds across
  * every worker because the count and the claim run in one write transaction: the database is
- * the shared truth.
+ * the shared truth. SQLite's writer lock serialises such transactions by itself; PostgreSQL's
+ * read committed would let two of them count the same free slot, so each first takes a
+ * transaction-scoped advisory lock per engine (in name order: no deadlock between workers with
+ * different engine sets). Claims for local engines never take these locks.
  */
 export async function claimNextRemoteJob(
   handle: DbHandle,
@@ -65,6 +69,12 @@ export async function claimNextRemoteJob(
 ): Promise<JobsTable | null> {
   if (caps.length === 0 || !(await hasClaimableJob(handle, now, caps.map((c) => c.engine)))) return null;
   return withTransaction(handle, async (tx) => {
+    if (handle.dialect === 'postgres') {
+      for (const engine of caps.map((c) => c.engine).sort()) {
+        // Keyed by schema too: deployments sharing one database never wait on each other.
+        await sql`select pg_advisory_xact_lock(hashtext(current_schema() || ${`:engine-cap:${engine}`}))`.execute(tx);
+      }
+    }
     const busy = await tx
       .selectFrom('jobs')
       .select(['engine', (eb) => eb.fn.countAll<number>().as('running')])

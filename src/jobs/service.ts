@@ -1,5 +1,5 @@
 import type { DbHandle, JobsTable } from '../db/index.ts';
-import { nextSortKey, withTransaction } from '../db/index.ts';
+import { nextSortKey, retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import type { Clock } from '../lib/clock.ts';
 import { canonicalJson, sha256Hex } from '../lib/canonical-json.ts';
@@ -57,10 +57,11 @@ export function createJobService(deps: JobServiceDeps) {
 
   /**
    * Inserts jobs (with their idempotency keys) in group commits. A key row that already
-   * exists means a racing request with the same key won: that item gets null.
+   * exists means a racing request with the same key won: that item gets null. On PostgreSQL a
+   * concurrent writer may take the same sort key: the whole batch is then written again.
    */
   const insertJob = createGroupCommit<NewJob, JobsTable | null>((items) =>
-    withTransaction(handle, async (tx) => {
+    retryOnSortKeyConflict(() => withTransaction(handle, async (tx) => {
       const rows: (JobsTable | null)[] = [];
       for (const { clientId, idempotencyKey, requestHash, v, now } of items) {
         const id = newId('job');
@@ -109,7 +110,7 @@ export function createJobService(deps: JobServiceDeps) {
         );
       }
       return rows;
-    }),
+    })),
   );
 
   return {

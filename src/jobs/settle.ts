@@ -1,5 +1,5 @@
 import type { AssetsTable, DbHandle, JobsTable } from '../db/index.ts';
-import { nextSortKey, withTransaction } from '../db/index.ts';
+import { nextSortKey, retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
 import type { Notifier } from '../lib/notifier.ts';
 import { enqueueWebhook } from '../webhooks/outbox.ts';
 import { eventFor, type JobStatus, type TerminalStatus } from './lifecycle.ts';
@@ -26,7 +26,9 @@ export interface SettleInput {
  * losing worker's outputs never become visible.
  */
 export async function settleJob(handle: DbHandle, notifier: Notifier | null, input: SettleInput): Promise<JobsTable | null> {
-  const row = await withTransaction(handle, async (tx) => {
+  // Outputs take sort keys: on PostgreSQL a concurrent insert may take the same one, and then the
+  // whole transition runs again (nothing of the failed attempt was committed).
+  const row = await retryOnSortKeyConflict(() => withTransaction(handle, async (tx) => {
     let query = tx
       .updateTable('jobs')
       .set({
@@ -61,7 +63,7 @@ export async function settleJob(handle: DbHandle, notifier: Notifier | null, inp
       });
     }
     return updated;
-  });
+  }));
   if (row?.webhook_url) notifier?.webhookDue();
   return row;
 }

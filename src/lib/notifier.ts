@@ -3,7 +3,8 @@ import { EventEmitter } from 'node:events';
 /**
  * Wake-ups between the parts of one process: the API tells an embedded worker that a job is
  * waiting (so it starts without a polling delay), that a job was cancelled (so its run aborts
- * at once), and the outbox that a webhook is due. Separate processes fall back to polling.
+ * at once), and the outbox that a webhook is due. On SQLite separate processes fall back to
+ * polling; on PostgreSQL `db/pg-notify.ts` carries the same events between processes.
  */
 export interface Notifier {
   jobQueued(): void;

@@ -20,6 +20,8 @@ export interface Pump {
   wake(): void;
 }
 
+const MAX_ERROR_BACKOFF_MS = 5_000;
+
 export function startPump<T>(opts: PumpOptions<T>): Pump {
   let stopped = false;
   let active = 0;
@@ -28,6 +30,7 @@ export function startPump<T>(opts: PumpOptions<T>): Pump {
   let woken = false;
   const running = new Set<Promise<void>>();
   let loopDone: Promise<void>;
+  let failures = 0;
 
   const wake = () => {
     woken = true;
@@ -35,11 +38,11 @@ export function startPump<T>(opts: PumpOptions<T>): Pump {
   };
   const unsubscribe = opts.subscribe?.(wake) ?? (() => {});
 
-  const sleep = () =>
+  const sleep = (ms = opts.pollIntervalMs, wakeable = true) =>
     new Promise<void>((resolve) => {
-      if (woken || stopped) return resolve();
-      wakeResolve = resolve;
-      wakeTimer = setTimeout(resolve, opts.pollIntervalMs);
+      if ((woken && wakeable) || stopped) return resolve();
+      wakeResolve = wakeable ? resolve : () => stopped && resolve();
+      wakeTimer = setTimeout(resolve, ms);
     }).finally(() => {
       if (wakeTimer) clearTimeout(wakeTimer);
       wakeTimer = null;
@@ -56,8 +59,15 @@ export function startPump<T>(opts: PumpOptions<T>): Pump {
       let item: T | null = null;
       try {
         item = await opts.next();
+        failures = 0;
       } catch (error) {
+        // The database is unreachable (or worse): back off, 100 ms doubling to 5 s, so an
+        // outage costs a log line every few seconds rather than a busy loop. Wake-ups cannot
+        // cut the pause short; stopping can.
         opts.onError(error);
+        failures++;
+        await sleep(Math.min(100 * 2 ** (failures - 1), MAX_ERROR_BACKOFF_MS), false);
+        continue;
       }
       if (item === null) {
         await sleep();

@@ -6,6 +6,11 @@ import { Invalid } from '../../lib/errors.ts';
 import { parseRange } from '../range.ts';
 
 const MAX_FILES = 20;
+/**
+ * Life of a presigned redirect target. The client follows the 302 at once; players that seek
+ * come back to this route and get a fresh URL, so minutes are plenty and a leaked URL dies soon.
+ */
+const PRESIGNED_TTL_SECONDS = 600;
 
 export function registerAssetRoutes(app: FastifyInstance, assets: AssetService, store: Store): void {
   app.post('/api/v1/assets', async (request, reply) => {
@@ -41,6 +46,14 @@ export function registerAssetRoutes(app: FastifyInstance, assets: AssetService, 
     const row = request.signedAssetId === request.params.id ? await assets.findRowById(request.params.id) : await assets.findRow(request.clientId, request.params.id);
     const size = Number(row.bytes);
     const etag = `"${row.sha256}"`;
+    if (store.presignGet) {
+      // Access is settled above (key or signed link); the store serves the bytes and ranges.
+      // A client holding this ETag already has the bytes: 304 spares it the redirect. The 302
+      // itself carries no ETag and must not be cached past the presigned URL's life.
+      if (request.headers['if-none-match'] === etag) return reply.status(304).header('etag', etag).header('cache-control', 'private, max-age=31536000, immutable').send();
+      const location = await store.presignGet(row.storage_key, { expiresInSeconds: PRESIGNED_TTL_SECONDS, fileName: row.name, contentType: row.mime_type });
+      return reply.status(302).header('location', location).header('cache-control', 'private, no-store').send();
+    }
     reply.header('etag', etag).header('accept-ranges', 'bytes').header('cache-control', 'private, max-age=31536000, immutable');
     if (request.headers['if-none-match'] === etag) return reply.status(304).send();
     const ifRange = request.headers['if-range'];

@@ -1,0 +1,158 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { createNotifier, type Notifier } from '../lib/notifier.ts';
+import type { DbHandle } from './connect.ts';
+
+export interface PgNotifierOptions {
+  handle: DbHandle;
+  /** The same URL as the pool's (schema included): the channel is per schema. */
+  url: string;
+  logger: Logger;
+  /** Whether this process listens (workers); an API-only process just sends. */
+  listen: boolean;
+}
+
+export type PgNotifier = Notifier & { close(): Promise<void> };
+
+const MIN_RECONNECT_MS = 100;
+const MAX_RECONNECT_MS = 5_000;
+
+type Message = { e: 'q' } | { e: 'w' } | { e: 'c'; id: string };
+
+/**
+ * Wake-ups across processes over LISTEN/NOTIFY. Every event is emitted in this process at once
+ * (as `createNotifier` does) and sent as a NOTIFY; other processes' listeners turn it back into
+ * a local event. A notification is only a hint: when the LISTEN connection is down, the pumps'
+ * polling still finds the work, and on reconnect everyone is woken once to catch up on what was
+ * missed.
+ *
+ * jobQueued and webhookDue carry no data, so while one NOTIFY is in flight further ones fold
+ * into a single follow-up: a burst of 500 created jobs costs a few notifications, not 500.
+ */
+export async function createPgNotifier(opts: PgNotifierOptions): Promise<PgNotifier> {
+  const local = createNotifier();
+  const self = randomUUID();
+  const channel = await channelFor(opts.handle);
+  let closed = false;
+
+  const inFlight = { q: false, w: false };
+  const again = { q: false, w: false };
+  const send = (message: Message): void => {
+    if (closed) return;
+    if (message.e !== 'c') {
+      if (inFlight[message.e]) {
+        again[message.e] = true;
+        return;
+      }
+      inFlight[message.e] = true;
+    }
+    const payload = JSON.stringify({ ...message, from: self });
+    sql`select pg_notify(${channel}, ${payload})`
+      .execute(opts.handle.db)
+      .catch((error) => opts.logger.warn({ err: error }, 'NOTIFY failed; other processes will poll'))
+      .finally(() => {
+        if (message.e === 'c') return;
+        inFlight[message.e] = false;
+        if (again[message.e]) {
+          again[message.e] = false;
+          send(message);
+        }
+      });
+  };
+
+  const receive = (payload: string | undefined): void => {
+    let message: (Message & { from?: string }) | null = null;
+    try {
+      message = JSON.parse(payload ?? '');
+    } catch {
+      return;
+    }
+    if (!message || message.from === self) return;
+    if (message.e === 'q') local.jobQueued();
+    else if (message.e === 'w') local.webhookDue();
+    else if (message.e === 'c' && typeof message.id === 'string') local.jobCancelled(message.id);
+  };
+
+  // One dedicated connection holds the LISTEN (a pooled one would be handed to queries).
+  let client: pg.Client | null = null;
+  let retryTimer: NodeJS.Timeout | null = null;
+  let failures = 0;
+  const connect = async (): Promise<void> => {
+    retryTimer = null;
+    if (closed) return;
+    const c = new pg.Client({ connectionString: opts.url, keepAlive: true, connectionTimeoutMillis: 5_000 });
+    let lost = false;
+    const onLost = (error?: Error) => {
+      if (lost) return;
+      lost = true;
+      if (client === c) client = null;
+      c.end().catch(() => {});
+      if (closed) return;
+      failures++;
+      const delay = Math.min(MIN_RECONNECT_MS * 2 ** (failures - 1), MAX_RECONNECT_MS);
+      opts.logger.warn({ err: error, retryInMs: delay }, 'LISTEN connection lost; polling until it is back');
+      retryTimer = setTimeout(() => void connect(), delay);
+      retryTimer.unref();
+    };
+    c.on('error', onLost);
+    c.on('end', () => onLost());
+    c.on('notification', (n) => receive(n.payload));
+    try {
+      await c.connect();
+      await c.query(`LISTEN ${quoteIdent(channel)}`);
+    } catch (error) {
+      onLost(error as Error);
+      return;
+    }
+    if (closed) {
+      await c.end().catch(() => {});
+      return;
+    }
+    client = c;
+    if (failures > 0) {
+      opts.logger.info('LISTEN connection restored');
+      // Whatever was notified while we were away: look once now.
+      local.jobQueued();
+      local.webhookDue();
+    }
+    failures = 0;
+  };
+  if (opts.listen) await connect();
+
+  return {
+    jobQueued() {
+      local.jobQueued();
+      send({ e: 'q' });
+    },
+    jobCancelled(jobId) {
+      local.jobCancelled(jobId);
+      send({ e: 'c', id: jobId });
+    },
+    webhookDue() {
+      local.webhookDue();
+      send({ e: 'w' });
+    },
+    on: local.on,
+    async close() {
+      closed = true;
+      if (retryTimer) clearTimeout(retryTimer);
+      const c = client;
+      client = null;
+      await c?.end().catch(() => {});
+    },
+  };
+}
+
+/** Notifications are database-wide; one channel per schema keeps deployments (and test runs) apart. */
+async function channelFor(handle: DbHandle): Promise<string> {
+  const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(handle.db);
+  const schema = rows[0]?.schema ?? 'public';
+  // Channel names are identifiers: at most 63 bytes.
+  return `zhinian_${Buffer.byteLength(schema) <= 48 ? schema : createHash('sha256').update(schema).digest('hex').slice(0, 32)}`;
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}

@@ -1,0 +1,44 @@
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import type { Database } from './schema.ts';
+
+// int8 (bigint columns, count(*)) arrives as a string by default. Every bigint here is an
+// epoch time in ms or µs (< 2^53 until the year 2255), so a JS number is exact and rows look
+// the same as SQLite's.
+pg.types.setTypeParser(20, (value) => Number(value));
+
+export interface PostgresOptions {
+  url: string;
+  /** Pool size per process (ZHINIAN_DB_POOL_MAX). */
+  poolMax: number;
+  /** Connection-level errors (the server went away); never fatal. */
+  onError: (error: Error) => void;
+}
+
+/**
+ * A pooled connection. The URL may carry the schema (`?options=-c%20search_path%3Dxyz`): pg
+ * sends `options` in the startup packet, so every pooled connection and the LISTEN client use it.
+ */
+export function connectPostgres(opts: PostgresOptions): { db: Kysely<Database>; pool: pg.Pool } {
+  const pool = new pg.Pool({
+    connectionString: opts.url,
+    max: opts.poolMax,
+    // A dead server must fail requests (and /readyz) within seconds, not hang them.
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+    keepAlive: true,
+  });
+  // An idle pooled client whose server connection drops emits 'error' on the pool, and a
+  // checked-out one on itself; unhandled, either would crash the process. The broken client is
+  // discarded on release (pg-pool drops clients that are no longer queryable), queries in flight
+  // fail, and the callers' loops retry.
+  pool.on('error', opts.onError);
+  pool.on('connect', (client) => client.on('error', opts.onError));
+  return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), pool };
+}
+
+/** SQLSTATE of a driver error, if it is one. */
+export function pgErrorCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
