@@ -216,7 +216,7 @@ test('healthchecks probe real routes, and the checks work against a running serv
   assert.equal(await run(dockerCmd), 1, 'image check fails when nothing answers');
 });
 
-test('the Dockerfile builds in one stage and runs unprivileged, with ffmpeg, on production packages', () => {
+test('the Dockerfile builds in a separate stage and runs unprivileged, with ffmpeg, on production packages', () => {
   const stages = dockerfileStages();
   assert.ok(stages.length >= 2, 'multi-stage');
   const runtime = stages.at(-1)!;
