@@ -54,7 +54,12 @@ const capabilitiesSchema = z.object({
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: object) => ({ 'application/json': { schema } });
 const errors = (...codes: number[]) =>
-  Object.fromEntries(codes.map((c) => [String(c), { description: ERROR_TEXT[c], content: json(ref('Error')) }]));
+  Object.fromEntries(
+    codes.map((c) => [
+      String(c),
+      { description: ERROR_TEXT[c], content: json(ref('Error')), ...(c === 429 ? { headers: { 'Retry-After': { description: 'Seconds to wait', schema: { type: 'integer', minimum: 1 } } } } : {}) },
+    ]),
+  );
 const ERROR_TEXT: Record<number, string> = {
   400: 'Bad request; the message names the field',
   401: 'Missing or wrong API key',
@@ -62,6 +67,7 @@ const ERROR_TEXT: Record<number, string> = {
   409: 'Idempotency conflict, or the job is already terminal',
   413: 'Too large',
   416: 'Range not satisfiable',
+  429: 'Too many jobs created this minute (ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE); the Retry-After header says how many seconds to wait',
 };
 const queryParams = (schema: z.ZodObject) => {
   const rendered = toSchema(schema) as { properties: Record<string, { description?: string }> };
@@ -103,7 +109,7 @@ export function buildOpenApi(serverUrl: string): object {
           responses: {
             201: { description: 'Created', content: json({ type: 'object', properties: { job: ref('Job'), reused: { const: false } } }) },
             200: { description: 'Same Idempotency-Key and body: the existing job', content: json({ type: 'object', properties: { job: ref('Job'), reused: { const: true } } }) },
-            ...errors(400, 401, 409, 413),
+            ...errors(400, 401, 409, 413, 429),
           },
         },
         get: {

@@ -86,7 +86,14 @@ export async function boot(opts: BootOptions): Promise<Running> {
     allowPrivateUrls: config.allowPrivateUrls,
     baseUrl,
   });
-  const jobs = createJobService({ handle, engines, notifier, clock, allowPrivateUrls: config.allowPrivateUrls });
+  const jobs = createJobService({
+    handle,
+    engines,
+    notifier,
+    clock,
+    allowPrivateUrls: config.allowPrivateUrls,
+    rateLimitPerMinute: config.rateLimitJobsPerMinute,
+  });
 
   let apiKeys = config.apiKeys;
   let keyCreated = false;

@@ -35,6 +35,7 @@ const envSchema = z.object({
   ZHINIAN_JOB_LEASE_SECONDS: int(1).default(60),
   ZHINIAN_WORKER_CONCURRENCY: int(1, 256).default(2),
   ZHINIAN_MAX_ATTEMPTS: int(1, 20).default(3),
+  ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE: int(0, 1_000_000).default(0),
   ZHINIAN_POLL_INTERVAL_MS: int(10, 60_000).default(100),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   ZHINIAN_SIGNING_SECRET: z.string().min(16).optional(),
@@ -98,6 +99,8 @@ export interface Config {
   jobTimeoutMs: number;
   leaseMs: number;
   maxAttempts: number;
+  /** Job creations per client per sliding minute, across all API instances; 0: unlimited. */
+  rateLimitJobsPerMinute: number;
   workerConcurrency: number;
   /** How often a worker without in-process wake-ups looks for new jobs. */
   pollIntervalMs: number;
@@ -189,6 +192,7 @@ export function loadConfig(env: Env): Readonly<Config> {
     jobTimeoutMs: e.ZHINIAN_JOB_TIMEOUT_SECONDS * 1000,
     leaseMs: e.ZHINIAN_JOB_LEASE_SECONDS * 1000,
     maxAttempts: e.ZHINIAN_MAX_ATTEMPTS,
+    rateLimitJobsPerMinute: e.ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE,
     workerConcurrency: e.ZHINIAN_WORKER_CONCURRENCY,
     pollIntervalMs: e.ZHINIAN_POLL_INTERVAL_MS,
     logLevel: e.LOG_LEVEL,

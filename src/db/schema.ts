@@ -97,6 +97,13 @@ export interface WebhookAttemptsTable {
   error: string | null;
 }
 
+/** Job creations of one client in one minute (`window_start`, epoch ms), for the rate limit. */
+export interface RateWindowsTable {
+  client_id: string;
+  window_start: number;
+  count: number;
+}
+
 export interface Database {
   jobs: JobsTable;
   idempotency_keys: IdempotencyKeysTable;
@@ -104,6 +111,7 @@ export interface Database {
   webhook_deliveries: WebhookDeliveriesTable;
   webhook_attempts: WebhookAttemptsTable;
   engine_circuits: EngineCircuitsTable;
+  rate_windows: RateWindowsTable;
 }
 
 export type Db = Kysely<Database>;

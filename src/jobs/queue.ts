@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import { withTransaction, type DbHandle, type JobsTable, type Tx } from '../db/index.ts';
 import { JOB_ERRORS } from './lifecycle.ts';
+import { WINDOW_MS } from './rate-limit.ts';
 import { settleJob } from './settle.ts';
 import type { Notifier } from '../lib/notifier.ts';
 
@@ -271,7 +272,11 @@ export async function sweepDeadlines(handle: DbHandle, notifier: Notifier | null
   return settled;
 }
 
-/** Forgets idempotency keys after two days (the contract promises at least one). */
-export async function purgeIdempotencyKeys(handle: DbHandle, now: number): Promise<void> {
+/**
+ * Forgets idempotency keys after two days (the contract promises at least one) and rate-limit
+ * windows no longer read (only the current and the previous minute are).
+ */
+export async function purgeStaleRows(handle: DbHandle, now: number): Promise<void> {
   await handle.db.deleteFrom('idempotency_keys').where('created_at', '<', now - 2 * 86_400_000).execute();
+  await handle.db.deleteFrom('rate_windows').where('window_start', '<', now - 2 * WINDOW_MS).execute();
 }

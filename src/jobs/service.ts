@@ -4,12 +4,13 @@ import type { EngineRegistry } from '../engines/registry.ts';
 import type { Clock } from '../lib/clock.ts';
 import { canonicalJson, sha256Hex } from '../lib/canonical-json.ts';
 import { formatCursor, parseCursor } from '../lib/cursor.ts';
-import { Conflict, Invalid, NotFound } from '../lib/errors.ts';
+import { Conflict, Invalid, NotFound, RateLimited } from '../lib/errors.ts';
 import { newId } from '../lib/ids.ts';
 import type { Notifier } from '../lib/notifier.ts';
 import { createGroupCommit } from '../lib/group-commit.ts';
 import { parseWith } from '../lib/validate.ts';
 import { isTerminal } from './lifecycle.ts';
+import { takeRateSlot } from './rate-limit.ts';
 import { toJob, type Job } from './repo.ts';
 import { listJobsQuerySchema } from './request.ts';
 import { settleJob } from './settle.ts';
@@ -21,6 +22,8 @@ export interface JobServiceDeps {
   notifier: Notifier;
   clock: Clock;
   allowPrivateUrls: boolean;
+  /** Job creations per client per (sliding) minute; 0 or unset: unlimited. */
+  rateLimitPerMinute?: number;
 }
 
 export type JobService = ReturnType<typeof createJobService>;
@@ -29,6 +32,7 @@ const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
 
 export function createJobService(deps: JobServiceDeps) {
   const { handle, notifier, clock } = deps;
+  const rateLimit = deps.rateLimitPerMinute ?? 0;
   const { db } = handle;
 
   async function findByKey(clientId: string, key: string, requestHash: string): Promise<Job | null> {
@@ -57,14 +61,22 @@ export function createJobService(deps: JobServiceDeps) {
 
   /**
    * Inserts jobs (with their idempotency keys) in group commits. A key row that already
-   * exists means a racing request with the same key won: that item gets null. On PostgreSQL a
-   * concurrent writer may take the same sort key: the whole batch is then written again.
+   * exists means a racing request with the same key won: that item gets null. A client over
+   * its rate limit gets the error. On PostgreSQL a concurrent writer may take the same sort
+   * key: the whole batch is then written again.
    */
-  const insertJob = createGroupCommit<NewJob, JobsTable | null>((items) =>
+  const insertJob = createGroupCommit<NewJob, JobsTable | RateLimited | null>((items) =>
     retryOnSortKeyConflict(() => withTransaction(handle, async (tx) => {
-      const rows: (JobsTable | null)[] = [];
+      const rows: (JobsTable | RateLimited | null)[] = [];
       for (const { clientId, idempotencyKey, requestHash, v, now } of items) {
         const id = newId('job');
+        // Counted before the key: a racing duplicate that loses below spends a slot, which errs
+        // on the strict side in a rare race instead of costing every creation a statement.
+        const limited = rateLimit > 0 ? await takeRateSlot(tx, clientId, now, rateLimit) : null;
+        if (limited) {
+          rows.push(limited);
+          continue;
+        }
         if (idempotencyKey !== undefined) {
           const inserted = await tx
             .insertInto('idempotency_keys')
@@ -136,6 +148,7 @@ export function createJobService(deps: JobServiceDeps) {
       });
       const now = clock.now();
       const created = await insertJob({ clientId, idempotencyKey, requestHash, v, now });
+      if (created instanceof RateLimited) throw created;
       if (!created) {
         const winner = await findByKey(clientId, idempotencyKey!, requestHash);
         if (!winner) throw new Error('idempotency key vanished during a race');

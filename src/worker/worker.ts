@@ -5,7 +5,7 @@ import {
   claimNextRemoteJob,
   findLostJobs,
   hasClaimableJob,
-  purgeIdempotencyKeys,
+  purgeStaleRows,
   renewLeases,
   settleIfUnrunnable,
   sweepDeadlines,
@@ -120,7 +120,7 @@ export function startWorker(deps: WorkerDeps): Worker {
       }
       if (now - lastPurgeAt >= PURGE_MS) {
         lastPurgeAt = now;
-        await purgeIdempotencyKeys(handle, now);
+        await purgeStaleRows(handle, now);
       }
     } catch (error) {
       logger.warn({ err: error }, 'lease upkeep failed');
