@@ -6,6 +6,7 @@ import { createAssetService, createLocalStore, createS3Store, createUrlSigner, r
 import { loadConfig, publicBaseUrl, type ApiKey, type Config, type Env } from '../config/index.ts';
 import { connectDb, migrateToLatest } from '../db/index.ts';
 import { createPgNotifier } from '../db/pg-notify.ts';
+import { waitForDatabase } from '../db/postgres.ts';
 import type { Engine } from '../engines/engine.ts';
 import { enginesFromConfig } from '../engines/from-config.ts';
 import { prewarmSharp } from '../engines/local/index.ts';
@@ -61,6 +62,9 @@ export async function boot(opts: BootOptions): Promise<Running> {
     // Survived: the failed queries are retried by their loops, /readyz reports the outage.
     onError: (error) => logger.warn({ err: error }, 'database connection error'),
   });
+  if (handle.dialect === 'postgres') {
+    await waitForDatabase(handle.db, (error, retryInMs) => logger.warn({ err: error, retryInMs }, 'waiting for the database'));
+  }
   await migrateToLatest(handle);
   const store = config.storage.kind === 's3' ? await createS3Store(config.storage) : createLocalStore(path.join(config.dataDir, 'assets'));
   const engines = createEngineRegistry(opts.engines ?? enginesFromConfig(config), config.enginePreference);

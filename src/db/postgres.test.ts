@@ -7,12 +7,16 @@ import {
   cleanup,
   createTestSchema,
   KEY_A,
+  killAndWait,
+  listeningUrl,
   pgAdmin,
   pgUrlWithSchema,
   PG_ADMIN_URL,
+  spawnZhinian,
   startStack,
   tempDir,
   TEST_NAME_PREFIX,
+  testEnv,
   waitFor,
   waitForJob,
   type Stack,
@@ -221,5 +225,29 @@ describe('PostgreSQL backend', () => {
     const after = await createJob(stack);
     assert.equal((await waitForJob(stack, after.id, undefined, 20_000)).status, 'succeeded');
     assert.equal(engine.runs.filter((r) => r.jobId === after.id).length, 1);
+  });
+  test('a process started while the database refuses it waits with backoff instead of exiting, then serves', async (t) => {
+    const add = cleanup(t);
+    const role = `${TEST_NAME_PREFIX}_late`;
+    pgAdmin(`drop role if exists ${role}; create role ${role} nologin`);
+    t.after(() => {
+      pgAdmin(`alter role ${role} login; drop owned by ${role} cascade; drop role ${role}`);
+    });
+    const schema = freshSchema(role);
+    const base = new URL(PG_ADMIN_URL);
+    base.username = role;
+    const dataDir = tempDir();
+    const server = add(
+      spawnZhinian('server', testEnv(dataDir, { DATABASE_URL: pgUrlWithSchema(schema, base.toString()), PORT: '0', LOG_LEVEL: 'warn' })),
+      (c) => killAndWait(c),
+    );
+    await waitFor(() => (server.output().match(/waiting for the database/g)?.length ?? 0) >= 3, { timeoutMs: 15_000, what: 'retries to be logged' });
+    assert.equal(server.exitCode, null, 'still running while the database refuses it');
+
+    pgAdmin(`alter role ${role} login`);
+    const url = await listeningUrl(server);
+    const ready = await fetch(`${url}/readyz`);
+    assert.equal(ready.status, 200);
+    assert.equal((await ready.json()).database, 'ok');
   });
 });

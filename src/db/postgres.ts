@@ -1,4 +1,4 @@
-import { Kysely, PostgresDialect } from 'kysely';
+import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Database } from './schema.ts';
 
@@ -41,4 +41,25 @@ export function connectPostgres(opts: PostgresOptions): { db: Kysely<Database>; 
 export function pgErrorCode(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : undefined;
+}
+
+const MAX_WAIT_STEP_MS = 5_000;
+
+/**
+ * Returns once the server answers, trying again (100 ms doubling to 5 s) for as long as it
+ * takes: a process started before its database, or during an outage, waits and logs instead
+ * of exiting into a restart loop. Wrong credentials look the same from here and are retried
+ * too; `onRetry` logs each failure with its reason.
+ */
+export async function waitForDatabase(db: Kysely<Database>, onRetry: (error: Error, retryInMs: number) => void): Promise<void> {
+  for (let failures = 0; ; failures++) {
+    try {
+      await sql`select 1`.execute(db);
+      return;
+    } catch (error) {
+      const delay = Math.min(100 * 2 ** failures, MAX_WAIT_STEP_MS);
+      onRetry(error as Error, delay);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
 }
