@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { describe, test } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import sharp from 'sharp';
 import {
   cleanup,
@@ -62,6 +62,22 @@ function recordingEngine(opts: { hold?: boolean } = {}) {
     },
   };
   return { engine, runs };
+}
+
+/**
+ * A role of the test's own with a schema it owns, and the URL that connects as it: refusing
+ * its logins (and terminating its backends) takes this test's database away without touching
+ * any other test's connections. The schema goes with the role at the end.
+ */
+function ownRole(t: TestContext, name: string, login: boolean): { role: string; url: string } {
+  const role = `${TEST_NAME_PREFIX}_${name}`;
+  pgAdmin(`drop role if exists ${role}; create role ${role} ${login ? 'login' : 'nologin'}`);
+  t.after(() => {
+    pgAdmin(`alter role ${role} login; drop owned by ${role} cascade; drop role ${role}`);
+  });
+  const base = new URL(PG_ADMIN_URL);
+  base.username = role;
+  return { role, url: pgUrlWithSchema(freshSchema(role), base.toString()) };
 }
 
 async function createJob(stack: Stack): Promise<any> {
@@ -190,18 +206,8 @@ describe('PostgreSQL backend', () => {
 
   test('a lost database connection is survived: /readyz answers 503 while it is gone and 200 after, and the worker goes on', async (t) => {
     const add = cleanup(t);
-    // A role of its own: refusing its logins and terminating its backends takes this test's
-    // database away without touching any other test's connections.
-    const role = `${TEST_NAME_PREFIX}_loss`;
-    pgAdmin(`drop role if exists ${role}; create role ${role} login`);
-    // The schema goes with the role (a failed run keeps neither: the role is recreated next time).
-    t.after(() => {
-      pgAdmin(`alter role ${role} login; drop owned by ${role} cascade; drop role ${role}`);
-    });
-    const schema = freshSchema(role);
-    const base = new URL(PG_ADMIN_URL);
-    base.username = role;
-    const env = { DATABASE_URL: pgUrlWithSchema(schema, base.toString()), ZHINIAN_POLL_INTERVAL_MS: '200' };
+    const { role, url } = ownRole(t, 'loss', true);
+    const env = { DATABASE_URL: url, ZHINIAN_POLL_INTERVAL_MS: '200' };
     const engine = recordingEngine();
     const stack = add(await startStack({ dataDir: tempDir(), env, engines: [engine.engine] }), (s) => s.stop());
 
@@ -226,19 +232,12 @@ describe('PostgreSQL backend', () => {
     assert.equal((await waitForJob(stack, after.id, undefined, 20_000)).status, 'succeeded');
     assert.equal(engine.runs.filter((r) => r.jobId === after.id).length, 1);
   });
+
   test('a process started while the database refuses it waits with backoff instead of exiting, then serves', async (t) => {
     const add = cleanup(t);
-    const role = `${TEST_NAME_PREFIX}_late`;
-    pgAdmin(`drop role if exists ${role}; create role ${role} nologin`);
-    t.after(() => {
-      pgAdmin(`alter role ${role} login; drop owned by ${role} cascade; drop role ${role}`);
-    });
-    const schema = freshSchema(role);
-    const base = new URL(PG_ADMIN_URL);
-    base.username = role;
-    const dataDir = tempDir();
+    const { role, url: databaseUrl } = ownRole(t, 'late', false);
     const server = add(
-      spawnZhinian('server', testEnv(dataDir, { DATABASE_URL: pgUrlWithSchema(schema, base.toString()), PORT: '0', LOG_LEVEL: 'warn' })),
+      spawnZhinian('server', testEnv(tempDir(), { DATABASE_URL: databaseUrl, PORT: '0', LOG_LEVEL: 'warn' })),
       (c) => killAndWait(c),
     );
     await waitFor(() => (server.output().match(/waiting for the database/g)?.length ?? 0) >= 3, { timeoutMs: 15_000, what: 'retries to be logged' });
