@@ -10,9 +10,8 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { createAssetService, createLocalStore, hashFile } from '../src/assets/index.ts';
-import { connectDb, migrateToLatest } from '../src/db/index.ts';
 import { systemClock } from '../src/lib/clock.ts';
-import { authHeaders, CLIENT_ID, fmt, info, judged, MB, ratioOf, sampleRss, sleep, startBaseline, startZhinianServer, tempDir, type Child, type Row } from './lib.ts';
+import { authHeaders, CLIENT_ID, fmt, freshStore, info, judged, MB, openStore, ratioOf, sampleRss, sleep, startBaseline, startZhinianServer, tempDir, type Child, type Row, type Store } from './lib.ts';
 
 const BIG = 200 * MB;
 const UPLOAD = 40 * MB;
@@ -33,10 +32,10 @@ async function writeRandomFile(file: string, bytes: number): Promise<void> {
 }
 
 /** Places the file as an asset of the bench client with the asset service; returns its id and stored path. */
-async function placeAsset(dataDir: string, file: string): Promise<{ id: string; storedPath: string }> {
-  const handle = await connectDb({ databaseUrl: null, dataDir });
+async function placeAsset(data: Store, file: string): Promise<{ id: string; storedPath: string }> {
+  const { dataDir } = data;
+  const handle = await openStore(data);
   try {
-    await migrateToLatest(handle);
     const store = createLocalStore(path.join(dataDir, 'assets'));
     const service = createAssetService({
       handle,
@@ -94,16 +93,16 @@ async function measure(server: Child, bytesEach: number, warm: () => Promise<unk
 
 export default async function assets(): Promise<Row[]> {
   const dir = tempDir();
-  const dataDir = path.join(dir, 'data');
+  const data = freshStore();
   const bigFile = path.join(dir, 'big.bin');
   const upFile = path.join(dir, 'upload.bin');
   const uploadsDir = path.join(dir, 'baseline-uploads');
   fs.mkdirSync(uploadsDir);
   await writeRandomFile(bigFile, BIG);
   await writeRandomFile(upFile, UPLOAD);
-  const { id, storedPath } = await placeAsset(dataDir, bigFile);
+  const { id, storedPath } = await placeAsset(data, bigFile);
 
-  const zhinian = await startZhinianServer(dataDir, { ZHINIAN_MAX_UPLOAD_BYTES: String(BIG + 10 * MB) });
+  const zhinian = await startZhinianServer(data, { ZHINIAN_MAX_UPLOAD_BYTES: String(BIG + 10 * MB) });
   const plain = await startBaseline('http', [storedPath, uploadsDir]);
   try {
     const dl = `${zhinian.url}/api/v1/assets/${id}/download`;

@@ -1,8 +1,8 @@
 /** Scenario 1: POST /api/v1/jobs (plain creates, no Idempotency-Key) vs a bare Fastify route, 50 connections. */
-import { authHeaders, compareHttp, httpRows, startBaseline, startZhinianServer, tempDir, type Row } from './lib.ts';
+import { authHeaders, compareHttp, freshStore, httpRows, startBaseline, startZhinianServer, type Row } from './lib.ts';
 
 export default async function httpCreate(): Promise<Row[]> {
-  const zhinian = await startZhinianServer(tempDir());
+  const zhinian = await startZhinianServer(freshStore());
   const bare = await startBaseline('fastify');
   try {
     const body = JSON.stringify({ capability: 'image.generate', prompt: 'a red fox in the snow', width: 512, height: 512 });

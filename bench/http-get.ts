@@ -1,8 +1,8 @@
 /** Scenario 2: GET /api/v1/jobs/:id vs a bare Fastify route, 50 connections. */
-import { authHeaders, compareHttp, httpRows, startBaseline, startZhinianServer, tempDir, type Row } from './lib.ts';
+import { authHeaders, compareHttp, freshStore, httpRows, startBaseline, startZhinianServer, type Row } from './lib.ts';
 
 export default async function httpGet(): Promise<Row[]> {
-  const zhinian = await startZhinianServer(tempDir());
+  const zhinian = await startZhinianServer(freshStore());
   const bare = await startBaseline('fastify');
   try {
     const res = await fetch(`${zhinian.url}/api/v1/jobs`, {

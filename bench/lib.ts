@@ -1,12 +1,15 @@
 /**
- * Shared bench helpers: child processes (always cleaned up), temp dirs, RSS sampling,
- * autocannon runs, percentiles and the result table.
+ * Shared bench helpers: the backend (SQLite or PostgreSQL) and a fresh database per Zhinian
+ * instance, child processes (always cleaned up), temp dirs, RSS sampling, autocannon runs,
+ * percentiles, the result table and report notes.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import autocannon from 'autocannon';
+import { connectDb, migrateToLatest, type DbHandle } from '../src/db/index.ts';
 import type { Engine } from '../src/engines/engine.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
@@ -65,10 +68,25 @@ export function markdownTable(rows: Row[]): string {
   ].join('\n');
 }
 
+/** Markdown sections (EXPLAIN plans …) printed after the table and written into the report. */
+const notes: string[] = [];
+export function addNote(markdown: string): void {
+  notes.push(markdown.trimEnd());
+}
+export function takeNotes(): string[] {
+  return notes.splice(0);
+}
+
 // ---------------------------------------------------------------- temp dirs and children
 
 const tempDirs: string[] = [];
 const children = new Set<ChildProcess>();
+/** Synchronous clean-ups (dropping schemas, Redis keys) run by cleanupSync, newest first. */
+const cleanups: (() => void)[] = [];
+
+export function onCleanup(fn: () => void): void {
+  cleanups.push(fn);
+}
 
 export function tempDir(prefix = 'zhinian-bench-'): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -140,15 +158,99 @@ export function cleanupSync(): void {
     }
   }
   children.clear();
+  for (const fn of cleanups.splice(0).reverse()) {
+    try {
+      fn();
+    } catch (error) {
+      console.error(`bench cleanup: ${(error as Error).message.split('\n')[0]}`);
+    }
+  }
   for (const dir of tempDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
 }
 
+// ---------------------------------------------------------------- backend and databases
+
+export type Backend = 'sqlite' | 'postgres';
+let backend: Backend = 'sqlite';
+export const setBackend = (b: Backend) => void (backend = b);
+export const currentBackend = (): Backend => backend;
+
+/** The local PostgreSQL (pg-boss always, Zhinian with --backend=postgres). Loopback only. */
+export const PG_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+export const REDIS = { host: '127.0.0.1', port: 6379 };
+{
+  const host = new URL(PG_URL).hostname;
+  if (!['127.0.0.1', 'localhost', '[::1]', '::1'].includes(host)) throw new Error(`BENCH_PG_URL must point at a loopback address, not ${host}`);
+}
+
+export const randomName = (prefix: string) => `${prefix}${randomBytes(5).toString('hex')}`;
+
+/** PG_URL with the schema as the search_path of every connection (pg sends `options` at startup). */
+export const pgUrlWithSchema = (schema: string) => `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${schema}`)}`;
+
+/** Runs SQL on the local PostgreSQL with psql (synchronous: usable from 'exit' handlers). */
+export function psqlSync(sqlText: string, timeoutMs = 60_000): string {
+  return execFileSync('psql', [PG_URL, '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-c', sqlText], {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+const dropFns = new Map<string, () => void>();
+
+/** A new, empty schema (`zb_<random>` by default), dropped by cleanupSync (or dropPgSchema). */
+export function createPgSchema(prefix = 'zb_'): string {
+  const schema = randomName(prefix);
+  psqlSync(`create schema ${schema}`);
+  let dropped = false;
+  const drop = () => {
+    if (dropped) return;
+    dropped = true;
+    // Killed children's backends may still hold locks for a moment: wait for them, briefly.
+    psqlSync(`set lock_timeout = '20s'; drop schema if exists ${schema} cascade`);
+  };
+  dropFns.set(schema, drop);
+  onCleanup(drop);
+  return schema;
+}
+export const dropPgSchema = (schema: string) => dropFns.get(schema)?.();
+
+/** Where one Zhinian instance keeps its data: a temp dir, plus a fresh schema on PostgreSQL. */
+export interface Store {
+  dataDir: string;
+  /** DATABASE_URL (with search_path) on PostgreSQL; null on SQLite. */
+  databaseUrl: string | null;
+  schema: string | null;
+}
+
+export function freshStore(): Store {
+  const dataDir = tempDir();
+  if (backend === 'sqlite') return { dataDir, databaseUrl: null, schema: null };
+  const schema = createPgSchema();
+  return { dataDir, databaseUrl: pgUrlWithSchema(schema), schema };
+}
+
+/** A migrated connection to the store, as Zhinian makes it. */
+export async function openStore(store: Store, poolMax?: number): Promise<DbHandle> {
+  const handle = await connectDb({ databaseUrl: store.databaseUrl, dataDir: store.dataDir, poolMax });
+  await migrateToLatest(handle);
+  return handle;
+}
+
+/** Deletes the keys under a BullMQ prefix now and on cleanup. */
+export function redisCleanupSync(prefix: string): void {
+  const script = "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) n = n + 1 end return n";
+  execFileSync('redis-cli', ['-h', REDIS.host, '-p', String(REDIS.port), 'EVAL', script, '0', `${prefix}:*`], { stdio: 'ignore', timeout: 30_000 });
+}
+
 /** Env for a Zhinian process: one bench client, production defaults otherwise. */
-export function zhinianEnv(dataDir: string, overrides: Record<string, string> = {}): Record<string, string> {
+export function zhinianEnv(store: Store, overrides: Record<string, string> = {}): Record<string, string> {
   return {
     PORT: '0',
     HOST: '127.0.0.1',
-    ZHINIAN_DATA_DIR: dataDir,
+    ZHINIAN_DATA_DIR: store.dataDir,
+    ...(store.databaseUrl ? { DATABASE_URL: store.databaseUrl } : {}),
     ZHINIAN_API_KEYS: `${CLIENT_ID}:${API_KEY}`,
     LOG_LEVEL: 'warn',
     ...overrides,
@@ -162,10 +264,10 @@ export function builtEntry(name: 'server' | 'worker' | 'start'): string {
 }
 
 /** The Zhinian API only (no worker) in a child process; BENCH_CPU_PROF=<dir> profiles it. */
-export async function startZhinianServer(dataDir: string, overrides: Record<string, string> = {}): Promise<Child & { url: string }> {
+export async function startZhinianServer(store: Store, overrides: Record<string, string> = {}): Promise<Child & { url: string }> {
   const prof = process.env.BENCH_CPU_PROF;
   const nodeArgs = prof ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(prof)}`] : [];
-  const child = spawnNode(builtEntry('server'), [], zhinianEnv(dataDir, overrides), nodeArgs);
+  const child = spawnNode(builtEntry('server'), [], zhinianEnv(store, overrides), nodeArgs);
   const url = await child.waitFor(/listening at (http:\/\/\S+)/);
   return Object.assign(child, { url });
 }

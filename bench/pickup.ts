@@ -5,10 +5,8 @@
  * - POST sent → engine.run start (performance.now()): sub-ms, but an upper bound, since it
  *   includes the request itself — shown next to the POST round trip as its baseline.
  */
-import path from 'node:path';
-import Database from 'better-sqlite3';
 import { boot } from '../src/cli/boot.ts';
-import { authHeaders, fmt, info, instantEngine, judged, percentile, ratioOf, sleep, tempDir, zhinianEnv, type Row } from './lib.ts';
+import { authHeaders, fmt, freshStore, info, instantEngine, judged, openStore, percentile, ratioOf, sleep, zhinianEnv, type Row } from './lib.ts';
 
 const WARMUP = 30;
 const JOBS = 300;
@@ -20,8 +18,8 @@ export default async function pickup(): Promise<Row[]> {
     starts.set(jobId, performance.now());
     waiters.get(jobId)?.();
   });
-  const dataDir = tempDir();
-  const running = await boot({ env: zhinianEnv(dataDir), server: true, worker: true, engines: [engine] });
+  const store = freshStore();
+  const running = await boot({ env: zhinianEnv(store), server: true, worker: true, engines: [engine] });
   const startOf = async (jobId: string): Promise<number> => {
     if (!starts.has(jobId)) {
       await new Promise<void>((resolve, reject) => {
@@ -53,9 +51,9 @@ export default async function pickup(): Promise<Row[]> {
       }
       await sleep(3 + Math.random() * 10);
     }
-    const db = new Database(path.join(dataDir, 'zhinian.db'), { readonly: true });
-    const rows = db.prepare<[], { created_at_us: number; started_at: number }>('select created_at_us, started_at from jobs order by created_at_us').all();
-    db.close();
+    const handle = await openStore(store);
+    const rows = await handle.db.selectFrom('jobs').select(['created_at_us', 'started_at']).orderBy('created_at_us').execute();
+    await handle.close();
     const serverSide = rows.slice(WARMUP).map((r) => Number(r.started_at) - Math.floor(Number(r.created_at_us) / 1000));
     const s50 = percentile(serverSide, 50);
     const s99 = percentile(serverSide, 99);

@@ -4,14 +4,13 @@
  * fetch), probe, store, settle. Baseline: the ideal rate of 500 tasks in flight at 2 s each
  * (250 jobs/s), so the ratio says how much of the provider's capacity the worker keeps busy.
  */
-import { connectDb, migrateToLatest } from '../src/db/index.ts';
 import { createEngineRegistry } from '../src/engines/registry.ts';
 import { createEvolinkEngine } from '../src/engines/providers/evolink.ts';
 import { createJobService } from '../src/jobs/index.ts';
 import { systemClock } from '../src/lib/clock.ts';
 import { createNotifier } from '../src/lib/notifier.ts';
 import { startFakeEvolink } from '../test/fakes/evolink.ts';
-import { builtEntry, CLIENT_ID, cpuMs, fmt, judged, ratioOf, sampleRss, sleep, spawnNode, tempDir, zhinianEnv, type Row } from './lib.ts';
+import { builtEntry, CLIENT_ID, cpuMs, fmt, freshStore, judged, openStore, ratioOf, sampleRss, sleep, spawnNode, zhinianEnv, type Row } from './lib.ts';
 
 const JOBS = Number(process.env.BENCH_REMOTE_JOBS ?? 2000);
 const IN_FLIGHT = 500;
@@ -21,7 +20,7 @@ const MB = 1024 * 1024;
 export default async function remote(): Promise<Row[]> {
   const fake = await startFakeEvolink({ queuedMs: 200, runningMs: TASK_MS - 200 });
   try {
-    const dataDir = tempDir();
+    const store = freshStore();
     const engineEnv = {
       ZHINIAN_EVOLINK_API_KEY: 'sk-evo-test',
       ZHINIAN_EVOLINK_BASE_URL: fake.baseUrl,
@@ -31,15 +30,14 @@ export default async function remote(): Promise<Row[]> {
       ZHINIAN_ALLOW_PRIVATE_URLS: 'true',
     };
     // Jobs are queued first, straight through the job service, so the worker is measured alone.
-    const handle = await connectDb({ databaseUrl: null, dataDir });
-    await migrateToLatest(handle);
+    const handle = await openStore(store);
     const evolink = createEvolinkEngine({ baseUrl: fake.baseUrl, apiKey: 'sk-evo-test', imageModel: 'gpt-image-1', httpTimeoutMs: 30_000, maxConcurrency: IN_FLIGHT });
     const jobs = createJobService({ handle, engines: createEngineRegistry([evolink]), notifier: createNotifier(), clock: systemClock, allowPrivateUrls: true });
     for (let i = 0; i < JOBS; i++) {
       await jobs.create(CLIENT_ID, { capability: 'image.generate', prompt: `remote bench ${i}`, width: 1024, height: 1024, force_single: true }, undefined);
     }
 
-    const worker = spawnNode(builtEntry('worker'), [], zhinianEnv(dataDir, { ...engineEnv, LOG_LEVEL: 'warn' }));
+    const worker = spawnNode(builtEntry('worker'), [], zhinianEnv(store, { ...engineEnv, LOG_LEVEL: 'warn' }));
     const started = performance.now();
     const cpuBefore = cpuMs(worker.pid);
     const rss = sampleRss(worker.pid, 100);

@@ -1,10 +1,27 @@
 /**
- * `npm run bench [-- --only=create,get,pickup,throughput,assets,remote]`
+ * `npm run bench [-- --backend=sqlite|postgres] [-- --only=create,get,pickup,throughput,assets,remote,scaling,list]`
+ *
+ * --backend=sqlite (default): every Zhinian instance gets a fresh SQLite file in a temp dir.
+ * --backend=postgres: every Zhinian instance gets a fresh schema `zb_<random>` on the local
+ *   PostgreSQL (BENCH_PG_URL, default postgres://postgres@127.0.0.1:5432/test; loopback only),
+ *   passed as DATABASE_URL with `?options=-c search_path=<schema>`; the schemas are dropped when
+ *   each scenario ends, and on exit or SIGINT/SIGTERM.
+ * --only=a,b: run some scenarios only (the report file is then left as it was).
+ *
+ * Scenarios: create, get (HTTP vs bare Fastify), pickup, throughput (in-process queue vs
+ * pg-boss), assets, remote, scaling (1/2/4 worker processes vs pg-boss and BullMQ on the
+ * local Redis), list (1,000,000 jobs of one client: page latency and EXPLAIN of the queries).
  *
  * Every figure sits next to a baseline measured in the same run (the machine is shared and
  * noisy, so ratios mean more than absolutes). PASS/MISS compares with the targets; a miss
- * never fails the run — only a crashed scenario sets a non-zero exit code.
- * BENCH_CPU_PROF=<dir> writes a .cpuprofile of each Zhinian server child into <dir>.
+ * never fails the run — only a crashed scenario sets a non-zero exit code. A full run writes
+ * bench/last-run.md (sqlite) or bench/last-run-postgres.md (postgres): the table, then notes
+ * such as the EXPLAIN plans.
+ * BENCH_CPU_PROF=<dir> writes a .cpuprofile of each Zhinian server child, and of each scaling
+ * worker process, into <dir>; BENCH_VERBOSE=1 prints every scaling measurement as it ends.
+ * Sizes: BENCH_QUEUE_JOBS (throughput), BENCH_SCALING_JOBS / BENCH_SCALING_WORKERS (scaling),
+ * BENCH_LIST_JOBS (list), BENCH_REMOTE_JOBS (remote). pg-boss always runs on the local
+ * PostgreSQL and BullMQ on the local Redis (127.0.0.1:6379), whatever the backend.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -12,9 +29,11 @@ import path from 'node:path';
 import assets from './assets.ts';
 import httpCreate from './http-create.ts';
 import httpGet from './http-get.ts';
-import { cleanupSync, markdownTable, ROOT, textTable, type Row } from './lib.ts';
+import { cleanupSync, markdownTable, psqlSync, ROOT, setBackend, takeNotes, textTable, type Backend, type Row } from './lib.ts';
+import list from './list.ts';
 import pickup from './pickup.ts';
 import remote from './remote.ts';
+import scaling from './scaling.ts';
 import throughput from './throughput.ts';
 
 const SCENARIOS: Record<string, () => Promise<Row[]>> = {
@@ -24,6 +43,8 @@ const SCENARIOS: Record<string, () => Promise<Row[]>> = {
   throughput,
   assets,
   remote,
+  scaling,
+  list,
 };
 
 process.on('exit', cleanupSync);
@@ -34,16 +55,40 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
-const onlyArg = process.argv.slice(2).find((a) => a.startsWith('--only='));
-const selected = onlyArg ? onlyArg.slice('--only='.length).split(',').filter(Boolean) : Object.keys(SCENARIOS);
+const args = process.argv.slice(2);
+const flag = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const bad = args.filter((a) => !/^--(only|backend)=/.test(a));
+if (bad.length > 0) {
+  console.error(`unknown argument(s): ${bad.join(' ')}; use --backend=sqlite|postgres and --only=<scenarios>`);
+  process.exit(2);
+}
+const backend = (flag('backend') ?? 'sqlite') as Backend;
+if (backend !== 'sqlite' && backend !== 'postgres') {
+  console.error(`--backend must be sqlite or postgres, not ${backend}`);
+  process.exit(2);
+}
+setBackend(backend);
+const onlyArg = flag('only');
+const selected = onlyArg !== undefined ? onlyArg.split(',').filter(Boolean) : Object.keys(SCENARIOS);
 const unknown = selected.filter((name) => !SCENARIOS[name]);
 if (unknown.length > 0) {
   console.error(`unknown scenario(s): ${unknown.join(', ')}; choose from ${Object.keys(SCENARIOS).join(', ')}`);
   process.exit(2);
 }
 
+let pgVersion = '';
+if (backend === 'postgres') {
+  try {
+    pgVersion = psqlSync('show server_version', 10_000).trim();
+  } catch (error) {
+    console.error(`--backend=postgres needs the local PostgreSQL: ${(error as Error).message.split('\n')[0]}`);
+    process.exit(2);
+  }
+}
+
+const reportFile = backend === 'sqlite' ? 'bench/last-run.md' : 'bench/last-run-postgres.md';
 const header = [
-  `Zhinian bench — ${new Date().toISOString()}`,
+  `Zhinian bench — ${new Date().toISOString()} — backend: ${backend === 'sqlite' ? 'SQLite' : `PostgreSQL ${pgVersion} (a fresh schema per instance)`}`,
   `${os.cpus().length} cores (${os.cpus()[0]?.model.trim() ?? 'unknown cpu'}), Node ${process.version}, ${os.platform()} ${os.release()}`,
   `load average at start: ${os.loadavg()[0].toFixed(1)} (other work on the machine skews absolutes; compare ratios)`,
 ];
@@ -65,20 +110,22 @@ for (const name of selected) {
     console.error((error as Error).stack ?? error);
     rows.push({ scenario: name, zhinian: `error: ${(error as Error).message.split('\n')[0].slice(0, 80)}`, baseline: '', ratio: '', target: '', verdict: 'ERROR' });
   }
-  cleanupSync(); // children and temp dirs of this scenario
+  cleanupSync(); // children, temp dirs, schemas and Redis keys of this scenario
 }
 
+const notes = takeNotes();
 console.log(`\n${textTable(rows)}\n`);
 const misses = rows.filter((r) => r.verdict === 'MISS').length;
 const passes = rows.filter((r) => r.verdict === 'PASS').length;
 const footer = `${passes} PASS, ${misses} MISS — ${((performance.now() - started) / 1000).toFixed(0)} s total, load average at end ${os.loadavg()[0].toFixed(1)}`;
 console.log(footer);
+if (notes.length > 0) console.log(`\n${notes.join('\n\n')}\n`);
 
-if (onlyArg) {
-  console.log('(--only run: bench/last-run.md left as it was)');
+if (onlyArg !== undefined) {
+  console.log(`(--only run: ${reportFile} left as it was)`);
 } else {
-  const md = [...header.map((l) => `${l}  `), '', markdownTable(rows), '', footer, ''].join('\n');
-  fs.writeFileSync(path.join(ROOT, 'bench/last-run.md'), md);
-  console.log('wrote bench/last-run.md');
+  const md = [...header.map((l) => `${l}  `), '', markdownTable(rows), '', footer, '', ...notes.flatMap((n) => [n, ''])].join('\n');
+  fs.writeFileSync(path.join(ROOT, reportFile), md);
+  console.log(`wrote ${reportFile}`);
 }
 process.exit(crashed ? 1 : 0);

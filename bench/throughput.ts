@@ -1,26 +1,22 @@
 /**
  * Scenario 4: queue throughput, create → claim → succeed, with an instant engine and 8 jobs in
- * flight. Zhinian: N creates through the job service, then an embedded worker
- * (ZHINIAN_WORKER_CONCURRENCY=8) drains them. pg-boss@10 on the local PostgreSQL: N sends,
+ * flight. Zhinian (on the bench's backend): N creates through the job service, then an embedded
+ * worker (ZHINIAN_WORKER_CONCURRENCY=8) drains them. pg-boss@10 on the local PostgreSQL: N sends,
  * then 8 fetch → complete loops drain them (pg-boss's own work() sleeps ≥ 400 ms between
  * fetches, which would cap it at 8 × 2 jobs/s; the loops are its best case).
  */
-import path from 'node:path';
-import Database from 'better-sqlite3';
 import pg from 'pg';
 import PgBoss from 'pg-boss';
 import { boot } from '../src/cli/boot.ts';
-import { connectDb, migrateToLatest } from '../src/db/index.ts';
 import { createEngineRegistry } from '../src/engines/registry.ts';
 import { createJobService } from '../src/jobs/index.ts';
 import { systemClock } from '../src/lib/clock.ts';
 import { createNotifier } from '../src/lib/notifier.ts';
-import { CLIENT_ID, fmt, info, instantEngine, judged, ratioOf, sleep, tempDir, zhinianEnv, type Row } from './lib.ts';
+import { CLIENT_ID, fmt, freshStore, info, instantEngine, judged, onCleanup, openStore, PG_URL, psqlSync, randomName, ratioOf, sleep, zhinianEnv, type Row } from './lib.ts';
 
 const N = Number(process.env.BENCH_QUEUE_JOBS ?? 5000);
 const CONCURRENCY = 8;
-const PG_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const PG_SCHEMA = 'bench_pgboss';
+const PG_SCHEMA = randomName('zb_pgboss_');
 const BODY = { capability: 'image.generate', prompt: 'a red fox in the snow', width: 512, height: 512 };
 
 interface Timing {
@@ -29,30 +25,28 @@ interface Timing {
 }
 
 async function zhinian(): Promise<Timing> {
-  const dataDir = tempDir();
+  const store = freshStore();
   const engine = instantEngine();
-  const handle = await connectDb({ databaseUrl: null, dataDir });
-  await migrateToLatest(handle);
+  const handle = await openStore(store);
   const jobs = createJobService({ handle, engines: createEngineRegistry([engine]), notifier: createNotifier(), clock: systemClock, allowPrivateUrls: false });
   const t0 = performance.now();
   for (let i = 0; i < N; i++) await jobs.create(CLIENT_ID, BODY, undefined);
   const insertMs = performance.now() - t0;
-  await handle.close();
 
-  const counter = new Database(path.join(dataDir, 'zhinian.db'), { readonly: true });
-  const succeeded = counter.prepare<[], { n: number }>("select count(*) as n from jobs where status = 'succeeded'");
-  const running = await boot({ env: zhinianEnv(dataDir, { ZHINIAN_WORKER_CONCURRENCY: String(CONCURRENCY) }), server: false, worker: true, engines: [engine] });
+  const succeeded = async () =>
+    Number((await handle.db.selectFrom('jobs').select((eb) => eb.fn.countAll<number>().as('n')).where('status', '=', 'succeeded').executeTakeFirstOrThrow()).n);
+  const running = await boot({ env: zhinianEnv(store, { ZHINIAN_WORKER_CONCURRENCY: String(CONCURRENCY) }), server: false, worker: true, engines: [engine] });
   try {
     const t1 = performance.now();
     const deadline = Date.now() + 120_000;
-    while (succeeded.get()!.n < N) {
-      if (Date.now() > deadline) throw new Error(`only ${succeeded.get()!.n}/${N} jobs succeeded after 120 s`);
+    while ((await succeeded()) < N) {
+      if (Date.now() > deadline) throw new Error(`only ${await succeeded()}/${N} jobs succeeded after 120 s`);
       await sleep(20);
     }
     return { insertMs, drainMs: performance.now() - t1 };
   } finally {
     await running.stop();
-    counter.close();
+    await handle.close();
   }
 }
 
@@ -63,6 +57,7 @@ async function pgBoss(): Promise<Timing | string> {
   } catch (error) {
     return `unavailable (${(error as Error).message})`;
   }
+  onCleanup(() => psqlSync(`drop schema if exists ${PG_SCHEMA} cascade`)); // after a crash too
   const boss = new PgBoss({ connectionString: PG_URL, schema: PG_SCHEMA, max: CONCURRENCY + 2, supervise: false, schedule: false });
   boss.on('error', (error) => console.error('pg-boss:', error.message));
   try {
