@@ -27,10 +27,27 @@ export async function claimNextJob(
   return claimWith(handle.db, handle.dialect, workerId, now, leaseMs, engines);
 }
 
-async function claimWith(db: Tx, dialect: DbHandle['dialect'], workerId: string, now: number, leaseMs: number, engines?: readonly string[]) {
+async function claimWith(
+  db: Tx,
+  dialect: DbHandle['dialect'],
+  workerId: string,
+  now: number,
+  leaseMs: number,
+  engines?: readonly string[],
+  /** Engines below their cap: only these may start a queued job (a takeover of a running one needs no free slot). */
+  openEngines?: readonly string[],
+) {
   if (engines?.length === 0) return null;
   let next = db.selectFrom('jobs').select('id').where('run_at', '<=', now);
   if (engines) next = next.where('engine', 'in', engines);
+  if (openEngines) {
+    const open = openEngines;
+    next = next.where((eb) => {
+      // Counted as busy already: running under a (lapsed) lease. A job handed back (lease_owner null) is not.
+      const holdsSlot = eb.and([eb('status', '=', 'running'), eb('lease_owner', 'is not', null)]);
+      return open.length > 0 ? eb.or([holdsSlot, eb('engine', 'in', open)]) : holdsSlot;
+    });
+  }
   next = next.orderBy('run_at').limit(1);
   // PostgreSQL: concurrent claimers skip each other's locked candidates instead of queueing on
   // them. SQLite has one writer at a time, which already makes the statement atomic.
@@ -86,7 +103,10 @@ export async function claimNextRemoteJob(
       .execute();
     const running = new Map(busy.map((b) => [b.engine, Number(b.running)]));
     const open = caps.filter((c) => (running.get(c.engine) ?? 0) < c.maxConcurrency).map((c) => c.engine);
-    return claimWith(tx, handle.dialect, workerId, now, leaseMs, open);
+    // A running job whose lease lapsed (its worker died) is counted above and keeps its slot:
+    // taking it over leaves the count as it is, so it is claimable even at the cap. Otherwise
+    // dead workers' jobs could hold every slot of an engine forever.
+    return claimWith(tx, handle.dialect, workerId, now, leaseMs, caps.map((c) => c.engine), open);
   });
 }
 
