@@ -72,13 +72,19 @@ export function startWorker(deps: WorkerDeps): Worker {
   const onError = (error: unknown) => logger.error({ err: error }, 'worker error');
   const subscribe = (wake: () => void) => deps.notifier.on('jobQueued', wake);
 
+  let lastClaimFound = false;
   const pumps = [
     startPump({
       concurrency: deps.concurrency,
       pollIntervalMs: deps.pollIntervalMs,
-      next: nextFrom(async (now) =>
-        (await hasClaimableJob(handle, now, localEngines)) ? claimNextJob(handle, id, now, deps.queue.leaseMs, localEngines) : null,
-      ),
+      next: nextFrom(async (now) => {
+        // An idle worker only reads (a read never takes SQLite's write lock); while claims keep
+        // finding work, that read would just cost a round trip per job.
+        if (!lastClaimFound && !(await hasClaimableJob(handle, now, localEngines))) return null;
+        const job = await claimNextJob(handle, id, now, deps.queue.leaseMs, localEngines);
+        lastClaimFound = job !== null;
+        return job;
+      }),
       run,
       subscribe,
       onError,
