@@ -7,7 +7,7 @@ import os from 'node:os';
 import type { TestContext } from 'node:test';
 import path from 'node:path';
 import { boot, type BootOptions, type Running } from '../src/cli/boot.ts';
-import { connectDb, type DbHandle } from '../src/db/index.ts';
+import { connectDb, type DbHandle, type JobsTable } from '../src/db/index.ts';
 
 export const KEY_A = 'key-a-0123456789';
 export const KEY_B = 'key-b-0123456789';
@@ -94,6 +94,32 @@ function dropSchemasAtExit() {
 /** Opens the database the stacks on `dataDir` use (SQLite file or PostgreSQL schema). */
 export function openTestDb(dataDir: string): Promise<DbHandle> {
   return connectDb({ databaseUrl: testDatabaseUrl(dataDir), dataDir, poolMax: 4 });
+}
+
+/** A queued job row for inserting straight into the database; `fields` override the defaults. */
+export function queuedJobRow(fields: Pick<JobsTable, 'id' | 'engine' | 'created_at_us' | 'run_at'> & Partial<JobsTable>): JobsTable {
+  return {
+    client_id: 'client-a',
+    capability: 'image.generate',
+    status: 'queued',
+    prompt: 'x',
+    params: '{}',
+    input_asset_ids: '[]',
+    output_asset_ids: '[]',
+    error_code: null,
+    error_message: null,
+    progress: null,
+    webhook_url: null,
+    metadata: null,
+    updated_at: Math.floor(fields.created_at_us / 1000),
+    started_at: null,
+    finished_at: null,
+    attempts: 0,
+    lease_owner: null,
+    engine_state: null,
+    engine_pinned: 0,
+    ...fields,
+  };
 }
 
 /** The env a test stack runs with: two clients, loopback URLs allowed, fast polling. */

@@ -9,7 +9,7 @@ import { claimNextRemoteJob } from '../src/jobs/queue.ts';
 import { toJob } from '../src/jobs/repo.ts';
 import { createCluster, processesOfDataDir, startSenderAwareReceiver, type ClusterProcess, type Receipt } from './cluster.ts';
 import { startFakeEvolink } from './fakes/evolink.ts';
-import { callApi, cleanup, KEY_A, KEY_B, openTestDb, TEST_BACKEND, tempDir, testEnv, waitFor, WEBHOOK_SECRET } from './helpers.ts';
+import { callApi, cleanup, KEY_A, KEY_B, openTestDb, queuedJobRow, TEST_BACKEND, tempDir, testEnv, waitFor, WEBHOOK_SECRET } from './helpers.ts';
 
 /**
  * Scale-out: 2 API processes and 4 worker processes on one database. 2,000 jobs go in through
@@ -514,31 +514,9 @@ describe('scale-out: limits that must hold across instances', () => {
     await h.db
       .insertInto('jobs')
       .values(
-        Array.from({ length: 3 }, (_, i) => ({
-          id: `job_cap_${i}`,
-          client_id: 'client-a',
-          capability: 'image.generate',
-          status: 'queued',
-          prompt: `cap ${i}`,
-          params: '{}',
-          input_asset_ids: '[]',
-          output_asset_ids: '[]',
-          error_code: null,
-          error_message: null,
-          progress: null,
-          engine: 'evolink',
-          webhook_url: null,
-          metadata: null,
-          created_at_us: (t0 - 1000) * 1000 + i,
-          updated_at: t0 - 1000,
-          started_at: null,
-          finished_at: null,
-          attempts: 0,
-          run_at: t0 - 1000 + i,
-          lease_owner: null,
-          engine_state: null,
-          engine_pinned: 1,
-        })),
+        Array.from({ length: 3 }, (_, i) =>
+          queuedJobRow({ id: `job_cap_${i}`, prompt: `cap ${i}`, engine: 'evolink', engine_pinned: 1, created_at_us: (t0 - 1000) * 1000 + i, run_at: t0 - 1000 + i }),
+        ),
       )
       .execute();
     const caps = [{ engine: 'evolink', maxConcurrency: 2 }];

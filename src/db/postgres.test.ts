@@ -12,6 +12,7 @@ import {
   pgAdmin,
   pgUrlWithSchema,
   PG_ADMIN_URL,
+  queuedJobRow,
   spawnZhinian,
   startStack,
   tempDir,
@@ -97,31 +98,9 @@ describe('PostgreSQL backend', () => {
     await a.db
       .insertInto('jobs')
       .values(
-        Array.from({ length: 200 }, (_, i) => ({
-          id: `job_race_${String(i).padStart(3, '0')}`,
-          client_id: 'client-a',
-          capability: 'image.generate',
-          status: 'queued',
-          prompt: 'x',
-          params: '{}',
-          input_asset_ids: '[]',
-          output_asset_ids: '[]',
-          error_code: null,
-          error_message: null,
-          progress: null,
-          engine: 'test',
-          webhook_url: null,
-          metadata: null,
-          created_at_us: now * 1000 + i,
-          updated_at: now,
-          started_at: null,
-          finished_at: null,
-          attempts: 0,
-          run_at: now - 1000 + i,
-          lease_owner: null,
-          engine_state: null,
-          engine_pinned: 0,
-        })),
+        Array.from({ length: 200 }, (_, i) =>
+          queuedJobRow({ id: `job_race_${String(i).padStart(3, '0')}`, engine: 'test', created_at_us: now * 1000 + i, run_at: now - 1000 + i, updated_at: now }),
+        ),
       )
       .execute();
 
