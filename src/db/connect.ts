@@ -26,9 +26,6 @@ export interface ConnectOptions {
 
 export async function connectDb(opts: ConnectOptions): Promise<DbHandle> {
   if (opts.databaseUrl) {
-    if (!/^postgres(ql)?:\/\//.test(opts.databaseUrl)) {
-      throw new Error('DATABASE_URL must be a postgres:// URL; unset it to use the embedded SQLite database.');
-    }
     const { db } = connectPostgres({ url: opts.databaseUrl, poolMax: opts.poolMax ?? 10, onError: opts.onError ?? (() => {}) });
     return { db, dialect: 'postgres', close: () => db.destroy() };
   }

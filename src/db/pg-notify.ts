@@ -2,6 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { outageBackoffMs } from '../lib/backoff.ts';
 import { createNotifier, type Notifier } from '../lib/notifier.ts';
 import type { DbHandle } from './connect.ts';
 
@@ -15,9 +16,6 @@ export interface PgNotifierOptions {
 }
 
 export type PgNotifier = Notifier & { close(): Promise<void> };
-
-const MIN_RECONNECT_MS = 100;
-const MAX_RECONNECT_MS = 5_000;
 
 type Message = { e: 'q' } | { e: 'w' } | { e: 'c'; id: string };
 
@@ -91,7 +89,7 @@ export async function createPgNotifier(opts: PgNotifierOptions): Promise<PgNotif
       c.end().catch(() => {});
       if (closed) return;
       failures++;
-      const delay = Math.min(MIN_RECONNECT_MS * 2 ** (failures - 1), MAX_RECONNECT_MS);
+      const delay = outageBackoffMs(failures);
       opts.logger.warn({ err: error, retryInMs: delay }, 'LISTEN connection lost; polling until it is back');
       retryTimer = setTimeout(() => void connect(), delay);
       retryTimer.unref();

@@ -1,5 +1,6 @@
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
+import { outageBackoffMs } from '../lib/backoff.ts';
 import type { Database } from './schema.ts';
 
 // int8 (bigint columns, count(*)) arrives as a string by default. Every bigint here is an
@@ -43,21 +44,19 @@ export function pgErrorCode(error: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined;
 }
 
-const MAX_WAIT_STEP_MS = 5_000;
-
 /**
- * Returns once the server answers, trying again (100 ms doubling to 5 s) for as long as it
- * takes: a process started before its database, or during an outage, waits and logs instead
- * of exiting into a restart loop. Wrong credentials look the same from here and are retried
+ * Returns once the server answers, trying again (backing off) for as long as it takes: a
+ * process started before its database, or during an outage, waits and logs instead of exiting
+ * into a restart loop. Wrong credentials look the same from here and are retried
  * too; `onRetry` logs each failure with its reason.
  */
 export async function waitForDatabase(db: Kysely<Database>, onRetry: (error: Error, retryInMs: number) => void): Promise<void> {
-  for (let failures = 0; ; failures++) {
+  for (let failures = 1; ; failures++) {
     try {
       await sql`select 1`.execute(db);
       return;
     } catch (error) {
-      const delay = Math.min(100 * 2 ** failures, MAX_WAIT_STEP_MS);
+      const delay = outageBackoffMs(failures);
       onRetry(error as Error, delay);
       await new Promise((resolve) => setTimeout(resolve, delay));
     }

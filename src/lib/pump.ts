@@ -1,3 +1,5 @@
+import { outageBackoffMs } from './backoff.ts';
+
 /**
  * Keeps up to `concurrency` tasks running: takes the next item when a slot is free, and when
  * there is none, waits for a wake-up or the poll interval, whichever comes first. Used by the
@@ -19,8 +21,6 @@ export interface Pump {
   readonly active: number;
   wake(): void;
 }
-
-const MAX_ERROR_BACKOFF_MS = 5_000;
 
 export function startPump<T>(opts: PumpOptions<T>): Pump {
   let stopped = false;
@@ -61,12 +61,11 @@ export function startPump<T>(opts: PumpOptions<T>): Pump {
         item = await opts.next();
         failures = 0;
       } catch (error) {
-        // The database is unreachable (or worse): back off, 100 ms doubling to 5 s, so an
-        // outage costs a log line every few seconds rather than a busy loop. Wake-ups cannot
-        // cut the pause short; stopping can.
+        // The database is unreachable (or worse): back off. Wake-ups cannot cut the pause
+        // short; stopping can.
         opts.onError(error);
         failures++;
-        await sleep(Math.min(100 * 2 ** (failures - 1), MAX_ERROR_BACKOFF_MS), false);
+        await sleep(outageBackoffMs(failures), false);
         continue;
       }
       if (item === null) {

@@ -46,16 +46,17 @@ export function registerAssetRoutes(app: FastifyInstance, assets: AssetService, 
     const row = request.signedAssetId === request.params.id ? await assets.findRowById(request.params.id) : await assets.findRow(request.clientId, request.params.id);
     const size = Number(row.bytes);
     const etag = `"${row.sha256}"`;
+    const cacheForever = 'private, max-age=31536000, immutable';
+    // A client holding this ETag already has the bytes (with presigned downloads, 304 also
+    // spares it the redirect).
+    if (request.headers['if-none-match'] === etag) return reply.status(304).header('etag', etag).header('cache-control', cacheForever).send();
     if (store.presignGet) {
       // Access is settled above (key or signed link); the store serves the bytes and ranges.
-      // A client holding this ETag already has the bytes: 304 spares it the redirect. The 302
-      // itself carries no ETag and must not be cached past the presigned URL's life.
-      if (request.headers['if-none-match'] === etag) return reply.status(304).header('etag', etag).header('cache-control', 'private, max-age=31536000, immutable').send();
+      // The 302 itself carries no ETag and must not be cached past the presigned URL's life.
       const location = await store.presignGet(row.storage_key, { expiresInSeconds: PRESIGNED_TTL_SECONDS, fileName: row.name, contentType: row.mime_type });
       return reply.status(302).header('location', location).header('cache-control', 'private, no-store').send();
     }
-    reply.header('etag', etag).header('accept-ranges', 'bytes').header('cache-control', 'private, max-age=31536000, immutable');
-    if (request.headers['if-none-match'] === etag) return reply.status(304).send();
+    reply.header('etag', etag).header('accept-ranges', 'bytes').header('cache-control', cacheForever);
     const ifRange = request.headers['if-range'];
     const range = ifRange === undefined || ifRange === etag ? parseRange(request.headers.range, size) : null;
     if (range === 'unsatisfiable') {
