@@ -37,6 +37,9 @@ const envSchema = z.object({
   ZHINIAN_MAX_ATTEMPTS: int(1, 20).default(3),
   ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE: int(0, 1_000_000).default(0),
   ZHINIAN_POLL_INTERVAL_MS: int(10, 60_000).default(100),
+  ZHINIAN_MAX_INPUT_PIXELS: int(1).default(268_402_689),
+  ZHINIAN_REQUEST_TIMEOUT_SECONDS: int(1, 86_400).default(120),
+  ZHINIAN_SHUTDOWN_GRACE_SECONDS: int(0, 3_600).default(10),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   ZHINIAN_SIGNING_SECRET: z.string().min(16).optional(),
   ZHINIAN_SIGNED_URL_TTL_SECONDS: int(60, 7 * 86_400).default(3600),
@@ -104,6 +107,12 @@ export interface Config {
   workerConcurrency: number;
   /** How often a worker without in-process wake-ups looks for new jobs. */
   pollIntervalMs: number;
+  /** Largest width × height of any image the service decodes (uploads, URL assets, job inputs, provider outputs). */
+  maxInputPixels: number;
+  /** A request whose headers and body have not fully arrived by then is answered 408 and closed. */
+  requestTimeoutMs: number;
+  /** On SIGTERM, how long in-flight requests may finish before their sockets are closed. */
+  shutdownGraceMs: number;
   logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
   /** Key of signed asset URLs; null: generated once and kept in the data dir. */
   signingSecret: string | null;
@@ -195,6 +204,9 @@ export function loadConfig(env: Env): Readonly<Config> {
     rateLimitJobsPerMinute: e.ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE,
     workerConcurrency: e.ZHINIAN_WORKER_CONCURRENCY,
     pollIntervalMs: e.ZHINIAN_POLL_INTERVAL_MS,
+    maxInputPixels: e.ZHINIAN_MAX_INPUT_PIXELS,
+    requestTimeoutMs: e.ZHINIAN_REQUEST_TIMEOUT_SECONDS * 1000,
+    shutdownGraceMs: e.ZHINIAN_SHUTDOWN_GRACE_SECONDS * 1000,
     logLevel: e.LOG_LEVEL,
     signingSecret: e.ZHINIAN_SIGNING_SECRET ?? null,
     signedUrlTtlSeconds: e.ZHINIAN_SIGNED_URL_TTL_SECONDS,
