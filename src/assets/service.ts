@@ -8,7 +8,7 @@ import { formatCursor, parseCursor } from '../lib/cursor.ts';
 import { Invalid, NotFound, TooLarge } from '../lib/errors.ts';
 import { newId } from '../lib/ids.ts';
 import { parseWith } from '../lib/validate.ts';
-import { probeFile, type ProbeResult } from '../media/probe.ts';
+import { checkPixelLimit, DEFAULT_MAX_INPUT_PIXELS, PixelLimitExceeded, probeFile, type ProbeResult } from '../media/probe.ts';
 import { downloadToFile, FetchError } from './fetch-url.ts';
 import { toAsset, type Asset, type AssetKind } from './repo.ts';
 import { listAssetsQuerySchema, registerAssetBodySchema } from './request.ts';
@@ -22,6 +22,11 @@ export interface AssetServiceDeps {
   tempDir: string;
   maxUploadBytes: number;
   allowPrivateUrls: boolean;
+  /**
+   * Largest width × height of an uploaded or URL-registered image (ZHINIAN_MAX_INPUT_PIXELS), read
+   * from its header before anything decodes it; above it `prepare` throws TooLarge. Default: sharp's.
+   */
+  maxInputPixels?: number;
   /** Base of `downloadUrl`. */
   baseUrl: () => string;
 }
@@ -61,7 +66,17 @@ export function createAssetService(deps: AssetServiceDeps) {
    * finishes the job.
    */
   async function prepare(input: NewAssetInput): Promise<AssetsTable> {
-    const probe = input.probe ?? (await probeFile(input.file.path));
+    // Client data meets the pixel limit here, from its header; a job's outputs were made by the
+    // local engine or already checked by the worker (provider results).
+    const maxInputPixels = input.source === 'output' ? undefined : (deps.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS);
+    let probe: ProbeResult;
+    try {
+      probe = input.probe ?? (await probeFile(input.file.path, { maxInputPixels }));
+      if (input.probe) checkPixelLimit(probe.width, probe.height, maxInputPixels);
+    } catch (error) {
+      if (error instanceof PixelLimitExceeded) throw error.about(input.source === 'url' ? 'url' : `files (${input.name})`);
+      throw error;
+    }
     let kind: AssetKind = probe.kind;
     if (input.kind) {
       const compatible = input.kind === 'file' || input.kind === probe.kind || (input.kind === 'mask' && probe.kind === 'image');

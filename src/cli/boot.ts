@@ -88,6 +88,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     tempDir,
     maxUploadBytes: config.maxUploadBytes,
     allowPrivateUrls: config.allowPrivateUrls,
+    maxInputPixels: config.maxInputPixels,
     baseUrl,
   });
   const jobs = createJobService({
@@ -151,6 +152,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
       pollIntervalMs: config.pollIntervalMs,
       workDir: path.join(tempDir, 'work'),
       maxInputBytes: config.maxUploadBytes,
+      maxInputPixels: config.maxInputPixels,
       allowPrivateUrls: config.allowPrivateUrls,
     });
     const dispatcher = startWebhookDispatcher({

@@ -78,6 +78,12 @@ export interface RunContext {
   onProgress(percent: number): void;
   /** A private, empty directory the worker removes afterwards. */
   workDir: string;
+  /**
+   * The most pixels an input image may have (ZHINIAN_MAX_INPUT_PIXELS): the worker already
+   * checked every input's header; engines pass it to sharp as `limitInputPixels` when decoding
+   * one. Default: sharp's own 268402689.
+   */
+  maxInputPixels?: number;
 }
 
 /** An engine that does its work in this process (the local engine; bench engines). */

@@ -12,7 +12,7 @@ export function enginesFromConfig(config: Config): Engine[] {
   const engines: Engine[] = [createLocalEngine()];
   if (providers.jimeng) {
     const { securityToken, ...jimeng } = providers.jimeng;
-    engines.push(createJimengEngine({ ...jimeng, ...common, securityToken: securityToken ?? undefined }));
+    engines.push(createJimengEngine({ ...jimeng, ...common, securityToken: securityToken ?? undefined, maxInputPixels: config.maxInputPixels }));
   }
   if (providers.evolink) engines.push(createEvolinkEngine({ ...providers.evolink, ...common }));
   if (providers.seedance) {

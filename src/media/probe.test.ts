@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { runFfmpeg } from './ffmpeg.ts';
-import { parseFfmpegInfo, probeFile } from './probe.ts';
+import { DEFAULT_MAX_INPUT_PIXELS, parseFfmpegInfo, PixelLimitExceeded, probeFile } from './probe.ts';
+import { bmpBomb, gifBomb, jpegBomb, pngBomb, solidImage, svgBomb } from './test-helpers.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'probe-test-'));
 const signal = new AbortController().signal;
@@ -85,7 +86,78 @@ describe('probeFile', () => {
   });
 });
 
+describe('probeFile with maxInputPixels (pixel bombs)', () => {
+  const limit = DEFAULT_MAX_INPUT_PIXELS;
+  /** Asserts that probing `file` with `max` is refused as W×H, quickly and without decoding. */
+  async function refused(file: string, max: number, width: number, height: number): Promise<void> {
+    const t = performance.now();
+    await assert.rejects(probeFile(file, { maxInputPixels: max }), (error: unknown) => {
+      assert.ok(error instanceof PixelLimitExceeded, String(error));
+      assert.equal(error.code, 'too_large');
+      assert.deepEqual([error.width, error.height, error.limit], [width, height, max]);
+      assert.equal(error.message, `The image is ${width}×${height} = ${width * height} pixels, over the ${max}-pixel limit (ZHINIAN_MAX_INPUT_PIXELS).`);
+      return true;
+    });
+    assert.ok(performance.now() - t < 3000, `took ${Math.round(performance.now() - t)} ms`);
+  }
+
+  it('refuses PNG, JPEG and GIF headers declaring 30000×30000, and still reports them without a limit', async () => {
+    await writeFile(p('bomb.png'), pngBomb(30000, 30000));
+    await writeFile(p('bomb.jpg'), await jpegBomb(30000, 30000));
+    await writeFile(p('bomb.gif'), await gifBomb(30000, 30000));
+    for (const [name, mime] of [['bomb.png', 'image/png'], ['bomb.jpg', 'image/jpeg'], ['bomb.gif', 'image/gif']]) {
+      await refused(p(name), limit, 30000, 30000);
+      assert.deepEqual(await probeFile(p(name)), { mimeType: mime, kind: 'image', width: 30000, height: 30000, durationSeconds: null }, name);
+    }
+  });
+
+  it('refuses a format only ffmpeg reads (BMP) from the size its header declares, without allocating it', async () => {
+    await writeFile(p('bomb.bmp'), bmpBomb(30000, 30000));
+    await refused(p('bomb.bmp'), limit, 30000, 30000);
+    // Under ffmpeg's own bound but over a lowered limit: -max_pixels refuses it before the allocation.
+    await writeFile(p('bomb-small.bmp'), bmpBomb(2000, 2000));
+    await refused(p('bomb-small.bmp'), 1_000_000, 2000, 2000);
+  });
+
+  it('refuses an SVG (no magic bytes, kind "file") that sharp would render over the limit', async () => {
+    await writeFile(p('bomb.svg'), svgBomb(30000, 30000));
+    await refused(p('bomb.svg'), limit, 30000, 30000);
+    assert.equal((await probeFile(p('bomb.svg'))).kind, 'file');
+    await writeFile(p('small.svg'), svgBomb(100, 100));
+    assert.equal((await probeFile(p('small.svg'), { maxInputPixels: limit })).kind, 'file');
+  });
+
+  it('a lowered limit refuses 2000×2000 and accepts 1000×1000 (exactly the limit), in PNG, JPEG and WebP', async () => {
+    for (const format of ['png', 'jpeg', 'webp'] as const) {
+      await writeFile(p(`2000.${format}`), await solidImage(2000, 2000, format));
+      await writeFile(p(`1000.${format}`), await solidImage(1000, 1000, format));
+      await refused(p(`2000.${format}`), 1_000_000, 2000, 2000);
+      const ok = await probeFile(p(`1000.${format}`), { maxInputPixels: 1_000_000 });
+      assert.deepEqual([ok.kind, ok.width, ok.height], ['image', 1000, 1000], format);
+    }
+  });
+
+  it('leaves video, audio and other files alone', async () => {
+    assert.equal((await probeFile(p('v.mp4'), { maxInputPixels: 1000 })).kind, 'video');
+    assert.equal((await probeFile(p('a.wav'), { maxInputPixels: 1000 })).kind, 'audio');
+    assert.equal((await probeFile(p('notes.txt'), { maxInputPixels: 1000 })).kind, 'file');
+  });
+});
+
 describe('parseFfmpegInfo', () => {
+  it('reads the size a decoder refused', () => {
+    const info = parseFfmpegInfo(
+      [
+        '[bmp @ 0x1c54e700] [IMGUTILS @ 0x7ffe5860fb40] Picture size 30000x30000 is invalid',
+        '[bmp @ 0xf877700] [IMGUTILS @ 0x7ffdcab05d30] Picture size 2000x2000 exceeds specified max pixel count 1000000, see the documentation if you wish to increase it',
+        "Input #0, bmp_pipe, from 'bomb.bmp':",
+        '    Stream #0:0: Video: bmp, none, 25 tbr, 25 tbn, 25 tbc',
+      ].join('\n'),
+    );
+    assert.deepEqual(info.refusedSize, { width: 30000, height: 30000 });
+    assert.equal(info.video, null);
+  });
+
   it('parses codec, pixel format, size, duration and display-matrix rotation', () => {
     const text = [
       "Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'x.mp4':",

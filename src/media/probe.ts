@@ -2,10 +2,14 @@
  * What a file is, from its headers only: magic bytes (file-type), image size (sharp metadata, which
  * reads the header without decoding pixels) and video/audio duration and size (`ffmpeg -i`, whose
  * stderr describes the container; there is no ffprobe).
+ *
+ * Given `maxInputPixels`, the probe is also the pixel-bomb check: an image whose header declares
+ * more than that many pixels is refused (PixelLimitExceeded) before anything decodes it.
  */
 import { spawn } from 'node:child_process';
 import { fileTypeFromFile } from 'file-type';
 import sharp from 'sharp';
+import { TooLarge } from '../lib/errors.ts';
 import { ffmpegPath } from './ffmpeg.ts';
 
 export type MediaKind = 'image' | 'video' | 'audio' | 'file';
@@ -35,27 +39,88 @@ export interface FfmpegInfo {
   /** The first video stream that is not an attached picture (cover art), else the first one. */
   video: FfmpegVideoStream | null;
   audioCodec: string | null;
+  /**
+   * A picture size the decoder refused to allocate (over `-max_pixels`, or over ffmpeg's own
+   * bound), as its header declared it. The stream then has no size in `video`.
+   */
+  refusedSize?: { width: number; height: number };
 }
 
 const PROBE_TIMEOUT_MS = 30_000;
 
-export async function probeFile(path: string): Promise<ProbeResult> {
+/** sharp's own `limitInputPixels` default (0x3FFF²), and the default of ZHINIAN_MAX_INPUT_PIXELS. */
+export const DEFAULT_MAX_INPUT_PIXELS = 268_402_689;
+
+/**
+ * An image whose header declares more pixels than the configured limit. A TooLarge (413 at the
+ * API); the worker turns it into a job error. `detail` is the message without a field prefix.
+ */
+export class PixelLimitExceeded extends TooLarge {
+  readonly detail: string;
+  constructor(
+    readonly width: number,
+    readonly height: number,
+    readonly limit: number,
+    prefix?: string,
+  ) {
+    const detail = `the image is ${width}×${height} = ${width * height} pixels, over the ${limit}-pixel limit (ZHINIAN_MAX_INPUT_PIXELS).`;
+    super(prefix ? `${prefix}: ${detail}` : detail.charAt(0).toUpperCase() + detail.slice(1));
+    this.detail = detail;
+  }
+
+  /** The same refusal, its message naming the field or file it is about. */
+  about(prefix: string): PixelLimitExceeded {
+    return new PixelLimitExceeded(this.width, this.height, this.limit, prefix);
+  }
+}
+
+/** Throws PixelLimitExceeded when width × height is over `limit`; unknown sizes pass. */
+export function checkPixelLimit(width: number | null | undefined, height: number | null | undefined, limit: number | undefined): void {
+  if (!limit || !width || !height) return;
+  if (width * height > limit) throw new PixelLimitExceeded(width, height, limit);
+}
+
+export interface ProbeOptions {
+  /**
+   * Refuse, with PixelLimitExceeded, an image whose header declares more than this many pixels:
+   * any image sharp or ffmpeg would decode, including ones file-type does not name (SVG).
+   */
+  maxInputPixels?: number;
+  signal?: AbortSignal;
+}
+
+export async function probeFile(path: string, opts: ProbeOptions = {}): Promise<ProbeResult> {
+  const limit = opts.maxInputPixels;
   const type = await fileTypeFromFile(path).catch(() => undefined);
-  if (!type) return { mimeType: 'application/octet-stream', kind: 'file', width: null, height: null, durationSeconds: null };
+  if (!type) {
+    // No magic bytes, yet sharp may still decode it (SVG is text): its header counts too.
+    if (limit) {
+      const size = await imageSize(path);
+      checkPixelLimit(size?.width, size?.height, limit);
+    }
+    return { mimeType: 'application/octet-stream', kind: 'file', width: null, height: null, durationSeconds: null };
+  }
   let mimeType = type.mime as string;
   const kind = kindOf(mimeType);
 
   if (kind === 'image') {
     const size = await imageSize(path);
-    if (size) return { mimeType, kind, ...size, durationSeconds: null };
-    // Formats sharp does not read (bmp, ico, …): ffmpeg often describes them.
-    const info = await ffmpegInfo(path).catch(() => null);
+    if (size) {
+      checkPixelLimit(size.width, size.height, limit);
+      return { mimeType, kind, ...size, durationSeconds: null };
+    }
+    // Formats sharp does not read (bmp, ico, …): ffmpeg often describes them. It decodes a frame
+    // to do so, so the limit goes in as -max_pixels: a bomb is refused before it is allocated,
+    // and ffmpeg's message still tells its declared size.
+    const info = await ffmpegInfo(path, opts.signal, { maxPixels: limit }).catch(() => null);
+    checkPixelLimit(info?.refusedSize?.width, info?.refusedSize?.height, limit);
     const v = info?.video;
+    checkPixelLimit(v?.width, v?.height, limit);
     return { mimeType, kind, width: v?.displayWidth ?? null, height: v?.displayHeight ?? null, durationSeconds: null };
   }
 
   if (kind === 'video' || kind === 'audio') {
-    const info = await ffmpegInfo(path).catch(() => null);
+    const info = await ffmpegInfo(path, opts.signal).catch(() => null);
     const durationSeconds = info?.durationSeconds ?? null;
     const video = info?.video && !info.video.attachedPic ? info.video : null;
     if (kind === 'video' && info && !video && info.audioCodec) {
@@ -97,11 +162,15 @@ async function imageSize(path: string): Promise<{ width: number; height: number 
   }
 }
 
-/** Runs `ffmpeg -i path` (which exits non-zero: no output given) and parses what it prints. */
-export async function ffmpegInfo(path: string, signal?: AbortSignal): Promise<FfmpegInfo> {
+/**
+ * Runs `ffmpeg -i path` (which exits non-zero: no output given) and parses what it prints.
+ * `maxPixels`: the decoders' `-max_pixels`, for the frame ffmpeg may decode to learn a size.
+ */
+export async function ffmpegInfo(path: string, signal?: AbortSignal, opts: { maxPixels?: number } = {}): Promise<FfmpegInfo> {
   const bin = await ffmpegPath();
+  const limit = opts.maxPixels ? ['-max_pixels', String(opts.maxPixels)] : [];
   const stderr = await new Promise<string>((resolve, reject) => {
-    const child = spawn(bin, ['-nostdin', '-hide_banner', '-i', path], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(bin, ['-nostdin', '-hide_banner', ...limit, '-i', path], { stdio: ['ignore', 'ignore', 'pipe'] });
     let text = '';
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (chunk: string) => {
@@ -134,8 +203,17 @@ export function parseFfmpegInfo(text: string): FfmpegInfo {
   const videos: FfmpegVideoStream[] = [];
   let audioCodec: string | null = null;
   let current: FfmpegVideoStream | null = null;
+  let refusedSize: FfmpegInfo['refusedSize'];
 
   for (const line of lines) {
+    // libavutil's av_image_check_size2: "Picture size WxH is invalid" / "… exceeds specified max pixel count N".
+    const refused = /Picture size (\d{1,10})x(\d{1,10}) (?:is invalid|exceeds)/.exec(line);
+    if (refused) {
+      const width = Number(refused[1]);
+      const height = Number(refused[2]);
+      if (!refusedSize || width * height > refusedSize.width * refusedSize.height) refusedSize = { width, height };
+      continue;
+    }
     const d = /Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)/.exec(line);
     if (d && durationSeconds === null) {
       durationSeconds = Number(d[1]) * 3600 + Number(d[2]) * 60 + Number(d[3]);
@@ -190,7 +268,7 @@ export function parseFfmpegInfo(text: string): FfmpegInfo {
   }
 
   const video = videos.find((v) => !v.attachedPic) ?? videos[0] ?? null;
-  return { durationSeconds, video, audioCodec };
+  return refusedSize ? { durationSeconds, video, audioCodec, refusedSize } : { durationSeconds, video, audioCodec };
 }
 
 /** Splits on commas that are not inside parentheses or brackets. */

@@ -6,13 +6,15 @@ import type { AssetService, Store } from '../assets/index.ts';
 import type { JobsTable } from '../db/index.ts';
 import { EngineError, type EngineInput, type InputRole, type JobParams } from '../engines/engine.ts';
 import { JOB_ERRORS } from '../jobs/lifecycle.ts';
-import { probeFile } from '../media/probe.ts';
+import { checkPixelLimit, PixelLimitExceeded, probeFile } from '../media/probe.ts';
 
 export interface InputContext {
   assets: AssetService;
   store: Store;
   workDir: string;
   maxBytes: number;
+  /** ZHINIAN_MAX_INPUT_PIXELS: an image input declaring more pixels fails the job (input_too_large). */
+  maxInputPixels: number;
   allowPrivateUrls: boolean;
   signal: AbortSignal;
 }
@@ -37,10 +39,27 @@ function roleOf(kind: string): InputRole {
   return kind === 'video' || kind === 'audio' || kind === 'mask' ? kind : 'image';
 }
 
+/** An image over the pixel limit fails the job at once: trying again cannot make it smaller. */
+function overPixelLimit(field: string, error: PixelLimitExceeded): EngineError {
+  return new EngineError(JOB_ERRORS.inputTooLarge, `${field}: ${error.detail}`, { retryable: false });
+}
+
+/** Runs `check`, turning a pixel-limit refusal into the job's input_too_large error. */
+async function withinPixelLimit<T>(field: string, check: () => T | Promise<T>): Promise<T> {
+  try {
+    return await check();
+  } catch (error) {
+    if (error instanceof PixelLimitExceeded) throw overPixelLimit(field, error);
+    throw error;
+  }
+}
+
 /**
  * Puts every input on local disk for the engine: own assets straight from the store (no copy
- * for local files), URLs through the SSRF guard with the upload size cap. A failure fails
- * the job with a stable error code naming the input.
+ * for local files), URLs through the SSRF guard with the upload size cap. Every image is held
+ * to the pixel limit from its header before any engine decodes it (an asset stored before the
+ * limit was lowered may be over it). A failure fails the job with a stable error code naming
+ * the input.
  */
 export async function materializeInputs(job: JobsTable, ctx: InputContext): Promise<EngineInput[]> {
   const inputs: EngineInput[] = [];
@@ -49,10 +68,17 @@ export async function materializeInputs(job: JobsTable, ctx: InputContext): Prom
       const row = await ctx.assets.findRow(job.client_id, source.assetId).catch(() => {
         throw new EngineError(JOB_ERRORS.inputInvalid, `${source.field}: asset ${source.assetId} no longer exists`);
       });
+      // The size probed when it was stored; video and audio are not images.
+      await withinPixelLimit(source.field, () => checkPixelLimit(row.width, row.height, ctx.maxInputPixels));
       let file = ctx.store.localPath?.(row.storage_key);
       if (!file) {
         file = path.join(ctx.workDir, `input-${i}`);
         await pipeline(await ctx.store.get(row.storage_key), fs.createWriteStream(file), { signal: ctx.signal });
+      }
+      // No size on record (a "file" that sharp may still decode, such as SVG): read its header now.
+      if ((row.width === null || row.height === null) && row.kind !== 'video' && row.kind !== 'audio') {
+        const path = file;
+        await withinPixelLimit(source.field, () => probeFile(path, { maxInputPixels: ctx.maxInputPixels, signal: ctx.signal }));
       }
       inputs.push({ role: roleOf(row.kind), path: file, mimeType: row.mime_type, label: source.label, assetId: row.id });
       continue;
@@ -67,7 +93,7 @@ export async function materializeInputs(job: JobsTable, ctx: InputContext): Prom
       const retryable = error.code === 'fetch_failed' || error.code === 'timeout' || (error.status ?? 0) >= 500;
       throw new EngineError(code, `${source.field}: ${error.message.replace(/^url: /, '')}`, { retryable });
     }
-    const probe = await probeFile(file);
+    const probe = await withinPixelLimit(source.field, () => probeFile(file, { maxInputPixels: ctx.maxInputPixels, signal: ctx.signal }));
     inputs.push({ role: roleOf(probe.kind), path: file, mimeType: probe.mimeType, label: source.label, sourceUrl: source.url });
   }
   return inputs;

@@ -17,7 +17,7 @@ import {
   type RemoteEngine,
   type RemoteInput,
 } from '../engines/engine.ts';
-import { probeFile } from '../media/probe.ts';
+import { PixelLimitExceeded, probeFile } from '../media/probe.ts';
 
 /** What a remote run keeps in `jobs.engine_state`, so another worker can take over. */
 export type RemoteState = { phase: 'submitting'; engine: string; at: number } | { phase: 'submitted'; handle: EngineHandle };
@@ -35,6 +35,8 @@ export interface RemoteRunContext {
   publicUrlFor(input: EngineInput, index: number): string;
   allowPrivateUrls: boolean;
   maxOutputBytes: number;
+  /** ZHINIAN_MAX_INPUT_PIXELS: a result image declaring more pixels fails the job before it is decoded. */
+  maxInputPixels: number;
   /** When the job times out (epoch ms): a rate limit that would outlast it fails the job instead. */
   deadline: number;
   /** Wait time of the rate-limit and retry ladders (tests shorten it). */
@@ -44,6 +46,8 @@ export interface RemoteRunContext {
 const RETRYABLE_TRIES = 5;
 const CONSECUTIVE_POLL_FAILURES = 10;
 const OUTPUT_FETCH_TRIES = 3;
+/** A provider's result image over ZHINIAN_MAX_INPUT_PIXELS. */
+export const OUTPUT_TOO_LARGE = 'output_too_large';
 
 /**
  * Runs a job on a remote engine: submit once (the handle is stored before the first poll, so
@@ -159,11 +163,18 @@ async function rehostOutputs(job: JobsTable, result: PollResult, ctx: RemoteRunC
     } else {
       throw new EngineError('provider_error', 'The provider returned a result with neither a URL nor data.');
     }
-    const probe = await probeFile(file);
+    let probe;
+    try {
+      probe = await probeFile(file, { maxInputPixels: ctx.maxInputPixels, signal: ctx.signal });
+    } catch (error) {
+      // Another poll would hand out the same result: not retryable.
+      if (error instanceof PixelLimitExceeded) throw new EngineError(OUTPUT_TOO_LARGE, `The provider's result ${i + 1}: ${error.detail}`);
+      throw error;
+    }
     if (probe.kind !== output.kind && !(output.kind === 'image' && probe.kind === 'image')) {
       throw new EngineError('provider_error', `The provider's result ${i + 1} is ${probe.mimeType}, not an ${output.kind}.`);
     }
-    const finalFile = await fitToRequest(job, file, probe.kind, probe.width, probe.height);
+    const finalFile = await fitToRequest(job, file, probe.kind, probe.width, probe.height, ctx.maxInputPixels);
     const finalProbe = finalFile === file ? probe : await probeFile(finalFile);
     outputs.push({ path: finalFile, kind: output.kind, mimeType: finalProbe.mimeType, sourceUrl, probe: finalProbe });
   }
@@ -188,7 +199,7 @@ async function fetchOutput(url: string, file: string, ctx: RemoteRunContext): Pr
 }
 
 /** Providers return their own sizes: make images exactly what the job asked for. */
-async function fitToRequest(job: JobsTable, file: string, kind: string, width: number | null, height: number | null): Promise<string> {
+async function fitToRequest(job: JobsTable, file: string, kind: string, width: number | null, height: number | null, maxInputPixels: number): Promise<string> {
   if (kind !== 'image' || !width || !height) return file;
   const params: JobParams = JSON.parse(job.params);
   let target: { width: number; height: number } | null = null;
@@ -199,7 +210,15 @@ async function fitToRequest(job: JobsTable, file: string, kind: string, width: n
   }
   if (!target || (target.width === width && target.height === height)) return file;
   const resized = `${file}-fit.png`;
-  await sharp(file, { limitInputPixels: false }).resize(target.width, target.height, { fit: 'cover', kernel: 'lanczos3' }).png({ compressionLevel: 4 }).toFile(resized);
+  // The header was checked against the limit; sharp holds the decode to it too.
+  try {
+    await sharp(file, { limitInputPixels: maxInputPixels }).resize(target.width, target.height, { fit: 'cover', kernel: 'lanczos3' }).png({ compressionLevel: 4 }).toFile(resized);
+  } catch (error) {
+    if (/exceeds pixel limit/i.test((error as Error).message)) {
+      throw new EngineError(OUTPUT_TOO_LARGE, `A result image decodes to more than the ${maxInputPixels}-pixel limit (ZHINIAN_MAX_INPUT_PIXELS).`);
+    }
+    throw error;
+  }
   return resized;
 }
 

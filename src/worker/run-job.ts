@@ -11,6 +11,7 @@ import type { EngineRegistry } from '../engines/registry.ts';
 import { JOB_ERRORS, releaseJob, reportProgress, rerouteJob, saveEngineState, settleJob, type QueueOptions } from '../jobs/index.ts';
 import type { Clock } from '../lib/clock.ts';
 import { toError } from '../lib/errors.ts';
+import { DEFAULT_MAX_INPUT_PIXELS } from '../media/probe.ts';
 import type { Notifier } from '../lib/notifier.ts';
 import { materializeInputs } from './inputs.ts';
 import { runRemoteJob, type RemoteState } from './remote.ts';
@@ -26,6 +27,11 @@ export interface RunJobDeps {
   queue: QueueOptions;
   workDir: string;
   maxInputBytes: number;
+  /**
+   * ZHINIAN_MAX_INPUT_PIXELS: the most pixels an input image or a provider's result may declare
+   * (checked from the header before decoding; also sharp's limitInputPixels). Default: sharp's.
+   */
+  maxInputPixels?: number;
   allowPrivateUrls: boolean;
   /** Signs keyless download links of input assets for remote engines. */
   signer: UrlSigner;
@@ -103,6 +109,7 @@ async function produce(
   run: { signal: AbortSignal; workDir: string; log: Logger; remoteState: { submitted: boolean } },
 ): Promise<EngineOutput[]> {
   const { handle, clock } = deps;
+  const maxInputPixels = deps.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS;
   let lastProgressAt = 0;
   let lastProgress = Number(job.progress ?? 0);
   const onProgress = (percent: number) => {
@@ -119,6 +126,7 @@ async function produce(
       store: deps.store,
       workDir: run.workDir,
       maxBytes: deps.maxInputBytes,
+      maxInputPixels,
       allowPrivateUrls: deps.allowPrivateUrls,
       signal: run.signal,
     });
@@ -126,7 +134,7 @@ async function produce(
   if (!isRemoteEngine(engine)) {
     const params: JobParams = JSON.parse(job.params);
     const inputs = await materialize();
-    return engine.run({ jobId: job.id, capability: job.capability as Capability, prompt: job.prompt, params, inputs }, { signal: run.signal, onProgress, workDir: run.workDir });
+    return engine.run({ jobId: job.id, capability: job.capability as Capability, prompt: job.prompt, params, inputs }, { signal: run.signal, onProgress, workDir: run.workDir, maxInputPixels });
   }
   return runRemoteJob(job, engine, {
     signal: run.signal,
@@ -148,6 +156,7 @@ async function produce(
     allowPrivateUrls: deps.allowPrivateUrls,
     deadline: Number(job.started_at ?? clock.now()) + deps.queue.jobTimeoutMs,
     maxOutputBytes: Math.max(4 * deps.maxInputBytes, 256 * 1024 * 1024),
+    maxInputPixels,
     backoffScale: deps.backoffScale,
   });
 }

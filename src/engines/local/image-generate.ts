@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import { throwIfAborted, type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
-import { decodeError, imageInputs, invalidInput, readImageInfo } from './inputs.ts';
+import { decodeError, imageInputs, inputPixelLimit, invalidInput, readImageInfo } from './inputs.ts';
 import { renderPromptImage } from './render.ts';
 
 const MAX_SIDE = 16384;
@@ -22,7 +22,7 @@ export async function generateImage(request: EngineRequest, ctx: RunContext): Pr
   const width = side(request.params.width, 'width');
   const height = side(request.params.height, 'height');
   const refInput = imageInputs(request)[0];
-  const reference = refInput ? await readImageInfo(refInput, 'reference image') : null;
+  const reference = refInput ? await readImageInfo(refInput, 'reference image', inputPixelLimit(ctx)) : null;
   throwIfAborted(ctx.signal);
   ctx.onProgress(10);
 
@@ -30,7 +30,7 @@ export async function generateImage(request: EngineRequest, ctx: RunContext): Pr
   // Big canvases: spend less time in zlib.
   const compressionLevel = width * height > 16_000_000 ? 2 : 4;
   try {
-    await renderPromptImage({ prompt: request.prompt ?? '', width, height, reference: reference?.path, compressionLevel }, path, ctx.signal);
+    await renderPromptImage({ prompt: request.prompt ?? '', width, height, reference: reference?.path, maxInputPixels: inputPixelLimit(ctx), compressionLevel }, path, ctx.signal);
   } catch (err) {
     throw reference ? decodeError(err, 'reference image') : err;
   }

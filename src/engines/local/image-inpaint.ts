@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import { throwIfAborted, type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
 import { inpaintInWorker } from './inpaint-pool.ts';
-import { decodeError, imageInputs, invalidInput, readImageInfo } from './inputs.ts';
+import { decodeError, imageInputs, inputPixelLimit, invalidInput, readImageInfo } from './inputs.ts';
 import { promptRenderTask } from './render.ts';
 import { IN_PROCESS_MAX_PIXELS, runSharpTask, type SharpTask } from './sharp-child.ts';
 
@@ -33,11 +33,11 @@ async function decodeRaw(task: Omit<SharpTask, 'output'>, pixels: number, workDi
 
 /**
  * Decodes the original as displayed (EXIF orientation applied) to 8-bit sRGB, RGB or RGBA.
- * `pixels`: its size, which decides where the decode runs.
+ * `pixels`: its size, which decides where the decode runs; `maxPixels`: sharp's limitInputPixels.
  */
-export async function decodeOriginal(path: string, pixels: number, workDir: string, signal: AbortSignal): Promise<RawImage> {
+export async function decodeOriginal(path: string, pixels: number, workDir: string, signal: AbortSignal, maxPixels: number): Promise<RawImage> {
   const { data, ...info } = await decodeRaw(
-    { input: { kind: 'file', path }, inputOptions: { limitInputPixels: false }, ops: [['rotate'], ['toColourspace', 'srgb']] },
+    { input: { kind: 'file', path }, inputOptions: { limitInputPixels: maxPixels }, ops: [['rotate'], ['toColourspace', 'srgb']] },
     pixels,
     workDir,
     signal,
@@ -56,13 +56,14 @@ export async function decodeOriginal(path: string, pixels: number, workDir: stri
 
 /**
  * The mask at `width`×`height`: alpha flattened onto black, grey, nearest-neighbour, ≥128 → 255.
- * `pixels`: the larger of the mask's and the output's size, which decides where the decode runs.
+ * `pixels`: the larger of the mask's and the output's size, which decides where the decode runs;
+ * `maxPixels`: sharp's limitInputPixels for the mask.
  */
-export async function decodeMask(path: string, pixels: number, width: number, height: number, workDir: string, signal: AbortSignal): Promise<Uint8Array> {
+export async function decodeMask(path: string, pixels: number, width: number, height: number, workDir: string, signal: AbortSignal, maxPixels: number): Promise<Uint8Array> {
   const { data, channels: step } = await decodeRaw(
     {
       input: { kind: 'file', path },
-      inputOptions: { limitInputPixels: false },
+      inputOptions: { limitInputPixels: maxPixels },
       ops: [['rotate'], ['flatten', { background: '#000000' }], ['greyscale'], ['resize', width, height, { fit: 'fill', kernel: 'nearest' }]],
     },
     pixels,
@@ -115,13 +116,14 @@ export async function inpaintImage(request: EngineRequest, ctx: RunContext): Pro
   const maskInput = request.inputs.find((i) => i.role === 'mask') ?? images[1];
   if (!originalInput) throw invalidInput('image.inpaint needs the original image as the first input.');
   if (!maskInput) throw invalidInput('image.inpaint needs a mask image (white = area to repaint) as the second input.');
-  const originalInfo = await readImageInfo(originalInput, 'original image');
-  const maskInfo = await readImageInfo(maskInput, 'mask image');
+  const maxPixels = inputPixelLimit(ctx);
+  const originalInfo = await readImageInfo(originalInput, 'original image', maxPixels);
+  const maskInfo = await readImageInfo(maskInput, 'mask image', maxPixels);
   throwIfAborted(ctx.signal);
 
   let original: RawImage;
   try {
-    original = await decodeOriginal(originalInput.path, originalInfo.width * originalInfo.height, ctx.workDir, ctx.signal);
+    original = await decodeOriginal(originalInput.path, originalInfo.width * originalInfo.height, ctx.workDir, ctx.signal, maxPixels);
   } catch (err) {
     throw decodeError(err, 'original image');
   }
@@ -129,7 +131,7 @@ export async function inpaintImage(request: EngineRequest, ctx: RunContext): Pro
   const { width, height, channels } = original;
   let mask: Uint8Array;
   try {
-    mask = await decodeMask(maskInput.path, Math.max(maskInfo.width * maskInfo.height, width * height), width, height, ctx.workDir, ctx.signal);
+    mask = await decodeMask(maskInput.path, Math.max(maskInfo.width * maskInfo.height, width * height), width, height, ctx.workDir, ctx.signal, maxPixels);
   } catch (err) {
     throw decodeError(err, 'mask image');
   }

@@ -8,6 +8,7 @@ import sharp from 'sharp';
 import { Aborted, EngineError, UPSCALE_LONG_SIDE, type EngineRequest, type UpscaleResolution } from '../engine.ts';
 import { upscaleSize } from './image-upscale.ts';
 import { createLocalEngine, prewarmSharp, shutdownSharp } from './index.ts';
+import { pngBomb } from '../../media/test-helpers.ts';
 import { busySharpPids } from './sharp-child.ts';
 import { gradientPng, imageInput, makeContext, processGone, sleep, waitForBusySharpChild, type TestContext } from './test-helpers.ts';
 
@@ -101,6 +102,28 @@ describe('image.upscale', () => {
     const bad = join(c.workDir, 'bad.jpg');
     await writeFile(bad, Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 0, 1, 2, 3]));
     await assert.rejects(engine.run(request([imageInput(bad)]), c), isInvalid);
+  });
+
+  it('refuses an input over the pixel limit (from its header, before decoding) with input_too_large', async () => {
+    const c = makeContext('upscale-');
+    contexts.push(c);
+    const bomb = join(c.workDir, 'bomb.png');
+    await writeFile(bomb, pngBomb(30000, 30000));
+    const tooLarge = (limit: number, width: number, height: number) => (err: unknown): boolean => {
+      assert.ok(err instanceof EngineError, String(err));
+      assert.equal(err.code, 'input_too_large');
+      assert.equal(err.options.retryable, false);
+      assert.match(err.message, new RegExp(`${width}×${height} = ${width * height} pixels, over the ${limit}-pixel limit \\(ZHINIAN_MAX_INPUT_PIXELS\\)`));
+      return true;
+    };
+    const started = performance.now();
+    // No limit in the context: sharp's default (= the default ZHINIAN_MAX_INPUT_PIXELS).
+    await assert.rejects(engine.run(request([imageInput(bomb)], '2k'), c), tooLarge(268_402_689, 30000, 30000));
+    assert.ok(performance.now() - started < 2000, 'refused from the header');
+    await assert.rejects(engine.run(request([imageInput(join(files.workDir, 'landscape.png'))], '2k'), { ...c, maxInputPixels: 100_000 }), tooLarge(100_000, 640, 480));
+    // At the limit exactly: accepted. The 2048×1536 output is the engine's own and not held to it.
+    const [out] = await engine.run(request([imageInput(join(files.workDir, 'landscape.png'))], '2k'), { ...c, maxInputPixels: 640 * 480 });
+    assert.equal((await sharp(out.path).metadata()).width, 2048);
   });
 
   it('rejects an input that fails to decode in the sharp child (truncated PNG) with invalid_input', async () => {

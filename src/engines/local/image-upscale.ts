@@ -9,7 +9,7 @@ import {
   type RunContext,
   type UpscaleResolution,
 } from '../engine.ts';
-import { decodeError, imageInputs, invalidInput, readImageInfo } from './inputs.ts';
+import { decodeError, imageInputs, inputPixelLimit, invalidInput, readImageInfo } from './inputs.ts';
 import { runSharpTask } from './sharp-child.ts';
 
 /** Output size: the long side becomes `longSide`, the short one keeps the aspect (at least 1). */
@@ -24,7 +24,7 @@ export async function upscaleImage(request: EngineRequest, ctx: RunContext): Pro
   if (!UPSCALE_RESOLUTIONS.includes(resolution)) throw invalidInput(`resolution must be one of ${UPSCALE_RESOLUTIONS.join(', ')}.`);
   const input = imageInputs(request)[0];
   if (!input) throw invalidInput('image.upscale needs an input image.');
-  const info = await readImageInfo(input, 'input image');
+  const info = await readImageInfo(input, 'input image', inputPixelLimit(ctx));
   throwIfAborted(ctx.signal);
   ctx.onProgress(10);
 
@@ -36,7 +36,7 @@ export async function upscaleImage(request: EngineRequest, ctx: RunContext): Pro
     await runSharpTask(
       {
         input: { kind: 'file', path: info.path },
-        inputOptions: { limitInputPixels: false },
+        inputOptions: { limitInputPixels: inputPixelLimit(ctx) },
         ops: [
           ['rotate'],
           ['resize', target.width, target.height, { fit: 'fill', kernel: 'lanczos3' }],

@@ -1,6 +1,7 @@
 /** Picking and checking the input files of a request. */
 import sharp, { type Metadata } from 'sharp';
-import { Aborted, EngineError, type EngineInput, type EngineRequest } from '../engine.ts';
+import { DEFAULT_MAX_INPUT_PIXELS } from '../../media/probe.ts';
+import { Aborted, EngineError, type EngineInput, type EngineRequest, type RunContext } from '../engine.ts';
 import { SharpChildExited } from './sharp-child.ts';
 
 export interface ImageInfo {
@@ -19,8 +20,22 @@ export function invalidInput(message: string): EngineError {
   return new EngineError('invalid_input', message, { retryable: false });
 }
 
-/** Header-only check that `input` is an image sharp can read; its displayed size. */
-export async function readImageInfo(input: EngineInput, what: string): Promise<ImageInfo> {
+/** The job's `error.code` for an input image over the pixel limit (JOB_ERRORS.inputTooLarge). */
+export const INPUT_TOO_LARGE = 'input_too_large';
+
+/**
+ * `limitInputPixels` for every sharp decode of an input image (client data): the configured
+ * ZHINIAN_MAX_INPUT_PIXELS. The engine's own renders (SVG, raw pixels) are not held to it.
+ */
+export function inputPixelLimit(ctx: Pick<RunContext, 'maxInputPixels'>): number {
+  return ctx.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS;
+}
+
+/**
+ * Header-only check that `input` is an image sharp can read, within `maxPixels` (width × height;
+ * over it: input_too_large); its displayed size.
+ */
+export async function readImageInfo(input: EngineInput, what: string, maxPixels?: number): Promise<ImageInfo> {
   let meta: Metadata;
   try {
     meta = await sharp(input.path, { limitInputPixels: false }).metadata();
@@ -30,6 +45,11 @@ export async function readImageInfo(input: EngineInput, what: string): Promise<I
   const width = meta.autoOrient?.width ?? meta.width;
   const height = meta.autoOrient?.height ?? meta.height;
   if (!width || !height) throw invalidInput(`The ${what} has no pixel size.`);
+  if (maxPixels && width * height > maxPixels) {
+    throw new EngineError(INPUT_TOO_LARGE, `The ${what} is ${width}×${height} = ${width * height} pixels, over the ${maxPixels}-pixel limit (ZHINIAN_MAX_INPUT_PIXELS).`, {
+      retryable: false,
+    });
+  }
   return { path: input.path, width, height, hasAlpha: Boolean(meta.hasAlpha) };
 }
 
@@ -41,6 +61,10 @@ export async function readImageInfo(input: EngineInput, what: string): Promise<I
 export function decodeError(err: unknown, what: string): Error {
   if (err instanceof Aborted || err instanceof SharpChildExited) return err;
   const message = shortMessage(err);
+  // sharp's limitInputPixels: a header that passed the check but decodes bigger.
+  if (/exceeds pixel limit/i.test(message)) {
+    return new EngineError(INPUT_TOO_LARGE, `The ${what} is over the pixel limit (ZHINIAN_MAX_INPUT_PIXELS) (${message}).`, { retryable: false });
+  }
   if (/ENOSPC|EACCES|EROFS|EMFILE|ENOMEM|unable to open for write|write error/i.test(message)) {
     return err instanceof Error ? err : new Error(message);
   }

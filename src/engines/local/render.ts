@@ -280,6 +280,8 @@ export interface RenderOptions {
   height: number;
   /** A reference image on disk: resized to cover the frame and blended under the drawing. */
   reference?: string | null;
+  /** sharp's limitInputPixels for decoding the reference (client data); default sharp's own. */
+  maxInputPixels?: number;
   variant?: number;
   withText?: boolean;
   /** PNG zlib level; lower is faster and larger. */
@@ -297,7 +299,8 @@ export function promptRenderTask(options: RenderOptions, output: SharpTask['outp
   if (reference) {
     return {
       input: { kind: 'file', path: reference },
-      inputOptions: { limitInputPixels: false, failOn: 'none' },
+      // The reference is client data: held to the pixel limit. The drawing is ours and may be bigger.
+      inputOptions: { limitInputPixels: options.maxInputPixels ?? true, failOn: 'none' },
       ops: [
         ['rotate'],
         ['flatten', { background: '#000000' }],

@@ -3,6 +3,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Aborted } from '../engine.ts';
+import { decodeError } from './inputs.ts';
 import { promptRenderTask } from './render.ts';
 import { busySharpPids, prewarmSharp, runSharpTask, shutdownSharp, type SharpTask } from './sharp-child.ts';
 import { gradientPng, makeContext, processGone, type TestContext } from './test-helpers.ts';
@@ -22,6 +23,23 @@ after(async () => {
 });
 
 describe('runSharpTask', () => {
+  it("keeps sharp's limitInputPixels on for file inputs: the decode itself is held to the limit", async () => {
+    const input = { kind: 'file' as const, path: join(c.workDir, 'in.png') };
+    const decode = (limitInputPixels: number | boolean): SharpTask => ({ input, inputOptions: { limitInputPixels }, ops: [['rotate']], output: { raw: true } });
+    for (const inProcess of [false, true]) {
+      // 300×200 = 60000 pixels
+      const err = await runSharpTask(decode(59_999), signal, { inProcess, scratchDir: c.workDir }).then(
+        () => assert.fail('decoded over the limit'),
+        (e: unknown) => e,
+      );
+      assert.match(String(err), /exceeds pixel limit/);
+      const mapped = decodeError(err, 'input image');
+      assert.equal((mapped as { code?: string }).code, 'input_too_large');
+      assert.equal((await runSharpTask(decode(60_000), signal, { inProcess, scratchDir: c.workDir })).width, 300);
+      await assert.rejects(runSharpTask(decode(false), signal, { inProcess, scratchDir: c.workDir }), /limitInputPixels may not be turned off/);
+    }
+  });
+
   it('gives the same bytes in the child and in this process', async () => {
     const tasks: [string, (out: string) => SharpTask][] = [
       ['render', (out) => promptRenderTask({ prompt: 'a quiet harbour at night', width: 320, height: 240, compressionLevel: 4 }, { path: out })],

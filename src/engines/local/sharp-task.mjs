@@ -18,9 +18,22 @@ export const SHARP_METHODS = new Set([
   'png',
 ]);
 
-function overlayInput(input) {
+/**
+ * A file is client or provider data (the engine's own drawings are SVG or raw pixels): sharp's
+ * limitInputPixels stays on for it — the configured limit, or sharp's default when unset.
+ */
+function checkFileLimit(options) {
+  const limit = options?.limitInputPixels;
+  if (limit === false || limit === 0) throw new Error('limitInputPixels may not be turned off for a file input');
+}
+
+function overlayInput(overlay) {
+  const { input } = overlay;
   if (input && typeof input === 'object' && typeof input.svg === 'string') return Buffer.from(input.svg);
-  if (input && typeof input === 'object' && typeof input.file === 'string') return input.file;
+  if (input && typeof input === 'object' && typeof input.file === 'string') {
+    checkFileLimit(overlay);
+    return input.file;
+  }
   throw new Error('composite overlay input must be { svg } or { file }');
 }
 
@@ -31,6 +44,7 @@ function overlayInput(input) {
 export function buildPipeline(source, inputOptions = {}, ops = []) {
   let pipeline;
   if (typeof source === 'string') {
+    checkFileLimit(inputOptions);
     pipeline = sharp(source, inputOptions);
   } else if (source && typeof source.svg === 'string') {
     pipeline = sharp(Buffer.from(source.svg), inputOptions);
@@ -43,7 +57,7 @@ export function buildPipeline(source, inputOptions = {}, ops = []) {
   for (const [method, ...args] of ops) {
     if (!SHARP_METHODS.has(method)) throw new Error(`sharp method not allowed: ${String(method)}`);
     if (method === 'composite') {
-      pipeline = pipeline.composite((args[0] ?? []).map((overlay) => ({ ...overlay, input: overlayInput(overlay.input) })));
+      pipeline = pipeline.composite((args[0] ?? []).map((overlay) => ({ ...overlay, input: overlayInput(overlay) })));
     } else {
       pipeline = pipeline[method](...args);
     }

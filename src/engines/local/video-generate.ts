@@ -17,7 +17,7 @@ import {
   type VideoRatio,
   type VideoResolution,
 } from '../engine.ts';
-import { decodeError, imageInputs, invalidInput, readImageInfo, type ImageInfo } from './inputs.ts';
+import { decodeError, imageInputs, inputPixelLimit, invalidInput, readImageInfo, type ImageInfo } from './inputs.ts';
 import { Prng, promptSeed, renderPromptImage } from './render.ts';
 import { runSharpTask } from './sharp-child.ts';
 import { videoSize } from './video-size.ts';
@@ -92,7 +92,7 @@ export async function generateVideo(request: EngineRequest, ctx: RunContext): Pr
   const maxScenes = Math.max(1, Math.min(MAX_SCENES, Math.floor(totalFrames / (VIDEO_FPS / 2))));
   const images: ImageInfo[] = [];
   for (const input of imageInputs(request).slice(0, maxScenes)) {
-    images.push(await readImageInfo(input, `input image ${images.length + 1}`));
+    images.push(await readImageInfo(input, `input image ${images.length + 1}`, inputPixelLimit(ctx)));
   }
   throwIfAborted(ctx.signal);
 
@@ -113,7 +113,7 @@ export async function generateVideo(request: EngineRequest, ctx: RunContext): Pr
         await runSharpTask(
           {
             input: { kind: 'file', path: image.path },
-            inputOptions: { limitInputPixels: false },
+            inputOptions: { limitInputPixels: inputPixelLimit(ctx) },
             ops: [
               ['rotate'],
               ['flatten', { background: '#000000' }],

@@ -6,6 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import sharp, { type Metadata } from 'sharp';
+import { DEFAULT_MAX_INPUT_PIXELS } from '../../media/probe.ts';
 import { EngineError, throwIfAborted, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
 import { callProvider, type ProviderResponse } from './http.ts';
 import {
@@ -49,6 +50,11 @@ export interface JimengConfig {
   /** Fixed delay between polls, overriding the provider cadence (tests). */
   pollIntervalMs?: number;
   maxConcurrency: number;
+  /**
+   * ZHINIAN_MAX_INPUT_PIXELS: sharp's limitInputPixels when an input image is re-encoded for the
+   * provider (the worker already checked every input's header). Default: sharp's own.
+   */
+  maxInputPixels?: number;
 }
 
 type Body = Record<string, unknown>;
@@ -58,6 +64,7 @@ export function createJimengEngine(config: JimengConfig): RemoteEngine {
   // Sign exactly the host the HTTP client sends: default port dropped, others kept.
   const host = base.host;
   const path = `${base.pathname.replace(/\/+$/, '')}/`;
+  const maxPixels = config.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS;
 
   /** One signed call; the body is serialised once so the signed hash matches the bytes sent. */
   async function call(action: string, payload: Body, signal: AbortSignal): Promise<ProviderResponse> {
@@ -93,7 +100,7 @@ export function createJimengEngine(config: JimengConfig): RemoteEngine {
      */
     async submit(request, { signal }) {
       const reqKey = reqKeyFor(request.capability, config.imageReqKey);
-      const payload = await buildSubmitBody(request, reqKey);
+      const payload = await buildSubmitBody(request, reqKey, maxPixels);
       throwIfAborted(signal);
       const res = await call(SUBMIT_ACTION, payload, signal);
       if (!isSuccess(res)) throw engineErrorOf(res);
@@ -125,14 +132,14 @@ export function createJimengEngine(config: JimengConfig): RemoteEngine {
 // ---------------------------------------------------------------------------------------------
 // Submit bodies (§2.3)
 
-async function buildSubmitBody(request: RemoteRequest, reqKey: string): Promise<Body> {
+async function buildSubmitBody(request: RemoteRequest, reqKey: string, maxPixels: number): Promise<Body> {
   switch (request.capability) {
     case 'image.generate':
       return generateBody(request, reqKey);
     case 'image.inpaint':
-      return inpaintBody(request, reqKey);
+      return inpaintBody(request, reqKey, maxPixels);
     case 'image.upscale':
-      return upscaleBody(request, reqKey);
+      return upscaleBody(request, reqKey, maxPixels);
     default:
       throw invalidInput(`jimeng does not support ${request.capability}`);
   }
@@ -162,23 +169,23 @@ function generateBody(request: RemoteRequest, reqKey: string): Body {
   return body;
 }
 
-async function inpaintBody(request: RemoteRequest, reqKey: string): Promise<Body> {
+async function inpaintBody(request: RemoteRequest, reqKey: string, maxPixels: number): Promise<Body> {
   const prompt = requirePrompt(request);
   const images = request.inputs.filter((input) => input.role === 'image');
   const original = images[0];
   const mask = request.inputs.find((input) => input.role === 'mask') ?? images[1];
   if (!original || !mask) throw invalidInput('image.inpaint needs the original image and a mask');
-  const prepared = await prepareImage(original, 'original image', { shrinkToFit: false });
-  const maskPng = await normaliseMask(mask, prepared.width, prepared.height);
+  const prepared = await prepareImage(original, 'original image', { shrinkToFit: false, maxPixels });
+  const maskPng = await normaliseMask(mask, prepared.width, prepared.height, maxPixels);
   return { req_key: reqKey, prompt, binary_data_base64: [prepared.bytes.toString('base64'), maskPng.toString('base64')] };
 }
 
-async function upscaleBody(request: RemoteRequest, reqKey: string): Promise<Body> {
+async function upscaleBody(request: RemoteRequest, reqKey: string, maxPixels: number): Promise<Body> {
   const input = request.inputs.find((i) => i.role === 'image');
   if (!input) throw invalidInput('image.upscale needs one input image');
   // The provider has no 2k: ask for 4k; the worker downscales every upscale output to its long side.
   const resolution = UPSCALE_RESOLUTION[request.params.resolution ?? DEFAULT_UPSCALE_RESOLUTION];
-  const prepared = await prepareImage(input, 'input image', { shrinkToFit: true });
+  const prepared = await prepareImage(input, 'input image', { shrinkToFit: true, maxPixels });
   const ratio = prepared.width / prepared.height;
   if (ratio > UPSCALE_MAX_RATIO || ratio < 1 / UPSCALE_MAX_RATIO) throw invalidInput('Jimeng upscales images between 1:3 and 3:1 only');
   return { req_key: reqKey, binary_data_base64: [prepared.bytes.toString('base64')], resolution };
@@ -199,17 +206,22 @@ interface PreparedImage {
  * The image as the provider will read it: JPEG/PNG, upright, ≤4096 px a side, ≤4.7 MB. A file
  * that already qualifies is sent byte for byte; others are re-encoded (PNG, or JPEG when the PNG
  * is too big). Only an upscale input may be shrunk: its output is resized by the worker anyway,
- * whereas a shrunk inpaint original would come back smaller than the user's image.
+ * whereas a shrunk inpaint original would come back smaller than the user's image. `maxPixels`:
+ * the pixel limit, checked on the header and kept as sharp's limitInputPixels when re-encoding.
  */
-async function prepareImage(input: RemoteInput, what: string, opts: { shrinkToFit: boolean }): Promise<PreparedImage> {
+async function prepareImage(input: RemoteInput, what: string, opts: { shrinkToFit: boolean; maxPixels: number }): Promise<PreparedImage> {
   let meta: Metadata;
   try {
+    // Header only: no pixels are decoded, so the size can be read even when it is over the limit.
     meta = await sharp(input.path, { limitInputPixels: false }).metadata();
   } catch (error) {
     throw invalidInput(`the ${what} is not a readable image (${(error as Error).message})`);
   }
   const width = meta.autoOrient?.width ?? meta.width ?? 0;
   const height = meta.autoOrient?.height ?? meta.height ?? 0;
+  if (width * height > opts.maxPixels) {
+    throw new EngineError('input_too_large', `the ${what} is ${width}×${height} = ${width * height} pixels, over the ${opts.maxPixels}-pixel limit (ZHINIAN_MAX_INPUT_PIXELS)`);
+  }
   const upright = !meta.orientation || meta.orientation === 1;
   const fitsSide = Math.max(width, height) <= MAX_INPUT_SIDE;
   if (!fitsSide && !opts.shrinkToFit) throw invalidInput(`the ${what} is larger than ${MAX_INPUT_SIDE} px on a side, the most Jimeng takes`);
@@ -217,7 +229,7 @@ async function prepareImage(input: RemoteInput, what: string, opts: { shrinkToFi
     const bytes = await readFile(input.path);
     if (bytes.length <= MAX_BASE64_INPUT_BYTES) return { bytes, width, height };
   }
-  const pipeline = sharp(input.path, { limitInputPixels: false })
+  const pipeline = sharp(input.path, { limitInputPixels: opts.maxPixels })
     .rotate()
     .resize(MAX_INPUT_SIDE, MAX_INPUT_SIDE, { fit: 'inside', withoutEnlargement: true });
   const png = await pipeline.clone().png().toBuffer({ resolveWithObject: true });
@@ -231,9 +243,9 @@ async function prepareImage(input: RemoteInput, what: string, opts: { shrinkToFi
  * The mask as Jimeng wants it: single-channel grey PNG of the original's size, 0 keep / 255
  * repaint. Same rule as the local engine: alpha flattened onto black, ≥128 → repaint.
  */
-async function normaliseMask(mask: RemoteInput, width: number, height: number): Promise<Buffer> {
+async function normaliseMask(mask: RemoteInput, width: number, height: number, maxPixels: number): Promise<Buffer> {
   try {
-    return await sharp(mask.path, { limitInputPixels: false })
+    return await sharp(mask.path, { limitInputPixels: maxPixels })
       .rotate()
       .flatten({ background: '#000000' })
       .greyscale()
