@@ -1,24 +1,18 @@
-import multipart from '@fastify/multipart';
+import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { AssetService, Store, UrlSigner } from '../assets/index.ts';
 import type { Db } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import type { JobService } from '../jobs/index.ts';
-import type { Authenticator } from './auth.ts';
-import { Unauthorized } from '../lib/errors.ts';
-import { registerErrorHandling } from './errors.ts';
+import { registerAccessControl, type Authenticator } from './auth.ts';
+import { clientErrorHandler, frameworkErrorHandler, registerErrorHandling } from './errors.ts';
+import { registerJsonParser } from './json-body.ts';
+import { registerMultipartPassThrough } from './multipart.ts';
+import { RequestLog } from './request-log.ts';
 import { registerAssetRoutes } from './routes/assets.ts';
 import { registerJobRoutes } from './routes/jobs.ts';
 import { registerMetaRoutes } from './routes/meta.ts';
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    clientId: string;
-    /** The asset a valid signed download link opens (no API key needed for that one URL). */
-    signedAssetId: string | null;
-  }
-}
 
 export interface AppDeps {
   logger: Logger;
@@ -29,14 +23,17 @@ export interface AppDeps {
   store: Store;
   db: Db;
   engines: EngineRegistry;
-  maxUploadBytes: number;
+  /** A request whose headers and body have not fully arrived by then is answered 408. */
+  requestTimeoutMs: number;
   baseUrl: () => string;
 }
 
-const PUBLIC_PATHS = new Set(['/api/v1/openapi.json', '/healthz', '/readyz']);
-const SIGNED_DOWNLOAD = /^\/api\/v1\/assets\/(asset_[0-9a-z]{26})\/download$/;
 /** JSON bodies are small (a prompt, some URLs, ≤ 4 KiB metadata); files go through multipart. */
 const JSON_BODY_LIMIT = 1024 * 1024;
+/** A client's X-Request-Id is kept only when it is this short and printable (it goes into every log line). */
+const CLIENT_REQUEST_ID = /^[\x21-\x7e]{1,64}$/;
+/** Headers must arrive within this (or the request timeout, if shorter); the body gets the rest. */
+const HEADERS_TIMEOUT_MS = 30_000;
 
 /** Builds the HTTP app. It never listens: `cli/` does. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -44,30 +41,33 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: JSON_BODY_LIMIT,
     return503OnClosing: true,
-    requestIdHeader: 'x-request-id',
+    logController: new RequestLog(),
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
+    },
     routerOptions: { ignoreTrailingSlash: true },
+    // Node's own timers: a stalled upload or a slow-loris client is answered 408 and closed.
+    // The check runs every second so the limit holds to about a second (Node's default is 30 s).
+    requestTimeout: deps.requestTimeoutMs,
+    http: {
+      headersTimeout: Math.min(HEADERS_TIMEOUT_MS, deps.requestTimeoutMs),
+      connectionsCheckingInterval: Math.min(1000, deps.requestTimeoutMs),
+    },
+    clientErrorHandler,
+    frameworkErrors: frameworkErrorHandler,
   });
-  app.decorateRequest('clientId', '');
-  app.decorateRequest('signedAssetId', null);
   // Bodies are JSON or multipart; anything else is refused (415, answered as 400).
   app.removeContentTypeParser('text/plain');
+  registerJsonParser(app);
   registerErrorHandling(app);
-  await app.register(multipart, {
-    limits: { fileSize: deps.maxUploadBytes, files: 20, fields: 20, parts: 40 },
+  app.addHook('onRequest', async (request, reply) => {
+    // Every answer names its request (for support) and forbids content sniffing (downloads are
+    // partners' files: a browser must not run one as HTML).
+    reply.header('x-request-id', request.id).header('x-content-type-options', 'nosniff');
   });
-
-  app.addHook('onRequest', async (request) => {
-    const path = request.url.split('?', 1)[0];
-    if (PUBLIC_PATHS.has(path) || !path.startsWith('/api/')) return;
-    const signed = SIGNED_DOWNLOAD.exec(path);
-    const query = request.query as Record<string, string | undefined>;
-    if (signed && (query.signature !== undefined || query.expires !== undefined)) {
-      if (!deps.signer.verify(signed[1], query.expires, query.signature)) throw new Unauthorized('Invalid or expired signed URL.');
-      request.signedAssetId = signed[1];
-      return;
-    }
-    request.clientId = deps.auth.authenticate(request.headers);
-  });
+  registerAccessControl(app, { auth: deps.auth, signer: deps.signer });
+  registerMultipartPassThrough(app);
 
   registerMetaRoutes(app, { db: deps.db, store: deps.store, engines: deps.engines, baseUrl: deps.baseUrl });
   registerJobRoutes(app, deps.jobs);

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { parseRange } from './range.ts';
+import { ifNoneMatchHits, parseRange } from './range.ts';
 
 const SIZE = 1000;
 
 describe('Range header parsing', () => {
   test('no header, or one that is not a single byte range, means the whole file', () => {
-    for (const header of [undefined, '', 'bytes=', 'bytes=-', 'items=0-5', 'bytes=abc', 'bytes=0-1,5-6', 'bytes=1.5-2', 'bytes=--5']) {
+    for (const header of [undefined, '', 'bytes=', 'bytes=-', 'items=0-5', 'bytes=abc', 'bytes=0-1,5-6', 'bytes=1.5-2', 'bytes=--5', 'bytes=0x10-20', 'bytes=+1-2', 'bytes=1-2-3']) {
       assert.equal(parseRange(header, SIZE), null, String(header));
     }
   });
@@ -33,12 +33,32 @@ describe('Range header parsing', () => {
     assert.equal(parseRange('bytes=1000-', SIZE), 'unsatisfiable');
     assert.equal(parseRange('bytes=1000-2000', SIZE), 'unsatisfiable');
     assert.equal(parseRange('bytes=-0', SIZE), 'unsatisfiable');
-    assert.equal(parseRange('bytes=5-4', SIZE), 'unsatisfiable');
+    assert.equal(parseRange('bytes=99999999999999999999-', SIZE), 'unsatisfiable');
+  });
+
+  test('a backwards range is invalid and ignored (whole file), not unsatisfiable', () => {
+    assert.equal(parseRange('bytes=5-4', SIZE), null);
+    assert.equal(parseRange('bytes=2000-1000', SIZE), null);
+  });
+
+  test('the unit is case-insensitive and white space around the range is allowed', () => {
+    assert.deepEqual(parseRange('Bytes=0-9', SIZE), { start: 0, end: 9 });
+    assert.deepEqual(parseRange('BYTES= 0-9 ', SIZE), { start: 0, end: 9 });
   });
 
   test('every range of an empty file is unsatisfiable', () => {
     assert.equal(parseRange('bytes=0-', 0), 'unsatisfiable');
     assert.equal(parseRange('bytes=0-0', 0), 'unsatisfiable');
     assert.equal(parseRange('bytes=-5', 0), 'unsatisfiable');
+  });
+});
+
+describe('If-None-Match', () => {
+  const etag = '"abc"';
+  test('matches *, the tag itself, its weak form and any member of a list', () => {
+    for (const header of ['*', ' * ', '"abc"', 'W/"abc"', '"x", "abc"', '"x",W/"abc" , "y"']) assert.equal(ifNoneMatchHits(header, etag), true, header);
+  });
+  test('does not match other tags, an absent header or a bare value', () => {
+    for (const header of [undefined, '', '"abd"', 'abc', '"x", "y"', 'W/"ab"']) assert.equal(ifNoneMatchHits(header, etag), false, String(header));
   });
 });

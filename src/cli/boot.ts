@@ -123,14 +123,20 @@ export async function boot(opts: BootOptions): Promise<Running> {
       store,
       db: handle.db,
       engines,
-      maxUploadBytes: config.maxUploadBytes,
+      requestTimeoutMs: config.requestTimeoutMs,
       baseUrl,
     });
     await app.listen({ port: config.http.port, host: config.http.host });
     const address = app.server.address();
     listeningPort = typeof address === 'object' && address ? address.port : config.http.port;
     url = `http://${config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host}:${listeningPort}`;
-    stoppers.push(() => app.close());
+    stoppers.push(async () => {
+      // Stop listening and let in-flight requests finish; past the grace period, close what is
+      // left (a stalled upload, a client that never reads) so nothing holds the process.
+      const cutOff = setTimeout(() => app.server.closeAllConnections(), config.shutdownGraceMs);
+      await app.close();
+      clearTimeout(cutOff);
+    });
   }
   if (opts.worker) {
     // Start the sharp child now, so the first image job does not wait ~0.3 s for it.

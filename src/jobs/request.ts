@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { withoutNulls } from '../lib/validate.ts';
 import {
   CAPABILITIES,
   IMAGE_QUALITIES,
@@ -13,6 +14,8 @@ import {
  * capability needs) live in `validate.ts`.
  */
 const httpUrl = z.string().max(2048).describe('http(s) URL the worker fetches');
+/** Text a person wrote: at least one character that is not white space. */
+const text = (max: number) => z.string().min(1).max(max).refine((s) => s.trim() !== '', 'must not be blank');
 const assetId = z.string().regex(/^asset_[0-9a-z]{26}$/, 'must be an asset id (asset_…)');
 
 export const materialSchema = z
@@ -20,7 +23,7 @@ export const materialSchema = z
     type: z.enum(['image', 'video', 'audio']),
     url: httpUrl.optional(),
     assetId: assetId.optional(),
-    label: z.string().min(1).max(64).optional().describe('How the prompt refers to it, e.g. @图片1'),
+    label: text(64).optional().describe('How the prompt refers to it, e.g. @图片1'),
   })
   .strict();
 
@@ -35,7 +38,7 @@ export const videoSettingsSchema = z
 export const createJobBodySchema = z
   .object({
     capability: z.enum(CAPABILITIES),
-    prompt: z.string().min(1).max(4000).optional(),
+    prompt: text(4000).optional(),
     width: z.int().min(64).max(8192).optional().describe('image.generate, default 1024'),
     height: z.int().min(64).max(8192).optional().describe('image.generate, default 1024'),
     scale: z.number().min(0).max(100).optional().describe('image.generate: how much the text outweighs references (Jimeng)'),
@@ -54,6 +57,21 @@ export const createJobBodySchema = z
   .strict();
 
 export type CreateJobBody = z.infer<typeof createJobBodySchema>;
+
+/**
+ * JSON clients often send `null` for "not set": such fields are dropped before anything else
+ * looks at the body (validation and the idempotency hash alike), at the top level, in
+ * `settings` and in each of `materials`. Nulls inside `metadata` are the client's data and stay.
+ */
+export function withoutNullFields(body: unknown): unknown {
+  const out = withoutNulls(body);
+  if (out !== body) {
+    const fields = out as Record<string, unknown>;
+    if (fields.settings !== undefined) fields.settings = withoutNulls(fields.settings);
+    if (Array.isArray(fields.materials)) fields.materials = fields.materials.map(withoutNulls);
+  }
+  return out;
+}
 
 export const listJobsQuerySchema = z
   .object({

@@ -5,14 +5,14 @@ import type { Clock } from '../lib/clock.ts';
 import { canonicalJson, sha256Hex } from '../lib/canonical-json.ts';
 import { formatCursor, parseCursor } from '../lib/cursor.ts';
 import { Conflict, Invalid, NotFound, RateLimited } from '../lib/errors.ts';
-import { newId } from '../lib/ids.ts';
+import { isId, newId } from '../lib/ids.ts';
 import type { Notifier } from '../lib/notifier.ts';
 import { createGroupCommit } from '../lib/group-commit.ts';
 import { parseWith } from '../lib/validate.ts';
 import { isTerminal } from './lifecycle.ts';
 import { takeRateSlot } from './rate-limit.ts';
 import { toJob, type Job } from './repo.ts';
-import { listJobsQuerySchema } from './request.ts';
+import { listJobsQuerySchema, withoutNullFields } from './request.ts';
 import { settleJob } from './settle.ts';
 import { validateJobRequest, type ValidatedJob } from './validate.ts';
 
@@ -131,10 +131,11 @@ export function createJobService(deps: JobServiceDeps) {
      * The key row and the job are inserted in one transaction under the unique (client, key)
      * index, so racing duplicates make exactly one job.
      */
-    async create(clientId: string, body: unknown, idempotencyKey: string | undefined): Promise<{ job: Job; reused: boolean }> {
+    async create(clientId: string, rawBody: unknown, idempotencyKey: string | undefined): Promise<{ job: Job; reused: boolean }> {
       if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
         throw new Invalid('Idempotency-Key', 'must be 1–255 printable ASCII characters');
       }
+      const body = withoutNullFields(rawBody);
       const requestHash = idempotencyKey === undefined ? '' : sha256Hex(canonicalJson(body));
       if (idempotencyKey !== undefined) {
         const existing = await findByKey(clientId, idempotencyKey, requestHash);
@@ -159,6 +160,7 @@ export function createJobService(deps: JobServiceDeps) {
     },
 
     async get(clientId: string, id: string): Promise<Job> {
+      if (!isId('job', id)) throw new NotFound('Job');
       const row = await db.selectFrom('jobs').selectAll().where('id', '=', id).where('client_id', '=', clientId).executeTakeFirst();
       if (!row) throw new NotFound('Job');
       return toJob(row);
@@ -179,6 +181,7 @@ export function createJobService(deps: JobServiceDeps) {
     },
 
     async cancel(clientId: string, id: string): Promise<Job> {
+      if (!isId('job', id)) throw new NotFound('Job');
       const row = await settleJob(handle, notifier, {
         jobId: id,
         clientId,

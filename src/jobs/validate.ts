@@ -42,9 +42,7 @@ type InputKind = 'image' | 'video' | 'audio' | 'other';
 /** Checks a create-job body completely; every failure names its field. */
 export async function validateJobRequest(raw: unknown, ctx: ValidateContext): Promise<ValidatedJob> {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new Invalid(null, 'The request body must be a JSON object.');
-  // JSON clients often send null for "not set"; treat it as absent.
-  const withoutNulls = Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== null));
-  const body = parseWith(createJobBodySchema, withoutNulls);
+  const body = parseWith(createJobBodySchema, raw);
   const capability = body.capability;
 
   for (const field of CAPABILITY_FIELDS) {

@@ -34,6 +34,16 @@ export function newId(prefix: 'job' | 'asset' | 'whd' | 'wrk'): string {
   return `${prefix}_${encodeTime(lastMs)}${encodeRandom(lastRandom)}`;
 }
 
+const ID_SHAPE = /^[0-9a-hjkmnp-tv-z]{26}$/;
+
+/**
+ * True for a well-formed id of that kind. Ids from a URL or a body are checked before any
+ * query, so text no id can be (NUL, a megabyte) never reaches the database.
+ */
+export function isId(prefix: 'job' | 'asset', value: string): boolean {
+  return value.length === prefix.length + 27 && value.startsWith(`${prefix}_`) && ID_SHAPE.test(value.slice(prefix.length + 1));
+}
+
 function encodeTime(ms: number): string {
   let out = '';
   for (let i = 0; i < 10; i++) {

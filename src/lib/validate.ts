@@ -52,3 +52,9 @@ function valueAt(value: unknown, path: PropertyKey[]): unknown {
   }
   return current;
 }
+
+/** A copy of a plain object without its null-valued properties (JSON's "not set"); anything else as it is. */
+export function withoutNulls(value: unknown): unknown {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== null));
+}

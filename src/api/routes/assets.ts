@@ -1,11 +1,11 @@
-import fsp from 'node:fs/promises';
 import contentDisposition from 'content-disposition';
 import type { FastifyInstance } from 'fastify';
-import { cleanName, type AssetService, type Store, type WrittenFile } from '../../assets/index.ts';
-import { Invalid } from '../../lib/errors.ts';
-import { parseRange } from '../range.ts';
+import type { AssetService, Store } from '../../assets/index.ts';
+import { clientOf } from '../auth.ts';
+import { isMultipart, receiveFiles } from '../multipart.ts';
+import { ifNoneMatchHits, parseRange } from '../range.ts';
 
-const MAX_FILES = 20;
+export const MAX_UPLOAD_FILES = 20;
 /**
  * Life of a presigned redirect target. The client follows the 302 at once; players that seek
  * come back to this route and get a fresh URL, so minutes are plenty and a leaked URL dies soon.
@@ -14,42 +14,31 @@ const PRESIGNED_TTL_SECONDS = 600;
 
 export function registerAssetRoutes(app: FastifyInstance, assets: AssetService, store: Store): void {
   app.post('/api/v1/assets', async (request, reply) => {
-    if (!request.isMultipart()) {
-      return reply.status(201).send({ asset: await assets.createFromUrl(request.clientId, request.body) });
+    const clientId = clientOf(request);
+    if (!isMultipart(request)) {
+      return reply.status(201).send({ asset: await assets.createFromUrl(clientId, request.body) });
     }
     // Each file streams to disk as it arrives; nothing is held in memory.
-    const received: { file: WrittenFile; name: string }[] = [];
-    try {
-      for await (const part of request.parts()) {
-        if (part.type !== 'file') continue;
-        if (part.fieldname !== 'files') {
-          part.file.resume();
-          throw new Invalid(part.fieldname, 'unexpected file field; upload files in the "files" field');
-        }
-        if (received.length >= MAX_FILES) throw new Invalid('files', `at most ${MAX_FILES} files per request`);
-        const file = await assets.receive(part.file);
-        received.push({ file, name: cleanName(part.filename, `upload-${received.length + 1}`) });
-      }
-    } catch (error) {
-      await Promise.all(received.map((r) => fsp.rm(r.file.path, { force: true })));
-      throw error;
-    }
-    if (received.length === 0) throw new Invalid('files', 'no file uploaded; send multipart/form-data with one or more "files" parts');
-    return reply.status(201).send({ assets: await assets.createFromUploads(request.clientId, received) });
+    const received = await receiveFiles(request, { maxFiles: MAX_UPLOAD_FILES, receive: assets.receive });
+    return reply.status(201).send({ assets: await assets.createFromUploads(clientId, received) });
   });
 
-  app.get<{ Params: { id: string } }>('/api/v1/assets/:id', async (request) => ({ asset: await assets.get(request.clientId, request.params.id) }));
+  app.get<{ Params: { id: string } }>('/api/v1/assets/:id', async (request) => ({ asset: await assets.get(clientOf(request), request.params.id) }));
 
-  app.get('/api/v1/assets', async (request) => assets.list(request.clientId, request.query));
+  app.get('/api/v1/assets', async (request) => assets.list(clientOf(request), request.query));
 
-  app.get<{ Params: { id: string } }>('/api/v1/assets/:id/download', async (request, reply) => {
-    const row = request.signedAssetId === request.params.id ? await assets.findRowById(request.params.id) : await assets.findRow(request.clientId, request.params.id);
+  app.get<{ Params: { id: string } }>('/api/v1/assets/:id/download', { config: { access: 'key-or-signed-link' } }, async (request, reply) => {
+    // A signed link opens exactly the asset it was made for; anything else needs the owner's key.
+    const row =
+      request.signedAssetId !== null && request.signedAssetId === request.params.id
+        ? await assets.findRowById(request.params.id)
+        : await assets.findRow(clientOf(request), request.params.id);
     const size = Number(row.bytes);
     const etag = `"${row.sha256}"`;
     const cacheForever = 'private, max-age=31536000, immutable';
     // A client holding this ETag already has the bytes (with presigned downloads, 304 also
     // spares it the redirect).
-    if (request.headers['if-none-match'] === etag) return reply.status(304).header('etag', etag).header('cache-control', cacheForever).send();
+    if (ifNoneMatchHits(request.headers['if-none-match'], etag)) return reply.status(304).header('etag', etag).header('cache-control', cacheForever).send();
     if (store.presignGet) {
       // Access is settled above (key or signed link); the store serves the bytes and ranges.
       // The 302 itself carries no ETag and must not be cached past the presigned URL's life.

@@ -16,7 +16,7 @@ const INPUT_FIELDS = ['prompt', 'inputAssetIds', 'inputUrls', 'imageUrls', 'mate
 
 export function registerMetaRoutes(app: FastifyInstance, deps: { db: Db; store: Store; engines: EngineRegistry; baseUrl: () => string }): void {
   let openapi: object | null = null;
-  app.get('/api/v1/openapi.json', async () => (openapi ??= buildOpenApi(deps.baseUrl())));
+  app.get('/api/v1/openapi.json', { config: { access: 'public' } }, async () => (openapi ??= buildOpenApi(deps.baseUrl())));
 
   app.get('/api/v1/capabilities', async () => ({
     capabilities: CAPABILITIES.map((capability) => ({
@@ -27,8 +27,8 @@ export function registerMetaRoutes(app: FastifyInstance, deps: { db: Db; store: 
     })),
   }));
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_request, reply) => {
+  app.get('/healthz', { config: { access: 'public' } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { config: { access: 'public' } }, async (_request, reply) => {
     const checks = await Promise.allSettled([pingDb(deps.db), deps.store.check()]);
     const [database, storage] = checks.map((c) => (c.status === 'fulfilled' ? 'ok' : 'unavailable'));
     const ready = database === 'ok' && storage === 'ok';

@@ -1,0 +1,33 @@
+import { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
+
+/** Probes hit these every few seconds; logging them would drown everything else. */
+const UNLOGGED = new Set(['/healthz', '/readyz']);
+
+/**
+ * One line per request, when its answer is done (Fastify's default is two): what ran (the
+ * route pattern, never the raw URL, which may carry a signed link's signature), for whom, how
+ * it ended and how long it took. Health checks are not logged.
+ */
+export class RequestLog extends LogController {
+  override isLogDisabled(request: FastifyRequest): boolean {
+    const route = request.routeOptions.url;
+    return route !== undefined && UNLOGGED.has(route);
+  }
+
+  override incomingRequest(): void {}
+
+  override routeNotFound(): void {}
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    if (this.isLogDisabled(request)) return;
+    const line = {
+      method: request.method,
+      route: request.routeOptions.url ?? null,
+      statusCode: reply.statusCode,
+      clientId: request.clientId,
+      durationMs: Math.round(reply.elapsedTime * 10) / 10,
+    };
+    if (error) request.log.error({ ...line, err: error }, 'request');
+    else request.log.info(line, 'request');
+  }
+}
