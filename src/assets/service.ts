@@ -6,8 +6,8 @@ import { nextSortKey, retryOnSortKeyConflict, withTransaction } from '../db/inde
 import type { Clock } from '../lib/clock.ts';
 import { formatCursor, parseCursor } from '../lib/cursor.ts';
 import { Invalid, NotFound, TooLarge } from '../lib/errors.ts';
-import { newId } from '../lib/ids.ts';
-import { parseWith } from '../lib/validate.ts';
+import { isId, newId } from '../lib/ids.ts';
+import { parseWith, withoutNulls } from '../lib/validate.ts';
 import { checkPixelLimit, DEFAULT_MAX_INPUT_PIXELS, PixelLimitExceeded, probeFile, type ProbeResult } from '../media/probe.ts';
 import { downloadToFile, FetchError } from './fetch-url.ts';
 import { toAsset, type Asset, type AssetKind } from './repo.ts';
@@ -50,10 +50,24 @@ export function storageKeyFor(assetId: string): string {
   return `${assetId.slice(-2)}/${assetId}`;
 }
 
-/** Keeps a file name safe to echo in headers and paths. */
+/** C0 and C1 controls, DEL, and the bidi controls that can make `gpj.exe` display as `exe.jpg`. */
+const UNSAFE_IN_NAMES = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/gu;
+const MAX_NAME_LENGTH = 255;
+
+/**
+ * Keeps a file name safe to echo in headers, paths and the console: the last path segment,
+ * without control, bidi or unpaired surrogate characters, at most 255 UTF-16 units, cut between
+ * code points (never inside a surrogate pair).
+ */
 export function cleanName(name: string | undefined, fallback: string): string {
-  const base = path.basename((name ?? '').replace(/\\/g, '/')).replace(/[\x00-\x1f\x7f]/g, '').trim();
-  return (base || fallback).slice(0, 255);
+  const base = path.basename((name ?? '').replace(/\\/g, '/'));
+  let out = '';
+  for (const char of base.replace(UNSAFE_IN_NAMES, '')) {
+    if (char.length === 1 && char >= '\ud800' && char <= '\udfff') continue;
+    if (out.length + char.length > MAX_NAME_LENGTH) break;
+    out += char;
+  }
+  return out.trim() || fallback;
 }
 
 export function createAssetService(deps: AssetServiceDeps) {
@@ -124,6 +138,7 @@ export function createAssetService(deps: AssetServiceDeps) {
   }
 
   async function findRow(clientId: string, id: string): Promise<AssetsTable> {
+    if (!isId('asset', id)) throw new NotFound('Asset');
     const row = await db.selectFrom('assets').selectAll().where('id', '=', id).where('client_id', '=', clientId).executeTakeFirst();
     if (!row) throw new NotFound('Asset');
     return row;
@@ -133,6 +148,7 @@ export function createAssetService(deps: AssetServiceDeps) {
     prepare,
     /** For signed download links, whose signature already proves access. */
     async findRowById(id: string): Promise<AssetsTable> {
+      if (!isId('asset', id)) throw new NotFound('Asset');
       const row = await db.selectFrom('assets').selectAll().where('id', '=', id).executeTakeFirst();
       if (!row) throw new NotFound('Asset');
       return row;
@@ -155,7 +171,7 @@ export function createAssetService(deps: AssetServiceDeps) {
 
     /** Fetches a URL (SSRF-guarded, size-capped) and stores it as an asset. */
     async createFromUrl(clientId: string, body: unknown): Promise<Asset> {
-      const input = parseWith(registerAssetBodySchema, body);
+      const input = parseWith(registerAssetBodySchema, withoutNulls(body));
       const target = tempPath(deps.tempDir);
       await fsp.mkdir(deps.tempDir, { recursive: true });
       let fetched;
