@@ -5,11 +5,13 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
+import { Worker } from 'node:worker_threads';
+import type { KyselyPlugin } from 'kysely';
 import sharp from 'sharp';
 import { migrateToLatest, type DbHandle, type WebhookDeliveriesTable } from '../src/db/index.ts';
 import { EngineError, type Engine } from '../src/engines/engine.ts';
 import { systemClock } from '../src/lib/clock.ts';
-import { attemptDelivery, claimDueDelivery, enqueueWebhook, MAX_DELIVERY_ATTEMPTS, type DeliveryOptions } from '../src/webhooks/index.ts';
+import { attemptDelivery, claimDueDelivery, DEFAULT_DELIVERY_LEASE_MS, enqueueWebhook, MAX_DELIVERY_ATTEMPTS, type DeliveryOptions } from '../src/webhooks/index.ts';
 import { cleanup, type ReceivedHook, type Stack, startReceiver, startStack, tempDir, waitFor, waitForJob, WEBHOOK_SECRET, openTestDb } from './helpers.ts';
 
 /** Webhook delivery: retries with growing, jittered delays, stable ids and bytes, stored state. */
@@ -368,5 +370,172 @@ describe('webhook headers and events', () => {
     }
     const events = await h.db.selectFrom('webhook_deliveries').select(['job_id', 'event']).execute();
     assert.equal(events.length, expected.length, 'one delivery per event');
+  });
+});
+
+describe('webhook claims are leases: a live sender keeps its delivery until its outcome is recorded', () => {
+  /** A delivery on a fresh database and a clock the test moves (senders' time, not the timers'). */
+  async function leased(t: TestContext, url: string) {
+    const add = cleanup(t);
+    const handle = add(await openTestDb(tempDir()), (h) => h.close());
+    await migrateToLatest(handle);
+    const clock = { at: Date.now(), now: () => clock.at };
+    await enqueueWebhook(handle.db, { jobId: 'job_lease', clientId: 'client-a', url, event: 'generation.succeeded', job: { id: 'job_lease', status: 'succeeded' }, now: clock.at });
+    const sender = (owner: string, extra: Partial<DeliveryOptions> = {}): DeliveryOptions => ({
+      handle,
+      clock,
+      owner,
+      secret: WEBHOOK_SECRET,
+      allowPrivateUrls: true,
+      timeoutMs: 5_000,
+      heartbeatMs: 20,
+      ...extra,
+    });
+    const row = () => handle.db.selectFrom('webhook_deliveries').selectAll().executeTakeFirstOrThrow();
+    return { handle, clock, sender, row };
+  }
+
+  /** A receiver that holds each request until the test lets it answer. */
+  async function heldReceiver(t: TestContext) {
+    const received: http.IncomingHttpHeaders[] = [];
+    const waiting: (() => void)[] = [];
+    const url = await rawServer(t, (req, res) => {
+      req.resume();
+      req.on('end', () => {
+        received.push(req.headers);
+        waiting.push(() => res.end('ok'));
+      });
+    });
+    return { url, received, answerAll: () => waiting.splice(0).forEach((answer) => answer()) };
+  }
+
+  test('a sender still waiting for its answer 50 s (of its clock) after the claim keeps it: no second sender sends the event meanwhile', async (t) => {
+    // Before: a claim ran out 15 s after it was taken (10 s time limit + 5 s margin) whatever its
+    // sender was doing, so a slow attempt or a slow record was sent again by another live process.
+    const receiver = await heldReceiver(t);
+    const { clock, sender, row } = await leased(t, receiver.url);
+    const a = sender('wrk_a');
+    const claimed = await claimDueDelivery(a);
+    assert.ok(claimed);
+    const attempt = attemptDelivery(a, claimed);
+    await waitFor(() => receiver.received.length === 1, { timeoutMs: 30_000, what: 'the request to reach the receiver' });
+
+    for (let step = 1; step <= 10; step++) {
+      clock.at += 5_000;
+      assert.equal(await claimDueDelivery(sender('wrk_b')), null, `${step * 5} s after the claim a second sender took the delivery while its sender was alive`);
+      // Wait for the next renewal (every 20 ms of real time) before moving the clock again.
+      await waitFor(async () => Number((await row()).next_attempt_at) >= clock.at + DEFAULT_DELIVERY_LEASE_MS, { timeoutMs: 2_000, what: 'a renewal' }).catch(() => {});
+    }
+    receiver.answerAll();
+    assert.equal(await attempt, 'delivered');
+    const settled = await row();
+    assert.equal(settled.status, 'delivered');
+    assert.equal(settled.lease_owner, null);
+    assert.equal(settled.attempts, 1);
+    clock.at += 3_600_000;
+    assert.equal(await claimDueDelivery(sender('wrk_b')), null, 'nothing left to send');
+    assert.equal(receiver.received.length, 1, 'the receiver got the event once');
+  });
+
+  test('when recording the answer fails (a database error), the record is retried and the event is not sent again', async (t) => {
+    // Before: the failed write was thrown away; the 200 was lost and the event sent again once
+    // the claim ran out.
+    const received: string[] = [];
+    const url = await rawServer(t, (req, res) => {
+      received.push(String(req.headers['x-zhinian-delivery']));
+      req.resume();
+      req.on('end', () => res.end('ok'));
+    });
+    const { handle, clock, sender, row } = await leased(t, url);
+    let failuresLeft = 2;
+    const flaky: KyselyPlugin = {
+      transformQuery(args) {
+        // The record's update (the only one that sets last_status_code) fails twice.
+        if (args.node.kind === 'UpdateQueryNode' && JSON.stringify(args.node).includes('"last_status_code"') && failuresLeft-- > 0) {
+          throw new Error('Connection terminated unexpectedly');
+        }
+        return args.node;
+      },
+      transformResult: async (args) => args.result,
+    };
+    const a = sender('wrk_a', { handle: { ...handle, db: handle.db.withPlugin(flaky) } });
+    const claimed = await claimDueDelivery(a);
+    assert.ok(claimed);
+    assert.equal(await attemptDelivery(a, claimed), 'delivered', 'the answer was recorded despite two failed writes');
+    assert.equal(failuresLeft, -1, 'the record did fail twice first');
+    const settled = await row();
+    assert.equal(settled.status, 'delivered');
+    assert.equal(settled.last_status_code, 200);
+    const tries = await attemptsOf(handle, claimed.id);
+    assert.deepEqual(tries.map((x) => [x.attempt, x.status_code]), [[1, 200]]);
+    clock.at += 3_600_000;
+    assert.equal(await claimDueDelivery(sender('wrk_b')), null, 'nothing left to send');
+    assert.deepEqual(received, [claimed.id], 'sent once');
+  });
+
+  test('a sender that dies loses its claim after the lease: another sends the same X-Zhinian-Delivery, and the dead claim can never record', async (t) => {
+    const received: string[] = [];
+    const url = await rawServer(t, (req, res) => {
+      received.push(String(req.headers['x-zhinian-delivery']));
+      req.resume();
+      req.on('end', () => res.end('ok'));
+    });
+    const { handle, clock, sender, row } = await leased(t, url);
+    const dead = await claimDueDelivery(sender('wrk_dead'));
+    assert.ok(dead);
+    // wrk_dead never renews: its claim holds for one lease, then lapses.
+    clock.at += DEFAULT_DELIVERY_LEASE_MS - 1;
+    assert.equal(await claimDueDelivery(sender('wrk_b')), null, 'the claim holds for its lease');
+    clock.at += 2;
+    const taken = await claimDueDelivery(sender('wrk_b'));
+    assert.ok(taken, 'taken over once the lease lapsed');
+    assert.equal(taken.attempts, 2);
+    assert.equal(await attemptDelivery(sender('wrk_b'), taken), 'delivered');
+
+    // Had wrk_dead only stalled, its late attempt would send (at least once) but not record.
+    assert.equal(await attemptDelivery(sender('wrk_dead'), dead), 'lost');
+    assert.deepEqual(received, [dead.id, dead.id], 'the same delivery id on every send');
+    const tries = await attemptsOf(handle, dead.id);
+    assert.deepEqual(tries.map((x) => [x.attempt, x.status_code]), [[2, 200]], 'only the claim that held the delivery recorded');
+    const settled = await row();
+    assert.equal(settled.status, 'delivered');
+    assert.equal(settled.attempts, 2);
+  });
+
+  test('an answer that came within the time limit counts even when the sender was busy as the limit passed', async (t) => {
+    // The receiver runs on its own thread and answers 50 ms after the request; this thread is
+    // blocked (as a busy process is) until long after the 300 ms limit. Timers run before I/O:
+    // before, the limit fired first and the answer that had arrived in time was recorded as
+    // "no answer", and sent again later.
+    const receiver = new Worker(
+      `const http = require('node:http');
+       const { parentPort } = require('node:worker_threads');
+       const server = http.createServer((req, res) => {
+         req.resume();
+         req.on('end', () => { parentPort.postMessage('received'); setTimeout(() => res.end('ok'), 50); });
+       });
+       server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));`,
+      { eval: true },
+    );
+    cleanup(t)(receiver, (w) => w.terminate());
+    const port = await new Promise<number>((resolve) => receiver.once('message', resolve));
+    const { handle, sender } = await leased(t, `http://127.0.0.1:${port}/hook`);
+    const a = sender('wrk_a', { timeoutMs: 300 });
+    const claimed = await claimDueDelivery(a);
+    assert.ok(claimed);
+    const startedAt = Date.now();
+    const attempt = attemptDelivery(a, claimed);
+    await new Promise<void>((resolve) =>
+      receiver.once('message', () =>
+        setImmediate(() => {
+          while (Date.now() - startedAt < 800); // busy: no I/O, no timers
+          resolve();
+        }),
+      ),
+    );
+    assert.equal(await attempt, 'delivered');
+    const [recorded] = await attemptsOf(handle, claimed.id);
+    assert.equal(recorded.status_code, 200);
+    assert.equal(recorded.error, null);
   });
 });
