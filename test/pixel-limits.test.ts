@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { PollResult, RemoteEngine } from '../src/engines/engine.ts';
+import { runFfmpeg } from '../src/media/ffmpeg.ts';
 import { gifBomb, jpegBomb, pngBomb, solidImage, svgBomb } from '../src/media/test-helpers.ts';
 import { openTestDb, startFileServer, startStack, tempDir, waitForJob, type Stack } from './helpers.ts';
 
@@ -188,6 +189,23 @@ describe('pixel limit: ZHINIAN_MAX_INPUT_PIXELS=1000000', () => {
     assert.equal(ok.job.status, 'succeeded', JSON.stringify(ok.job));
     const output = await stack.api(`/api/v1/assets/${ok.job.outputAssetIds[0]}`);
     assert.deepEqual([output.body.asset.width, output.body.asset.height], [2048, 2048]);
+  });
+
+  test('videos are not images: a 1280×800 video (1024000 pixels a frame) is stored and used as a job input', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'clip.mp4');
+    const signal = new AbortController().signal;
+    await runFfmpeg(['-f', 'lavfi', '-i', 'color=c=blue:s=1280x800:rate=10', '-frames:v', '3', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', file], { signal });
+    const up = await upload(stack, [{ name: 'clip.mp4', body: fs.readFileSync(file), type: 'video/mp4' }]);
+    fs.rmSync(dir, { recursive: true, force: true });
+    assert.equal(up.status, 201, JSON.stringify(up.body));
+    assert.deepEqual([up.body.assets[0].kind, up.body.assets[0].width, up.body.assets[0].height], ['video', 1280, 800]);
+    const { job } = await runJob(
+      stack,
+      { capability: 'video.generate', prompt: 'x', settings: { ratio: '16:9', duration: 4, resolution: '480p' }, materials: [{ type: 'video', assetId: up.body.assets[0].id }] },
+      60_000,
+    );
+    assert.equal(job.status, 'succeeded', JSON.stringify(job));
   });
 
   test('an asset stored before the limit was lowered fails the job with input_too_large', async () => {

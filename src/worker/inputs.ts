@@ -68,17 +68,18 @@ export async function materializeInputs(job: JobsTable, ctx: InputContext): Prom
       const row = await ctx.assets.findRow(job.client_id, source.assetId).catch(() => {
         throw new EngineError(JOB_ERRORS.inputInvalid, `${source.field}: asset ${source.assetId} no longer exists`);
       });
-      // The size probed when it was stored; video and audio are not images.
-      await withinPixelLimit(source.field, () => checkPixelLimit(row.width, row.height, ctx.maxInputPixels));
+      const image = row.kind !== 'video' && row.kind !== 'audio';
+      // The size probed when it was stored (a video's frame size is not held to the image limit).
+      if (image) await withinPixelLimit(source.field, () => checkPixelLimit(row.width, row.height, ctx.maxInputPixels));
       let file = ctx.store.localPath?.(row.storage_key);
       if (!file) {
         file = path.join(ctx.workDir, `input-${i}`);
         await pipeline(await ctx.store.get(row.storage_key), fs.createWriteStream(file), { signal: ctx.signal });
       }
       // No size on record (a "file" that sharp may still decode, such as SVG): read its header now.
-      if ((row.width === null || row.height === null) && row.kind !== 'video' && row.kind !== 'audio') {
-        const path = file;
-        await withinPixelLimit(source.field, () => probeFile(path, { maxInputPixels: ctx.maxInputPixels, signal: ctx.signal }));
+      if (image && (row.width === null || row.height === null)) {
+        const stored = file;
+        await withinPixelLimit(source.field, () => probeFile(stored, { maxInputPixels: ctx.maxInputPixels, signal: ctx.signal }));
       }
       inputs.push({ role: roleOf(row.kind), path: file, mimeType: row.mime_type, label: source.label, assetId: row.id });
       continue;
