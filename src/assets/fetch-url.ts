@@ -57,31 +57,31 @@ function bareHost(hostname: string): string {
 
 function notPublic(address: string, host: string): FetchError {
   const of = bareHost(host) === address ? '' : ` of ${host}`;
-  return new FetchError('url_forbidden', `url: address ${address}${of} is not public`);
+  return new FetchError('url_forbidden', `address ${address}${of} is not public`);
 }
 
 export function checkUrl(raw: string, opts: GuardOptions): URL {
   if (typeof raw !== 'string' || raw.length > MAX_URL_LENGTH) {
-    throw new FetchError('url_invalid', `url: must be a string of at most ${MAX_URL_LENGTH} characters`);
+    throw new FetchError('url_invalid', `must be a string of at most ${MAX_URL_LENGTH} characters`);
   }
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    throw new FetchError('url_invalid', 'url: is not an absolute URL');
+    throw new FetchError('url_invalid', 'is not an absolute URL');
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new FetchError('url_invalid', `url: scheme ${url.protocol} is not allowed, only http: and https:`);
+    throw new FetchError('url_invalid', `scheme ${url.protocol} is not allowed, only http: and https:`);
   }
-  if (!url.hostname) throw new FetchError('url_invalid', 'url: has no host');
+  if (!url.hostname) throw new FetchError('url_invalid', 'has no host');
   // Credentials in URLs end up in logs and would be replayed to whatever a redirect points at.
-  if (url.username || url.password) throw new FetchError('url_invalid', `url: credentials in the URL are not allowed (${url.hostname})`);
+  if (url.username || url.password) throw new FetchError('url_invalid', `credentials in the URL are not allowed (${url.hostname})`);
   if (!opts.allowPrivate) {
     const host = bareHost(url.hostname);
     if (net.isIP(host)) {
       if (!isPublicAddress(host)) throw notPublic(host, url.hostname);
     } else if (host === 'localhost' || host.endsWith('.localhost')) {
-      throw new FetchError('url_forbidden', `url: host ${host} is not public`);
+      throw new FetchError('url_forbidden', `host ${host} is not public`);
     }
   }
   return url;
@@ -134,7 +134,7 @@ export function guardedLookup(opts: GuardOptions): net.LookupFunction {
       if (!first) {
         const refused = addresses[0]
           ? notPublic(addresses[0].address, hostname)
-          : new FetchError('fetch_failed', `url: ${hostname} did not resolve to any address`);
+          : new FetchError('fetch_failed', `${hostname} did not resolve to any address`);
         return callback(refused, options.all ? [] : '', undefined);
       }
       if (options.all) callback(null, allowed);
@@ -166,18 +166,18 @@ export function guardedDispatcher(opts: GuardOptions): Dispatcher {
 
 /** Resolves a redirect's Location against the current URL and re-runs the whole URL check on it. */
 export function nextHop(from: URL, location: string | undefined, opts: GuardOptions): URL {
-  if (!location) throw new FetchError('fetch_failed', `url: ${from.host} sent a redirect without a Location`);
+  if (!location) throw new FetchError('fetch_failed', `${from.host} sent a redirect without a Location`);
   let target: string;
   try {
     target = new URL(location, from).href;
   } catch {
-    throw new FetchError('url_invalid', `url: ${from.host} redirected to an invalid URL`);
+    throw new FetchError('url_invalid', `${from.host} redirected to an invalid URL`);
   }
   try {
     return checkUrl(target, opts);
   } catch (err) {
     if (!(err instanceof FetchError)) throw err;
-    throw new FetchError(err.code, `url: redirect from ${from.host} refused: ${err.message.replace(/^url: /, '')}`);
+    throw new FetchError(err.code, `redirect from ${from.host} refused: ${err.message}`);
   }
 }
 
@@ -189,11 +189,11 @@ function header(headers: Record<string, string | string[] | undefined>, name: st
 /** Turns whatever undici or a signal threw into our vocabulary; a caller's abort passes through untouched. */
 function failure(err: unknown, url: URL, caller: AbortSignal | undefined, timeout: AbortSignal, timeoutMs: number): unknown {
   if (caller?.aborted) return caller.reason ?? err;
-  if (timeout.aborted) return new FetchError('timeout', `url: ${url.host} did not finish within ${timeoutMs} ms`);
+  if (timeout.aborted) return new FetchError('timeout', `${url.host} did not finish within ${timeoutMs} ms`);
   if (err instanceof FetchError) return err;
   const code = (err as { code?: unknown } | null)?.code;
-  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new FetchError('fetch_failed', `url: could not resolve ${url.hostname}`);
-  return new FetchError('fetch_failed', `url: could not fetch from ${url.host}${typeof code === 'string' ? ` (${code})` : ''}`);
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new FetchError('fetch_failed', `could not resolve ${url.hostname}`);
+  return new FetchError('fetch_failed', `could not fetch from ${url.host}${typeof code === 'string' ? ` (${code})` : ''}`);
 }
 
 export async function openUrl(
@@ -219,13 +219,13 @@ export async function openUrl(
     const status = res.statusCode;
     if (REDIRECT_STATUSES.has(status)) {
       discard(res.body);
-      if (hop >= maxRedirects) throw new FetchError('too_many_redirects', `url: more than ${maxRedirects} redirects, last from ${current.host}`);
+      if (hop >= maxRedirects) throw new FetchError('too_many_redirects', `more than ${maxRedirects} redirects, last from ${current.host}`);
       current = nextHop(current, header(res.headers, 'location') ?? undefined, opts);
       continue;
     }
     if (status < 200 || status > 299) {
       discard(res.body);
-      throw new FetchError('http_status', `url: ${current.host} answered HTTP ${status}`, status);
+      throw new FetchError('http_status', `${current.host} answered HTTP ${status}`, status);
     }
     const declared = header(res.headers, 'content-length');
     const contentLength = declared !== null && /^\d+$/.test(declared) ? Number(declared) : null;
@@ -245,7 +245,7 @@ function discard(body: Readable): void {
 }
 
 function tooLarge(url: URL, maxBytes: number): FetchError {
-  return new FetchError('too_large', `url: ${url.host} sent more than ${maxBytes} bytes`);
+  return new FetchError('too_large', `${url.host} sent more than ${maxBytes} bytes`);
 }
 
 /** Counts bytes as they pass and fails the stream past the cap; Content-Length can lie or be absent. */

@@ -55,7 +55,7 @@ export async function validateJobRequest(raw: unknown, ctx: ValidateContext): Pr
     try {
       checkUrl(url, { allowPrivate: ctx.allowPrivateUrls });
     } catch (error) {
-      if (error instanceof FetchError) throw new Invalid(field, error.message.replace(/^url: /, ''));
+      if (error instanceof FetchError) throw new Invalid(field, error.message);
       throw error;
     }
   };
