@@ -92,7 +92,7 @@ export async function materializeInputs(job: JobsTable, ctx: InputContext): Prom
       const code = error.code === 'too_large' ? JOB_ERRORS.inputTooLarge : JOB_ERRORS.inputFetch;
       // Connection trouble may pass; a refused or missing URL will not.
       const retryable = error.code === 'fetch_failed' || error.code === 'timeout' || (error.status ?? 0) >= 500;
-      throw new EngineError(code, `${source.field}: ${error.message.replace(/^url: /, '')}`, { retryable });
+      throw new EngineError(code, `${source.field}: ${error.message}`, { retryable });
     }
     const probe = await withinPixelLimit(source.field, () => probeFile(file, { maxInputPixels: ctx.maxInputPixels, signal: ctx.signal }));
     inputs.push({ role: roleOf(probe.kind), path: file, mimeType: probe.mimeType, label: source.label, sourceUrl: source.url });

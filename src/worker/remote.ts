@@ -192,7 +192,7 @@ async function fetchOutput(url: string, file: string, ctx: RemoteRunContext): Pr
       if (error.code === 'http_status' && [403, 404, 410].includes(error.status ?? 0)) throw new OutputGone(`The result link answered HTTP ${error.status}.`);
       if (error.code === 'too_large') throw new EngineError('output_unavailable', `A result is larger than ${ctx.maxOutputBytes} bytes.`);
       const transient = error.code === 'fetch_failed' || error.code === 'timeout' || (error.status ?? 0) >= 500;
-      if (!transient || attempt >= OUTPUT_FETCH_TRIES) throw new EngineError('output_unavailable', `Could not download a result: ${error.message.replace(/^url: /, '')}`);
+      if (!transient || attempt >= OUTPUT_FETCH_TRIES) throw new EngineError('output_unavailable', `Could not download a result: ${error.message}`);
       await pause(ctx, 1000 * attempt);
     }
   }
