@@ -244,6 +244,59 @@ describe('assets: upload, register by URL, download, list', () => {
       const other = await download(stack, asset.id, { 'if-none-match': '"something-else"' });
       assert.equal(other.res.status, 200);
     });
+
+    test('If-None-Match with *, a weak validator or a list holding the ETag answers 304 (RFC 9110 §13.1.2)', async () => {
+      const etag = (await download(stack, asset.id)).res.headers.get('etag')!;
+      for (const header of ['*', `W/${etag}`, `"a", ${etag}`, `"a",W/${etag}, "b"`]) {
+        const { res, bytes } = await download(stack, asset.id, { 'if-none-match': header });
+        assert.equal(res.status, 304, header);
+        assert.equal(bytes.length, 0);
+        assert.equal(res.headers.get('etag'), etag);
+      }
+      assert.equal((await download(stack, asset.id, { 'if-none-match': '"a", W/"b"' })).res.status, 200);
+    });
+
+    test('an invalid Range is ignored and the whole file sent (200); a valid one with no byte in the file is 416', async () => {
+      for (const range of ['bytes=5-2', 'bytes=abc', 'items=0-1', 'bytes=0-1,3-4', 'bytes=--1', 'bytes 0-1']) {
+        const { res, bytes } = await download(stack, asset.id, { range });
+        assert.equal(res.status, 200, range);
+        assert.ok(bytes.equals(photo), range);
+      }
+      assert.equal((await download(stack, asset.id, { range: 'BYTES=0-9' })).res.status, 206, 'the unit is case-insensitive');
+    });
+
+    test('every download answer carries X-Content-Type-Options: nosniff', async () => {
+      const etag = (await download(stack, asset.id)).res.headers.get('etag')!;
+      for (const headers of [{}, { range: 'bytes=0-9' }, { range: `bytes=${photo.length}-` }, { 'if-none-match': etag }]) {
+        const { res } = await download(stack, asset.id, headers);
+        assert.equal(res.headers.get('x-content-type-options'), 'nosniff', JSON.stringify(headers));
+      }
+      const missing = await stack.api('/api/v1/assets/asset_00000000000000000000000000/download');
+      assert.equal(missing.status, 404);
+      assert.equal(missing.headers.get('x-content-type-options'), 'nosniff');
+    });
+
+    test('file names lose controls and bidi overrides, and are cut between code points', async () => {
+      const cases: [string, (name: string) => void][] = [
+        ['evil\u202Egnp.exe', (n) => assert.equal(n, 'evilgnp.exe')],
+        ['a\u0085b\u200Fc\u2066d\u0007.png', (n) => assert.equal(n, 'abcd.png')],
+        [`${'x'.repeat(254)}\u{1F600}tail.png`, (n) => {
+          assert.equal(n, 'x'.repeat(254), 'the emoji does not fit whole, so it is left out, not split');
+        }],
+        [`${'名'.repeat(300)}.png`, (n) => assert.equal(n, '名'.repeat(255))],
+      ];
+      for (const [name, check] of cases) {
+        const up = await upload(stack, [{ name, body: png, type: 'image/png' }]);
+        assert.equal(up.status, 201, JSON.stringify(up.body));
+        const stored: string = up.body.assets[0].name;
+        assert.ok(stored.length <= 255);
+        assert.ok((stored as string & { isWellFormed(): boolean }).isWellFormed(), 'no broken surrogate');
+        check(stored);
+        const { res } = await download(stack, up.body.assets[0].id);
+        assert.equal(res.status, 200);
+        assert.ok(res.headers.get('content-disposition'));
+      }
+    });
   });
 
   describe('list', () => {

@@ -9,7 +9,7 @@ import { registerAccessControl, type Authenticator } from './auth.ts';
 import { clientErrorHandler, frameworkErrorHandler, registerErrorHandling } from './errors.ts';
 import { registerJsonParser } from './json-body.ts';
 import { registerMultipartPassThrough } from './multipart.ts';
-import { RequestLog } from './request-log.ts';
+import { registerAbortLog, RequestLog } from './request-log.ts';
 import { registerAssetRoutes } from './routes/assets.ts';
 import { registerJobRoutes } from './routes/jobs.ts';
 import { registerMetaRoutes } from './routes/meta.ts';
@@ -61,6 +61,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.removeContentTypeParser('text/plain');
   registerJsonParser(app);
   registerErrorHandling(app);
+  registerAbortLog(app);
   app.addHook('onRequest', async (request, reply) => {
     // Every answer names its request (for support) and forbids content sniffing (downloads are
     // partners' files: a browser must not run one as HTML).

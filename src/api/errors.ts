@@ -42,8 +42,8 @@ export function registerErrorHandling(app: FastifyInstance): void {
       return reply.status(statusFor(error)).send({ error: error.message, code: error.code });
     }
     const code = (error as FastifyError).code;
+    // The hang-up itself is logged once, by the abort hook (request-log.ts).
     if (code !== undefined && CLIENT_GONE.has(code) && request.raw.destroyed) {
-      request.log.info({ code }, 'client went away mid-request');
       return reply.status(400).send({ error: 'The request was aborted.', code: 'request_aborted' });
     }
     if (code !== undefined && code in FRAMEWORK_ERRORS) return sendFrameworkError(code, reply);

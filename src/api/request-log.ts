@@ -1,4 +1,4 @@
-import { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
+import { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 
 /** Probes hit these every few seconds; logging them would drown everything else. */
 const UNLOGGED = new Set(['/healthz', '/readyz']);
@@ -20,14 +20,19 @@ export class RequestLog extends LogController {
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     if (this.isLogDisabled(request)) return;
-    const line = {
-      method: request.method,
-      route: request.routeOptions.url ?? null,
-      statusCode: reply.statusCode,
-      clientId: request.clientId,
-      durationMs: Math.round(reply.elapsedTime * 10) / 10,
-    };
+    const line = { ...describe(request), statusCode: reply.statusCode, durationMs: Math.round(reply.elapsedTime * 10) / 10 };
     if (error) request.log.error({ ...line, err: error }, 'request');
     else request.log.info(line, 'request');
   }
+}
+
+/** A request whose client hung up gets no answer, so no completed line: it gets this one instead, at info (nothing failed on our side). */
+export function registerAbortLog(app: FastifyInstance): void {
+  app.addHook('onRequestAbort', async (request) => {
+    request.log.info(describe(request), 'request aborted by the client');
+  });
+}
+
+function describe(request: FastifyRequest) {
+  return { method: request.method, route: request.routeOptions.url ?? null, clientId: request.clientId };
 }
