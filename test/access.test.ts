@@ -89,7 +89,7 @@ describe('no way into /api/v1 without a key, however the path is spelled', () =>
 
   test('a wrong key, a malformed Authorization header or a key in the query string is refused', async () => {
     for (const headers of [
-      { authorization: 'Bearer nope' },
+      { authorization: 'Bearer nope' } as Record<string, string>,
       { authorization: `Basic ${Buffer.from(`x:${KEY_A}`).toString('base64')}` },
       { authorization: `Bearer${KEY_A}` },
       { 'x-zhinian-api-key': 'nope' },

@@ -267,7 +267,7 @@ describe('assets: upload, register by URL, download, list', () => {
 
     test('every download answer carries X-Content-Type-Options: nosniff', async () => {
       const etag = (await download(stack, asset.id)).res.headers.get('etag')!;
-      for (const headers of [{}, { range: 'bytes=0-9' }, { range: `bytes=${photo.length}-` }, { 'if-none-match': etag }]) {
+      for (const headers of [{} as Record<string, string>, { range: 'bytes=0-9' }, { range: `bytes=${photo.length}-` }, { 'if-none-match': etag }]) {
         const { res } = await download(stack, asset.id, headers);
         assert.equal(res.headers.get('x-content-type-options'), 'nosniff', JSON.stringify(headers));
       }

@@ -29,7 +29,7 @@ export function rawRequest(
       socket.destroy();
       reject(new Error(`no complete answer within ${opts.timeoutMs ?? 10_000} ms; got ${JSON.stringify(received.toString('latin1').slice(0, 300))}`));
     }, opts.timeoutMs ?? 10_000);
-    const head = data.subarray ? data.subarray(0, 5).toString() === 'HEAD ' : String(data).startsWith('HEAD ');
+    const head = (typeof data === 'string' ? data : data.toString('latin1', 0, 5)).startsWith('HEAD ');
     const finish = () => {
       const parsed = parseResponse(received, head);
       if (!parsed) return false;

@@ -56,6 +56,15 @@ describe('uploads never hang or leak', () => {
     assert.equal(await assetCount(), 0);
   });
 
+  test('a large part without a form-data disposition (which the parser skips) does not hang the upload', async () => {
+    for (const size of [16_000, 17_000, 40_000, 70_000]) {
+      const body = Buffer.from(`--${boundary}\r\nContent-Type: image/png\r\n\r\n${'a'.repeat(size)}\r\n--${boundary}--\r\n`);
+      const res = await rawRequest(port, upload(body), { timeoutMs: 8_000 });
+      assert.equal(res.status, 400, `${size}: ${res.text}`);
+      assert.match(res.json.error, /^files: /);
+    }
+  });
+
   test('multipart/form-data without a boundary is a 400 naming Content-Type', async () => {
     const res = await rawRequest(port, upload(Buffer.concat([filePart('a.txt', 'x'), closing]), 'multipart/form-data'));
     assert.equal(res.status, 400, res.text);

@@ -5,6 +5,9 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cleanName, type WrittenFile } from '../assets/index.ts';
 import { AppError, Invalid } from '../lib/errors.ts';
 
+/** With the whole body received, this long without the parser reading on means it is stuck. */
+const STALL_MS = 1_000;
+
 export interface ReceivedFile {
   file: WrittenFile;
   name: string;
@@ -53,9 +56,19 @@ export function receiveFiles(
   let failure: Error | null = null;
 
   return new Promise<ReceivedFile[]>((resolve, reject) => {
+    // busboy can get stuck on a part it skips (one without a form-data disposition, of more
+    // than 16 KiB, ending in the chunk that filled its buffer): it stops reading, and the body
+    // never ends. Once the client has sent everything, no progress for a while means that:
+    // answer instead of hanging. A client still sending is the request timeout's business;
+    // while a file is being written, a slow disk is the reason, and we wait.
+    let lastProgressAt = Date.now();
+    const watchdog = setInterval(() => {
+      if (raw.complete && current === null && Date.now() - lastProgressAt > STALL_MS) fail(new Invalid('files', 'the multipart body is malformed'));
+    }, STALL_MS / 4);
     const fail = (error: Error) => {
       if (failure) return;
       failure = error;
+      clearInterval(watchdog);
       raw.unpipe(parser);
       current?.destroy(error);
       // Whatever the client still sends is read and dropped by Node once we have answered.
@@ -105,6 +118,10 @@ export function receiveFiles(
     raw.on('close', () => {
       if (!raw.complete) fail(new ClientGone());
     });
+    raw.on('data', () => (lastProgressAt = Date.now()));
+    const settled = () => clearInterval(watchdog);
+    parser.once('finish', settled);
+    raw.once('close', settled);
     raw.pipe(parser);
   });
 }

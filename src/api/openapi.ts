@@ -44,7 +44,7 @@ const assetSchema = z.object({
   downloadUrl: z.string(),
   createdAt: isoTime,
 });
-const errorSchema = z.object({ error: z.string(), code: z.string().optional() });
+const errorSchema = z.object({ error: z.string().describe('What went wrong, naming the field'), code: z.string().describe('Stable machine-readable code') });
 const capabilitiesSchema = z.object({
   capabilities: z.array(
     z.object({ capability: z.enum(CAPABILITIES), description: z.string(), engines: z.array(z.string()), params: z.record(z.string(), z.unknown()) }),
@@ -63,9 +63,11 @@ const errors = (...codes: number[]) =>
 const ERROR_TEXT: Record<number, string> = {
   400: 'Bad request; the message names the field',
   401: 'Missing or wrong API key',
+  408: 'The request did not fully arrive within ZHINIAN_REQUEST_TIMEOUT_SECONDS',
   404: 'Not found, or not this client\'s',
   409: 'Idempotency conflict, or the job is already terminal',
-  413: 'Too large',
+  413: 'Too large: the body, a file (ZHINIAN_MAX_UPLOAD_BYTES) or an image\'s width × height (ZHINIAN_MAX_INPUT_PIXELS)',
+  414: 'A path segment (an id) is too long',
   416: 'Range not satisfiable',
   429: 'Too many jobs created this minute (ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE); the Retry-After header says how many seconds to wait',
 };
@@ -73,7 +75,8 @@ const queryParams = (schema: z.ZodObject) => {
   const rendered = toSchema(schema) as { properties: Record<string, { description?: string }> };
   return Object.entries(rendered.properties).map(([name, s]) => ({ name, in: 'query', required: false, schema: s, description: s.description }));
 };
-const idParam = (what: string) => [{ name: 'id', in: 'path', required: true, schema: { type: 'string' }, description: `${what} id` }];
+const idParam = (what: string) => [{ name: 'id', in: 'path', required: true, schema: { type: 'string', maxLength: 100 }, description: `${what} id` }];
+const header = (name: string, description: string) => ({ name, in: 'header', required: false, schema: { type: 'string' }, description });
 
 export function buildOpenApi(serverUrl: string): object {
   const secured = [{ bearer: [] }, { apiKeyHeader: [] }];
@@ -109,7 +112,7 @@ export function buildOpenApi(serverUrl: string): object {
           responses: {
             201: { description: 'Created', content: json({ type: 'object', properties: { job: ref('Job'), reused: { const: false } } }) },
             200: { description: 'Same Idempotency-Key and body: the existing job', content: json({ type: 'object', properties: { job: ref('Job'), reused: { const: true } } }) },
-            ...errors(400, 401, 409, 413, 429),
+            ...errors(400, 401, 408, 409, 413, 429),
           },
         },
         get: {
@@ -122,10 +125,10 @@ export function buildOpenApi(serverUrl: string): object {
         },
       },
       '/api/v1/jobs/{id}': {
-        get: { summary: 'Get a job', parameters: idParam('Job'), responses: { 200: { description: 'OK', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404) } },
+        get: { summary: 'Get a job', parameters: idParam('Job'), responses: { 200: { description: 'OK', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 414) } },
       },
       '/api/v1/jobs/{id}/cancel': {
-        post: { summary: 'Cancel a queued or running job', parameters: idParam('Job'), responses: { 200: { description: 'Cancelled', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 409) } },
+        post: { summary: 'Cancel a queued or running job', parameters: idParam('Job'), responses: { 200: { description: 'Cancelled', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 409, 414) } },
       },
       '/api/v1/assets': {
         post: {
@@ -139,7 +142,7 @@ export function buildOpenApi(serverUrl: string): object {
           },
           responses: {
             201: { description: 'Stored: `{ assets }` for uploads, `{ asset }` for a URL', content: json({ type: 'object', properties: { assets: { type: 'array', items: ref('Asset') }, asset: ref('Asset') } }) },
-            ...errors(400, 401, 413),
+            ...errors(400, 401, 408, 413),
           },
         },
         get: {
@@ -152,17 +155,25 @@ export function buildOpenApi(serverUrl: string): object {
         },
       },
       '/api/v1/assets/{id}': {
-        get: { summary: 'Get an asset', parameters: idParam('Asset'), responses: { 200: { description: 'OK', content: json({ type: 'object', properties: { asset: ref('Asset') } }) }, ...errors(401, 404) } },
+        get: { summary: 'Get an asset', parameters: idParam('Asset'), responses: { 200: { description: 'OK', content: json({ type: 'object', properties: { asset: ref('Asset') } }) }, ...errors(401, 404, 414) } },
       },
       '/api/v1/assets/{id}/download': {
         get: {
           summary: 'Download the bytes (Range, ETag, Content-Disposition)',
-          parameters: [...idParam('Asset'), { name: 'Range', in: 'header', required: false, schema: { type: 'string' } }],
+          description: 'Needs the owner\'s key, or a signed link (`expires` and `signature`, as handed to remote engines) that opens this one download.',
+          parameters: [
+            ...idParam('Asset'),
+            header('Range', 'One byte range (`bytes=0-99`, `bytes=100-`, `bytes=-10`); an invalid one is ignored'),
+            header('If-None-Match', '`*` or entity tags (weak ones too): a match answers 304'),
+            header('If-Range', 'The ETag: the Range applies only while the file is unchanged'),
+            { name: 'expires', in: 'query', required: false, schema: { type: 'string' }, description: 'Signed link: Unix seconds it is valid until' },
+            { name: 'signature', in: 'query', required: false, schema: { type: 'string' }, description: 'Signed link: its signature' },
+          ],
           responses: {
             200: { description: 'The file', content: { '*/*': { schema: { type: 'string', format: 'binary' } } } },
             206: { description: 'Part of the file' },
             304: { description: 'Not modified (If-None-Match)' },
-            ...errors(401, 404, 416),
+            ...errors(401, 404, 414, 416),
           },
         },
       },
