@@ -403,7 +403,7 @@ describe('remote engines', { concurrency: true }, () => {
       const job = await finished(w, created.id, 40_000);
       assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
       assert.equal(job.engine, 'jimeng');
-      assert.equal(w.evolink.submitCount, 5, 'five tries per call (PROVIDERS.md §1), then the next engine');
+      assert.equal(w.evolink.submitCount, 5, 'five tries per call (docs/providers.md §1.3), then the next engine');
       assert.equal(new Set(evolinkSubmits(w.evolink).map((r) => r.headers['idempotency-key'])).size, 1, 'retries reuse one Idempotency-Key');
       assert.equal(w.evolink.tasks.size, 0);
       assert.equal(w.jimeng.submitCount, 1);

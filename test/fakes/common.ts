@@ -1,5 +1,5 @@
 /**
- * Shared plumbing for fake provider servers (PROVIDERS.md §1 "Fakes, shared conventions").
+ * Shared plumbing for fake provider servers (docs/providers.md §5.1).
  *
  * A specific fake (jimeng.ts, seedance.ts, evolink.ts) declares its API routes and keeps its own
  * task records; this module does the rest:
@@ -54,7 +54,7 @@ export interface FakeRoute {
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 
-/** Scenario names every fake understands (PROVIDERS.md §1); fakes may add their own. */
+/** Scenario names every fake understands (docs/providers.md §5.1); fakes may add their own. */
 export const SHARED_SCENARIOS = [
   'ok',
   'rate_limit',

@@ -1,5 +1,5 @@
 /**
- * A fake EvoLink task API (PROVIDERS.md §4.5) on 127.0.0.1, with its own per-model parameter
+ * A fake EvoLink task API (docs/providers.md §5.4) on 127.0.0.1, with its own per-model parameter
  * rules (independent of the adapter's mapping module).
  *
  * Scenarios: the shared ones plus `timeout` (failed `generation_timeout`), `cancelled` (failed

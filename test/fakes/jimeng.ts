@@ -1,5 +1,5 @@
 /**
- * A fake Volcengine Visual (Jimeng) API, PROVIDERS.md §2.6. It checks what the real one is known
+ * A fake Volcengine Visual (Jimeng) API, docs/providers.md §5.2. It checks what the real one is known
  * to check — signatures rebuilt from the client's SignedHeaders, req_keys, image counts, size
  * and ratio bounds, scale units — and answers with the documented envelope. Its rules are its
  * own (not imported from the adapter's mapping), so the tests compare two readings of the spec.

@@ -1,5 +1,5 @@
 /**
- * A fake Volcengine Ark video-task API (PROVIDERS.md §3.6) on 127.0.0.1. It keeps its own model
+ * A fake Volcengine Ark video-task API (docs/providers.md §5.3) on 127.0.0.1. It keeps its own model
  * table (independent of the adapter's mapping module, so tests compare two readings of the doc).
  *
  * `baseUrl` already ends in `/api/v3`, like `ZHINIAN_ARK_BASE_URL`.

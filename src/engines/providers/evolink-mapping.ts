@@ -1,5 +1,5 @@
 /**
- * Every EvoLink fact tagged [S], [C] or [U] in PROVIDERS.md §4, in one place: per-model size
+ * Every EvoLink fact tagged [S], [C] or [U] in docs/providers.md §4, in one place: per-model size
  * and quality forms, reference-image limits, status and error maps, poll cadence.
  */
 import type { JobParams, TaskStatus } from '../engine.ts';

@@ -1,5 +1,5 @@
 /**
- * Images through the EvoLink aggregator (PROVIDERS.md §4): create a task with an
+ * Images through the EvoLink aggregator (docs/providers.md §4): create a task with an
  * Idempotency-Key, poll it. No cancel endpoint. Model forms and code tables live in
  * `evolink-mapping.ts`.
  */

@@ -1,6 +1,6 @@
 /**
  * Everything Jimeng-specific that rests on one source, conflicting sources or a guess
- * (PROVIDERS.md §2, tags [S]/[C]/[U]): req_keys, limits, parameter mappings, the status map, the
+ * (docs/providers.md §2, tags [S]/[C]/[U]): req_keys, limits, parameter mappings, the status map, the
  * error-code table and the poll cadence. Adjust here when the vendor's behaviour turns out
  * different; the adapter (jimeng.ts) holds only the protocol.
  */
@@ -140,7 +140,7 @@ const STATUS_MAP: Record<string, TaskStatus> = {
   expired: 'expired',
 };
 
-/** Unknown words map to `running` (PROVIDERS.md §1): keep polling rather than fail on a new status. */
+/** Unknown words map to `running` (docs/providers.md §1.2): keep polling rather than fail on a new status. */
 export function mapStatus(providerStatus: string): TaskStatus {
   return STATUS_MAP[providerStatus] ?? 'running';
 }

@@ -1,5 +1,5 @@
 /**
- * Jimeng images on Volcengine Visual (PROVIDERS.md §2): image.generate, image.inpaint and
+ * Jimeng images on Volcengine Visual (docs/providers.md §2): image.generate, image.inpaint and
  * image.upscale as signed `CVSync2AsyncSubmitTask` / `CVSync2AsyncGetResult` calls. Everything
  * vendor-specific that may change (req_keys, limits, status and error tables) lives in
  * jimeng-mapping.ts.

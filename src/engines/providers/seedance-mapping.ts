@@ -1,5 +1,5 @@
 /**
- * Every Seedance (Volcengine Ark) fact tagged [S], [C] or [U] in PROVIDERS.md §3, in one place
+ * Every Seedance (Volcengine Ark) fact tagged [S], [C] or [U] in docs/providers.md §3, in one place
  * so it can be adjusted without touching the adapter: models, modes and limits, image roles,
  * ratio/resolution rules, status and error maps, poll cadence.
  */

@@ -1,5 +1,5 @@
 /**
- * Seedance video on Volcengine Ark (PROVIDERS.md §3): create a task, poll it, DELETE to cancel.
+ * Seedance video on Volcengine Ark (docs/providers.md §3): create a task, poll it, DELETE to cancel.
  * Every model fact, limit and code table lives in `seedance-mapping.ts`.
  */
 import fsp from 'node:fs/promises';

@@ -4,7 +4,7 @@ import { computeVolcSignature, formatXDate, rfc3986Encode, sha256Hex, signVolcRe
 
 const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
-/** V1: the vendor's documentation sample (PROVIDERS.md §2.2). */
+/** V1: the vendor's documentation sample (docs/providers.md §2.2). */
 const V1: VolcSignInput = {
   method: 'GET',
   host: 'iam.volcengineapi.com',

@@ -1,5 +1,5 @@
 /**
- * Volcengine V4 request signing (HMAC-SHA256), PROVIDERS.md §2.2, and the matching verifier the
+ * Volcengine V4 request signing (HMAC-SHA256), docs/providers.md §2.2, and the matching verifier the
  * fake provider uses. Unlike AWS SigV4 the key chain starts from the raw secret (no "AWS4"
  * prefix, never base64-decoded) and the scope ends in "request".
  */
