@@ -391,7 +391,7 @@ describe('scale-out on one database', () => {
     const killedBeforeRecording: string[] = [];
     /** Repeats after a 200 that went out after the sender's 10 s limit (recorded as no answer). */
     const answeredTooLate: string[] = [];
-    /** For each killed sender's unrecorded request: its kill time minus when the receiver noted it. */
+    /** For each killed sender's unrecorded request: its kill time minus when the receiver noted it (positive: noted before the kill). */
     const killLag: number[] = [];
     let flakyRetried = 0;
     for (const job of jobs) {
@@ -473,7 +473,7 @@ describe('scale-out on one database', () => {
       `webhooks: ${receiver.receipts.length} requests for ${deliveries.length} events from ${senders.size - (senders.has(null) ? 1 : 0)} worker processes` +
         ` (${unknownSender} of unknown sender); ${flakyRetried} retried after a 503; repeated after a 200: ${killedBeforeRecording.length} because the sender was SIGKILLed before recording it,` +
         ` ${answeredTooLate.length} because the answer went out after the sender's 10 s limit (${answeredTooLate.slice(0, 3).join('; ')})` +
-        ` (the receiver noted each unrecorded request between ${killLag.length ? `${Math.max(...killLag)} ms before and ${-Math.min(...killLag)} ms after` : '-'} its sender's kill);` +
+        ` (the receiver noted each unrecorded request from ${killLag.length ? `${-Math.max(...killLag)} to ${-Math.min(...killLag)} ms` : '-'} after its sender's kill, negative: before);` +
         ` all delivered ${deliveredMs} ms after the first create; the receiver's thread ran at most ${receiverLagMs} ms late`,
     );
     assert.ok(senders.size >= 3, 'deliveries raced between several worker processes');
