@@ -5,7 +5,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { callApi, KEY_A, killAndWait, startFileServer, tempDir, testEnv, waitFor, waitForJob } from './helpers.ts';
+import { callApi, KEY_A, killAndWait, openTestDb, startFileServer, tempDir, testEnv, waitFor, waitForJob } from './helpers.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -63,9 +63,16 @@ for (const script of ['start', 'server', 'worker'] as const) {
 
     let stalled: net.Socket | null = null;
     let inFlight: Promise<{ status: number } | Error> | null = null;
+    let runningJobId: string | null = null;
     if (script !== 'worker') {
       const url = new URL(/(?:running|listening) at (http:\/\/[0-9.:]+)/.exec(output)![1]!);
       const port = Number(url.port);
+      if (script === 'start') {
+        // A long job the embedded worker is running when the signal comes: it is handed back.
+        const created = await callApi(url.origin, '/api/v1/jobs', { method: 'POST', json: { capability: 'video.generate', prompt: 'long', settings: { duration: 15, resolution: '1080p' } } });
+        runningJobId = created.body.job.id;
+        await waitFor(async () => (await callApi(url.origin, `/api/v1/jobs/${runningJobId}`)).body.job.status === 'running', { what: 'the job to start' });
+      }
       // A client that sent half a body and then nothing: only the grace period ends it.
       stalled = net.connect(port, '127.0.0.1');
       stalled.on('error', () => {});
@@ -88,6 +95,18 @@ for (const script of ['start', 'server', 'worker'] as const) {
       assert.equal(answer.status, 201);
     }
     if (stalled) assert.ok(stalled.destroyed || stalled.readableEnded || (await closedWithin(stalled, 2_000)), 'the stalled connection was closed');
+    if (runningJobId) {
+      const handle = await openTestDb(dataDir);
+      try {
+        const row = await handle.db.selectFrom('jobs').select(['status', 'lease_owner', 'run_at']).where('id', '=', runningJobId).executeTakeFirstOrThrow();
+        // Handed back: no owner, claimable now by any worker (it keeps its start time, so its status stays running).
+        assert.equal(row.status, 'running');
+        assert.equal(row.lease_owner, null, 'the running job was handed back to the queue');
+        assert.ok(Number(row.run_at) <= Date.now());
+      } finally {
+        await handle.close();
+      }
+    }
     assert.match(output, /shutting down/);
   });
 }
