@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { KEY_A, startStack, type Stack } from './helpers.ts';
 import { httpRequest, rawRequest, type RawResponse } from './raw-http.ts';
@@ -142,6 +143,8 @@ describe('no input makes a 500', () => {
       }
       assert.equal(res.status, status, `${what}: ${res.status} ${res.text}`);
       assertClean(res, status, marker);
+      assert.ok(res.headers['x-request-id'], `${what}: X-Request-Id`);
+      assert.equal(res.headers['x-content-type-options'], 'nosniff', what);
     }
   });
 
@@ -184,5 +187,33 @@ describe('requests that do not arrive in time', () => {
     } finally {
       await stack.stop();
     }
+  });
+});
+
+describe('shutdown', () => {
+  test('a request in flight at shutdown is finished; the next one on its connection gets 503 { error, code }', async () => {
+    const stack = await startStack({ worker: false, env: { ZHINIAN_SHUTDOWN_GRACE_SECONDS: '5' } });
+    const port = Number(new URL(stack.url).port);
+    const body = JSON.stringify({ capability: 'image.generate', prompt: 'at shutdown', width: 64, height: 64 });
+    const first = `POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY_A}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`;
+    const second = `GET /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY_A}\r\n\r\n`;
+    const answers = await new Promise<string>((resolve) => {
+      let stopping: Promise<void> | null = null;
+      let text = '';
+      const socket = net.connect(port, '127.0.0.1', () => {
+        socket.write(first + body.slice(0, 5));
+        setTimeout(() => {
+          stopping = stack.stop();
+          // The rest of the first request, and a second one pipelined behind it.
+          setTimeout(() => socket.write(body.slice(5) + second), 100);
+        }, 100);
+      });
+      socket.on('data', (d) => (text += d));
+      socket.on('close', () => void stopping?.then(() => resolve(text)));
+      socket.on('error', () => {});
+    });
+    const statuses = [...answers.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+    assert.deepEqual(statuses, [201, 503], answers);
+    assert.match(answers, /"code":"shutting_down"/);
   });
 });

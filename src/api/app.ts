@@ -6,7 +6,7 @@ import type { Db } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import type { JobService } from '../jobs/index.ts';
 import { registerAccessControl, type Authenticator } from './auth.ts';
-import { clientErrorHandler, frameworkErrorHandler, registerErrorHandling } from './errors.ts';
+import { clientErrorHandler, frameworkErrorHandler, registerErrorHandling, stampReply } from './errors.ts';
 import { registerJsonParser } from './json-body.ts';
 import { registerMultipartPassThrough } from './multipart.ts';
 import { registerAbortLog, RequestLog } from './request-log.ts';
@@ -40,7 +40,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: JSON_BODY_LIMIT,
-    return503OnClosing: true,
+    // Answered by our own hook below, in the { error, code } shape.
+    return503OnClosing: false,
     logController: new RequestLog(),
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
@@ -62,10 +63,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerJsonParser(app);
   registerErrorHandling(app);
   registerAbortLog(app);
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
   app.addHook('onRequest', async (request, reply) => {
-    // Every answer names its request (for support) and forbids content sniffing (downloads are
-    // partners' files: a browser must not run one as HTML).
-    reply.header('x-request-id', request.id).header('x-content-type-options', 'nosniff');
+    stampReply(request, reply);
+    // A request on a kept-alive connection while we shut down: the load balancer should retry it elsewhere.
+    if (closing) return reply.status(503).send({ error: 'The server is shutting down; try again.', code: 'shutting_down' });
   });
   registerAccessControl(app, { auth: deps.auth, signer: deps.signer });
   registerMultipartPassThrough(app);

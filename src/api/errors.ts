@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -66,8 +67,17 @@ function sendFrameworkError(code: string, reply: FastifyReply) {
   return reply.status(status).send({ error: message, code: ourCode });
 }
 
+/**
+ * Headers on every answer: its request id (for support) and no content sniffing (downloads are
+ * partners' files: a browser must not run one as HTML).
+ */
+export function stampReply(request: FastifyRequest, reply: FastifyReply): void {
+  reply.header('x-request-id', request.id).header('x-content-type-options', 'nosniff');
+}
+
 /** Fastify's `frameworkErrors`: errors found while routing (bad percent-encoding, an over-long path parameter). */
-export function frameworkErrorHandler(error: FastifyError, _request: FastifyRequest, reply: FastifyReply) {
+export function frameworkErrorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+  stampReply(request, reply);
   if (error.code in FRAMEWORK_ERRORS) return sendFrameworkError(error.code, reply);
   return reply.status(400).send({ error: 'The request is not valid.', code: 'invalid_request' });
 }
@@ -88,7 +98,7 @@ export function clientErrorHandler(error: Error & { code?: string }, socket: Soc
   if (socket.writable) {
     socket.write(
       `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
-        `X-Content-Type-Options: nosniff\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+        `X-Request-Id: ${randomUUID()}\r\nX-Content-Type-Options: nosniff\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );
   }
   // end, not destroy: the answer must reach the client before the connection closes.
