@@ -1,21 +1,55 @@
 // Runs every *.test.ts under src/ and test/ with node's test runner (Node 20 does not glob),
-// once per database backend: all files on SQLite, then the files that touch the database on
-// PostgreSQL (127.0.0.1:5432, database `test`, a schema per data dir). Ends with one combined
-// summary in the spec reporter's format; exits non-zero if any pass failed.
+// once per database backend: each file on the backends its marker names, PostgreSQL meaning
+// 127.0.0.1:5432, database `test`, a schema per data dir. Ends with one combined summary in
+// the spec reporter's format; exits non-zero if any pass failed.
+//
+// The marker is a `//` line among a test file's leading comment lines:
+//   // @backends sqlite,postgres   the file opens the database (a stack, a worker, a handle)
+//   // @backends postgres          PostgreSQL's own tests, no loop over backends
+// A file without one runs on SQLite only. The choice is explicit: a new test that opens the
+// database says so, rather than being guessed from the helpers it calls.
 //
 //   npm test                      both backends (PostgreSQL must be running: it is not skipped)
 //   npm test -- test/queue.test.ts  the given files, on both backends
 //   ZHINIAN_TEST_BACKENDS=sqlite npm test   one backend only
+//   npm test -- --list            print `backend file` for each file that would run, run nothing
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 const PG_URL = process.env.ZHINIAN_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-/** Only PostgreSQL's own tests; they need no loop over backends. */
-const PG_ONLY = new Set([path.join('src', 'db', 'postgres.test.ts')]);
-/** A file whose tests open the database (a stack, a worker process, or a handle). */
-const TOUCHES_DB = /\b(startStack|testEnv|openTestDb|connectDb|boot|spawnZhinian)\(/;
+const KNOWN_BACKENDS = ['sqlite', 'postgres'];
+const DEFAULT_BACKENDS = ['sqlite'];
+
+/** The backends a test file declares with `// @backends a,b` in its leading comments. */
+function backendsOf(file) {
+  let inBlock = false;
+  for (const raw of readFileSync(file, 'utf8').split('\n')) {
+    const line = raw.trim();
+    if (inBlock) {
+      if (line.includes('*/')) inBlock = false;
+      continue;
+    }
+    const marker = /^\/\/\s*@backends\s+(\S+)\s*$/.exec(line);
+    if (marker) {
+      const names = marker[1].split(',').filter(Boolean);
+      const unknown = names.filter((n) => !KNOWN_BACKENDS.includes(n));
+      if (unknown.length > 0 || names.length === 0) {
+        console.error(`${file}: unknown backend in "${line}" (known: ${KNOWN_BACKENDS.join(', ')})`);
+        process.exit(1);
+      }
+      return names;
+    }
+    if (line === '' || line.startsWith('//')) continue;
+    if (line.startsWith('/*')) {
+      inBlock = !line.includes('*/', 2);
+      continue;
+    }
+    break; // first code line: the leading comments are over
+  }
+  return DEFAULT_BACKENDS;
+}
 
 function find(dir) {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
@@ -25,9 +59,17 @@ function find(dir) {
   });
 }
 
-const only = process.argv.slice(2).map((f) => path.normalize(f));
+const args = process.argv.slice(2);
+const listOnly = args.includes('--list');
+const only = args.filter((a) => a !== '--list').map((f) => path.normalize(f));
 const files = only.length > 0 ? only : ['src', 'test'].flatMap(find).sort();
 const backends = (process.env.ZHINIAN_TEST_BACKENDS ?? 'sqlite,postgres').split(',').map((b) => b.trim()).filter(Boolean);
+
+if (listOnly) {
+  for (const backend of backends) for (const f of files.filter((f) => backendsOf(f).includes(backend))) console.log(`${backend} ${f}`);
+  process.exit(0);
+}
+
 const runId = `r${Date.now().toString(36)}`;
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'zhinian-test-run-'));
 
@@ -54,9 +96,7 @@ const totals = { tests: 0, suites: 0, pass: 0, fail: 0, cancelled: 0, skipped: 0
 const lines = [];
 let failed = false;
 for (const backend of backends) {
-  const selected = files.filter((f) =>
-    backend === 'postgres' ? PG_ONLY.has(path.normalize(f)) || TOUCHES_DB.test(readFileSync(f, 'utf8')) : !PG_ONLY.has(path.normalize(f)),
-  );
+  const selected = files.filter((f) => backendsOf(f).includes(backend));
   if (selected.length === 0) continue;
   console.log(`\n=== backend ${backend}: ${selected.length} test files ===\n`);
   const tap = path.join(scratch, `${backend}.tap`);

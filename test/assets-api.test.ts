@@ -1,3 +1,4 @@
+// @backends sqlite,postgres
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';

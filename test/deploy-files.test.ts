@@ -1,3 +1,4 @@
+// @backends sqlite,postgres
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';

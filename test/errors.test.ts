@@ -1,3 +1,4 @@
+// @backends sqlite,postgres
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { callApi, KEY_A, KEY_B, startStack, waitForJob, type Stack } from './helpers.ts';

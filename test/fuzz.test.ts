@@ -1,3 +1,4 @@
+// @backends sqlite,postgres
 /**
  * Property-based fuzzing of every endpoint (fast-check). Every answer, whatever was sent, must:
  *  - never be a 5xx;

@@ -1,3 +1,4 @@
+// @backends sqlite,postgres
 import assert from 'node:assert/strict';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';

@@ -1,3 +1,4 @@
+// @backends sqlite,postgres
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';

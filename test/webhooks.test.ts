@@ -1,3 +1,4 @@
+// @backends sqlite,postgres
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import fsp from 'node:fs/promises';

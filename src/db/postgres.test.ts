@@ -1,3 +1,4 @@
+// @backends postgres
 import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
