@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { PollResult, RemoteEngine } from '../src/engines/engine.ts';
 import { runFfmpeg } from '../src/media/ffmpeg.ts';
-import { gifBomb, jpegBomb, pngBomb, solidImage, svgBomb } from '../src/media/test-helpers.ts';
+import { gifBomb, jpegBomb, pngBomb, solidImage, svgBomb } from './media-fixtures.ts';
 import { openTestDb, startFileServer, startStack, tempDir, waitForJob, type Stack } from './helpers.ts';
 
 /**

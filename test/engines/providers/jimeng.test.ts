@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import sharp from 'sharp';
-import { FAKE_VOLC_ACCESS_KEY_ID, FAKE_VOLC_SECRET_ACCESS_KEY, startFakeJimeng, type FakeJimeng, type FakeJimengOptions } from '../../../test/fakes/jimeng.ts';
-import { Aborted, EngineError, type EngineHandle, type JobParams, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
-import { createJimengEngine, type JimengConfig } from './jimeng.ts';
-import { classifyJimengError, fitSize, mapScale, UPSCALE_RESOLUTION } from './jimeng-mapping.ts';
+import { FAKE_VOLC_ACCESS_KEY_ID, FAKE_VOLC_SECRET_ACCESS_KEY, startFakeJimeng, type FakeJimeng, type FakeJimengOptions } from '../../fakes/jimeng.ts';
+import { Aborted, EngineError, type EngineHandle, type JobParams, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../../../src/engines/engine.ts';
+import { createJimengEngine, type JimengConfig } from '../../../src/engines/providers/jimeng.ts';
+import { classifyJimengError, fitSize, mapScale, UPSCALE_RESOLUTION } from '../../../src/engines/providers/jimeng-mapping.ts';
 
 /** The fake's clock: tests move it forward instead of sleeping, so status sequences are exact. */
 function manualClock() {

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ffmpegInfo, probeFile } from '../../media/probe.ts';
-import { Aborted, EngineError, type EngineRequest, type VideoRatio, type VideoResolution } from '../engine.ts';
-import { createLocalEngine } from './index.ts';
-import { gradientPng, imageInput, makeContext, processesMentioning, solidPng, topLevelBoxes, type TestContext } from './test-helpers.ts';
-import { splitFrames } from './video-generate.ts';
+import { ffmpegInfo, probeFile } from '../../../src/media/probe.ts';
+import { Aborted, EngineError, type EngineRequest, type VideoRatio, type VideoResolution } from '../../../src/engines/engine.ts';
+import { createLocalEngine } from '../../../src/engines/local/index.ts';
+import { gradientPng, imageInput, makeContext, processesMentioning, solidPng, topLevelBoxes, type TestContext } from '../../local-engine-helpers.ts';
+import { splitFrames } from '../../../src/engines/local/video-generate.ts';
 
 const engine = createLocalEngine();
 let files: TestContext;

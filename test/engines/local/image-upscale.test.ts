@@ -5,12 +5,12 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { Aborted, EngineError, UPSCALE_LONG_SIDE, type EngineRequest, type UpscaleResolution } from '../engine.ts';
-import { upscaleSize } from './image-upscale.ts';
-import { createLocalEngine, prewarmSharp, shutdownSharp } from './index.ts';
-import { pngBomb } from '../../media/test-helpers.ts';
-import { busySharpPids } from './sharp-child.ts';
-import { gradientPng, imageInput, makeContext, processGone, sleep, waitForBusySharpChild, type TestContext } from './test-helpers.ts';
+import { Aborted, EngineError, UPSCALE_LONG_SIDE, type EngineRequest, type UpscaleResolution } from '../../../src/engines/engine.ts';
+import { upscaleSize } from '../../../src/engines/local/image-upscale.ts';
+import { createLocalEngine, prewarmSharp, shutdownSharp } from '../../../src/engines/local/index.ts';
+import { pngBomb } from '../../media-fixtures.ts';
+import { busySharpPids } from '../../../src/engines/local/sharp-child.ts';
+import { gradientPng, imageInput, makeContext, processGone, sleep, waitForBusySharpChild, type TestContext } from '../../local-engine-helpers.ts';
 
 const engine = createLocalEngine();
 let files: TestContext;
@@ -182,7 +182,7 @@ describe('image.upscale cancel', () => {
   it('the child dies with its parent', async () => {
     // A parent that starts an 8k upscale in a sharp child, reports the child's pid, and waits.
     const script = `
-      import { runSharpTask, busySharpPids } from ${JSON.stringify(new URL('./sharp-child.ts', import.meta.url).href)};
+      import { runSharpTask, busySharpPids } from ${JSON.stringify(new URL('../../../src/engines/local/sharp-child.ts', import.meta.url).href)};
       const input = ${JSON.stringify(join(files.workDir, 'noise.png'))};
       const output = ${JSON.stringify(join(files.workDir, 'orphan.png'))};
       runSharpTask({ input: { kind: 'file', path: input }, ops: [['resize', 7680, 5760, { kernel: 'lanczos3' }], ['png', { compressionLevel: 9 }]], output: { path: output } }, new AbortController().signal).catch(() => {});

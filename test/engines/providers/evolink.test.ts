@@ -6,10 +6,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import sharp from 'sharp';
-import { startFakeEvolink, type FakeEvolink } from '../../../test/fakes/evolink.ts';
-import { EngineError, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
-import { classifyTaskError, evolinkQuality, evolinkSize, mapEvolinkStatus } from './evolink-mapping.ts';
-import { createEvolinkEngine, type EvolinkConfig } from './evolink.ts';
+import { startFakeEvolink, type FakeEvolink } from '../../fakes/evolink.ts';
+import { EngineError, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../../../src/engines/engine.ts';
+import { classifyTaskError, evolinkQuality, evolinkSize, mapEvolinkStatus } from '../../../src/engines/providers/evolink-mapping.ts';
+import { createEvolinkEngine, type EvolinkConfig } from '../../../src/engines/providers/evolink.ts';
 
 const API_KEY = 'sk-evo-test';
 const signal = new AbortController().signal;

@@ -6,11 +6,11 @@ import type { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { startS3Server, type S3Server } from '../../test/s3-server.ts';
-import { tempDir } from '../../test/helpers.ts';
-import { createLocalStore } from './store-local.ts';
-import { createS3Store } from './store-s3.ts';
-import type { Store } from './store.ts';
+import { startS3Server, type S3Server } from '../s3-server.ts';
+import { tempDir } from '../helpers.ts';
+import { createLocalStore } from '../../src/assets/store-local.ts';
+import { createS3Store } from '../../src/assets/store-s3.ts';
+import type { Store } from '../../src/assets/store.ts';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 

@@ -22,11 +22,11 @@ import {
   waitFor,
   waitForJob,
   type Stack,
-} from '../../test/helpers.ts';
-import type { Engine } from '../engines/engine.ts';
-import { claimNextJob } from '../jobs/queue.ts';
-import { connectDb, type DbHandle } from './connect.ts';
-import { migrateToLatest } from './migrate.ts';
+} from '../helpers.ts';
+import type { Engine } from '../../src/engines/engine.ts';
+import { claimNextJob } from '../../src/jobs/queue.ts';
+import { connectDb, type DbHandle } from '../../src/db/connect.ts';
+import { migrateToLatest } from '../../src/db/migrate.ts';
 
 /**
  * What PostgreSQL must do that SQLite's single writer gave for free: claims that never

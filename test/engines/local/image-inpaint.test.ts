@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { Aborted, EngineError, type EngineRequest } from '../engine.ts';
-import { maskBounds } from './image-inpaint.ts';
-import { createLocalEngine, prewarmInpaint, shutdownInpaint, shutdownSharp } from './index.ts';
-import { imageInput, makeContext, processGone, waitForBusySharpChild, type TestContext } from './test-helpers.ts';
+import { Aborted, EngineError, type EngineRequest } from '../../../src/engines/engine.ts';
+import { maskBounds } from '../../../src/engines/local/image-inpaint.ts';
+import { createLocalEngine, prewarmInpaint, shutdownInpaint, shutdownSharp } from '../../../src/engines/local/index.ts';
+import { imageInput, makeContext, processGone, waitForBusySharpChild, type TestContext } from '../../local-engine-helpers.ts';
 
 const engine = createLocalEngine();
 const W = 320;

@@ -6,10 +6,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import sharp from 'sharp';
-import { startFakeSeedance, type FakeSeedance } from '../../../test/fakes/seedance.ts';
-import { EngineError, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
-import { classifySeedanceError, executionExpiresAfter, mapSeedanceStatus, resolveRatio, seedanceModel } from './seedance-mapping.ts';
-import { createSeedanceEngine, type SeedanceConfig } from './seedance.ts';
+import { startFakeSeedance, type FakeSeedance } from '../../fakes/seedance.ts';
+import { EngineError, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../../../src/engines/engine.ts';
+import { classifySeedanceError, executionExpiresAfter, mapSeedanceStatus, resolveRatio, seedanceModel } from '../../../src/engines/providers/seedance-mapping.ts';
+import { createSeedanceEngine, type SeedanceConfig } from '../../../src/engines/providers/seedance.ts';
 
 const API_KEY = 'test-ark-key';
 const signal = new AbortController().signal;

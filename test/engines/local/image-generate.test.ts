@@ -3,10 +3,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { Aborted, EngineError, type EngineRequest } from '../engine.ts';
-import { createLocalEngine, prewarmSharp, shutdownSharp } from './index.ts';
-import { escapeXml, promptSvg, wrapText } from './render.ts';
-import { gradientPng, imageInput, makeContext, processGone, sleep, waitForBusySharpChild, type TestContext } from './test-helpers.ts';
+import { Aborted, EngineError, type EngineRequest } from '../../../src/engines/engine.ts';
+import { createLocalEngine, prewarmSharp, shutdownSharp } from '../../../src/engines/local/index.ts';
+import { escapeXml, promptSvg, wrapText } from '../../../src/engines/local/render.ts';
+import { gradientPng, imageInput, makeContext, processGone, sleep, waitForBusySharpChild, type TestContext } from '../../local-engine-helpers.ts';
 
 const engine = createLocalEngine();
 const contexts: TestContext[] = [];

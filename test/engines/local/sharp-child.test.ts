@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Aborted } from '../engine.ts';
-import { decodeError } from './inputs.ts';
-import { promptRenderTask } from './render.ts';
-import { busySharpPids, prewarmSharp, runSharpTask, shutdownSharp, type SharpTask } from './sharp-child.ts';
-import { gradientPng, makeContext, processGone, type TestContext } from './test-helpers.ts';
+import { Aborted } from '../../../src/engines/engine.ts';
+import { decodeError } from '../../../src/engines/local/inputs.ts';
+import { promptRenderTask } from '../../../src/engines/local/render.ts';
+import { busySharpPids, prewarmSharp, runSharpTask, shutdownSharp, type SharpTask } from '../../../src/engines/local/sharp-child.ts';
+import { gradientPng, makeContext, processGone, type TestContext } from '../../local-engine-helpers.ts';
 
 let c: TestContext;
 const signal = new AbortController().signal;

@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { runFfmpeg } from './ffmpeg.ts';
-import { DEFAULT_MAX_INPUT_PIXELS, parseFfmpegInfo, PixelLimitExceeded, probeFile } from './probe.ts';
-import { bmpBomb, gifBomb, jpegBomb, pngBomb, solidImage, svgBomb } from './test-helpers.ts';
+import { runFfmpeg } from '../../src/media/ffmpeg.ts';
+import { DEFAULT_MAX_INPUT_PIXELS, parseFfmpegInfo, PixelLimitExceeded, probeFile } from '../../src/media/probe.ts';
+import { bmpBomb, gifBomb, jpegBomb, pngBomb, solidImage, svgBomb } from '../media-fixtures.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'probe-test-'));
 const signal = new AbortController().signal;

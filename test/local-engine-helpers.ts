@@ -4,8 +4,8 @@ import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import type { EngineInput, RunContext } from '../engine.ts';
-import { busySharpPids } from './sharp-child.ts';
+import type { EngineInput, RunContext } from '../src/engines/engine.ts';
+import { busySharpPids } from '../src/engines/local/sharp-child.ts';
 
 export interface TestContext extends RunContext {
   controller: AbortController;
