@@ -13,7 +13,7 @@ import { connectDb, migrateToLatest, type DbHandle } from '../src/db/index.ts';
 import type { Engine } from '../src/engines/engine.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
-export const API_KEY = 'bench-key-0123456789';
+const API_KEY = 'bench-key-0123456789';
 export const CLIENT_ID = 'bench';
 export const MB = 1024 * 1024;
 
@@ -186,7 +186,7 @@ export const REDIS = { host: '127.0.0.1', port: 6379 };
 export const randomName = (prefix: string) => `${prefix}${randomBytes(5).toString('hex')}`;
 
 /** PG_URL with the schema as the search_path of every connection (pg sends `options` at startup). */
-export const pgUrlWithSchema = (schema: string) => `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${schema}`)}`;
+const pgUrlWithSchema = (schema: string) => `${PG_URL}${PG_URL.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${schema}`)}`;
 
 /** Runs SQL on the local PostgreSQL with psql (synchronous: usable from 'exit' handlers). */
 export function psqlSync(sqlText: string, timeoutMs = 60_000): string {
@@ -283,7 +283,7 @@ export async function startBaseline(mode: 'fastify' | 'http', args: string[] = [
 
 export const authHeaders = { authorization: `Bearer ${API_KEY}` };
 
-export function readRssBytes(pid: number): number {
+function readRssBytes(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const m = /VmRSS:\s+(\d+)\s+kB/.exec(status);
   return m ? Number(m[1]) * 1024 : NaN;

@@ -187,7 +187,7 @@ function tcpSockets(): { local: number; remote: number; inode: string }[] {
 }
 
 /** The TCP connections process `pid` holds open (local and peer port). */
-export function tcpConnectionsOf(pid: number): { local: number; remote: number }[] {
+function tcpConnectionsOf(pid: number): { local: number; remote: number }[] {
   const inodes = new Set<string>();
   try {
     for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {

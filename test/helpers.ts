@@ -45,7 +45,7 @@ export function pgUrlWithSchema(schema: string, base = PG_ADMIN_URL): string {
 }
 
 /** The DATABASE_URL for stacks on `dataDir`: null on SQLite, else its own (new) schema. */
-export function testDatabaseUrl(dataDir: string): string | null {
+function testDatabaseUrl(dataDir: string): string | null {
   if (TEST_BACKEND !== 'postgres') return null;
   let schema = schemasOfDataDir.get(dataDir);
   if (!schema) {

@@ -14,7 +14,7 @@ import { readOrCreateSecret } from '../lib/secret-file.ts';
  *  - `key-or-signed-link`: a key, or a valid signed link for the asset named by the route's `:id`.
  *  - `public`: nobody needs to be anyone (health, the OpenAPI document, the 404 answer).
  */
-export type Access = 'key' | 'key-or-signed-link' | 'public';
+type Access = 'key' | 'key-or-signed-link' | 'public';
 
 declare module 'fastify' {
   interface FastifyContextConfig {

@@ -5,7 +5,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { AppError, Invalid, NotFound, RateLimited, TooLarge, Unauthorized, Conflict } from '../lib/errors.ts';
 
 /** The one place that turns errors into HTTP answers: `{ error, code }`, never a stack or the request's URL. */
-export function statusFor(error: AppError): number {
+function statusFor(error: AppError): number {
   if (error instanceof Invalid) return 400;
   if (error instanceof Unauthorized) return 401;
   if (error instanceof NotFound) return 404;

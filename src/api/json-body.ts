@@ -6,7 +6,7 @@ import { Invalid } from '../lib/errors.ts';
  * client puts in `metadata`; the limit keeps every later walk over the value (validation,
  * hashing, storage) cheap and far from the stack's end.
  */
-export const MAX_JSON_DEPTH = 32;
+const MAX_JSON_DEPTH = 32;
 
 /**
  * JSON bodies are parsed by Fastify's own parser (prototype-poisoning checks included), then
@@ -31,7 +31,7 @@ export function registerJsonParser(app: FastifyInstance): void {
 }
 
 /** Throws `Invalid` naming the first field that is nested too deep or holds text we do not store. */
-export function checkJsonValue(value: unknown, maxDepth = MAX_JSON_DEPTH): void {
+function checkJsonValue(value: unknown, maxDepth = MAX_JSON_DEPTH): void {
   const stack: { value: unknown; path: string; depth: number }[] = [{ value, path: '', depth: 0 }];
   while (stack.length > 0) {
     const { value: v, path, depth } = stack.pop()!;
@@ -57,6 +57,6 @@ function checkText(text: string, path: string): void {
 }
 
 /** No U+0000 and no lone UTF-16 surrogate: the text survives UTF-8 storage on either database unchanged. */
-export function isStorableText(text: string): boolean {
+function isStorableText(text: string): boolean {
   return !text.includes('\u0000') && (text as string & { isWellFormed(): boolean }).isWellFormed();
 }

@@ -14,7 +14,7 @@ export interface ReceivedFile {
 }
 
 /** Thrown when the client went away mid-upload: nobody is left to answer. */
-export class ClientGone extends AppError {
+class ClientGone extends AppError {
   constructor() {
     super('request_aborted', 'The request was aborted.');
   }

@@ -126,7 +126,7 @@ export interface Config {
 }
 
 /** Where asset bytes live: `<dataDir>/assets`, or a bucket when `ZHINIAN_S3_BUCKET` is set. */
-export type StorageConfig = { kind: 'local' } | S3StorageConfig;
+type StorageConfig = { kind: 'local' } | S3StorageConfig;
 
 export interface S3StorageConfig {
   kind: 's3';
@@ -168,7 +168,7 @@ function storageFromEnv(e: z.infer<typeof envSchema>): StorageConfig {
   };
 }
 
-export interface ProvidersConfig {
+interface ProvidersConfig {
   httpTimeoutMs: number;
   /** Overrides every provider's poll cadence (tests). */
   pollIntervalMs: number | null;

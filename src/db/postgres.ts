@@ -38,12 +38,6 @@ export function connectPostgres(opts: PostgresOptions): { db: Kysely<Database>; 
   return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), pool };
 }
 
-/** SQLSTATE of a driver error, if it is one. */
-export function pgErrorCode(error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
-}
-
 /**
  * Returns once the server answers, trying again (backing off) for as long as it takes: a
  * process started before its database, or during an outage, waits and logs instead of exiting

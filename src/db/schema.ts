@@ -35,7 +35,7 @@ export interface JobsTable {
   engine_pinned: number;
 }
 
-export interface EngineCircuitsTable {
+interface EngineCircuitsTable {
   engine: string;
   consecutive_failures: number;
   /** While in the future the engine gets no new work; once passed, one probe is let through. */
@@ -43,7 +43,7 @@ export interface EngineCircuitsTable {
   updated_at: number;
 }
 
-export interface IdempotencyKeysTable {
+interface IdempotencyKeysTable {
   client_id: string;
   key: string;
   request_hash: string;
@@ -88,7 +88,7 @@ export interface WebhookDeliveriesTable {
   delivered_at: number | null;
 }
 
-export interface WebhookAttemptsTable {
+interface WebhookAttemptsTable {
   delivery_id: string;
   attempt: number;
   started_at: number;
@@ -98,7 +98,7 @@ export interface WebhookAttemptsTable {
 }
 
 /** Job creations of one client in one minute (`window_start`, epoch ms), for the rate limit. */
-export interface RateWindowsTable {
+interface RateWindowsTable {
   client_id: string;
   window_start: number;
   count: number;

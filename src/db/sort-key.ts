@@ -16,7 +16,7 @@ const SORT_KEY_INDEXES = new Set(['jobs_client_created', 'assets_client_created'
 const MAX_SORT_KEY_TRIES = 20;
 
 /** A PostgreSQL unique violation on a per-client sort key: another transaction took the same key. */
-export function isSortKeyConflict(error: unknown): boolean {
+function isSortKeyConflict(error: unknown): boolean {
   const e = error as { code?: unknown; constraint?: unknown } | null;
   return e?.code === '23505' && typeof e.constraint === 'string' && SORT_KEY_INDEXES.has(e.constraint);
 }

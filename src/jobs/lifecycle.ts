@@ -2,9 +2,8 @@
 export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'expired', 'cancelled'] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
 
-export const TERMINAL_STATUSES = ['succeeded', 'failed', 'expired', 'cancelled'] as const;
+const TERMINAL_STATUSES = ['succeeded', 'failed', 'expired', 'cancelled'] as const;
 export type TerminalStatus = (typeof TERMINAL_STATUSES)[number];
-export const ACTIVE_STATUSES = ['queued', 'running'] as const;
 
 export function isTerminal(status: string): status is TerminalStatus {
   return (TERMINAL_STATUSES as readonly string[]).includes(status);

@@ -18,7 +18,7 @@ const httpUrl = z.string().max(2048).describe('http(s) URL the worker fetches');
 const text = (max: number) => z.string().min(1).max(max).refine((s) => s.trim() !== '', 'must not be blank');
 const assetId = z.string().regex(/^asset_[0-9a-z]{26}$/, 'must be an asset id (asset_…)');
 
-export const materialSchema = z
+const materialSchema = z
   .object({
     type: z.enum(['image', 'video', 'audio']),
     url: httpUrl.optional(),
@@ -27,7 +27,7 @@ export const materialSchema = z
   })
   .strict();
 
-export const videoSettingsSchema = z
+const videoSettingsSchema = z
   .object({
     ratio: z.enum(VIDEO_RATIOS).optional().describe('default adaptive: the first image\'s aspect, else 16:9'),
     duration: z.int().min(4).max(15).optional().describe('seconds, default 5'),

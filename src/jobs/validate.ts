@@ -13,7 +13,7 @@ export const FIELDS_FOR: Record<Capability, readonly (keyof CreateJobBody)[]> = 
   'image.upscale': ['resolution'],
   'video.generate': ['settings'],
 };
-export const CAPABILITY_FIELDS = new Set(Object.values(FIELDS_FOR).flat());
+const CAPABILITY_FIELDS = new Set(Object.values(FIELDS_FOR).flat());
 
 const METADATA_MAX_BYTES = 4096;
 const MAX_REFERENCE_IMAGES = 10;

@@ -12,7 +12,7 @@ import sharp from 'sharp';
 import { TooLarge } from '../lib/errors.ts';
 import { ffmpegPath } from './ffmpeg.ts';
 
-export type MediaKind = 'image' | 'video' | 'audio' | 'file';
+type MediaKind = 'image' | 'video' | 'audio' | 'file';
 
 export interface ProbeResult {
   mimeType: string;
@@ -22,7 +22,7 @@ export interface ProbeResult {
   durationSeconds: number | null;
 }
 
-export interface FfmpegVideoStream {
+interface FfmpegVideoStream {
   codec: string;
   pixFmt: string | null;
   /** As stored; `displayWidth/Height` honour a ±90° rotation. */

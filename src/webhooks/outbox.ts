@@ -1,7 +1,7 @@
 import type { Tx } from '../db/index.ts';
 import { newId } from '../lib/ids.ts';
 
-export const WEBHOOK_EVENTS = ['generation.succeeded', 'generation.failed', 'generation.expired', 'generation.cancelled'] as const;
+const WEBHOOK_EVENTS = ['generation.succeeded', 'generation.failed', 'generation.expired', 'generation.cancelled'] as const;
 export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
 
 /**

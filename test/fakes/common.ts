@@ -44,7 +44,7 @@ export interface FakeResponse {
   headers?: Record<string, string>;
 }
 
-export interface FakeRoute {
+interface FakeRoute {
   method: 'GET' | 'POST' | 'DELETE';
   /** An exact path, or a pattern whose capture groups are passed as `params`. */
   path: string | RegExp;
@@ -53,21 +53,6 @@ export interface FakeRoute {
 
 // ---------------------------------------------------------------------------------------------
 // Scenarios
-
-/** Scenario names every fake understands (docs/providers.md §5.1); fakes may add their own. */
-export const SHARED_SCENARIOS = [
-  'ok',
-  'rate_limit',
-  'server_error',
-  'quota',
-  'moderation_submit',
-  'moderation_result',
-  'never_finish',
-  'provider_expired',
-  'task_lost',
-  'url_expired',
-  'bad_auth',
-] as const;
 
 /**
  * The server-wide scenario. With `times`, it applies to that many `take()`s and then reverts to
@@ -118,10 +103,10 @@ export interface TaskTiming {
   now?: () => number;
 }
 
-export type TaskPhase = 'queued' | 'running' | 'finished';
+type TaskPhase = 'queued' | 'running' | 'finished';
 
 /** Task state as a function of elapsed time, so a poll's answer depends only on when it arrives. */
-export class TaskClock {
+class TaskClock {
   readonly queuedMs: number;
   readonly runningMs: number;
   readonly now: () => number;
@@ -153,7 +138,7 @@ export class TaskClock {
 
 export type FileSpec = { kind: 'png'; width: number; height: number } | { kind: 'mp4' };
 
-export interface FileOptions {
+interface FileOptions {
   /** `url_expired`: the URL answers 403 as if its signature had lapsed. */
   forbidden?: boolean;
   /** Lifetime encoded in `?expires=` (default 24 h, as the providers document). */
@@ -177,7 +162,7 @@ const DAY_MS = 24 * 60 * 60 * 1000;
  * `ffmpeg -f lavfi -i testsrc=size=320x240:rate=24:duration=1 -c:v libx264 -pix_fmt yuv420p
  *  -preset veryslow -crf 40 -movflags +faststart tiny.mp4` (ffmpegPath() from src/media/ffmpeg.ts).
  */
-export const TINY_MP4_PATH = fileURLToPath(new URL('./fixtures/tiny.mp4', import.meta.url));
+const TINY_MP4_PATH = fileURLToPath(new URL('./fixtures/tiny.mp4', import.meta.url));
 
 let tinyMp4: Buffer | null = null;
 const pngCache = new Map<string, Promise<Buffer>>();
@@ -198,7 +183,7 @@ export async function resultFileBytes(spec: FileSpec): Promise<{ bytes: Buffer; 
 }
 
 /** Writes `bytes`, throttled to `chunkBytes` per `intervalMs` when `slow` is given. */
-export async function serveFile(
+async function serveFile(
   res: http.ServerResponse,
   file: { bytes: Buffer; contentType: string },
   slow?: SlowFileOptions | null,
@@ -220,7 +205,7 @@ export async function serveFile(
 // ---------------------------------------------------------------------------------------------
 // Input fetching
 
-export interface InputFetch {
+interface InputFetch {
   url: string;
   /** HTTP status, or null when the request itself failed. */
   status: number | null;
@@ -229,7 +214,7 @@ export interface InputFetch {
 }
 
 /** GETs each URL with no credentials at all, as a provider would. */
-export async function fetchInputUrls(urls: string[]): Promise<InputFetch[]> {
+async function fetchInputUrls(urls: string[]): Promise<InputFetch[]> {
   return Promise.all(
     urls.map(async (url): Promise<InputFetch> => {
       try {

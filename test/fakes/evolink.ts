@@ -18,7 +18,7 @@ export interface FakeEvolinkOptions extends TaskTiming {
   slowFile?: boolean | SlowFileOptions;
 }
 
-export interface FakeEvolinkTask {
+interface FakeEvolinkTask {
   id: string;
   model: string;
   /** The create body as received. */

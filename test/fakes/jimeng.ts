@@ -55,7 +55,7 @@ export interface FakeJimengOptions extends TaskTiming {
   returnBase64?: boolean;
 }
 
-export interface FakeJimengTask {
+interface FakeJimengTask {
   id: string;
   reqKey: string;
   kind: TaskKind;

@@ -17,7 +17,7 @@ export interface FakeSeedanceOptions extends TaskTiming {
   slowFile?: boolean | SlowFileOptions;
 }
 
-export interface FakeSeedanceTask {
+interface FakeSeedanceTask {
   id: string;
   model: string;
   /** The create body as received. */

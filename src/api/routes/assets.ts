@@ -5,7 +5,7 @@ import { clientOf } from '../auth.ts';
 import { isMultipart, receiveFiles } from '../multipart.ts';
 import { ifNoneMatchHits, parseRange } from '../range.ts';
 
-export const MAX_UPLOAD_FILES = 20;
+const MAX_UPLOAD_FILES = 20;
 /**
  * Life of a presigned redirect target. The client follows the 302 at once; players that seek
  * come back to this route and get a fresh URL, so minutes are plenty and a leaked URL dies soon.

@@ -15,7 +15,7 @@ const RADIUS = 5;
 /** Context around the mask's bounding box handed to the inpainter (Telea looks RADIUS px out). */
 const MARGIN = 4 * RADIUS;
 
-export interface RawImage {
+interface RawImage {
   data: Buffer;
   width: number;
   height: number;
@@ -35,7 +35,7 @@ async function decodeRaw(task: Omit<SharpTask, 'output'>, pixels: number, workDi
  * Decodes the original as displayed (EXIF orientation applied) to 8-bit sRGB, RGB or RGBA.
  * `pixels`: its size, which decides where the decode runs; `maxPixels`: sharp's limitInputPixels.
  */
-export async function decodeOriginal(path: string, pixels: number, workDir: string, signal: AbortSignal, maxPixels: number): Promise<RawImage> {
+async function decodeOriginal(path: string, pixels: number, workDir: string, signal: AbortSignal, maxPixels: number): Promise<RawImage> {
   const { data, ...info } = await decodeRaw(
     { input: { kind: 'file', path }, inputOptions: { limitInputPixels: maxPixels }, ops: [['rotate'], ['toColourspace', 'srgb']] },
     pixels,
@@ -59,7 +59,7 @@ export async function decodeOriginal(path: string, pixels: number, workDir: stri
  * `pixels`: the larger of the mask's and the output's size, which decides where the decode runs;
  * `maxPixels`: sharp's limitInputPixels for the mask.
  */
-export async function decodeMask(path: string, pixels: number, width: number, height: number, workDir: string, signal: AbortSignal, maxPixels: number): Promise<Uint8Array> {
+async function decodeMask(path: string, pixels: number, width: number, height: number, workDir: string, signal: AbortSignal, maxPixels: number): Promise<Uint8Array> {
   const { data, channels: step } = await decodeRaw(
     {
       input: { kind: 'file', path },

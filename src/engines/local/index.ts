@@ -12,7 +12,6 @@ import { generateVideo } from './video-generate.ts';
 
 export { prewarmInpaint, shutdownInpaint } from './inpaint-pool.ts';
 export { prewarmSharp, shutdownSharp } from './sharp-child.ts';
-export { videoSize } from './video-size.ts';
 
 export function createLocalEngine(): LocalEngine {
   return {

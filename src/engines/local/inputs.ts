@@ -21,7 +21,7 @@ export function invalidInput(message: string): EngineError {
 }
 
 /** The job's `error.code` for an input image over the pixel limit (JOB_ERRORS.inputTooLarge). */
-export const INPUT_TOO_LARGE = 'input_too_large';
+const INPUT_TOO_LARGE = 'input_too_large';
 
 /**
  * `limitInputPixels` for every sharp decode of an input image (client data): the configured
@@ -71,7 +71,7 @@ export function decodeError(err: unknown, what: string): Error {
   return invalidInput(`The ${what} could not be decoded (${message}).`);
 }
 
-export function shortMessage(err: unknown): string {
+function shortMessage(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);
   const line = text.split('\n').find((l) => l.trim()) ?? text;
   return line.length > 200 ? `${line.slice(0, 200)}…` : line;

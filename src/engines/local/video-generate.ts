@@ -22,7 +22,7 @@ import { Prng, promptSeed, renderPromptImage } from './render.ts';
 import { runSharpTask } from './sharp-child.ts';
 import { videoSize } from './video-size.ts';
 
-export const VIDEO_FPS = 24;
+const VIDEO_FPS = 24;
 const MAX_DURATION_SECONDS = 120;
 /** Scenes are rendered this much larger than the frame so zooms and pans stay sharp and smooth. */
 const OVERSCAN = 1.5;

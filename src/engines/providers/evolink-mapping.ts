@@ -7,9 +7,9 @@ import type { JobParams, TaskStatus } from '../engine.ts';
 export const EVOLINK_ENGINE = 'evolink';
 
 /** How a model family takes `size` and `quality` (per-model parameters are medium-low confidence). */
-export type SizeFamily = 'gpt' | 'seedream' | 'gemini';
+type SizeFamily = 'gpt' | 'seedream' | 'gemini';
 
-export function sizeFamily(model: string): SizeFamily {
+function sizeFamily(model: string): SizeFamily {
   if (model.startsWith('doubao-seedream')) return 'seedream';
   if (model.startsWith('gemini')) return 'gemini';
   // gpt-image-1, gpt-image-1.5, gpt-4o-image, gpt-image-2 — and the fallback for unknown ids.
@@ -17,18 +17,18 @@ export function sizeFamily(model: string): SizeFamily {
 }
 
 /** GPT-image sizes, in pixel form; the worker resizes (cover) to the requested width×height. */
-export const GPT_SIZES = [
+const GPT_SIZES = [
   { ratio: 1, size: '1024x1024' },
   { ratio: 2 / 3, size: '1024x1536' },
   { ratio: 3 / 2, size: '1536x1024' },
 ] as const;
 
 /** Gemini image aspect strings [U]. */
-export const GEMINI_RATIOS = ['1:1', '2:3', '3:2', '3:4', '4:3', '4:5', '5:4', '9:16', '16:9', '21:9'] as const;
+const GEMINI_RATIOS = ['1:1', '2:3', '3:2', '3:4', '4:3', '4:5', '5:4', '9:16', '16:9', '21:9'] as const;
 
 /** Seedream takes `WxH` of at least 1280×720 pixels [S]; we read that as area, sides ≤ 4096 [U]. */
-export const SEEDREAM_MIN_AREA = 1280 * 720;
-export const SEEDREAM_MAX_SIDE = 4096;
+const SEEDREAM_MIN_AREA = 1280 * 720;
+const SEEDREAM_MAX_SIDE = 4096;
 
 function nearest<T>(items: readonly T[], ratioOf: (item: T) => number, width: number, height: number): T {
   // [ours] Nearest aspect: min |ln(w/h) − ln r|, so 2:1 and 1:2 are equally far from 1:1.
@@ -100,7 +100,7 @@ export function mapEvolinkStatus(status: string, progress: unknown): EvolinkStat
 export const CANCELLED_CODE = 'request_cancelled';
 
 /** Failed-task codes (§4.4). Unknown codes: `provider_error`, not resubmittable. */
-export const EVOLINK_TASK_ERRORS: Record<string, { code: string; resubmittable: boolean }> = {
+const EVOLINK_TASK_ERRORS: Record<string, { code: string; resubmittable: boolean }> = {
   content_policy_violation: { code: 'content_moderation', resubmittable: false },
   invalid_parameters: { code: 'invalid_input', resubmittable: false },
   image_processing_error: { code: 'invalid_input', resubmittable: false },

@@ -16,8 +16,8 @@ export const SUCCESS_CODE = 10000;
 export const JIMENG_CAPABILITIES = ['image.generate', 'image.inpaint', 'image.upscale'] as const satisfies readonly Capability[];
 
 /** image.generate's req_key comes from config (4.0 or 4.6); the others are fixed. */
-export const INPAINT_REQ_KEY = 'jimeng_image2image_dream_inpaint'; // medium confidence
-export const UPSCALE_REQ_KEY = 'jimeng_i2i_seed3_tilesr_cvtob'; // medium-low: official page unseen
+const INPAINT_REQ_KEY = 'jimeng_image2image_dream_inpaint'; // medium confidence
+const UPSCALE_REQ_KEY = 'jimeng_i2i_seed3_tilesr_cvtob'; // medium-low: official page unseen
 
 export function reqKeyFor(capability: Capability, imageReqKey: string): string {
   if (capability === 'image.inpaint') return INPAINT_REQ_KEY;
@@ -58,14 +58,14 @@ export function mapScale(reqKey: string, scale: number | undefined): number | un
   return generateModelOf(reqKey).scale === 'fraction' ? whole / 100 : Math.max(1, whole);
 }
 
-export const MIN_AREA = 1024 * 1024; // 1048576
-export const MAX_AREA = 4096 * 4096; // 16777216
+const MIN_AREA = 1024 * 1024; // 1048576
+const MAX_AREA = 4096 * 4096; // 16777216
 /** Ratio bounds the provider applies unless `min_ratio`/`max_ratio` widen them. */
-export const DEFAULT_MIN_RATIO = 1 / 3;
-export const DEFAULT_MAX_RATIO = 3;
+const DEFAULT_MIN_RATIO = 1 / 3;
+const DEFAULT_MAX_RATIO = 3;
 /** `min_ratio`/`max_ratio` may be set within [1/16, 16). */
-export const LIMIT_MIN_RATIO = 1 / 16;
-export const LIMIT_MAX_RATIO = 16;
+const LIMIT_MIN_RATIO = 1 / 16;
+const LIMIT_MAX_RATIO = 16;
 
 export interface FittedSize {
   width: number;
@@ -148,7 +148,7 @@ export function mapStatus(providerStatus: string): TaskStatus {
 // ---------------------------------------------------------------------------------------------
 // Errors (§2.5)
 
-export type FaultKind = 'rate_limited' | 'retryable' | 'permanent';
+type FaultKind = 'rate_limited' | 'retryable' | 'permanent';
 
 export interface JimengFault {
   kind: FaultKind;
@@ -164,7 +164,7 @@ export interface JimengFault {
  * (typically 10–30 s), so waiting longer than the worker's default 2 s first backoff wastes fewer
  * calls. 50429 (QPS) uses the worker's default backoff.
  */
-export const CONCURRENCY_RETRY_AFTER_MS = 10_000;
+const CONCURRENCY_RETRY_AFTER_MS = 10_000;
 
 const CODE_TABLE: Record<number, JimengFault> = {
   50429: { kind: 'rate_limited', code: 'rate_limited' },

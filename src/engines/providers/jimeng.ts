@@ -35,7 +35,7 @@ import {
 } from './jimeng-mapping.ts';
 import { signVolcRequest } from './volc-sign.ts';
 
-export const JIMENG_ENGINE = 'jimeng';
+const JIMENG_ENGINE = 'jimeng';
 
 export interface JimengConfig {
   baseUrl: string;

@@ -30,7 +30,7 @@ const ALL_RESOLUTIONS: readonly VideoResolution[] = ['480p', '720p', '1080p'];
  * Per §3.1. 1.0 durations [C]: the newer doc says 2–12, the older 3–12; we take 2–12 (our API
  * asks 4–15, so only the top end matters). 2.0 ranges [S] (several resellers agree).
  */
-export const SEEDANCE_MODELS: readonly SeedanceModel[] = [
+const SEEDANCE_MODELS: readonly SeedanceModel[] = [
   // Longer families first: `…-1-0-pro-fast` must not match `…-1-0-pro`.
   { family: 'doubao-seedance-1-0-pro-fast', modes: ['text', 'first_frame'], minDurationSeconds: 2, maxDurationSeconds: 12, autoDuration: false, resolutions: ALL_RESOLUTIONS, defaultResolution: '1080p' },
   { family: 'doubao-seedance-1-0-pro', modes: ['text', 'first_frame', 'first_last'], minDurationSeconds: 2, maxDurationSeconds: 12, autoDuration: false, resolutions: ALL_RESOLUTIONS, defaultResolution: '1080p' },
@@ -45,7 +45,7 @@ export const SEEDANCE_MODELS: readonly SeedanceModel[] = [
  * An id we do not know (a newer model, or an `ep-…` endpoint id) is passed through with our
  * API's own limits and no mode checks: the provider judges it (404 if it does not exist).
  */
-export const UNKNOWN_MODEL: SeedanceModel = {
+const UNKNOWN_MODEL: SeedanceModel = {
   family: '',
   modes: ['text', 'first_frame', 'first_last', 'reference', 'reference_media'],
   minDurationSeconds: 4,
@@ -88,10 +88,10 @@ export const MODE_NAMES: Record<SeedanceMode, string> = {
 };
 
 /** Input images the provider accepts: formats, < 30 MB, sides in (300, 6000) px, w/h in (0.4, 2.5). */
-export const IMAGE_MIME_TYPES = ['image/jpeg', 'image/png', 'image/webp', 'image/bmp', 'image/tiff', 'image/gif'];
-export const MAX_IMAGE_BYTES = 30 * 1024 * 1024;
-export const IMAGE_SIDE_PX = { min: 300, max: 6000 } as const;
-export const IMAGE_ASPECT = { min: 0.4, max: 2.5 } as const;
+const IMAGE_MIME_TYPES = ['image/jpeg', 'image/png', 'image/webp', 'image/bmp', 'image/tiff', 'image/gif'];
+const MAX_IMAGE_BYTES = 30 * 1024 * 1024;
+const IMAGE_SIDE_PX = { min: 300, max: 6000 } as const;
+const IMAGE_ASPECT = { min: 0.4, max: 2.5 } as const;
 
 /** Why the provider would refuse this image, or null. Sizes are checked when known. */
 export function imageProblem(input: RemoteInput, bytes: number): string | null {
@@ -136,7 +136,7 @@ export function resolutionAllowed(model: SeedanceModel, resolution: VideoResolut
 }
 
 /** [ours] `max(3600, jobTimeoutSeconds)` inside the provider's range 3600–259200 (default 172800). */
-export const EXECUTION_EXPIRES_SECONDS = { min: 3600, max: 259_200 } as const;
+const EXECUTION_EXPIRES_SECONDS = { min: 3600, max: 259_200 } as const;
 export function executionExpiresAfter(jobTimeoutSeconds: number): number {
   return Math.min(EXECUTION_EXPIRES_SECONDS.max, Math.max(EXECUTION_EXPIRES_SECONDS.min, Math.ceil(jobTimeoutSeconds)));
 }
@@ -162,7 +162,7 @@ export function mapSeedanceStatus(status: string): TaskStatus {
 export type ErrorKind = 'permanent' | 'rate_limited' | 'quota_wait' | 'retryable';
 
 /** §3.5, matched by prefix (suffixes like `.PolicyViolation` occur). First match wins. */
-export const SEEDANCE_ERRORS: readonly { prefix: string; kind: ErrorKind; code: string }[] = [
+const SEEDANCE_ERRORS: readonly { prefix: string; kind: ErrorKind; code: string }[] = [
   { prefix: 'MissingParameter', kind: 'permanent', code: 'invalid_input' },
   { prefix: 'InvalidParameter', kind: 'permanent', code: 'invalid_input' },
   { prefix: 'InputTextSensitiveContentDetected', kind: 'permanent', code: 'content_moderation' },

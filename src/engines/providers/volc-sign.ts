@@ -5,7 +5,7 @@
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 
-export const VOLC_ALGORITHM = 'HMAC-SHA256';
+const VOLC_ALGORITHM = 'HMAC-SHA256';
 
 export interface VolcSignInput {
   method: string;
@@ -57,7 +57,7 @@ export function rfc3986Encode(value: string): string {
   return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
-export function canonicalQuery(query: Record<string, string>): string {
+function canonicalQuery(query: Record<string, string>): string {
   return Object.keys(query)
     .sort()
     .map((name) => `${rfc3986Encode(name)}=${rfc3986Encode(query[name]!)}`)
@@ -68,7 +68,7 @@ function canonicalUri(path: string): string {
   return path.split('/').map(rfc3986Encode).join('/') || '/';
 }
 
-export function deriveSigningKey(secretAccessKey: string, date: string, region: string, service: string): Buffer {
+function deriveSigningKey(secretAccessKey: string, date: string, region: string, service: string): Buffer {
   const kDate = hmac(Buffer.from(secretAccessKey, 'utf8'), date);
   const kRegion = hmac(kDate, region);
   const kService = hmac(kRegion, service);
@@ -141,7 +141,7 @@ export interface VolcSignedRequest {
   body: string | Buffer;
 }
 
-export interface ParsedAuthorization {
+interface ParsedAuthorization {
   accessKeyId: string;
   date: string;
   region: string;
@@ -156,7 +156,7 @@ export type VolcVerification =
 
 const AUTHORIZATION = /^HMAC-SHA256 Credential=([^/,\s]+)\/(\d{8})\/([^/,\s]+)\/([^/,\s]+)\/request, ?SignedHeaders=([a-z0-9;-]+), ?Signature=([0-9a-f]{64})$/;
 
-export function parseVolcAuthorization(value: string): ParsedAuthorization | null {
+function parseVolcAuthorization(value: string): ParsedAuthorization | null {
   const m = AUTHORIZATION.exec(value.trim());
   if (!m) return null;
   return { accessKeyId: m[1]!, date: m[2]!, region: m[3]!, service: m[4]!, signedHeaders: m[5]!.split(';'), signature: m[6]! };
