@@ -568,7 +568,7 @@ describe('engine errors', () => {
 
   test('a retryable engine error runs the job again, which then succeeds', async (t) => {
     const { engine, stack, h, skipBackoff } = await embedded(t, async (_req, _ctx, run) => {
-      if (run.n === 1) throw new EngineError('upstream_busy', 'The provider is busy.', { retryable: true });
+      if (run.n === 1) throw new EngineError('provider_error', 'The provider is busy.', { retryable: true });
     });
     const job = await createJob(stack);
     await waitFor(async () => (await jobRow(h, job.id)).lease_owner === null && engine.runs.length === 1, { what: 'the job to be handed back' });
@@ -583,7 +583,7 @@ describe('engine errors', () => {
 
   test('a retryable error on every attempt fails the job with the engine code after 3 attempts', async (t) => {
     const { engine, stack, h, receiver, skipBackoff } = await embedded(t, async () => {
-      throw new EngineError('upstream_busy', 'The provider is busy.', { retryable: true });
+      throw new EngineError('provider_error', 'The provider is busy.', { retryable: true });
     });
     const job = await createJob(stack, { webhookUrl: receiver.url });
     const done = await waitFor(
@@ -595,7 +595,7 @@ describe('engine errors', () => {
       { timeoutMs: 20_000, intervalMs: 50, what: 'the job to give up' },
     );
     assert.equal(done.status, 'failed');
-    assert.equal(done.error.code, 'upstream_busy');
+    assert.equal(done.error.code, 'provider_error');
     assert.equal(engine.runs.length, 3);
     assert.equal((await jobRow(h, job.id)).attempts, 3);
     const hook = await waitFor(() => receiver.hooks.find((x) => x.body.job.id === job.id), { what: 'failure webhook' });
@@ -604,12 +604,12 @@ describe('engine errors', () => {
 
   test('a non-retryable engine error fails the job at once with the engine code and message', async (t) => {
     const { engine, stack, h, receiver } = await embedded(t, async () => {
-      throw new EngineError('content_rejected', 'The prompt was rejected by the provider.');
+      throw new EngineError('content_moderation', 'The prompt was rejected by the provider.');
     });
     const job = await createJob(stack, { webhookUrl: receiver.url });
     const done = await waitForJob(stack, job.id, TERMINAL, 20_000);
     assert.equal(done.status, 'failed');
-    assert.deepEqual(done.error, { code: 'content_rejected', message: 'The prompt was rejected by the provider.' });
+    assert.deepEqual(done.error, { code: 'content_moderation', message: 'The prompt was rejected by the provider.' });
     assert.deepEqual(done.outputAssetIds, []);
     assert.equal(engine.runs.length, 1);
     assert.equal((await jobRow(h, job.id)).attempts, 1);
@@ -620,12 +620,12 @@ describe('engine errors', () => {
 
   test('an engine that says the deadline passed expires the job', async (t) => {
     const { stack } = await embedded(t, async () => {
-      throw new EngineError('provider_expired', 'The provider task expired.', { expired: true });
+      throw new EngineError('provider_timeout', 'The provider task expired.', { expired: true });
     });
     const job = await createJob(stack);
     const done = await waitForJob(stack, job.id, TERMINAL, 20_000);
     assert.equal(done.status, 'expired');
-    assert.equal(done.error.code, 'provider_expired');
+    assert.equal(done.error.code, 'provider_timeout');
   });
 
   test('an unexpected engine crash fails the job with a stable code and no internals', async (t) => {

@@ -25,7 +25,7 @@ const engine: Engine = {
   name: 'test',
   capabilities: ['image.generate'],
   async run(req, ctx) {
-    if (req.prompt === 'fail') throw new EngineError('content_rejected', 'Rejected by the provider.');
+    if (req.prompt === 'fail') throw new EngineError('content_moderation', 'Rejected by the provider.');
     if (req.prompt === 'block') await new Promise((r) => ctx.signal.addEventListener('abort', r, { once: true }));
     const file = path.join(ctx.workDir, 'out.png');
     await fsp.writeFile(file, PNG);

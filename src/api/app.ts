@@ -5,8 +5,9 @@ import type { AssetService, Store, UrlSigner } from '../assets/index.ts';
 import type { Db } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import type { JobService } from '../jobs/index.ts';
+import { ERR } from '../lib/error-codes.ts';
 import { registerAccessControl, type Authenticator } from './auth.ts';
-import { clientErrorHandler, frameworkErrorHandler, registerErrorHandling, stampReply } from './errors.ts';
+import { clientErrorHandler, frameworkErrorHandler, registerErrorHandling, sendError, stampReply } from './errors.ts';
 import { registerJsonParser } from './json-body.ts';
 import { registerMultipartPassThrough } from './multipart.ts';
 import { registerAbortLog, RequestLog } from './request-log.ts';
@@ -70,7 +71,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('onRequest', async (request, reply) => {
     stampReply(request, reply);
     // A request on a kept-alive connection while we shut down: the load balancer should retry it elsewhere.
-    if (closing) return reply.status(503).send({ error: 'The server is shutting down; try again.', code: 'shutting_down' });
+    if (closing) return sendError(reply, ERR.shutting_down, 'The server is shutting down; try again.');
   });
   registerAccessControl(app, { auth: deps.auth, signer: deps.signer });
   registerMultipartPassThrough(app);

@@ -2,35 +2,36 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, Invalid, NotFound, RateLimited, TooLarge, Unauthorized, Conflict } from '../lib/errors.ts';
+import { ERR, ERROR_CODES, httpStatus, type ApiErrorCode, type CodeEntry } from '../lib/error-codes.ts';
+import { AppError, RateLimited } from '../lib/errors.ts';
 
 /** The one place that turns errors into HTTP answers: `{ error, code }`, never a stack or the request's URL. */
 function statusFor(error: AppError): number {
-  if (error instanceof Invalid) return 400;
-  if (error instanceof Unauthorized) return 401;
-  if (error instanceof NotFound) return 404;
-  if (error instanceof Conflict) return 409;
-  if (error instanceof TooLarge) return 413;
-  if (error instanceof RateLimited) return 429;
-  // Other domain errors (a refused URL, say) are the caller's input.
-  return 400;
+  // The catalogue's status for the code; a code without one (an internal FetchError's) is the caller's input.
+  const entry: CodeEntry = ERROR_CODES[error.code];
+  return entry.http ?? 400;
+}
+
+/** An API error answer: the catalogue's status for `code`, and `{ error, code }`. */
+export function sendError(reply: FastifyReply, code: ApiErrorCode, message: string) {
+  return reply.status(httpStatus(code)).send({ error: message, code });
 }
 
 /** Fastify's and @fastify/multipart's own 4xx errors, in our words (their messages may quote the URL or internals). */
-const FRAMEWORK_ERRORS: Record<string, [status: number, code: string, message: string]> = {
-  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'too_large', 'Request body is too large.'],
-  FST_REQ_FILE_TOO_LARGE: [413, 'too_large', 'An uploaded file is larger than the upload limit.'],
-  FST_ERR_CTP_INVALID_JSON_BODY: [400, 'invalid_request', 'Request body is not valid JSON.'],
-  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'invalid_request', 'Request body is empty; send a JSON object.'],
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'invalid_request', 'Content-Length does not match the body.'],
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: [400, 'invalid_request', 'Unsupported Content-Type: send application/json (or multipart/form-data to upload files).'],
-  FST_ERR_CTP_INVALID_TYPE: [400, 'invalid_request', 'Unsupported Content-Type: send application/json (or multipart/form-data to upload files).'],
-  FST_ERR_BAD_URL: [400, 'invalid_request', 'The request path is not a valid URL (bad percent-encoding).'],
-  FST_ERR_MAX_PARAM_LENGTH: [414, 'uri_too_long', 'A path segment is too long.'],
-  FST_INVALID_MULTIPART_CONTENT_TYPE: [400, 'invalid_request', 'Content-Type must be multipart/form-data with a boundary.'],
-  FST_PARTS_LIMIT: [400, 'invalid_request', 'The form has too many parts.'],
-  FST_FIELDS_LIMIT: [400, 'invalid_request', 'The form has too many fields.'],
-  FST_PROTO_VIOLATION: [400, 'invalid_request', 'A form field name is not allowed.'],
+const FRAMEWORK_ERRORS: Record<string, [code: ApiErrorCode, message: string]> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: [ERR.too_large, 'Request body is too large.'],
+  FST_REQ_FILE_TOO_LARGE: [ERR.too_large, 'An uploaded file is larger than the upload limit.'],
+  FST_ERR_CTP_INVALID_JSON_BODY: [ERR.invalid_request, 'Request body is not valid JSON.'],
+  FST_ERR_CTP_EMPTY_JSON_BODY: [ERR.invalid_request, 'Request body is empty; send a JSON object.'],
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [ERR.invalid_request, 'Content-Length does not match the body.'],
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: [ERR.invalid_request, 'Unsupported Content-Type: send application/json (or multipart/form-data to upload files).'],
+  FST_ERR_CTP_INVALID_TYPE: [ERR.invalid_request, 'Unsupported Content-Type: send application/json (or multipart/form-data to upload files).'],
+  FST_ERR_BAD_URL: [ERR.invalid_request, 'The request path is not a valid URL (bad percent-encoding).'],
+  FST_ERR_MAX_PARAM_LENGTH: [ERR.uri_too_long, 'A path segment is too long.'],
+  FST_INVALID_MULTIPART_CONTENT_TYPE: [ERR.invalid_request, 'Content-Type must be multipart/form-data with a boundary.'],
+  FST_PARTS_LIMIT: [ERR.invalid_request, 'The form has too many parts.'],
+  FST_FIELDS_LIMIT: [ERR.invalid_request, 'The form has too many fields.'],
+  FST_PROTO_VIOLATION: [ERR.invalid_request, 'A form field name is not allowed.'],
 };
 
 /** Errors that mean the client went away mid-request: nothing to answer, nothing to alarm anyone about. */
@@ -45,26 +46,26 @@ export function registerErrorHandling(app: FastifyInstance): void {
     const code = (error as FastifyError).code;
     // The hang-up itself is logged once, by the abort hook (request-log.ts).
     if (code !== undefined && CLIENT_GONE.has(code) && request.raw.destroyed) {
-      return reply.status(400).send({ error: 'The request was aborted.', code: 'request_aborted' });
+      return sendError(reply, ERR.request_aborted, 'The request was aborted.');
     }
     if (code !== undefined && code in FRAMEWORK_ERRORS) return sendFrameworkError(code, reply);
     const status = (error as FastifyError).statusCode;
     if (status !== undefined && status >= 400 && status < 500) {
-      if (error instanceof SyntaxError) return reply.status(400).send({ error: 'Request body is not valid JSON.', code: 'invalid_request' });
+      if (error instanceof SyntaxError) return sendError(reply, ERR.invalid_request, 'Request body is not valid JSON.');
       request.log.warn({ err: error }, 'unmapped client error');
-      return reply.status(400).send({ error: 'The request is not valid.', code: 'invalid_request' });
+      return sendError(reply, ERR.invalid_request, 'The request is not valid.');
     }
     request.log.error({ err: error }, 'request failed');
-    return reply.status(500).send({ error: 'Internal server error.', code: 'internal_error' });
+    return sendError(reply, ERR.internal_error, 'Internal server error.');
   });
   app.setNotFoundHandler((request, reply) => {
-    reply.status(404).send({ error: `No such route (${request.method}).`, code: 'not_found' });
+    sendError(reply, ERR.not_found, `No such route (${request.method}).`);
   });
 }
 
 function sendFrameworkError(code: string, reply: FastifyReply) {
-  const [status, ourCode, message] = FRAMEWORK_ERRORS[code]!;
-  return reply.status(status).send({ error: message, code: ourCode });
+  const [ourCode, message] = FRAMEWORK_ERRORS[code]!;
+  return sendError(reply, ourCode, message);
 }
 
 /**
@@ -79,7 +80,7 @@ export function stampReply(request: FastifyRequest, reply: FastifyReply): void {
 export function frameworkErrorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
   stampReply(request, reply);
   if (error.code in FRAMEWORK_ERRORS) return sendFrameworkError(error.code, reply);
-  return reply.status(400).send({ error: 'The request is not valid.', code: 'invalid_request' });
+  return sendError(reply, ERR.invalid_request, 'The request is not valid.');
 }
 
 /**
@@ -88,12 +89,13 @@ export function frameworkErrorHandler(error: FastifyError, request: FastifyReque
  */
 export function clientErrorHandler(error: Error & { code?: string }, socket: Socket): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
-  const [status, code, message] =
+  const [code, message]: [ApiErrorCode, string] =
     error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-      ? [408, 'request_timeout', 'The request did not arrive in time (ZHINIAN_REQUEST_TIMEOUT_SECONDS).']
+      ? [ERR.request_timeout, 'The request did not arrive in time (ZHINIAN_REQUEST_TIMEOUT_SECONDS).']
       : error.code === 'HPE_HEADER_OVERFLOW'
-        ? [431, 'headers_too_large', 'The request line and headers are too large.']
-        : [400, 'invalid_request', 'The request is not valid HTTP/1.1.'];
+        ? [ERR.headers_too_large, 'The request line and headers are too large.']
+        : [ERR.invalid_request, 'The request is not valid HTTP/1.1.'];
+  const status = httpStatus(code);
   const body = JSON.stringify({ error: message, code });
   if (socket.writable) {
     socket.write(

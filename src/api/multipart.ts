@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import { Busboy, type BusboyInstance } from '@fastify/busboy';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { cleanName, type WrittenFile } from '../assets/index.ts';
+import { ERR } from '../lib/error-codes.ts';
 import { AppError, Invalid } from '../lib/errors.ts';
 
 /** With the whole body received, this long without the parser reading on means it is stuck. */
@@ -16,7 +17,7 @@ export interface ReceivedFile {
 /** Thrown when the client went away mid-upload: nobody is left to answer. */
 class ClientGone extends AppError {
   constructor() {
-    super('request_aborted', 'The request was aborted.');
+    super(ERR.request_aborted, 'The request was aborted.');
   }
 }
 

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { ASSET_KINDS, ASSET_SOURCES, listAssetsQuerySchema, registerAssetBodySchema } from '../assets/index.ts';
 import { CAPABILITIES } from '../engines/engine.ts';
 import { createJobBodySchema, JOB_STATUSES, listJobsQuerySchema } from '../jobs/index.ts';
+import { API_ERROR_CODES, ERROR_CODES, JOB_ERROR_CODES } from '../lib/error-codes.ts';
 
 /**
  * The OpenAPI 3.1 document, rendered from the very zod schemas that validate requests (so the
@@ -10,6 +11,8 @@ import { createJobBodySchema, JOB_STATUSES, listJobsQuerySchema } from '../jobs/
 const toSchema = (schema: z.ZodType) => z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any', target: 'draft-2020-12' });
 
 const isoTime = z.string().describe('ISO 8601 UTC with milliseconds');
+/** `code`: meaning; … for a schema's description, from the error catalogue. */
+const codeList = (codes: readonly (keyof typeof ERROR_CODES)[]) => codes.map((c) => `${c}: ${ERROR_CODES[c].description}`).join(' ');
 const jobSchema = z.object({
   id: z.string().describe('job_…'),
   capability: z.enum(CAPABILITIES),
@@ -18,7 +21,9 @@ const jobSchema = z.object({
   params: z.record(z.string(), z.unknown()).describe('Validated request fields with defaults filled in'),
   inputAssetIds: z.array(z.string()),
   outputAssetIds: z.array(z.string()),
-  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+  error: z
+    .object({ code: z.enum(JOB_ERROR_CODES).describe(codeList(JOB_ERROR_CODES)), message: z.string().describe('For people') })
+    .nullable(),
   progress: z.number().int().min(0).max(100).nullable(),
   engine: z.string(),
   webhookUrl: z.string().nullable(),
@@ -44,7 +49,10 @@ const assetSchema = z.object({
   downloadUrl: z.string(),
   createdAt: isoTime,
 });
-const errorSchema = z.object({ error: z.string().describe('What went wrong, naming the field'), code: z.string().describe('Stable machine-readable code') });
+const errorSchema = z.object({
+  error: z.string().describe('What went wrong, naming the field'),
+  code: z.enum(API_ERROR_CODES).describe(`Stable machine-readable code: ${codeList(API_ERROR_CODES)}`),
+});
 const capabilitiesSchema = z.object({
   capabilities: z.array(
     z.object({ capability: z.enum(CAPABILITIES), description: z.string(), engines: z.array(z.string()), params: z.record(z.string(), z.unknown()) }),

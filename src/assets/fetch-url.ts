@@ -18,10 +18,8 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import ipaddr from 'ipaddr.js';
 import { Agent, buildConnector, request, type Dispatcher } from 'undici';
+import { ERR, type FetchErrorCode } from '../lib/error-codes.ts';
 import { AppError } from '../lib/errors.ts';
-
-export type FetchErrorCode =
-  'url_invalid' | 'url_forbidden' | 'fetch_failed' | 'http_status' | 'too_large' | 'timeout' | 'too_many_redirects';
 
 /** An AppError (so the API layer maps it like any domain error) carrying the upstream status for http_status. */
 export class FetchError extends AppError {
@@ -57,31 +55,31 @@ function bareHost(hostname: string): string {
 
 function notPublic(address: string, host: string): FetchError {
   const of = bareHost(host) === address ? '' : ` of ${host}`;
-  return new FetchError('url_forbidden', `address ${address}${of} is not public`);
+  return new FetchError(ERR.url_forbidden, `address ${address}${of} is not public`);
 }
 
 export function checkUrl(raw: string, opts: GuardOptions): URL {
   if (typeof raw !== 'string' || raw.length > MAX_URL_LENGTH) {
-    throw new FetchError('url_invalid', `must be a string of at most ${MAX_URL_LENGTH} characters`);
+    throw new FetchError(ERR.url_invalid, `must be a string of at most ${MAX_URL_LENGTH} characters`);
   }
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    throw new FetchError('url_invalid', 'is not an absolute URL');
+    throw new FetchError(ERR.url_invalid, 'is not an absolute URL');
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new FetchError('url_invalid', `scheme ${url.protocol} is not allowed, only http: and https:`);
+    throw new FetchError(ERR.url_invalid, `scheme ${url.protocol} is not allowed, only http: and https:`);
   }
-  if (!url.hostname) throw new FetchError('url_invalid', 'has no host');
+  if (!url.hostname) throw new FetchError(ERR.url_invalid, 'has no host');
   // Credentials in URLs end up in logs and would be replayed to whatever a redirect points at.
-  if (url.username || url.password) throw new FetchError('url_invalid', `credentials in the URL are not allowed (${url.hostname})`);
+  if (url.username || url.password) throw new FetchError(ERR.url_invalid, `credentials in the URL are not allowed (${url.hostname})`);
   if (!opts.allowPrivate) {
     const host = bareHost(url.hostname);
     if (net.isIP(host)) {
       if (!isPublicAddress(host)) throw notPublic(host, url.hostname);
     } else if (host === 'localhost' || host.endsWith('.localhost')) {
-      throw new FetchError('url_forbidden', `host ${host} is not public`);
+      throw new FetchError(ERR.url_forbidden, `host ${host} is not public`);
     }
   }
   return url;
@@ -134,7 +132,7 @@ export function guardedLookup(opts: GuardOptions): net.LookupFunction {
       if (!first) {
         const refused = addresses[0]
           ? notPublic(addresses[0].address, hostname)
-          : new FetchError('fetch_failed', `${hostname} did not resolve to any address`);
+          : new FetchError(ERR.fetch_failed, `${hostname} did not resolve to any address`);
         return callback(refused, options.all ? [] : '', undefined);
       }
       if (options.all) callback(null, allowed);
@@ -166,12 +164,12 @@ export function guardedDispatcher(opts: GuardOptions): Dispatcher {
 
 /** Resolves a redirect's Location against the current URL and re-runs the whole URL check on it. */
 export function nextHop(from: URL, location: string | undefined, opts: GuardOptions): URL {
-  if (!location) throw new FetchError('fetch_failed', `${from.host} sent a redirect without a Location`);
+  if (!location) throw new FetchError(ERR.fetch_failed, `${from.host} sent a redirect without a Location`);
   let target: string;
   try {
     target = new URL(location, from).href;
   } catch {
-    throw new FetchError('url_invalid', `${from.host} redirected to an invalid URL`);
+    throw new FetchError(ERR.url_invalid, `${from.host} redirected to an invalid URL`);
   }
   try {
     return checkUrl(target, opts);
@@ -189,11 +187,11 @@ function header(headers: Record<string, string | string[] | undefined>, name: st
 /** Turns whatever undici or a signal threw into our vocabulary; a caller's abort passes through untouched. */
 function failure(err: unknown, url: URL, caller: AbortSignal | undefined, timeout: AbortSignal, timeoutMs: number): unknown {
   if (caller?.aborted) return caller.reason ?? err;
-  if (timeout.aborted) return new FetchError('timeout', `${url.host} did not finish within ${timeoutMs} ms`);
+  if (timeout.aborted) return new FetchError(ERR.timeout, `${url.host} did not finish within ${timeoutMs} ms`);
   if (err instanceof FetchError) return err;
   const code = (err as { code?: unknown } | null)?.code;
-  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new FetchError('fetch_failed', `could not resolve ${url.hostname}`);
-  return new FetchError('fetch_failed', `could not fetch from ${url.host}${typeof code === 'string' ? ` (${code})` : ''}`);
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new FetchError(ERR.fetch_failed, `could not resolve ${url.hostname}`);
+  return new FetchError(ERR.fetch_failed, `could not fetch from ${url.host}${typeof code === 'string' ? ` (${code})` : ''}`);
 }
 
 export async function openUrl(
@@ -219,13 +217,13 @@ export async function openUrl(
     const status = res.statusCode;
     if (REDIRECT_STATUSES.has(status)) {
       discard(res.body);
-      if (hop >= maxRedirects) throw new FetchError('too_many_redirects', `more than ${maxRedirects} redirects, last from ${current.host}`);
+      if (hop >= maxRedirects) throw new FetchError(ERR.too_many_redirects, `more than ${maxRedirects} redirects, last from ${current.host}`);
       current = nextHop(current, header(res.headers, 'location') ?? undefined, opts);
       continue;
     }
     if (status < 200 || status > 299) {
       discard(res.body);
-      throw new FetchError('http_status', `${current.host} answered HTTP ${status}`, status);
+      throw new FetchError(ERR.http_status, `${current.host} answered HTTP ${status}`, status);
     }
     const declared = header(res.headers, 'content-length');
     const contentLength = declared !== null && /^\d+$/.test(declared) ? Number(declared) : null;
@@ -245,7 +243,7 @@ function discard(body: Readable): void {
 }
 
 function tooLarge(url: URL, maxBytes: number): FetchError {
-  return new FetchError('too_large', `${url.host} sent more than ${maxBytes} bytes`);
+  return new FetchError(ERR.too_large, `${url.host} sent more than ${maxBytes} bytes`);
 }
 
 /** Counts bytes as they pass and fails the stream past the cap; Content-Length can lie or be absent. */

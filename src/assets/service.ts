@@ -5,6 +5,7 @@ import type { AssetsTable, DbHandle } from '../db/index.ts';
 import { nextSortKey, retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
 import type { Clock } from '../lib/clock.ts';
 import { formatCursor, parseCursor } from '../lib/cursor.ts';
+import { ERR } from '../lib/error-codes.ts';
 import { Invalid, NotFound, TooLarge } from '../lib/errors.ts';
 import { isId, newId } from '../lib/ids.ts';
 import { parseWith, withoutNulls } from '../lib/validate.ts';
@@ -179,7 +180,7 @@ export function createAssetService(deps: AssetServiceDeps) {
         fetched = await downloadToFile(input.url, target, { allowPrivate: deps.allowPrivateUrls, maxBytes: deps.maxUploadBytes });
       } catch (error) {
         if (error instanceof FetchError) {
-          if (error.code === 'too_large') throw new TooLarge(`url: the file is larger than the ${deps.maxUploadBytes}-byte limit.`);
+          if (error.code === ERR.too_large) throw new TooLarge(`url: the file is larger than the ${deps.maxUploadBytes}-byte limit.`);
           throw new Invalid('url', error.message);
         }
         throw error;

@@ -2,6 +2,8 @@
  * The engine seam. Engines know nothing about HTTP, the database or storage: the worker hands
  * them input files on local disk and takes output files back from a work directory.
  */
+import { retriedByDefault, type JobErrorCode } from '../lib/error-codes.ts';
+
 export const CAPABILITIES = ['image.generate', 'image.inpaint', 'image.upscale', 'video.generate'] as const;
 export type Capability = (typeof CAPABILITIES)[number];
 
@@ -128,7 +130,7 @@ export interface PollResult {
   providerStatus: string;
   /** On success: result URLs (they expire, so the worker re-hosts them) or inline bytes. */
   outputs?: { kind: 'image' | 'video'; url?: string; data?: Buffer }[];
-  error?: { code: string; message: string; providerCode?: string | number; resubmittable?: boolean };
+  error?: { code: JobErrorCode; message: string; providerCode?: string | number; resubmittable?: boolean };
 }
 
 /**
@@ -156,7 +158,10 @@ export function isRemoteEngine(engine: Engine): engine is RemoteEngine {
 }
 
 export interface EngineErrorOptions {
-  /** May succeed if tried again (timeouts, 5xx, connection errors). */
+  /**
+   * May succeed if tried again (timeouts, 5xx, connection errors). Unset: the catalogue's answer
+   * for the code (lib/error-codes.ts); set it only for a code the catalogue marks `sometimes`.
+   */
   retryable?: boolean;
   /** Too many requests or concurrent tasks: wait `retryAfterMs` (or back off) without using an attempt. */
   rateLimited?: boolean;
@@ -172,13 +177,17 @@ export interface EngineErrorOptions {
  * attempt; others fail the job at once. A passed deadline is `expired`, not `failed`.
  */
 export class EngineError extends Error {
+  /** Whether another try may succeed: `options.retryable`, else the catalogue's default for the code. */
+  readonly retryable: boolean;
+
   constructor(
-    readonly code: string,
+    readonly code: JobErrorCode,
     message: string,
     readonly options: EngineErrorOptions = {},
   ) {
     super(message);
     this.name = 'EngineError';
+    this.retryable = options.retryable ?? retriedByDefault(code);
   }
 }
 

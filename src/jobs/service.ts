@@ -4,6 +4,7 @@ import type { EngineRegistry } from '../engines/registry.ts';
 import type { Clock } from '../lib/clock.ts';
 import { canonicalJson, sha256Hex } from '../lib/canonical-json.ts';
 import { formatCursor, parseCursor } from '../lib/cursor.ts';
+import { ERR } from '../lib/error-codes.ts';
 import { Conflict, Invalid, NotFound, RateLimited } from '../lib/errors.ts';
 import { isId, newId } from '../lib/ids.ts';
 import type { Notifier } from '../lib/notifier.ts';
@@ -46,7 +47,7 @@ export function createJobService(deps: JobServiceDeps) {
       .executeTakeFirst();
     if (!row) return null;
     if (row.request_hash !== requestHash) {
-      throw new Conflict('Idempotency-Key was already used with a different request body.', 'idempotency_conflict');
+      throw new Conflict('Idempotency-Key was already used with a different request body.', ERR.idempotency_conflict);
     }
     return toJob(row);
   }
@@ -195,7 +196,7 @@ export function createJobService(deps: JobServiceDeps) {
         return toJob(row);
       }
       const job = await this.get(clientId, id);
-      if (isTerminal(job.status)) throw new Conflict(`Job is already ${job.status}.`, 'job_terminal');
+      if (isTerminal(job.status)) throw new Conflict(`Job is already ${job.status}.`, ERR.job_terminal);
       throw new Conflict('Job changed while being cancelled; try again.');
     },
   };

@@ -1,10 +1,12 @@
 /**
  * Domain errors with stable codes. Domain code throws these and never picks an HTTP status:
- * `api/errors.ts` alone maps them to responses.
+ * `api/errors.ts` alone maps them to responses, with the status the catalogue gives their code.
  */
+import { ERR, type ErrorCode } from './error-codes.ts';
+
 export class AppError extends Error {
   constructor(
-    readonly code: string,
+    readonly code: ErrorCode,
     message: string,
   ) {
     super(message);
@@ -15,12 +17,12 @@ export class AppError extends Error {
 /** Missing and not-yours are the same answer: a client never learns another client's ids. */
 export class NotFound extends AppError {
   constructor(what: string) {
-    super('not_found', `${what} not found.`);
+    super(ERR.not_found, `${what} not found.`);
   }
 }
 
 export class Conflict extends AppError {
-  constructor(message: string, code = 'conflict') {
+  constructor(message: string, code: typeof ERR.conflict | typeof ERR.idempotency_conflict | typeof ERR.job_terminal = ERR.conflict) {
     super(code, message);
   }
 }
@@ -30,21 +32,20 @@ export class Invalid extends AppError {
   constructor(
     readonly field: string | null,
     message: string,
-    code = 'invalid_request',
   ) {
-    super(code, field ? `${field}: ${message}` : message);
+    super(ERR.invalid_request, field ? `${field}: ${message}` : message);
   }
 }
 
 export class TooLarge extends AppError {
   constructor(message: string) {
-    super('too_large', message);
+    super(ERR.too_large, message);
   }
 }
 
 export class Unauthorized extends AppError {
   constructor(message = 'Invalid API key.') {
-    super('unauthorized', message);
+    super(ERR.unauthorized, message);
   }
 }
 
@@ -53,7 +54,7 @@ export class RateLimited extends AppError {
     readonly retryAfterSeconds: number,
     message = 'Too many requests.',
   ) {
-    super('rate_limited', message);
+    super(ERR.rate_limited, message);
   }
 }
 

@@ -6,6 +6,7 @@ import type { AssetService, Store } from '../assets/index.ts';
 import type { JobsTable } from '../db/index.ts';
 import { EngineError, type EngineInput, type InputRole, type JobParams } from '../engines/engine.ts';
 import { JOB_ERRORS } from '../jobs/lifecycle.ts';
+import { ERR } from '../lib/error-codes.ts';
 import { checkPixelLimit, PixelLimitExceeded, probeFile } from '../media/probe.ts';
 
 export interface InputContext {
@@ -41,7 +42,7 @@ function roleOf(kind: string): InputRole {
 
 /** An image over the pixel limit fails the job at once: trying again cannot make it smaller. */
 function overPixelLimit(field: string, error: PixelLimitExceeded): EngineError {
-  return new EngineError(JOB_ERRORS.inputTooLarge, `${field}: ${error.detail}`, { retryable: false });
+  return new EngineError(JOB_ERRORS.inputTooLarge, `${field}: ${error.detail}`);
 }
 
 /** Runs `check`, turning a pixel-limit refusal into the job's input_too_large error. */
@@ -89,9 +90,9 @@ export async function materializeInputs(job: JobsTable, ctx: InputContext): Prom
       await downloadToFile(source.url, file, { allowPrivate: ctx.allowPrivateUrls, maxBytes: ctx.maxBytes, signal: ctx.signal });
     } catch (error) {
       if (!(error instanceof FetchError)) throw error;
-      const code = error.code === 'too_large' ? JOB_ERRORS.inputTooLarge : JOB_ERRORS.inputFetch;
+      const code = error.code === ERR.too_large ? JOB_ERRORS.inputTooLarge : JOB_ERRORS.inputFetch;
       // Connection trouble may pass; a refused or missing URL will not.
-      const retryable = error.code === 'fetch_failed' || error.code === 'timeout' || (error.status ?? 0) >= 500;
+      const retryable = error.code === ERR.fetch_failed || error.code === ERR.timeout || (error.status ?? 0) >= 500;
       throw new EngineError(code, `${source.field}: ${error.message}`, { retryable });
     }
     const probe = await withinPixelLimit(source.field, () => probeFile(file, { maxInputPixels: ctx.maxInputPixels, signal: ctx.signal }));

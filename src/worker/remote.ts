@@ -17,6 +17,7 @@ import {
   type RemoteEngine,
   type RemoteInput,
 } from '../engines/engine.ts';
+import { ERR } from '../lib/error-codes.ts';
 import { PixelLimitExceeded, probeFile } from '../media/probe.ts';
 
 /** What a remote run keeps in `jobs.engine_state`, so another worker can take over. */
@@ -46,8 +47,6 @@ export interface RemoteRunContext {
 const RETRYABLE_TRIES = 5;
 const CONSECUTIVE_POLL_FAILURES = 10;
 const OUTPUT_FETCH_TRIES = 3;
-/** A provider's result image over ZHINIAN_MAX_INPUT_PIXELS. */
-export const OUTPUT_TOO_LARGE = 'output_too_large';
 
 /**
  * Runs a job on a remote engine: submit once (the handle is stored before the first poll, so
@@ -65,7 +64,7 @@ export async function runRemoteJob(job: JobsTable, engine: RemoteEngine, ctx: Re
     if (saved?.phase === 'submitting' && saved.engine === engine.name) {
       // A worker died between sending the submit and storing its answer: the provider may have
       // a task we cannot find. Submitting again could bill twice, so stop here.
-      throw new EngineError('provider_task_lost', 'The worker stopped while submitting to the provider; the remote task cannot be resumed.');
+      throw new EngineError(ERR.provider_task_lost, 'The worker stopped while submitting to the provider; the remote task cannot be resumed.');
     }
     handle = await submit(job, engine, ctx);
   }
@@ -112,9 +111,9 @@ async function pollUntilDone(job: JobsTable, engine: RemoteEngine, handle: Engin
       result = await engine.poll(handle, { signal: ctx.signal });
       failures = 0;
     } catch (error) {
-      if (!(error instanceof EngineError) || !(error.options.retryable || error.options.rateLimited)) throw error;
+      if (!(error instanceof EngineError) || !(error.retryable || error.options.rateLimited)) throw error;
       failures++;
-      if (error.options.retryable && failures >= CONSECUTIVE_POLL_FAILURES) throw error;
+      if (error.retryable && failures >= CONSECUTIVE_POLL_FAILURES) throw error;
       if (error.options.retryAfterMs) await pause(ctx, error.options.retryAfterMs);
       continue;
     }
@@ -132,15 +131,15 @@ async function pollUntilDone(job: JobsTable, engine: RemoteEngine, handle: Engin
             refetchedForFreshUrls = true;
             continue;
           }
-          if (error instanceof OutputGone) throw new EngineError('output_unavailable', error.message);
+          if (error instanceof OutputGone) throw new EngineError(ERR.output_unavailable, error.message);
           throw error;
         }
       case 'expired':
-        throw new EngineError(result.error?.code ?? 'provider_timeout', result.error?.message ?? `${engine.name} let the task expire.`, { expired: true });
+        throw new EngineError(result.error?.code ?? ERR.provider_timeout, result.error?.message ?? `${engine.name} let the task expire.`, { expired: true });
       case 'cancelled':
-        throw new EngineError(result.error?.code ?? 'provider_error', result.error?.message ?? `${engine.name} cancelled the task on its side.`);
+        throw new EngineError(result.error?.code ?? ERR.provider_error, result.error?.message ?? `${engine.name} cancelled the task on its side.`);
       case 'failed':
-        throw new EngineError(result.error?.code ?? 'provider_error', result.error?.message ?? `${engine.name} reported the task failed.`, {
+        throw new EngineError(result.error?.code ?? ERR.provider_error, result.error?.message ?? `${engine.name} reported the task failed.`, {
           providerCode: result.error?.providerCode,
         });
     }
@@ -151,7 +150,7 @@ class OutputGone extends Error {}
 
 async function rehostOutputs(job: JobsTable, result: PollResult, ctx: RemoteRunContext): Promise<EngineOutput[]> {
   const outputs: EngineOutput[] = [];
-  if (!result.outputs?.length) throw new EngineError('provider_error', 'The provider reported success without any result.');
+  if (!result.outputs?.length) throw new EngineError(ERR.provider_error, 'The provider reported success without any result.');
   for (const [i, output] of result.outputs.entries()) {
     const file = path.join(ctx.workDir, `output-${i}`);
     let sourceUrl: string | undefined;
@@ -161,18 +160,18 @@ async function rehostOutputs(job: JobsTable, result: PollResult, ctx: RemoteRunC
       sourceUrl = output.url.split('?')[0];
       await fetchOutput(output.url, file, ctx);
     } else {
-      throw new EngineError('provider_error', 'The provider returned a result with neither a URL nor data.');
+      throw new EngineError(ERR.provider_error, 'The provider returned a result with neither a URL nor data.');
     }
     let probe;
     try {
       probe = await probeFile(file, { maxInputPixels: ctx.maxInputPixels, signal: ctx.signal });
     } catch (error) {
       // Another poll would hand out the same result: not retryable.
-      if (error instanceof PixelLimitExceeded) throw new EngineError(OUTPUT_TOO_LARGE, `The provider's result ${i + 1}: ${error.detail}`);
+      if (error instanceof PixelLimitExceeded) throw new EngineError(ERR.output_too_large, `The provider's result ${i + 1}: ${error.detail}`);
       throw error;
     }
     if (probe.kind !== output.kind && !(output.kind === 'image' && probe.kind === 'image')) {
-      throw new EngineError('provider_error', `The provider's result ${i + 1} is ${probe.mimeType}, not an ${output.kind}.`);
+      throw new EngineError(ERR.provider_error, `The provider's result ${i + 1} is ${probe.mimeType}, not an ${output.kind}.`);
     }
     const finalFile = await fitToRequest(job, file, probe.kind, probe.width, probe.height, ctx.maxInputPixels);
     const finalProbe = finalFile === file ? probe : await probeFile(finalFile);
@@ -189,10 +188,10 @@ async function fetchOutput(url: string, file: string, ctx: RemoteRunContext): Pr
     } catch (error) {
       if (ctx.signal.aborted) throw new Aborted();
       if (!(error instanceof FetchError)) throw error;
-      if (error.code === 'http_status' && [403, 404, 410].includes(error.status ?? 0)) throw new OutputGone(`The result link answered HTTP ${error.status}.`);
-      if (error.code === 'too_large') throw new EngineError('output_unavailable', `A result is larger than ${ctx.maxOutputBytes} bytes.`);
-      const transient = error.code === 'fetch_failed' || error.code === 'timeout' || (error.status ?? 0) >= 500;
-      if (!transient || attempt >= OUTPUT_FETCH_TRIES) throw new EngineError('output_unavailable', `Could not download a result: ${error.message}`);
+      if (error.code === ERR.http_status && [403, 404, 410].includes(error.status ?? 0)) throw new OutputGone(`The result link answered HTTP ${error.status}.`);
+      if (error.code === ERR.too_large) throw new EngineError(ERR.output_unavailable, `A result is larger than ${ctx.maxOutputBytes} bytes.`);
+      const transient = error.code === ERR.fetch_failed || error.code === ERR.timeout || (error.status ?? 0) >= 500;
+      if (!transient || attempt >= OUTPUT_FETCH_TRIES) throw new EngineError(ERR.output_unavailable, `Could not download a result: ${error.message}`);
       await pause(ctx, 1000 * attempt);
     }
   }
@@ -215,7 +214,7 @@ async function fitToRequest(job: JobsTable, file: string, kind: string, width: n
     await sharp(file, { limitInputPixels: maxInputPixels }).resize(target.width, target.height, { fit: 'cover', kernel: 'lanczos3' }).png({ compressionLevel: 4 }).toFile(resized);
   } catch (error) {
     if (/exceeds pixel limit/i.test((error as Error).message)) {
-      throw new EngineError(OUTPUT_TOO_LARGE, `A result image decodes to more than the ${maxInputPixels}-pixel limit (ZHINIAN_MAX_INPUT_PIXELS).`);
+      throw new EngineError(ERR.output_too_large, `A result image decodes to more than the ${maxInputPixels}-pixel limit (ZHINIAN_MAX_INPUT_PIXELS).`);
     }
     throw error;
   }
@@ -246,8 +245,8 @@ async function withRetries<T>(ctx: RemoteRunContext, what: string, fn: () => Pro
         continue;
       }
       // A submit that timed out may have created a task: without an idempotency key, try it once more only.
-      const tries = what === 'submit' && error.code === 'provider_timeout' ? 2 : RETRYABLE_TRIES;
-      if (error.options.retryable && ++transient < tries) {
+      const tries = what === 'submit' && error.code === ERR.provider_timeout ? 2 : RETRYABLE_TRIES;
+      if (error.retryable && ++transient < tries) {
         await pause(ctx, Math.random() * Math.min(30_000, 1000 * 2 ** (transient - 1)));
         continue;
       }

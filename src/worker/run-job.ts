@@ -10,6 +10,7 @@ import { Aborted, EngineError, isRemoteEngine, type Capability, type Engine, typ
 import type { EngineRegistry } from '../engines/registry.ts';
 import { JOB_ERRORS, releaseJob, reportProgress, rerouteJob, saveEngineState, settleJob, type QueueOptions } from '../jobs/index.ts';
 import type { Clock } from '../lib/clock.ts';
+import { ERR, type JobErrorCode } from '../lib/error-codes.ts';
 import { toError } from '../lib/errors.ts';
 import { DEFAULT_MAX_INPUT_PIXELS } from '../media/probe.ts';
 import type { Notifier } from '../lib/notifier.ts';
@@ -46,7 +47,7 @@ export type AbortReason = 'cancelled' | 'lost' | 'shutdown';
 const PROGRESS_WRITE_MS = 500;
 const RETRY_BACKOFF_MS = [2_000, 10_000, 30_000];
 /** Provider trouble that says nothing about the request itself: another engine may well succeed. */
-const PROVIDER_DOWN_CODES = new Set(['provider_error', 'provider_timeout', 'provider_auth', 'quota_exceeded', 'provider_unavailable']);
+const PROVIDER_DOWN_CODES = new Set<JobErrorCode>([ERR.provider_error, ERR.provider_timeout, ERR.provider_auth, ERR.quota_exceeded]);
 const EXTENSIONS: Record<string, string> = { 'image/png': '.png', 'image/jpeg': '.jpg', 'image/webp': '.webp', 'image/gif': '.gif', 'video/mp4': '.mp4', 'video/webm': '.webm' };
 
 /**
@@ -64,7 +65,7 @@ export async function runJob(deps: RunJobDeps, workerId: string, job: JobsTable,
   let stored: AssetsTable[] = [];
   try {
     const engine = deps.engines.get(job.engine);
-    if (!engine) throw new EngineError('engine_unavailable', `Engine "${job.engine}" is not available on this worker.`);
+    if (!engine) throw new EngineError(ERR.engine_unavailable, `Engine "${job.engine}" is not available on this worker.`);
     if (isRemoteEngine(engine) && !remoteState.submitted && !(await mayUseEngine(handle, engine.name, clock.now()))) {
       if (await failOver(deps, workerId, job, log, `circuit of ${engine.name} is open`)) return;
     }
@@ -198,7 +199,7 @@ async function handleFailure(
     // Nothing was started at the provider yet, so the job may move on without double work.
     if (!run.submitted && (await failOver(deps, workerId, job, log, `${error.code}: ${error.message}`))) return;
   }
-  if (error?.options.retryable && job.attempts < deps.queue.maxAttempts) {
+  if (error?.retryable && job.attempts < deps.queue.maxAttempts) {
     const delayMs = RETRY_BACKOFF_MS[Math.min(job.attempts - 1, RETRY_BACKOFF_MS.length - 1)];
     await releaseJob(handle, { jobId: job.id, workerId, now, delayMs, countAttempt: true });
     log.warn({ code: error.code, delayMs }, `job will retry: ${error.message}`);

@@ -1,7 +1,9 @@
 import contentDisposition from 'content-disposition';
 import type { FastifyInstance } from 'fastify';
 import type { AssetService, Store } from '../../assets/index.ts';
+import { ERR } from '../../lib/error-codes.ts';
 import { clientOf } from '../auth.ts';
+import { sendError } from '../errors.ts';
 import { isMultipart, receiveFiles } from '../multipart.ts';
 import { ifNoneMatchHits, parseRange } from '../range.ts';
 
@@ -49,7 +51,7 @@ export function registerAssetRoutes(app: FastifyInstance, assets: AssetService, 
     const ifRange = request.headers['if-range'];
     const range = ifRange === undefined || ifRange === etag ? parseRange(request.headers.range, size) : null;
     if (range === 'unsatisfiable') {
-      return reply.status(416).header('content-range', `bytes */${size}`).send({ error: 'Range not satisfiable.', code: 'range_not_satisfiable' });
+      return sendError(reply.header('content-range', `bytes */${size}`), ERR.range_not_satisfiable, 'Range not satisfiable.');
     }
     reply.header('content-type', row.mime_type).header('content-disposition', contentDisposition(row.name));
     if (range) {

@@ -4,6 +4,7 @@
  * videos are encoded by ffmpeg (libx264). Long sharp pipelines run in a child process and ffmpeg
  * is one, so a cancel kills the work itself (see sharp-child.ts).
  */
+import { ERR } from '../../lib/error-codes.ts';
 import { Aborted, CAPABILITIES, EngineError, type LocalEngine, type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
 import { generateImage } from './image-generate.ts';
 import { inpaintImage } from './image-inpaint.ts';
@@ -29,7 +30,7 @@ export function createLocalEngine(): LocalEngine {
           case 'video.generate':
             return await generateVideo(request, ctx);
           default:
-            throw new EngineError('unsupported', `The local engine cannot run ${String(request.capability)}.`);
+            throw new EngineError(ERR.unsupported, `The local engine cannot run ${String(request.capability)}.`);
         }
       } catch (err) {
         // Whatever failed after a cancel is the cancel.

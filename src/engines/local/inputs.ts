@@ -1,5 +1,6 @@
 /** Picking and checking the input files of a request. */
 import sharp, { type Metadata } from 'sharp';
+import { ERR } from '../../lib/error-codes.ts';
 import { DEFAULT_MAX_INPUT_PIXELS } from '../../media/probe.ts';
 import { Aborted, EngineError, type EngineInput, type EngineRequest, type RunContext } from '../engine.ts';
 import { SharpChildExited } from './sharp-child.ts';
@@ -17,11 +18,8 @@ export function imageInputs(request: EngineRequest): EngineInput[] {
 }
 
 export function invalidInput(message: string): EngineError {
-  return new EngineError('invalid_input', message, { retryable: false });
+  return new EngineError(ERR.invalid_input, message);
 }
-
-/** The job's `error.code` for an input image over the pixel limit (JOB_ERRORS.inputTooLarge). */
-const INPUT_TOO_LARGE = 'input_too_large';
 
 /**
  * `limitInputPixels` for every sharp decode of an input image (client data): the configured
@@ -46,9 +44,7 @@ export async function readImageInfo(input: EngineInput, what: string, maxPixels?
   const height = meta.autoOrient?.height ?? meta.height;
   if (!width || !height) throw invalidInput(`The ${what} has no pixel size.`);
   if (maxPixels && width * height > maxPixels) {
-    throw new EngineError(INPUT_TOO_LARGE, `The ${what} is ${width}×${height} = ${width * height} pixels, over the ${maxPixels}-pixel limit (ZHINIAN_MAX_INPUT_PIXELS).`, {
-      retryable: false,
-    });
+    throw new EngineError(ERR.input_too_large, `The ${what} is ${width}×${height} = ${width * height} pixels, over the ${maxPixels}-pixel limit (ZHINIAN_MAX_INPUT_PIXELS).`);
   }
   return { path: input.path, width, height, hasAlpha: Boolean(meta.hasAlpha) };
 }
@@ -63,7 +59,7 @@ export function decodeError(err: unknown, what: string): Error {
   const message = shortMessage(err);
   // sharp's limitInputPixels: a header that passed the check but decodes bigger.
   if (/exceeds pixel limit/i.test(message)) {
-    return new EngineError(INPUT_TOO_LARGE, `The ${what} is over the pixel limit (ZHINIAN_MAX_INPUT_PIXELS) (${message}).`, { retryable: false });
+    return new EngineError(ERR.input_too_large, `The ${what} is over the pixel limit (ZHINIAN_MAX_INPUT_PIXELS) (${message}).`);
   }
   if (/ENOSPC|EACCES|EROFS|EMFILE|ENOMEM|unable to open for write|write error/i.test(message)) {
     return err instanceof Error ? err : new Error(message);

@@ -2,6 +2,7 @@
  * Every EvoLink fact tagged [S], [C] or [U] in docs/providers.md §4, in one place: per-model size
  * and quality forms, reference-image limits, status and error maps, poll cadence.
  */
+import { ERR, type JobErrorCode } from '../../lib/error-codes.ts';
 import type { JobParams, TaskStatus } from '../engine.ts';
 
 export const EVOLINK_ENGINE = 'evolink';
@@ -100,27 +101,27 @@ export function mapEvolinkStatus(status: string, progress: unknown): EvolinkStat
 export const CANCELLED_CODE = 'request_cancelled';
 
 /** Failed-task codes (§4.4). Unknown codes: `provider_error`, not resubmittable. */
-const EVOLINK_TASK_ERRORS: Record<string, { code: string; resubmittable: boolean }> = {
-  content_policy_violation: { code: 'content_moderation', resubmittable: false },
-  invalid_parameters: { code: 'invalid_input', resubmittable: false },
-  image_processing_error: { code: 'invalid_input', resubmittable: false },
-  image_dimension_mismatch: { code: 'invalid_input', resubmittable: false },
-  generation_failed_no_content: { code: 'provider_error', resubmittable: false },
-  resource_not_found: { code: 'provider_task_lost', resubmittable: false },
-  generation_timeout: { code: 'provider_timeout', resubmittable: true },
-  quota_exceeded: { code: 'quota_exceeded', resubmittable: true },
-  service_error: { code: 'provider_error', resubmittable: true },
-  resource_exhausted: { code: 'provider_error', resubmittable: true },
-  service_unavailable: { code: 'provider_error', resubmittable: true },
-  unknown_error: { code: 'provider_error', resubmittable: true },
+const EVOLINK_TASK_ERRORS: Record<string, { code: JobErrorCode; resubmittable: boolean }> = {
+  content_policy_violation: { code: ERR.content_moderation, resubmittable: false },
+  invalid_parameters: { code: ERR.invalid_input, resubmittable: false },
+  image_processing_error: { code: ERR.invalid_input, resubmittable: false },
+  image_dimension_mismatch: { code: ERR.invalid_input, resubmittable: false },
+  generation_failed_no_content: { code: ERR.provider_error, resubmittable: false },
+  resource_not_found: { code: ERR.provider_task_lost, resubmittable: false },
+  generation_timeout: { code: ERR.provider_timeout, resubmittable: true },
+  quota_exceeded: { code: ERR.quota_exceeded, resubmittable: true },
+  service_error: { code: ERR.provider_error, resubmittable: true },
+  resource_exhausted: { code: ERR.provider_error, resubmittable: true },
+  service_unavailable: { code: ERR.provider_error, resubmittable: true },
+  unknown_error: { code: ERR.provider_error, resubmittable: true },
   // [S]
-  model_unavailable: { code: 'provider_error', resubmittable: true },
-  upstream_error: { code: 'provider_error', resubmittable: true },
-  rate_limited: { code: 'provider_error', resubmittable: true },
+  model_unavailable: { code: ERR.provider_error, resubmittable: true },
+  upstream_error: { code: ERR.provider_error, resubmittable: true },
+  rate_limited: { code: ERR.provider_error, resubmittable: true },
 };
 
-export function classifyTaskError(code: string | undefined): { code: string; resubmittable: boolean } {
-  return (code && EVOLINK_TASK_ERRORS[code]) || { code: 'provider_error', resubmittable: false };
+export function classifyTaskError(code: string | undefined): { code: JobErrorCode; resubmittable: boolean } {
+  return (code && EVOLINK_TASK_ERRORS[code]) || { code: ERR.provider_error, resubmittable: false };
 }
 
 export type ErrorKind = 'permanent' | 'rate_limited' | 'retryable';
@@ -132,15 +133,15 @@ const MODERATION = /content_policy|moderation|sensitive|safety/i;
  * Call errors key on the HTTP status (`error.code` is sometimes a string, sometimes a number).
  * 404 on a task GET is handled by the adapter (a lost task, not an error).
  */
-export function classifyEvolinkHttp(status: number, providerCode: string | number | undefined): { kind: ErrorKind; code: string } {
-  if (status === 400) return { kind: 'permanent', code: MODERATION.test(String(providerCode ?? '')) ? 'content_moderation' : 'invalid_input' };
-  if (status === 401 || status === 403) return { kind: 'permanent', code: 'provider_auth' };
-  if (status === 402) return { kind: 'permanent', code: 'quota_exceeded' };
-  if (status === 413) return { kind: 'permanent', code: 'invalid_input' };
-  if (status === 429) return { kind: 'rate_limited', code: 'rate_limited' };
-  if (status === 408 || status >= 500) return { kind: 'retryable', code: 'provider_error' };
+export function classifyEvolinkHttp(status: number, providerCode: string | number | undefined): { kind: ErrorKind; code: JobErrorCode } {
+  if (status === 400) return { kind: 'permanent', code: MODERATION.test(String(providerCode ?? '')) ? ERR.content_moderation : ERR.invalid_input };
+  if (status === 401 || status === 403) return { kind: 'permanent', code: ERR.provider_auth };
+  if (status === 402) return { kind: 'permanent', code: ERR.quota_exceeded };
+  if (status === 413) return { kind: 'permanent', code: ERR.invalid_input };
+  if (status === 429) return { kind: 'rate_limited', code: ERR.rate_limited };
+  if (status === 408 || status >= 500) return { kind: 'retryable', code: ERR.provider_error };
   // 404 on create (wrong base URL), 409 `idempotency_conflict` [U] (same key, other body: our bug).
-  return { kind: 'permanent', code: 'provider_error' };
+  return { kind: 'permanent', code: ERR.provider_error };
 }
 
 /** [ours] Every 3 s for the first half minute, then every 10 s (vendor scripts: 10 s; its MCP: 3–5 s [S]). */

@@ -6,6 +6,7 @@
 import fsp from 'node:fs/promises';
 import { EngineError, type EngineHandle, type PollResult, type RemoteEngine, type RemoteRequest } from '../engine.ts';
 import { systemClock, type Clock } from '../../lib/clock.ts';
+import { ERR } from '../../lib/error-codes.ts';
 import { callProvider, retryAfterMs, type ProviderResponse } from './http.ts';
 import {
   CANCELLED_CODE,
@@ -33,7 +34,7 @@ export interface EvolinkConfig {
 }
 
 function invalid(message: string): EngineError {
-  return new EngineError('invalid_input', message);
+  return new EngineError(ERR.invalid_input, message);
 }
 
 export function createEvolinkEngine(config: EvolinkConfig): RemoteEngine {
@@ -80,7 +81,7 @@ export function createEvolinkEngine(config: EvolinkConfig): RemoteEngine {
     if (status === 'succeeded') {
       const urls = resultUrls(task);
       if (urls.length > 0) return { status, progress, providerStatus, outputs: urls.map((url) => ({ kind: 'image' as const, url })) };
-      return { status: 'failed', progress: null, providerStatus, error: { code: 'provider_error', message: 'EvoLink completed the task without results.' } };
+      return { status: 'failed', progress: null, providerStatus, error: { code: ERR.provider_error, message: 'EvoLink completed the task without results.' } };
     }
     if (status === 'failed') {
       const providerCode = typeof task.error?.code === 'string' || typeof task.error?.code === 'number' ? task.error.code : undefined;
@@ -113,7 +114,7 @@ export function createEvolinkEngine(config: EvolinkConfig): RemoteEngine {
       if (res.status < 200 || res.status >= 300) throw errorFrom(res, 'create');
       const id = res.json?.id;
       if (typeof id !== 'string' || id === '') {
-        throw new EngineError('provider_error', `evolink create: HTTP ${res.status} without a task id`, { httpStatus: res.status });
+        throw new EngineError(ERR.provider_error, `evolink create: HTTP ${res.status} without a task id`, { httpStatus: res.status });
       }
       return { engine: EVOLINK_ENGINE, taskId: id, submittedAt: new Date(clock.now()).toISOString(), meta: { model: config.imageModel } };
     },
@@ -128,10 +129,10 @@ export function createEvolinkEngine(config: EvolinkConfig): RemoteEngine {
       });
       // Unknown (404) or malformed (400 invalid_task_id) id: the task is gone for us.
       if (res.status === 404 || (res.status === 400 && res.json?.error?.code === 'invalid_task_id')) {
-        return { status: 'failed', progress: null, providerStatus: 'not_found', error: { code: 'provider_task_lost', message: `EvoLink does not know task ${handle.taskId}.`, providerCode: res.json?.error?.code } };
+        return { status: 'failed', progress: null, providerStatus: 'not_found', error: { code: ERR.provider_task_lost, message: `EvoLink does not know task ${handle.taskId}.`, providerCode: res.json?.error?.code } };
       }
       if (res.status < 200 || res.status >= 300) throw errorFrom(res, 'get');
-      if (!res.json || typeof res.json !== 'object') throw new EngineError('provider_error', `evolink get: HTTP ${res.status} without a task object`, { retryable: true, httpStatus: res.status });
+      if (!res.json || typeof res.json !== 'object') throw new EngineError(ERR.provider_error, `evolink get: HTTP ${res.status} without a task object`, { retryable: true, httpStatus: res.status });
       return toPollResult(res.json);
     },
 

@@ -1,4 +1,5 @@
 import { request } from 'undici';
+import { ERR } from '../../lib/error-codes.ts';
 import { Aborted, EngineError } from '../engine.ts';
 
 export interface ProviderResponse {
@@ -34,7 +35,7 @@ export async function callProvider(engine: string, req: ProviderRequest): Promis
   try {
     const res = await request(req.url, { method: req.method, headers: req.headers, body: req.body, signal });
     const text = await res.body.text();
-    if (text.length > MAX_RESPONSE_BYTES) throw new EngineError('provider_error', `${engine}: answer too large`, { retryable: true });
+    if (text.length > MAX_RESPONSE_BYTES) throw new EngineError(ERR.provider_error, `${engine}: answer too large`, { retryable: true });
     let json: any = null;
     try {
       json = text ? JSON.parse(text) : null;
@@ -47,9 +48,9 @@ export async function callProvider(engine: string, req: ProviderRequest): Promis
     if (error instanceof EngineError) throw error;
     const err = error as Error & { code?: string };
     if (timeout.aborted) {
-      throw new EngineError('provider_timeout', `${engine}: no answer within ${req.timeoutMs} ms`, { retryable: true });
+      throw new EngineError(ERR.provider_timeout, `${engine}: no answer within ${req.timeoutMs} ms`, { retryable: true });
     }
-    throw new EngineError('provider_error', `${engine}: ${err.code ?? err.name} ${err.message}`.trim(), { retryable: true });
+    throw new EngineError(ERR.provider_error, `${engine}: ${err.code ?? err.name} ${err.message}`.trim(), { retryable: true });
   }
 }
 

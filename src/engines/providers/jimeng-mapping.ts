@@ -4,6 +4,7 @@
  * error-code table and the poll cadence. Adjust here when the vendor's behaviour turns out
  * different; the adapter (jimeng.ts) holds only the protocol.
  */
+import { ERR, type JobErrorCode } from '../../lib/error-codes.ts';
 import type { Capability, TaskStatus, UpscaleResolution } from '../engine.ts';
 
 export const JIMENG_API_VERSION = '2022-08-31';
@@ -153,7 +154,7 @@ type FaultKind = 'rate_limited' | 'retryable' | 'permanent';
 export interface JimengFault {
   kind: FaultKind;
   /** Our job.error.code. */
-  code: string;
+  code: JobErrorCode;
   /** When it ends a task at poll time: may be submitted again as a new (billed) task. */
   resubmittable?: boolean;
   retryAfterMs?: number;
@@ -167,28 +168,28 @@ export interface JimengFault {
 const CONCURRENCY_RETRY_AFTER_MS = 10_000;
 
 const CODE_TABLE: Record<number, JimengFault> = {
-  50429: { kind: 'rate_limited', code: 'rate_limited' },
-  50430: { kind: 'rate_limited', code: 'rate_limited', retryAfterMs: CONCURRENCY_RETRY_AFTER_MS },
+  50429: { kind: 'rate_limited', code: ERR.rate_limited },
+  50430: { kind: 'rate_limited', code: ERR.rate_limited, retryAfterMs: CONCURRENCY_RETRY_AFTER_MS },
   // [C] the 4.0 page says not to retry internal errors; transient by nature, so we retry (bounded).
-  50500: { kind: 'retryable', code: 'provider_error' },
-  50501: { kind: 'retryable', code: 'provider_error' },
+  50500: { kind: 'retryable', code: ERR.provider_error },
+  50501: { kind: 'retryable', code: ERR.provider_error },
   // Input / output-text moderation: the same request fails the same way again.
-  50411: { kind: 'permanent', code: 'content_moderation' },
-  50412: { kind: 'permanent', code: 'content_moderation' },
-  50413: { kind: 'permanent', code: 'content_moderation' },
-  50512: { kind: 'permanent', code: 'content_moderation' },
-  50518: { kind: 'permanent', code: 'content_moderation' },
+  50411: { kind: 'permanent', code: ERR.content_moderation },
+  50412: { kind: 'permanent', code: ERR.content_moderation },
+  50413: { kind: 'permanent', code: ERR.content_moderation },
+  50512: { kind: 'permanent', code: ERR.content_moderation },
+  50518: { kind: 'permanent', code: ERR.content_moderation },
   // Output-image moderation: another sample may pass.
-  50511: { kind: 'permanent', code: 'content_moderation', resubmittable: true },
-  50519: { kind: 'permanent', code: 'content_moderation', resubmittable: true },
+  50511: { kind: 'permanent', code: ERR.content_moderation, resubmittable: true },
+  50519: { kind: 'permanent', code: ERR.content_moderation, resubmittable: true },
   // Moderation subsystem errors: the vendor says do not retry.
-  50520: { kind: 'permanent', code: 'provider_error' },
-  50521: { kind: 'permanent', code: 'provider_error' },
-  50522: { kind: 'permanent', code: 'provider_error' },
+  50520: { kind: 'permanent', code: ERR.provider_error },
+  50521: { kind: 'permanent', code: ERR.provider_error },
+  50522: { kind: 'permanent', code: ERR.provider_error },
   // Service not enabled or wrong req_key: an operator problem, like bad credentials.
-  50400: { kind: 'permanent', code: 'provider_auth' },
-  50204: { kind: 'permanent', code: 'provider_auth' }, // [S] req_key not supported
-  50215: { kind: 'permanent', code: 'invalid_input' },
+  50400: { kind: 'permanent', code: ERR.provider_auth },
+  50204: { kind: 'permanent', code: ERR.provider_auth }, // [S] req_key not supported
+  50215: { kind: 'permanent', code: ERR.invalid_input },
 };
 
 /** Gateway errors (`ResponseMetadata.Error.Code`, a string) that mean our credentials are wrong [U]. */
@@ -202,9 +203,9 @@ const AUTH_GATEWAY_CODE = /Signature|AccessKey|Credential|SecurityToken|Unauthor
 export function classifyJimengError(httpStatus: number, providerCode: number | string | undefined): JimengFault {
   const known = typeof providerCode === 'number' ? CODE_TABLE[providerCode] : undefined;
   if (known) return known;
-  if (typeof providerCode === 'string' && AUTH_GATEWAY_CODE.test(providerCode)) return { kind: 'permanent', code: 'provider_auth' };
-  if (httpStatus === 401 || httpStatus === 403) return { kind: 'permanent', code: 'provider_auth' };
-  if (httpStatus === 429) return { kind: 'rate_limited', code: 'rate_limited' };
-  if (httpStatus >= 500 || httpStatus === 408) return { kind: 'retryable', code: 'provider_error' };
-  return { kind: 'permanent', code: 'provider_error' };
+  if (typeof providerCode === 'string' && AUTH_GATEWAY_CODE.test(providerCode)) return { kind: 'permanent', code: ERR.provider_auth };
+  if (httpStatus === 401 || httpStatus === 403) return { kind: 'permanent', code: ERR.provider_auth };
+  if (httpStatus === 429) return { kind: 'rate_limited', code: ERR.rate_limited };
+  if (httpStatus >= 500 || httpStatus === 408) return { kind: 'retryable', code: ERR.provider_error };
+  return { kind: 'permanent', code: ERR.provider_error };
 }

@@ -6,6 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import sharp, { type Metadata } from 'sharp';
+import { ERR } from '../../lib/error-codes.ts';
 import { DEFAULT_MAX_INPUT_PIXELS } from '../../media/probe.ts';
 import { EngineError, throwIfAborted, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
 import { callProvider, type ProviderResponse } from './http.ts';
@@ -106,7 +107,7 @@ export function createJimengEngine(config: JimengConfig): RemoteEngine {
       if (!isSuccess(res)) throw engineErrorOf(res);
       const taskId = readTaskId(res);
       // Not retryable: the provider may have accepted (and will bill) a task we cannot poll.
-      if (!taskId) throw new EngineError('provider_error', 'jimeng: submit succeeded without a task_id', { httpStatus: res.status });
+      if (!taskId) throw new EngineError(ERR.provider_error, 'jimeng: submit succeeded without a task_id', { httpStatus: res.status });
       return { engine: JIMENG_ENGINE, taskId, submittedAt: new Date().toISOString(), meta: { reqKey } };
     },
 
@@ -220,7 +221,7 @@ async function prepareImage(input: RemoteInput, what: string, opts: { shrinkToFi
   const width = meta.autoOrient?.width ?? meta.width ?? 0;
   const height = meta.autoOrient?.height ?? meta.height ?? 0;
   if (width * height > opts.maxPixels) {
-    throw new EngineError('input_too_large', `the ${what} is ${width}×${height} = ${width * height} pixels, over the ${opts.maxPixels}-pixel limit (ZHINIAN_MAX_INPUT_PIXELS)`);
+    throw new EngineError(ERR.input_too_large, `the ${what} is ${width}×${height} = ${width * height} pixels, over the ${opts.maxPixels}-pixel limit (ZHINIAN_MAX_INPUT_PIXELS)`);
   }
   const upright = !meta.orientation || meta.orientation === 1;
   const fitsSide = Math.max(width, height) <= MAX_INPUT_SIDE;
@@ -313,7 +314,7 @@ function engineErrorOf(res: ProviderResponse): EngineError {
  */
 function failedPoll(res: ProviderResponse): PollResult {
   const { fault, providerCode, message } = faultOf(res);
-  if (fault.kind !== 'permanent' || fault.code === 'provider_auth') throw engineErrorOf(res);
+  if (fault.kind !== 'permanent' || fault.code === ERR.provider_auth) throw engineErrorOf(res);
   return {
     status: 'failed',
     progress: null,
@@ -328,7 +329,7 @@ function interpretResult(data: any, handle: EngineHandle): PollResult {
   const status = mapStatus(providerStatus);
   if (status === 'succeeded') return doneResult(data);
   if (status === 'expired') {
-    return { status, progress: null, providerStatus, error: { code: 'provider_timeout', message: 'jimeng: the task expired at the provider' } };
+    return { status, progress: null, providerStatus, error: { code: ERR.provider_timeout, message: 'jimeng: the task expired at the provider' } };
   }
   return { status, progress: null, providerStatus };
 }
@@ -340,7 +341,7 @@ function doneResult(data: any): PollResult {
     ? urls.filter(isNonEmptyString).map((url) => ({ kind: 'image', url }))
     : base64.filter(isNonEmptyString).map((b64) => ({ kind: 'image', data: Buffer.from(b64, 'base64') }));
   if (outputs.length === 0) {
-    return { status: 'failed', progress: null, providerStatus: 'done', error: { code: 'provider_error', message: 'jimeng: task done without images' } };
+    return { status: 'failed', progress: null, providerStatus: 'done', error: { code: ERR.provider_error, message: 'jimeng: task done without images' } };
   }
   return { status: 'succeeded', progress: 100, providerStatus: 'done', outputs };
 }
@@ -349,9 +350,9 @@ function doneResult(data: any): PollResult {
 function notFoundResult(handle: EngineHandle): PollResult {
   const ageMs = Date.now() - Date.parse(handle.submittedAt);
   if (ageMs >= TASK_RETENTION_MS) {
-    return { status: 'expired', progress: null, providerStatus: 'not_found', error: { code: 'provider_task_lost', message: 'jimeng: task older than 12 h is no longer kept' } };
+    return { status: 'expired', progress: null, providerStatus: 'not_found', error: { code: ERR.provider_task_lost, message: 'jimeng: task older than 12 h is no longer kept' } };
   }
-  return { status: 'failed', progress: null, providerStatus: 'not_found', error: { code: 'provider_task_lost', message: 'jimeng: the provider does not know this task' } };
+  return { status: 'failed', progress: null, providerStatus: 'not_found', error: { code: ERR.provider_task_lost, message: 'jimeng: the provider does not know this task' } };
 }
 
 function isNonEmptyString(value: unknown): value is string {
@@ -359,5 +360,5 @@ function isNonEmptyString(value: unknown): value is string {
 }
 
 function invalidInput(message: string): EngineError {
-  return new EngineError('invalid_input', message, { retryable: false });
+  return new EngineError(ERR.invalid_input, message);
 }

@@ -3,6 +3,7 @@
  * so it can be adjusted without touching the adapter: models, modes and limits, image roles,
  * ratio/resolution rules, status and error maps, poll cadence.
  */
+import { ERR, type JobErrorCode } from '../../lib/error-codes.ts';
 import type { RemoteInput, TaskStatus, VideoRatio, VideoResolution } from '../engine.ts';
 
 export const SEEDANCE_ENGINE = 'seedance';
@@ -162,42 +163,42 @@ export function mapSeedanceStatus(status: string): TaskStatus {
 export type ErrorKind = 'permanent' | 'rate_limited' | 'quota_wait' | 'retryable';
 
 /** §3.5, matched by prefix (suffixes like `.PolicyViolation` occur). First match wins. */
-const SEEDANCE_ERRORS: readonly { prefix: string; kind: ErrorKind; code: string }[] = [
-  { prefix: 'MissingParameter', kind: 'permanent', code: 'invalid_input' },
-  { prefix: 'InvalidParameter', kind: 'permanent', code: 'invalid_input' },
-  { prefix: 'InputTextSensitiveContentDetected', kind: 'permanent', code: 'content_moderation' },
-  { prefix: 'InputImageSensitiveContentDetected', kind: 'permanent', code: 'content_moderation' },
-  { prefix: 'OutputVideoSensitiveContentDetected', kind: 'permanent', code: 'content_moderation' },
-  { prefix: 'SensitiveContentDetected', kind: 'permanent', code: 'content_moderation' },
-  { prefix: 'AuthenticationError', kind: 'permanent', code: 'provider_auth' },
-  { prefix: 'AccountOverdueError', kind: 'permanent', code: 'quota_exceeded' },
-  { prefix: 'AccessDenied', kind: 'permanent', code: 'provider_auth' },
-  { prefix: 'InvalidEndpointOrModel', kind: 'permanent', code: 'provider_auth' },
-  { prefix: 'ModelNotOpen', kind: 'permanent', code: 'provider_auth' },
-  { prefix: 'RateLimitExceeded', kind: 'rate_limited', code: 'rate_limited' },
-  { prefix: 'ModelAccountRpmRateLimitExceeded', kind: 'rate_limited', code: 'rate_limited' },
-  { prefix: 'APIAccountRpmRateLimitExceeded', kind: 'rate_limited', code: 'rate_limited' },
-  { prefix: 'AccountRateLimitExceeded', kind: 'rate_limited', code: 'rate_limited' },
-  { prefix: 'ServerOverloaded', kind: 'rate_limited', code: 'rate_limited' },
-  { prefix: 'RequestBurstTooFast', kind: 'rate_limited', code: 'rate_limited' },
-  { prefix: 'QuotaExceeded', kind: 'quota_wait', code: 'quota_exceeded' },
-  { prefix: 'SetLimitExceeded', kind: 'permanent', code: 'quota_exceeded' },
-  { prefix: 'InternalServiceError', kind: 'retryable', code: 'provider_error' },
+const SEEDANCE_ERRORS: readonly { prefix: string; kind: ErrorKind; code: JobErrorCode }[] = [
+  { prefix: 'MissingParameter', kind: 'permanent', code: ERR.invalid_input },
+  { prefix: 'InvalidParameter', kind: 'permanent', code: ERR.invalid_input },
+  { prefix: 'InputTextSensitiveContentDetected', kind: 'permanent', code: ERR.content_moderation },
+  { prefix: 'InputImageSensitiveContentDetected', kind: 'permanent', code: ERR.content_moderation },
+  { prefix: 'OutputVideoSensitiveContentDetected', kind: 'permanent', code: ERR.content_moderation },
+  { prefix: 'SensitiveContentDetected', kind: 'permanent', code: ERR.content_moderation },
+  { prefix: 'AuthenticationError', kind: 'permanent', code: ERR.provider_auth },
+  { prefix: 'AccountOverdueError', kind: 'permanent', code: ERR.quota_exceeded },
+  { prefix: 'AccessDenied', kind: 'permanent', code: ERR.provider_auth },
+  { prefix: 'InvalidEndpointOrModel', kind: 'permanent', code: ERR.provider_auth },
+  { prefix: 'ModelNotOpen', kind: 'permanent', code: ERR.provider_auth },
+  { prefix: 'RateLimitExceeded', kind: 'rate_limited', code: ERR.rate_limited },
+  { prefix: 'ModelAccountRpmRateLimitExceeded', kind: 'rate_limited', code: ERR.rate_limited },
+  { prefix: 'APIAccountRpmRateLimitExceeded', kind: 'rate_limited', code: ERR.rate_limited },
+  { prefix: 'AccountRateLimitExceeded', kind: 'rate_limited', code: ERR.rate_limited },
+  { prefix: 'ServerOverloaded', kind: 'rate_limited', code: ERR.rate_limited },
+  { prefix: 'RequestBurstTooFast', kind: 'rate_limited', code: ERR.rate_limited },
+  { prefix: 'QuotaExceeded', kind: 'quota_wait', code: ERR.quota_exceeded },
+  { prefix: 'SetLimitExceeded', kind: 'permanent', code: ERR.quota_exceeded },
+  { prefix: 'InternalServiceError', kind: 'retryable', code: ERR.provider_error },
 ];
 
-export function classifySeedanceError(code: string | undefined): { kind: ErrorKind; code: string } | undefined {
+export function classifySeedanceError(code: string | undefined): { kind: ErrorKind; code: JobErrorCode } | undefined {
   if (!code) return undefined;
   return SEEDANCE_ERRORS.find((e) => code.startsWith(e.prefix));
 }
 
 /** Unknown codes fall back on the HTTP status. */
-export function classifyHttpStatus(status: number): { kind: ErrorKind; code: string } {
-  if (status === 401 || status === 403) return { kind: 'permanent', code: 'provider_auth' };
-  if (status === 404) return { kind: 'permanent', code: 'provider_auth' };
-  if (status === 429) return { kind: 'rate_limited', code: 'rate_limited' };
-  if (status === 408 || status >= 500) return { kind: 'retryable', code: 'provider_error' };
-  if (status >= 400 && status < 500) return { kind: 'permanent', code: 'invalid_input' };
-  return { kind: 'retryable', code: 'provider_error' };
+export function classifyHttpStatus(status: number): { kind: ErrorKind; code: JobErrorCode } {
+  if (status === 401 || status === 403) return { kind: 'permanent', code: ERR.provider_auth };
+  if (status === 404) return { kind: 'permanent', code: ERR.provider_auth };
+  if (status === 429) return { kind: 'rate_limited', code: ERR.rate_limited };
+  if (status === 408 || status >= 500) return { kind: 'retryable', code: ERR.provider_error };
+  if (status >= 400 && status < 500) return { kind: 'permanent', code: ERR.invalid_input };
+  return { kind: 'retryable', code: ERR.provider_error };
 }
 
 /**

@@ -5,6 +5,7 @@
 import fsp from 'node:fs/promises';
 import { EngineError, VIDEO_RATIOS, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
 import { systemClock, type Clock } from '../../lib/clock.ts';
+import { ERR } from '../../lib/error-codes.ts';
 import { callProvider, retryAfterMs, type ProviderResponse } from './http.ts';
 import {
   classifyHttpStatus,
@@ -43,7 +44,7 @@ export interface SeedanceConfig {
 }
 
 function invalid(message: string): EngineError {
-  return new EngineError('invalid_input', message);
+  return new EngineError(ERR.invalid_input, message);
 }
 
 export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
@@ -84,11 +85,11 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
     const wait = jobId ? (quotaWaits.get(jobId) ?? { firstAt: now, count: 0 }) : { firstAt: now, count: 0 };
     if (now - wait.firstAt >= QUOTA_GIVE_UP_MS) {
       if (jobId) quotaWaits.delete(jobId);
-      return new EngineError('quota_exceeded', `${message} (still refused after ${Math.round((now - wait.firstAt) / 60_000)} min)`, extra);
+      return new EngineError(ERR.quota_exceeded, `${message} (still refused after ${Math.round((now - wait.firstAt) / 60_000)} min)`, extra);
     }
     const delay = QUOTA_WAIT_MS[Math.min(wait.count, QUOTA_WAIT_MS.length - 1)];
     if (jobId) quotaWaits.set(jobId, { firstAt: wait.firstAt, count: wait.count + 1 });
-    return new EngineError('quota_exceeded', message, { ...extra, rateLimited: true, retryAfterMs: delay });
+    return new EngineError(ERR.quota_exceeded, message, { ...extra, rateLimited: true, retryAfterMs: delay });
   }
 
   async function createBody(request: RemoteRequest): Promise<Record<string, unknown>> {
@@ -152,7 +153,7 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
       case 'succeeded': {
         const url = task.content?.video_url;
         if (typeof url === 'string' && url) return { status, progress: 100, providerStatus, outputs: [{ kind: 'video', url }] };
-        return { status: 'failed', progress: null, providerStatus, error: { code: 'provider_error', message: 'Seedance reported success without a video_url.' } };
+        return { status: 'failed', progress: null, providerStatus, error: { code: ERR.provider_error, message: 'Seedance reported success without a video_url.' } };
       }
       case 'failed': {
         // `error` {code, message}; old list items carry `failure_reason` instead [C].
@@ -160,18 +161,18 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
         const providerCode = typeof raw === 'string' ? raw : typeof raw?.code === 'string' ? raw.code : undefined;
         const detail = typeof raw?.message === 'string' ? withoutQueries(raw.message) : (providerCode ?? 'no reason given');
         const found = classifySeedanceError(providerCode);
-        const error = { code: found?.code ?? 'provider_error', message: `Seedance task failed: ${detail}`, providerCode, resubmittable: found !== undefined && found.kind !== 'permanent' };
+        const error = { code: found?.code ?? ERR.provider_error, message: `Seedance task failed: ${detail}`, providerCode, resubmittable: found !== undefined && found.kind !== 'permanent' };
         return { status, progress: null, providerStatus, error };
       }
       case 'expired':
-        return { status, progress: null, providerStatus, error: { code: 'provider_timeout', message: 'Seedance expired the task before it ran to the end.' } };
+        return { status, progress: null, providerStatus, error: { code: ERR.provider_timeout, message: 'Seedance expired the task before it ran to the end.' } };
       case 'cancelled':
         return { status, progress: null, providerStatus };
       default: {
         const createdAtMs = typeof task.created_at === 'number' ? task.created_at * 1000 : Date.parse(handle.submittedAt);
         const expiresAfter = Number(handle.meta?.executionExpiresAfter ?? expiresAfterSeconds);
         if (clock.now() > createdAtMs + expiresAfter * 1000 + EXPIRY_GRACE_MS) {
-          return { status: 'expired', progress: null, providerStatus, error: { code: 'provider_timeout', message: `Seedance task still ${providerStatus || 'pending'} past its ${expiresAfter} s expiry.` } };
+          return { status: 'expired', progress: null, providerStatus, error: { code: ERR.provider_timeout, message: `Seedance task still ${providerStatus || 'pending'} past its ${expiresAfter} s expiry.` } };
         }
         return { status, progress: null, providerStatus };
       }
@@ -193,7 +194,7 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
       const id = res.json?.id;
       if ((typeof id !== 'string' && typeof id !== 'number') || id === '') {
         // The task may exist and bill: do not retry blindly.
-        throw new EngineError('provider_error', `seedance create: HTTP ${res.status} without a task id`, { httpStatus: res.status });
+        throw new EngineError(ERR.provider_error, `seedance create: HTTP ${res.status} without a task id`, { httpStatus: res.status });
       }
       return {
         engine: SEEDANCE_ENGINE,
@@ -207,10 +208,10 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
       const res = await call('GET', taskUrl(handle), signal);
       if (res.status === 404) {
         const providerCode = typeof res.json?.error?.code === 'string' ? res.json.error.code : undefined;
-        return { status: 'failed', progress: null, providerStatus: 'not_found', error: { code: 'provider_task_lost', message: `Seedance no longer knows task ${handle.taskId}.`, providerCode } };
+        return { status: 'failed', progress: null, providerStatus: 'not_found', error: { code: ERR.provider_task_lost, message: `Seedance no longer knows task ${handle.taskId}.`, providerCode } };
       }
       if (res.status < 200 || res.status >= 300) throw errorFrom(res, 'get');
-      if (!res.json || typeof res.json !== 'object') throw new EngineError('provider_error', `seedance get: HTTP ${res.status} without a task object`, { retryable: true, httpStatus: res.status });
+      if (!res.json || typeof res.json !== 'object') throw new EngineError(ERR.provider_error, `seedance get: HTTP ${res.status} without a task object`, { retryable: true, httpStatus: res.status });
       return toPollResult(res.json, handle);
     },
 

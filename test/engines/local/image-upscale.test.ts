@@ -112,7 +112,7 @@ describe('image.upscale', () => {
     const tooLarge = (limit: number, width: number, height: number) => (err: unknown): boolean => {
       assert.ok(err instanceof EngineError, String(err));
       assert.equal(err.code, 'input_too_large');
-      assert.equal(err.options.retryable, false);
+      assert.equal(err.retryable, false);
       assert.match(err.message, new RegExp(`${width}×${height} = ${width * height} pixels, over the ${limit}-pixel limit \\(ZHINIAN_MAX_INPUT_PIXELS\\)`));
       return true;
     };
