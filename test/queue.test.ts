@@ -9,7 +9,7 @@ import { describe, test, type TestContext } from 'node:test';
 import sharp from 'sharp';
 import { type DbHandle, type JobsTable } from '../src/db/index.ts';
 import { EngineError, type Engine, type EngineRequest, type RunContext } from '../src/engines/engine.ts';
-import { claimNextJob } from '../src/jobs/queue.ts';
+import { claimNextJob } from '../src/queue/index.ts';
 import { cleanup, ffmpegProcessesWith, killAndWait, spawnZhinian, type Stack, startReceiver, startStack, tempDir, testEnv, waitFor, waitForJob, openTestDb } from './helpers.ts';
 
 /**
@@ -262,7 +262,7 @@ describe('leases', () => {
     const job = await createJob(api);
     // A worker that claims the job and then never heartbeats (it "died").
     const claimedAt = Date.now();
-    const claimed = await claimNextJob(h, 'wrk_dead', claimedAt, 1_000);
+    const claimed = await claimNextJob(h, { workerId: 'wrk_dead', now: claimedAt, leaseMs: 1_000 });
     assert.equal(claimed?.id, job.id);
     assert.equal(claimed?.attempts, 1);
 
@@ -282,7 +282,7 @@ describe('leases', () => {
     const receiver = add(await startReceiver(), (r) => r.close());
     const job = await createJob(api, { webhookUrl: receiver.url });
     for (let attempt = 1; attempt <= 3; attempt++) {
-      const claimed = await claimNextJob(h, `wrk_dead${attempt}`, Date.now(), 1_000);
+      const claimed = await claimNextJob(h, { workerId: `wrk_dead${attempt}`, now: Date.now(), leaseMs: 1_000 });
       assert.equal(claimed?.id, job.id);
       assert.equal(claimed?.attempts, attempt);
       // The dead worker's lease lapses (backdated instead of waited for).

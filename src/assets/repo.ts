@@ -1,5 +1,5 @@
 import { iso } from '../lib/clock.ts';
-import type { AssetsTable } from '../db/index.ts';
+import { nextSortKey, type AssetsTable, type DbHandle, type Tx } from '../db/index.ts';
 
 export const ASSET_KINDS = ['image', 'video', 'audio', 'mask', 'file'] as const;
 export type AssetKind = (typeof ASSET_KINDS)[number];
@@ -23,6 +23,10 @@ export interface Asset {
   createdAt: string;
 }
 
+/** Where an asset's bytes are downloaded: the one place this path is written. */
+export const ASSET_DOWNLOAD_ROUTE = '/api/v1/assets/:id/download';
+export const assetDownloadPath = (assetId: string) => ASSET_DOWNLOAD_ROUTE.replace(':id', assetId);
+
 export function toAsset(row: AssetsTable, baseUrl: string): Asset {
   return {
     id: row.id,
@@ -37,7 +41,19 @@ export function toAsset(row: AssetsTable, baseUrl: string): Asset {
     source: row.source as Asset['source'],
     sourceUrl: row.source_url,
     jobId: row.job_id,
-    downloadUrl: `${baseUrl}/api/v1/assets/${row.id}/download`,
+    downloadUrl: `${baseUrl}${assetDownloadPath(row.id)}`,
     createdAt: iso(Math.floor(Number(row.created_at_us) / 1000)),
   };
+}
+
+/**
+ * The one statement that writes asset rows (uploads, URL assets and, inside the transaction
+ * that settles a job, its outputs). Each row gets its per-client sort key here.
+ */
+export async function insertAssetRows(tx: Tx, dialect: DbHandle['dialect'], rows: readonly AssetsTable[], now: number): Promise<AssetsTable[]> {
+  const saved: AssetsTable[] = [];
+  for (const row of rows) {
+    saved.push(await tx.insertInto('assets').values({ ...row, created_at_us: nextSortKey(dialect, 'assets', row.client_id, now) }).returningAll().executeTakeFirstOrThrow());
+  }
+  return saved;
 }

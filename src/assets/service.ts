@@ -2,7 +2,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { AssetsTable, DbHandle } from '../db/index.ts';
-import { nextSortKey, retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
+import { retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
 import type { Clock } from '../lib/clock.ts';
 import { formatCursor, parseCursor } from '../lib/cursor.ts';
 import { ERR } from '../lib/error-codes.ts';
@@ -11,7 +11,7 @@ import { isId, newId } from '../lib/ids.ts';
 import { parseWith, withoutNulls } from '../lib/validate.ts';
 import { checkPixelLimit, DEFAULT_MAX_INPUT_PIXELS, PixelLimitExceeded, probeFile, type ProbeResult } from '../media/probe.ts';
 import { downloadToFile, FetchError } from './fetch-url.ts';
-import { toAsset, type Asset, type AssetKind } from './repo.ts';
+import { insertAssetRows, toAsset, type Asset, type AssetKind } from './repo.ts';
 import { listAssetsQuerySchema, registerAssetBodySchema } from './request.ts';
 import type { Store } from './store.ts';
 import { tempPath, writeStreamToTemp, type WrittenFile } from './temp-file.ts';
@@ -122,19 +122,7 @@ export function createAssetService(deps: AssetServiceDeps) {
 
   async function insert(rows: AssetsTable[]): Promise<Asset[]> {
     const now = clock.now();
-    const saved = await retryOnSortKeyConflict(() => withTransaction(handle, async (tx) => {
-      const out: AssetsTable[] = [];
-      for (const row of rows) {
-        out.push(
-          await tx
-            .insertInto('assets')
-            .values({ ...row, created_at_us: nextSortKey(handle.dialect, 'assets', row.client_id, now) })
-            .returningAll()
-            .executeTakeFirstOrThrow(),
-        );
-      }
-      return out;
-    }));
+    const saved = await retryOnSortKeyConflict(() => withTransaction(handle, (tx) => insertAssetRows(tx, handle.dialect, rows, now)));
     return saved.map((r) => toAsset(r, deps.baseUrl()));
   }
 

@@ -1,4 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { assetDownloadPath } from './repo.ts';
 
 /**
  * Short-lived download links that need no API key, for remote engines to fetch our assets:
@@ -7,6 +8,8 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
  */
 export interface UrlSigner {
   sign(assetId: string, ttlSeconds: number, nowMs?: number): { expires: number; signature: string };
+  /** The path of a signed download link: `/api/v1/assets/<id>/download?expires=…&signature=…`. */
+  signedDownloadPath(assetId: string, ttlSeconds: number, nowMs?: number): string;
   /** True when the pair is authentic and not yet expired. */
   verify(assetId: string, expires: string | undefined, signature: string | undefined, nowMs?: number): boolean;
 }
@@ -17,6 +20,10 @@ export function createUrlSigner(secret: string): UrlSigner {
     sign(assetId, ttlSeconds, nowMs = Date.now()) {
       const expires = Math.floor(nowMs / 1000) + ttlSeconds;
       return { expires, signature: mac(assetId, expires) };
+    },
+    signedDownloadPath(assetId, ttlSeconds, nowMs) {
+      const { expires, signature } = this.sign(assetId, ttlSeconds, nowMs);
+      return `${assetDownloadPath(assetId)}?expires=${expires}&signature=${signature}`;
     },
     verify(assetId, expires, signature, nowMs = Date.now()) {
       if (!expires || !signature || !/^\d{1,12}$/.test(expires) || !/^[0-9a-f]{64}$/.test(signature)) return false;

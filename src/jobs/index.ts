@@ -1,7 +1,6 @@
 export * from './lifecycle.ts';
-export * from './queue.ts';
+export * from './purge.ts';
 export * from './repo.ts';
 export * from './request.ts';
 export * from './service.ts';
-export * from './settle.ts';
 export { FIELDS_FOR } from './validate.ts';

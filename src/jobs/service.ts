@@ -1,5 +1,5 @@
 import type { DbHandle, JobsTable } from '../db/index.ts';
-import { nextSortKey, retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
+import { retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import type { Clock } from '../lib/clock.ts';
 import { canonicalJson, sha256Hex } from '../lib/canonical-json.ts';
@@ -10,11 +10,11 @@ import { isId, newId } from '../lib/ids.ts';
 import type { Notifier } from '../lib/notifier.ts';
 import { createGroupCommit } from '../lib/group-commit.ts';
 import { parseWith } from '../lib/validate.ts';
+import { insertQueuedJob, settleJob } from '../queue/index.ts';
 import { isTerminal } from './lifecycle.ts';
 import { takeRateSlot } from './rate-limit.ts';
 import { toJob, type Job } from './repo.ts';
 import { listJobsQuerySchema, withoutNullFields } from './request.ts';
-import { settleJob } from './settle.ts';
 import { validateJobRequest, type ValidatedJob } from './validate.ts';
 
 export interface JobServiceDeps {
@@ -91,35 +91,19 @@ export function createJobService(deps: JobServiceDeps) {
           }
         }
         rows.push(
-          await tx
-            .insertInto('jobs')
-            .values({
-              id,
-              client_id: clientId,
-              capability: v.capability,
-              status: 'queued',
-              prompt: v.prompt,
-              params: JSON.stringify(v.params),
-              input_asset_ids: JSON.stringify(v.inputAssetIds),
-              output_asset_ids: '[]',
-              error_code: null,
-              error_message: null,
-              progress: null,
-              engine: v.engine,
-              webhook_url: v.webhookUrl,
-              metadata: v.metadata === null ? null : JSON.stringify(v.metadata),
-              created_at_us: nextSortKey(handle.dialect, 'jobs', clientId, now),
-              updated_at: now,
-              started_at: null,
-              finished_at: null,
-              attempts: 0,
-              run_at: now,
-              lease_owner: null,
-              engine_state: null,
-              engine_pinned: v.enginePinned ? 1 : 0,
-            })
-            .returningAll()
-            .executeTakeFirstOrThrow(),
+          await insertQueuedJob(tx, handle.dialect, {
+            id,
+            clientId,
+            capability: v.capability,
+            prompt: v.prompt,
+            params: v.params,
+            inputAssetIds: v.inputAssetIds,
+            engine: v.engine,
+            enginePinned: v.enginePinned,
+            webhookUrl: v.webhookUrl,
+            metadata: v.metadata,
+            now,
+          }),
         );
       }
       return rows;
@@ -183,14 +167,7 @@ export function createJobService(deps: JobServiceDeps) {
 
     async cancel(clientId: string, id: string): Promise<Job> {
       if (!isId('job', id)) throw new NotFound('Job');
-      const row = await settleJob(handle, notifier, {
-        jobId: id,
-        clientId,
-        from: ['queued', 'running'],
-        status: 'cancelled',
-        error: null,
-        now: clock.now(),
-      });
+      const row = await settleJob(handle, notifier, { jobId: id, clientId, transition: 'cancel', error: null, now: clock.now() });
       if (row) {
         notifier.jobCancelled(id);
         return toJob(row);

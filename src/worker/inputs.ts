@@ -3,11 +3,10 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { downloadToFile, FetchError } from '../assets/fetch-url.ts';
 import type { AssetService, Store } from '../assets/index.ts';
-import type { JobsTable } from '../db/index.ts';
-import { EngineError, type EngineInput, type InputRole, type JobParams } from '../engines/engine.ts';
-import { JOB_ERRORS } from '../jobs/lifecycle.ts';
+import { EngineError, type EngineInput, type InputRole } from '../engines/engine.ts';
 import { ERR } from '../lib/error-codes.ts';
 import { checkPixelLimit, PixelLimitExceeded, probeFile } from '../media/probe.ts';
+import type { ClaimedJob } from '../queue/index.ts';
 
 export interface InputContext {
   assets: AssetService;
@@ -23,11 +22,10 @@ export interface InputContext {
 type Source = { field: string; assetId: string; label?: string } | { field: string; url: string; label?: string };
 
 /** The job's inputs in contract order: inputAssetIds, inputUrls, imageUrls, materials. */
-function sourcesOf(job: JobsTable): Source[] {
-  const params: JobParams = JSON.parse(job.params);
-  const ids: string[] = JSON.parse(job.input_asset_ids);
+function sourcesOf(job: ClaimedJob): Source[] {
+  const { params } = job;
   return [
-    ...ids.map((assetId, i) => ({ field: `inputAssetIds[${i}]`, assetId })),
+    ...job.inputAssetIds.map((assetId, i) => ({ field: `inputAssetIds[${i}]`, assetId })),
     ...(params.inputUrls ?? []).map((url, i) => ({ field: `inputUrls[${i}]`, url })),
     ...(params.imageUrls ?? []).map((url, i) => ({ field: `imageUrls[${i}]`, url })),
     ...(params.materials ?? []).map((m, i) =>
@@ -42,7 +40,7 @@ function roleOf(kind: string): InputRole {
 
 /** An image over the pixel limit fails the job at once: trying again cannot make it smaller. */
 function overPixelLimit(field: string, error: PixelLimitExceeded): EngineError {
-  return new EngineError(JOB_ERRORS.inputTooLarge, `${field}: ${error.detail}`);
+  return new EngineError(ERR.input_too_large, `${field}: ${error.detail}`);
 }
 
 /** Runs `check`, turning a pixel-limit refusal into the job's input_too_large error. */
@@ -62,12 +60,12 @@ async function withinPixelLimit<T>(field: string, check: () => T | Promise<T>): 
  * limit was lowered may be over it). A failure fails the job with a stable error code naming
  * the input.
  */
-export async function materializeInputs(job: JobsTable, ctx: InputContext): Promise<EngineInput[]> {
+export async function materializeInputs(job: ClaimedJob, ctx: InputContext): Promise<EngineInput[]> {
   const inputs: EngineInput[] = [];
   for (const [i, source] of sourcesOf(job).entries()) {
     if ('assetId' in source) {
-      const row = await ctx.assets.findRow(job.client_id, source.assetId).catch(() => {
-        throw new EngineError(JOB_ERRORS.inputInvalid, `${source.field}: asset ${source.assetId} no longer exists`);
+      const row = await ctx.assets.findRow(job.clientId, source.assetId).catch(() => {
+        throw new EngineError(ERR.invalid_input, `${source.field}: asset ${source.assetId} no longer exists`);
       });
       const image = row.kind !== 'video' && row.kind !== 'audio';
       // The size probed when it was stored (a video's frame size is not held to the image limit).
@@ -90,7 +88,7 @@ export async function materializeInputs(job: JobsTable, ctx: InputContext): Prom
       await downloadToFile(source.url, file, { allowPrivate: ctx.allowPrivateUrls, maxBytes: ctx.maxBytes, signal: ctx.signal });
     } catch (error) {
       if (!(error instanceof FetchError)) throw error;
-      const code = error.code === ERR.too_large ? JOB_ERRORS.inputTooLarge : JOB_ERRORS.inputFetch;
+      const code = error.code === ERR.too_large ? ERR.input_too_large : ERR.input_fetch_failed;
       // Connection trouble may pass; a refused or missing URL will not.
       const retryable = error.code === ERR.fetch_failed || error.code === ERR.timeout || (error.status ?? 0) >= 500;
       throw new EngineError(code, `${source.field}: ${error.message}`, { retryable });

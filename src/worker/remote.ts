@@ -4,7 +4,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
 import { downloadToFile, FetchError } from '../assets/fetch-url.ts';
-import type { JobsTable } from '../db/index.ts';
 import {
   Aborted,
   EngineError,
@@ -12,19 +11,19 @@ import {
   type EngineHandle,
   type EngineInput,
   type EngineOutput,
-  type JobParams,
   type PollResult,
   type RemoteEngine,
   type RemoteInput,
 } from '../engines/engine.ts';
 import { ERR } from '../lib/error-codes.ts';
+import type { Clock } from '../lib/clock.ts';
 import { PixelLimitExceeded, probeFile } from '../media/probe.ts';
+import type { ClaimedJob, RemoteState } from '../queue/index.ts';
 
-/** What a remote run keeps in `jobs.engine_state`, so another worker can take over. */
-export type RemoteState = { phase: 'submitting'; engine: string; at: number } | { phase: 'submitted'; handle: EngineHandle };
 
 export interface RemoteRunContext {
   signal: AbortSignal;
+  clock: Clock;
   workDir: string;
   log: Logger;
   onProgress(percent: number): void;
@@ -54,8 +53,8 @@ const OUTPUT_FETCH_TRIES = 3;
  * engine's cadence, then re-host every result into local files — provider URLs expire, so a
  * job never finishes on a third-party link. Returns files like a local engine does.
  */
-export async function runRemoteJob(job: JobsTable, engine: RemoteEngine, ctx: RemoteRunContext): Promise<EngineOutput[]> {
-  const saved = job.engine_state ? (JSON.parse(job.engine_state) as RemoteState) : null;
+export async function runRemoteJob(job: ClaimedJob, engine: RemoteEngine, ctx: RemoteRunContext): Promise<EngineOutput[]> {
+  const saved = job.engineState;
   let handle: EngineHandle;
   if (saved?.phase === 'submitted' && saved.handle.engine === engine.name) {
     handle = saved.handle;
@@ -71,16 +70,15 @@ export async function runRemoteJob(job: JobsTable, engine: RemoteEngine, ctx: Re
   return pollUntilDone(job, engine, handle, ctx);
 }
 
-async function submit(job: JobsTable, engine: RemoteEngine, ctx: RemoteRunContext): Promise<EngineHandle> {
+async function submit(job: ClaimedJob, engine: RemoteEngine, ctx: RemoteRunContext): Promise<EngineHandle> {
   const inputs = await ctx.materialize();
   const remoteInputs: RemoteInput[] = [];
   for (const [i, input] of inputs.entries()) {
     const probe = await probeFile(input.path);
     remoteInputs.push({ ...input, publicUrl: ctx.publicUrlFor(input, i), width: probe.width, height: probe.height });
   }
-  const params: JobParams = JSON.parse(job.params);
-  const request = { jobId: job.id, capability: job.capability as RemoteRequest['capability'], prompt: job.prompt, params, inputs: remoteInputs };
-  if (!(await ctx.saveState({ phase: 'submitting', engine: engine.name, at: Date.now() }))) throw new Aborted();
+  const request = { jobId: job.id, capability: job.capability, prompt: job.prompt, params: job.params, inputs: remoteInputs };
+  if (!(await ctx.saveState({ phase: 'submitting', engine: engine.name, at: ctx.clock.now() }))) throw new Aborted();
   let handle: EngineHandle;
   try {
     handle = await withRetries(ctx, 'submit', () => engine.submit(request, { signal: ctx.signal, idempotencyKey: `${job.id}:1` }));
@@ -97,9 +95,7 @@ async function submit(job: JobsTable, engine: RemoteEngine, ctx: RemoteRunContex
   return handle;
 }
 
-type RemoteRequest = Parameters<RemoteEngine['submit']>[0];
-
-async function pollUntilDone(job: JobsTable, engine: RemoteEngine, handle: EngineHandle, ctx: RemoteRunContext): Promise<EngineOutput[]> {
+async function pollUntilDone(job: ClaimedJob, engine: RemoteEngine, handle: EngineHandle, ctx: RemoteRunContext): Promise<EngineOutput[]> {
   let failures = 0;
   let refetchedForFreshUrls = false;
   for (let count = 1; ; count++) {
@@ -148,7 +144,7 @@ async function pollUntilDone(job: JobsTable, engine: RemoteEngine, handle: Engin
 
 class OutputGone extends Error {}
 
-async function rehostOutputs(job: JobsTable, result: PollResult, ctx: RemoteRunContext): Promise<EngineOutput[]> {
+async function rehostOutputs(job: ClaimedJob, result: PollResult, ctx: RemoteRunContext): Promise<EngineOutput[]> {
   const outputs: EngineOutput[] = [];
   if (!result.outputs?.length) throw new EngineError(ERR.provider_error, 'The provider reported success without any result.');
   for (const [i, output] of result.outputs.entries()) {
@@ -198,9 +194,9 @@ async function fetchOutput(url: string, file: string, ctx: RemoteRunContext): Pr
 }
 
 /** Providers return their own sizes: make images exactly what the job asked for. */
-async function fitToRequest(job: JobsTable, file: string, kind: string, width: number | null, height: number | null, maxInputPixels: number): Promise<string> {
+async function fitToRequest(job: ClaimedJob, file: string, kind: string, width: number | null, height: number | null, maxInputPixels: number): Promise<string> {
   if (kind !== 'image' || !width || !height) return file;
-  const params: JobParams = JSON.parse(job.params);
+  const { params } = job;
   let target: { width: number; height: number } | null = null;
   if (job.capability === 'image.generate' && params.width && params.height) target = { width: params.width, height: params.height };
   if (job.capability === 'image.upscale') {
@@ -237,7 +233,7 @@ async function withRetries<T>(ctx: RemoteRunContext, what: string, fn: () => Pro
       if (error.options.rateLimited) {
         limited++;
         const wait = error.options.retryAfterMs ?? Math.min(60_000, 2000 * 2 ** (limited - 1)) * (0.5 + Math.random() / 2);
-        if (Date.now() + wait * (ctx.backoffScale ?? 1) >= ctx.deadline) {
+        if (ctx.clock.now() + wait * (ctx.backoffScale ?? 1) >= ctx.deadline) {
           throw new EngineError(error.code, `Still rate-limited when the job's time ran out: ${error.message}`);
         }
         ctx.log.warn({ code: error.code, waitMs: Math.round(wait) }, `${what} rate-limited`);

@@ -1,16 +1,18 @@
-import type { JobsTable } from '../db/index.ts';
-import { isRemoteEngine, type RemoteEngine } from '../engines/engine.ts';
+import { CAPABILITIES, isRemoteEngine, type RemoteEngine } from '../engines/engine.ts';
+import { purgeStaleRows } from '../jobs/index.ts';
+import { newId } from '../lib/ids.ts';
 import {
+  checkClaimed,
   claimNextJob,
   claimNextRemoteJob,
   findLostJobs,
   hasClaimableJob,
-  purgeStaleRows,
   renewLeases,
-  settleIfUnrunnable,
+  rerouteFromOpenCircuits,
+  settleJob,
   sweepDeadlines,
-} from '../jobs/index.ts';
-import { newId } from '../lib/ids.ts';
+  type ClaimedJob,
+} from '../queue/index.ts';
 import { startPump } from '../lib/pump.ts';
 import { runJob, type AbortReason, type RunJobDeps } from './run-job.ts';
 
@@ -49,28 +51,32 @@ export function startWorker(deps: WorkerDeps): Worker {
     .filter(isRemoteEngine)
     .map((e: RemoteEngine) => ({ engine: e.name, maxConcurrency: e.maxConcurrency }));
 
-  /** Claims until a runnable job turns up: claims past a deadline are settled on the way. */
-  const nextFrom = (claim: (now: number) => Promise<JobsTable | null>) => async (): Promise<JobsTable | null> => {
+  /** Claims until a runnable job turns up: claims past a deadline (or their attempts) are settled on the way. */
+  const nextFrom = (claim: (now: number) => Promise<ClaimedJob | null>) => async (): Promise<ClaimedJob | null> => {
     for (let i = 0; i < 10; i++) {
       const now = clock.now();
       const job = await claim(now);
       if (!job) return null;
-      if (!(await settleIfUnrunnable(handle, deps.notifier, job, { ...deps.queue, now }))) return job;
+      const ending = checkClaimed(job, { ...deps.queue, now });
+      if (!ending) return job;
+      await settleJob(handle, deps.notifier, { jobId: job.id, leaseOwner: job.leaseOwner, ...ending, now });
     }
     return null;
   };
 
-  const run = async (job: JobsTable) => {
+  const run = async (job: ClaimedJob) => {
     const controller = new AbortController();
     running.set(job.id, controller);
     try {
-      await runJob(deps, id, job, controller.signal);
+      await runJob(deps, job, controller.signal);
     } finally {
       running.delete(job.id);
     }
   };
   const onError = (error: unknown) => logger.error({ err: error }, 'worker error');
   const subscribe = (wake: () => void) => deps.notifier.on('jobQueued', wake);
+
+  const nextEngine = (capability: string, engine: string) => deps.engines.nextAfter(capability as (typeof CAPABILITIES)[number], engine)?.name ?? null;
 
   let lastClaimFound = false;
   const pumps = [
@@ -81,7 +87,7 @@ export function startWorker(deps: WorkerDeps): Worker {
         // An idle worker only reads (a read never takes SQLite's write lock); while claims keep
         // finding work, that read would just cost a round trip per job.
         if (!lastClaimFound && !(await hasClaimableJob(handle, now, localEngines))) return null;
-        const job = await claimNextJob(handle, id, now, deps.queue.leaseMs, localEngines);
+        const job = await claimNextJob(handle, { workerId: id, now, leaseMs: deps.queue.leaseMs, engines: localEngines });
         lastClaimFound = job !== null;
         return job;
       }),
@@ -95,7 +101,7 @@ export function startWorker(deps: WorkerDeps): Worker {
       startPump({
         concurrency: deps.remoteConcurrency,
         pollIntervalMs: deps.pollIntervalMs,
-        next: nextFrom((now) => claimNextRemoteJob(handle, id, now, deps.queue.leaseMs, remoteCaps)),
+        next: nextFrom((now) => claimNextRemoteJob(handle, { workerId: id, now, leaseMs: deps.queue.leaseMs, caps: remoteCaps })),
         run,
         subscribe,
         onError,
@@ -117,12 +123,13 @@ export function startWorker(deps: WorkerDeps): Worker {
       const ids = [...running.keys()];
       const now = clock.now();
       const renew = now - lastRenewAt >= deps.queue.leaseMs / 3;
-      const lost = renew ? await renewLeases(handle, id, ids, now, deps.queue.leaseMs) : await findLostJobs(handle, id, ids);
+      const lost = renew ? await renewLeases(handle, { workerId: id, jobIds: ids, now, leaseMs: deps.queue.leaseMs }) : await findLostJobs(handle, id, ids);
       if (renew) lastRenewAt = now;
       for (const jobId of lost) abort(jobId, 'lost');
       if (now - lastSweepAt >= SWEEP_MS) {
         lastSweepAt = now;
         await sweepDeadlines(handle, deps.notifier, { ...deps.queue, now });
+        if (remoteCaps.length > 0 && (await rerouteFromOpenCircuits(handle, { now, capabilities: CAPABILITIES, nextEngine })) > 0) deps.notifier.jobQueued();
       }
       if (now - lastPurgeAt >= PURGE_MS) {
         lastPurgeAt = now;

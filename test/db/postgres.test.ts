@@ -24,7 +24,7 @@ import {
   type Stack,
 } from '../helpers.ts';
 import type { Engine } from '../../src/engines/engine.ts';
-import { claimNextJob } from '../../src/jobs/queue.ts';
+import { claimNextJob } from '../../src/queue/index.ts';
 import { connectDb, type DbHandle } from '../../src/db/connect.ts';
 import { migrateToLatest } from '../../src/db/migrate.ts';
 
@@ -108,9 +108,9 @@ describe('PostgreSQL backend', () => {
     const claimed: { id: string; by: string }[] = [];
     const claimer = async (handle: DbHandle, by: string) => {
       for (;;) {
-        const job = await claimNextJob(handle, by, Date.now(), 60_000);
+        const job = await claimNextJob(handle, { workerId: by, now: Date.now(), leaseMs: 60_000 });
         if (!job) return;
-        assert.equal(job.lease_owner, by);
+        assert.equal(job.leaseOwner, by);
         claimed.push({ id: job.id, by });
       }
     };

@@ -1,6 +1,6 @@
 import contentDisposition from 'content-disposition';
 import type { FastifyInstance } from 'fastify';
-import type { AssetService, Store } from '../../assets/index.ts';
+import { ASSET_DOWNLOAD_ROUTE, type AssetService, type Store } from '../../assets/index.ts';
 import { ERR } from '../../lib/error-codes.ts';
 import { clientOf } from '../auth.ts';
 import { sendError } from '../errors.ts';
@@ -29,7 +29,7 @@ export function registerAssetRoutes(app: FastifyInstance, assets: AssetService, 
 
   app.get('/api/v1/assets', async (request) => assets.list(clientOf(request), request.query));
 
-  app.get<{ Params: { id: string } }>('/api/v1/assets/:id/download', { config: { access: 'key-or-signed-link' } }, async (request, reply) => {
+  app.get<{ Params: { id: string } }>(ASSET_DOWNLOAD_ROUTE, { config: { access: 'key-or-signed-link' } }, async (request, reply) => {
     // A signed link opens exactly the asset it was made for; anything else needs the owner's key.
     const row =
       request.signedAssetId !== null && request.signedAssetId === request.params.id
