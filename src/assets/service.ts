@@ -10,7 +10,7 @@ import { Invalid, NotFound, TooLarge } from '../lib/errors.ts';
 import { isId, newId } from '../lib/ids.ts';
 import { parseWith, withoutNulls } from '../lib/validate.ts';
 import { checkPixelLimit, DEFAULT_MAX_INPUT_PIXELS, PixelLimitExceeded, probeFile, type ProbeResult } from '../media/probe.ts';
-import { downloadToFile, FetchError } from './fetch-url.ts';
+import { downloadToFile, FetchError } from '../net/index.ts';
 import { insertAssetRows, toAsset, type Asset, type AssetKind } from './repo.ts';
 import { listAssetsQuerySchema, registerAssetBodySchema } from './request.ts';
 import type { Store } from './store.ts';

@@ -1,4 +1,4 @@
-import { checkUrl, FetchError } from '../assets/fetch-url.ts';
+import { checkUrl, FetchError } from '../net/index.ts';
 import type { Db } from '../db/index.ts';
 import type { Capability, JobParams, Material } from '../engines/engine.ts';
 import type { EngineRegistry } from '../engines/registry.ts';

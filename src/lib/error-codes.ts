@@ -85,7 +85,7 @@ type CodesOf<K extends CodeEntry['kind']> = { [C in ErrorCode]: KindOf<C> extend
 export type ApiErrorCode = CodesOf<'api' | 'both'>;
 /** Codes a job's `error.code` may carry. */
 export type JobErrorCode = CodesOf<'job' | 'both'>;
-/** Codes of `FetchError` (assets/fetch-url.ts). */
+/** Codes of `FetchError` (net/fetch-url.ts). */
 export type FetchErrorCode = CodesOf<'internal'> | typeof ERR.too_large;
 
 /** Every code by name: `ERR.provider_error` is `'provider_error'`, and a typo is a type error. */

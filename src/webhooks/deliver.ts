@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
-import { guardedDispatcher } from '../assets/fetch-url.ts';
+import { guardedDispatcher } from '../net/index.ts';
 import type { DbHandle, WebhookDeliveriesTable } from '../db/index.ts';
 import { withTransaction } from '../db/index.ts';
 import { outageBackoffMs } from '../lib/backoff.ts';

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { downloadToFile, FetchError } from '../assets/fetch-url.ts';
+import { downloadToFile, FetchError } from '../net/index.ts';
 import type { AssetService, Store } from '../assets/index.ts';
 import { EngineError, type EngineInput, type InputRole } from '../engines/engine.ts';
 import { ERR } from '../lib/error-codes.ts';

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
-import { downloadToFile, FetchError } from '../assets/fetch-url.ts';
+import { downloadToFile, FetchError } from '../net/index.ts';
 import {
   Aborted,
   EngineError,
