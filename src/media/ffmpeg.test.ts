@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { Aborted } from '../engines/engine.ts';
+import { Aborted } from '../lib/abort.ts';
 import { ffmpegPath, runFfmpeg } from './ffmpeg.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'ffmpeg-test-'));

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { Aborted } from '../engines/engine.ts';
+import { Aborted } from '../lib/abort.ts';
 
 let resolved: Promise<string> | null = null;
 

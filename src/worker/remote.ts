@@ -5,7 +5,6 @@ import type { Logger } from 'pino';
 import sharp from 'sharp';
 import { downloadToFile, FetchError } from '../net/index.ts';
 import {
-  Aborted,
   EngineError,
   UPSCALE_LONG_SIDE,
   type EngineHandle,
@@ -15,6 +14,7 @@ import {
   type RemoteEngine,
   type RemoteInput,
 } from '../engines/engine.ts';
+import { Aborted } from '../lib/abort.ts';
 import { ERR } from '../lib/error-codes.ts';
 import type { Clock } from '../lib/clock.ts';
 import { PixelLimitExceeded, probeFile } from '../media/probe.ts';

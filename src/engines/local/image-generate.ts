@@ -3,7 +3,8 @@
  * Rendering and encoding run in the sharp child process, so a cancel stops them at once.
  */
 import { join } from 'node:path';
-import { throwIfAborted, type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
+import { type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
+import { throwIfAborted } from '../../lib/abort.ts';
 import { decodeError, imageInputs, inputPixelLimit, invalidInput, readImageInfo } from './inputs.ts';
 import { renderPromptImage } from './render.ts';
 

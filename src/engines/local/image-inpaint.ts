@@ -5,7 +5,8 @@
  * encoding of big images run in the sharp child process, so a cancel stops them too.
  */
 import { join } from 'node:path';
-import { throwIfAborted, type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
+import { type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
+import { throwIfAborted } from '../../lib/abort.ts';
 import { inpaintInWorker } from './inpaint-pool.ts';
 import { decodeError, imageInputs, inputPixelLimit, invalidInput, readImageInfo } from './inputs.ts';
 import { promptRenderTask } from './render.ts';

@@ -1,7 +1,6 @@
 /** image.upscale: lanczos3 resize to a 2048/3840/7680 long side, aspect kept, mild sharpen, PNG. */
 import { join } from 'node:path';
 import {
-  throwIfAborted,
   UPSCALE_LONG_SIDE,
   UPSCALE_RESOLUTIONS,
   type EngineOutput,
@@ -9,6 +8,7 @@ import {
   type RunContext,
   type UpscaleResolution,
 } from '../engine.ts';
+import { throwIfAborted } from '../../lib/abort.ts';
 import { decodeError, imageInputs, inputPixelLimit, invalidInput, readImageInfo } from './inputs.ts';
 import { runSharpTask } from './sharp-child.ts';
 

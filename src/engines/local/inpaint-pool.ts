@@ -5,7 +5,7 @@
  * terminates only that job's worker.
  */
 import { Worker } from 'node:worker_threads';
-import { Aborted } from '../engine.ts';
+import { Aborted } from '../../lib/abort.ts';
 
 const WORKER_URL = new URL('./inpaint-worker.mjs', import.meta.url);
 /** A worker whose WASM heap grew beyond this after a job is not kept warm (heaps never shrink). */

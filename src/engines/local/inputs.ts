@@ -2,7 +2,8 @@
 import sharp, { type Metadata } from 'sharp';
 import { ERR } from '../../lib/error-codes.ts';
 import { DEFAULT_MAX_INPUT_PIXELS } from '../../media/probe.ts';
-import { Aborted, EngineError, type EngineInput, type EngineRequest, type RunContext } from '../engine.ts';
+import { EngineError, type EngineInput, type EngineRequest, type RunContext } from '../engine.ts';
+import { Aborted } from '../../lib/abort.ts';
 import { SharpChildExited } from './sharp-child.ts';
 
 export interface ImageInfo {

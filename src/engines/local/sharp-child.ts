@@ -16,7 +16,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Aborted } from '../engine.ts';
+import { Aborted } from '../../lib/abort.ts';
 import { buildPipeline, type PipelineSource } from './sharp-task.mjs';
 
 const SCRIPT = fileURLToPath(new URL('./sharp-child-process.mjs', import.meta.url));

@@ -8,7 +8,6 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { runFfmpeg } from '../../media/ffmpeg.ts';
 import {
-  throwIfAborted,
   VIDEO_RATIOS,
   VIDEO_RESOLUTIONS,
   type EngineOutput,
@@ -17,6 +16,7 @@ import {
   type VideoRatio,
   type VideoResolution,
 } from '../engine.ts';
+import { throwIfAborted } from '../../lib/abort.ts';
 import { decodeError, imageInputs, inputPixelLimit, invalidInput, readImageInfo, type ImageInfo } from './inputs.ts';
 import { Prng, promptSeed, renderPromptImage } from './render.ts';
 import { runSharpTask } from './sharp-child.ts';

@@ -1,6 +1,7 @@
 import { request } from 'undici';
 import { ERR } from '../../lib/error-codes.ts';
-import { Aborted, EngineError } from '../engine.ts';
+import { EngineError } from '../engine.ts';
+import { Aborted } from '../../lib/abort.ts';
 
 export interface ProviderResponse {
   status: number;

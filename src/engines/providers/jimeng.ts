@@ -8,7 +8,8 @@ import { readFile } from 'node:fs/promises';
 import sharp, { type Metadata } from 'sharp';
 import { ERR } from '../../lib/error-codes.ts';
 import { DEFAULT_MAX_INPUT_PIXELS } from '../../media/probe.ts';
-import { EngineError, throwIfAborted, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
+import { EngineError, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
+import { throwIfAborted } from '../../lib/abort.ts';
 import { callProvider, type ProviderResponse } from './http.ts';
 import {
   classifyJimengError,

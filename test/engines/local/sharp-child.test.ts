@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Aborted } from '../../../src/engines/engine.ts';
+import { Aborted } from '../../../src/lib/abort.ts';
 import { decodeError } from '../../../src/engines/local/inputs.ts';
 import { promptRenderTask } from '../../../src/engines/local/render.ts';
 import { busySharpPids, prewarmSharp, runSharpTask, shutdownSharp, type SharpTask } from '../../../src/engines/local/sharp-child.ts';

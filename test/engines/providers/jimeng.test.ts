@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import sharp from 'sharp';
 import { FAKE_VOLC_ACCESS_KEY_ID, FAKE_VOLC_SECRET_ACCESS_KEY, startFakeJimeng, type FakeJimeng, type FakeJimengOptions } from '../../fakes/jimeng.ts';
-import { Aborted, EngineError, type EngineHandle, type JobParams, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../../../src/engines/engine.ts';
+import { EngineError, type EngineHandle, type JobParams, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../../../src/engines/engine.ts';
+import { Aborted } from '../../../src/lib/abort.ts';
 import { createJimengEngine, type JimengConfig } from '../../../src/engines/providers/jimeng.ts';
 import { classifyJimengError, fitSize, mapScale, UPSCALE_RESOLUTION } from '../../../src/engines/providers/jimeng-mapping.ts';
 
