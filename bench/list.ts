@@ -26,6 +26,7 @@ import http from 'node:http';
 import path from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect, sql, type LogEvent } from 'kysely';
+import { findAssetKinds } from '../src/assets/index.ts';
 import { connectPostgres } from '../src/db/postgres.ts';
 import type { Database } from '../src/db/schema.ts';
 import { createEngineRegistry } from '../src/engines/registry.ts';
@@ -138,7 +139,7 @@ async function listQuery(store: Store, query: Record<string, string>): Promise<{
     close = () => db.destroy();
   }
   const dialect = store.databaseUrl ? 'postgres' : 'sqlite';
-  const jobs = createJobService({ handle: { db, dialect, close }, engines: createEngineRegistry([instantEngine()]), notifier: createNotifier(), clock: systemClock, allowPrivateUrls: false });
+  const jobs = createJobService({ handle: { db, dialect, close }, engines: createEngineRegistry([instantEngine()]), assetKinds: (clientId, ids) => findAssetKinds(db, clientId, ids), notifier: createNotifier(), clock: systemClock, allowPrivateUrls: false });
   const page = await jobs.list(CLIENT_ID, query).catch(async (error) => {
     await close();
     throw error;

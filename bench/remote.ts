@@ -4,6 +4,7 @@
  * fetch), probe, store, settle. Baseline: the ideal rate of 500 tasks in flight at 2 s each
  * (250 jobs/s), so the ratio says how much of the provider's capacity the worker keeps busy.
  */
+import { findAssetKinds } from '../src/assets/index.ts';
 import { createEngineRegistry } from '../src/engines/registry.ts';
 import { createEvolinkEngine } from '../src/engines/providers/evolink.ts';
 import { createJobService } from '../src/jobs/index.ts';
@@ -32,7 +33,7 @@ export default async function remote(): Promise<Row[]> {
     // Jobs are queued first, straight through the job service, so the worker is measured alone.
     const handle = await openStore(store);
     const evolink = createEvolinkEngine({ baseUrl: fake.baseUrl, apiKey: 'sk-evo-test', imageModel: 'gpt-image-1', httpTimeoutMs: 30_000, maxConcurrency: IN_FLIGHT });
-    const jobs = createJobService({ handle, engines: createEngineRegistry([evolink]), notifier: createNotifier(), clock: systemClock, allowPrivateUrls: true });
+    const jobs = createJobService({ handle, engines: createEngineRegistry([evolink]), assetKinds: (clientId, ids) => findAssetKinds(handle.db, clientId, ids), notifier: createNotifier(), clock: systemClock, allowPrivateUrls: true });
     for (let i = 0; i < JOBS; i++) {
       await jobs.create(CLIENT_ID, { capability: 'image.generate', prompt: `remote bench ${i}`, width: 1024, height: 1024, force_single: true }, undefined);
     }

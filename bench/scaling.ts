@@ -25,6 +25,7 @@ import path from 'node:path';
 import { Queue } from 'bullmq';
 import pg from 'pg';
 import PgBoss from 'pg-boss';
+import { findAssetKinds } from '../src/assets/index.ts';
 import { createEngineRegistry } from '../src/engines/registry.ts';
 import { createJobService } from '../src/jobs/index.ts';
 import { systemClock } from '../src/lib/clock.ts';
@@ -85,7 +86,7 @@ interface Setup {
 async function zhinian(): Promise<Setup> {
   const store = freshStore();
   const handle = await openStore(store);
-  const jobs = createJobService({ handle, engines: createEngineRegistry([instantEngine()]), notifier: createNotifier(), clock: systemClock, allowPrivateUrls: false });
+  const jobs = createJobService({ handle, engines: createEngineRegistry([instantEngine()]), assetKinds: (clientId, ids) => findAssetKinds(handle.db, clientId, ids), notifier: createNotifier(), clock: systemClock, allowPrivateUrls: false });
   const count = async (status: string) =>
     Number((await handle.db.selectFrom('jobs').select((eb) => eb.fn.countAll<number>().as('n')).where('status', '=', status).executeTakeFirstOrThrow()).n);
   const tag = randomName('zb_app_');

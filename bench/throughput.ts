@@ -7,6 +7,7 @@
  */
 import pg from 'pg';
 import PgBoss from 'pg-boss';
+import { findAssetKinds } from '../src/assets/index.ts';
 import { boot } from '../src/cli/boot.ts';
 import { createEngineRegistry } from '../src/engines/registry.ts';
 import { createJobService } from '../src/jobs/index.ts';
@@ -28,7 +29,7 @@ async function zhinian(): Promise<Timing> {
   const store = freshStore();
   const engine = instantEngine();
   const handle = await openStore(store);
-  const jobs = createJobService({ handle, engines: createEngineRegistry([engine]), notifier: createNotifier(), clock: systemClock, allowPrivateUrls: false });
+  const jobs = createJobService({ handle, engines: createEngineRegistry([engine]), assetKinds: (clientId, ids) => findAssetKinds(handle.db, clientId, ids), notifier: createNotifier(), clock: systemClock, allowPrivateUrls: false });
   const t0 = performance.now();
   for (let i = 0; i < N; i++) await jobs.create(CLIENT_ID, BODY, undefined);
   const insertMs = performance.now() - t0;

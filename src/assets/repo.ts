@@ -1,5 +1,5 @@
 import { iso } from '../lib/clock.ts';
-import { nextSortKey, type AssetsTable, type DbHandle, type Tx } from '../db/index.ts';
+import { nextSortKey, type AssetsTable, type Db, type DbHandle, type Tx } from '../db/index.ts';
 
 export const ASSET_KINDS = ['image', 'video', 'audio', 'mask', 'file'] as const;
 export type AssetKind = (typeof ASSET_KINDS)[number];
@@ -56,4 +56,13 @@ export async function insertAssetRows(tx: Tx, dialect: DbHandle['dialect'], rows
     saved.push(await tx.insertInto('assets').values({ ...row, created_at_us: nextSortKey(dialect, 'assets', row.client_id, now) }).returningAll().executeTakeFirstOrThrow());
   }
   return saved;
+}
+
+/** Kinds of the client's own assets among `ids`; an id that is unknown or another client's is absent. */
+export async function findAssetKinds(db: Db, clientId: string, ids: readonly string[]): Promise<Map<string, AssetKind>> {
+  const kinds = new Map<string, AssetKind>();
+  if (ids.length === 0) return kinds;
+  const rows = await db.selectFrom('assets').select(['id', 'kind']).where('client_id', '=', clientId).where('id', 'in', ids).execute();
+  for (const row of rows) kinds.set(row.id, row.kind as AssetKind);
+  return kinds;
 }

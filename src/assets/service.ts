@@ -11,7 +11,7 @@ import { isId, newId } from '../lib/ids.ts';
 import { parseWith, withoutNulls } from '../lib/validate.ts';
 import { checkPixelLimit, DEFAULT_MAX_INPUT_PIXELS, PixelLimitExceeded, probeFile, type ProbeResult } from '../media/probe.ts';
 import { downloadToFile, FetchError } from '../net/index.ts';
-import { insertAssetRows, toAsset, type Asset, type AssetKind } from './repo.ts';
+import { findAssetKinds, insertAssetRows, toAsset, type Asset, type AssetKind } from './repo.ts';
 import { listAssetsQuerySchema, registerAssetBodySchema } from './request.ts';
 import type { Store } from './store.ts';
 import { tempPath, writeStreamToTemp, type WrittenFile } from './temp-file.ts';
@@ -195,6 +195,8 @@ export function createAssetService(deps: AssetServiceDeps) {
       return toAsset(await findRow(clientId, id), deps.baseUrl());
     },
     findRow,
+    /** Kinds of the client's own assets among `ids` (job validation: inputs must be the client's). */
+    kindsOf: (clientId: string, ids: readonly string[]): Promise<Map<string, AssetKind>> => findAssetKinds(db, clientId, ids),
 
     async list(clientId: string, query: unknown): Promise<{ assets: Asset[]; nextBefore: string | null }> {
       const q = parseWith(listAssetsQuerySchema, query, 'query parameter');

@@ -94,6 +94,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
   const jobs = createJobService({
     handle,
     engines,
+    assetKinds: assets.kindsOf,
     notifier,
     clock,
     allowPrivateUrls: config.allowPrivateUrls,

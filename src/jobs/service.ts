@@ -1,3 +1,4 @@
+import type { AssetService } from '../assets/index.ts';
 import type { DbHandle, JobsTable } from '../db/index.ts';
 import { retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
@@ -20,6 +21,8 @@ import { validateJobRequest, type ValidatedJob } from './validate.ts';
 export interface JobServiceDeps {
   handle: DbHandle;
   engines: EngineRegistry;
+  /** Kinds of a client's own assets, to check a job's inputs: the asset service's `kindsOf`. */
+  assetKinds: AssetService['kindsOf'];
   notifier: Notifier;
   clock: Clock;
   allowPrivateUrls: boolean;
@@ -127,7 +130,7 @@ export function createJobService(deps: JobServiceDeps) {
         if (existing) return { job: existing, reused: true };
       }
       const v = await validateJobRequest(body, {
-        db,
+        assetKinds: deps.assetKinds,
         clientId,
         engines: deps.engines,
         allowPrivateUrls: deps.allowPrivateUrls,

@@ -1,5 +1,5 @@
 import { checkUrl, FetchError } from '../net/index.ts';
-import type { Db } from '../db/index.ts';
+import type { AssetService } from '../assets/index.ts';
 import type { Capability, JobParams, Material } from '../engines/engine.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import { Invalid } from '../lib/errors.ts';
@@ -31,7 +31,8 @@ export interface ValidatedJob {
 }
 
 export interface ValidateContext {
-  db: Db;
+  /** The client's own assets' kinds (the asset service's `kindsOf`). */
+  assetKinds: AssetService['kindsOf'];
   clientId: string;
   engines: EngineRegistry;
   allowPrivateUrls: boolean;
@@ -103,18 +104,9 @@ async function resolveInputKinds(body: CreateJobBody, ctx: ValidateContext): Pro
     ...(body.inputAssetIds ?? []).map((id, i) => ({ field: `inputAssetIds[${i}]`, id })),
     ...(body.materials ?? []).flatMap((m, i) => (m.assetId ? [{ field: `materials[${i}].assetId`, id: m.assetId }] : [])),
   ];
-  const kinds = new Map<string, string>();
-  if (refs.length > 0) {
-    const rows = await ctx.db
-      .selectFrom('assets')
-      .select(['id', 'kind'])
-      .where('client_id', '=', ctx.clientId)
-      .where('id', 'in', refs.map((r) => r.id))
-      .execute();
-    for (const row of rows) kinds.set(row.id, row.kind);
-    const missing = refs.find((r) => !kinds.has(r.id));
-    if (missing) throw new Invalid(missing.field, `asset ${missing.id} not found`);
-  }
+  const kinds = await ctx.assetKinds(ctx.clientId, refs.map((r) => r.id));
+  const missing = refs.find((r) => !kinds.has(r.id));
+  if (missing) throw new Invalid(missing.field, `asset ${missing.id} not found`);
   const assetKind = (id: string): InputKind => {
     const kind = kinds.get(id);
     return kind === 'image' || kind === 'mask' ? 'image' : kind === 'video' || kind === 'audio' ? kind : 'other';
