@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { outageBackoffMs } from '../lib/backoff.ts';
+import { outageBackoffMs } from '../lib/retry-ladders.ts';
 import { createNotifier, type Notifier } from '../lib/notifier.ts';
 import type { DbHandle } from './connect.ts';
 

@@ -1,6 +1,6 @@
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
-import { outageBackoffMs } from '../lib/backoff.ts';
+import { outageBackoffMs } from '../lib/retry-ladders.ts';
 import type { Database } from './schema.ts';
 
 // int8 (bigint columns, count(*)) arrives as a string by default. Every bigint here is an

@@ -1,4 +1,4 @@
-import { outageBackoffMs } from './backoff.ts';
+import { outageBackoffMs } from './retry-ladders.ts';
 
 /**
  * Keeps up to `concurrency` tasks running: takes the next item when a slot is free, and when

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ERR, type JobErrorCode } from '../lib/error-codes.ts';
 import type { ClaimedJob } from './claimed-job.ts';
-import { checkClaimed, decideAfterRun, JOB_RETRY_DELAYS_MS, type RunOutcome } from './decide.ts';
+import { JOB_RETRY_DELAYS_MS } from '../lib/retry-ladders.ts';
+import { checkClaimed, decideAfterRun, type RunOutcome } from './decide.ts';
 
 const NOW = 1_800_000_000_000;
 const job = (fields: Partial<ClaimedJob> = {}): ClaimedJob => ({

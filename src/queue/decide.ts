@@ -4,11 +4,9 @@
  * decision out (worker/run-job.ts); decide.test.ts covers every branch without a database.
  */
 import { ERR, type JobErrorCode } from '../lib/error-codes.ts';
+import { jobRetryDelayMs } from '../lib/retry-ladders.ts';
 import type { ClaimedJob } from './claimed-job.ts';
 import { DEADLINE_ERRORS, type QueueOptions } from './deadlines.ts';
-
-/** A transient engine error waits this long before the next attempt (by attempt number, the last repeating). */
-export const JOB_RETRY_DELAYS_MS = [2_000, 10_000, 30_000] as const;
 
 /** Provider trouble that says nothing about the request itself: another engine may well succeed, and the circuit counts it. */
 const PROVIDER_DOWN_CODES: ReadonlySet<JobErrorCode> = new Set([ERR.provider_error, ERR.provider_timeout, ERR.provider_auth, ERR.quota_exceeded]);
@@ -67,7 +65,8 @@ export function decideAfterRun(job: ClaimedJob, outcome: RunOutcome, ctx: Decide
     return { kind: 'reroute', engine: ctx.nextEngine, countsAgainstCircuit: true };
   }
   if (error.retryable && job.attempts < ctx.maxAttempts) {
-    const delayMs = JOB_RETRY_DELAYS_MS[Math.min(job.attempts - 1, JOB_RETRY_DELAYS_MS.length - 1)]!;
+    // JOB_RETRY_DELAYS_MS by attempt number, the last repeating.
+    const delayMs = jobRetryDelayMs(job.attempts);
     return { kind: 'retry', delayMs, countsAgainstCircuit: providerDown };
   }
   return {

@@ -3,7 +3,7 @@ import { request } from 'undici';
 import { guardedDispatcher } from '../net/index.ts';
 import type { DbHandle, WebhookDeliveriesTable } from '../db/index.ts';
 import { withTransaction } from '../db/index.ts';
-import { outageBackoffMs } from '../lib/backoff.ts';
+import { outageBackoffMs } from '../lib/retry-ladders.ts';
 import type { Clock } from '../lib/clock.ts';
 import { signPayload } from './sign.ts';
 import { MAX_DELIVERY_ATTEMPTS, retryDelayMs } from './schedule.ts';

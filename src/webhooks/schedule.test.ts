@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { MAX_DELIVERY_ATTEMPTS, RETRY_DELAYS_SECONDS, retryDelayMs } from './schedule.ts';
+import { WEBHOOK_SCHEDULE_SECONDS as RETRY_DELAYS_SECONDS } from '../lib/retry-ladders.ts';
+import { MAX_DELIVERY_ATTEMPTS, retryDelayMs } from './schedule.ts';
 
 const DAY_MS = 24 * 3600 * 1000;
 

@@ -17,6 +17,7 @@ import {
 import { Aborted } from '../lib/abort.ts';
 import { ERR } from '../lib/error-codes.ts';
 import type { Clock } from '../lib/clock.ts';
+import { OUTPUT_FETCH, outputFetchWaitMs, POLL_FAILURE_LIMIT, PROVIDER_TRANSIENT, rateLimitWaitMs, transientWaitMs } from '../lib/retry-ladders.ts';
 import { PixelLimitExceeded, probeFile } from '../media/probe.ts';
 import type { ClaimedJob, RemoteState } from '../queue/index.ts';
 
@@ -41,11 +42,9 @@ export interface RemoteRunContext {
   deadline: number;
   /** Wait time of the rate-limit and retry ladders (tests shorten it). */
   backoffScale?: number;
+  /** Jitter of the retry ladders (lib/retry-ladders.ts); Math.random unless a test fixes it. */
+  random?: () => number;
 }
-
-const RETRYABLE_TRIES = 5;
-const CONSECUTIVE_POLL_FAILURES = 10;
-const OUTPUT_FETCH_TRIES = 3;
 
 /**
  * Runs a job on a remote engine: submit once (the handle is stored before the first poll, so
@@ -109,7 +108,7 @@ async function pollUntilDone(job: ClaimedJob, engine: RemoteEngine, handle: Engi
     } catch (error) {
       if (!(error instanceof EngineError) || !(error.retryable || error.options.rateLimited)) throw error;
       failures++;
-      if (error.retryable && failures >= CONSECUTIVE_POLL_FAILURES) throw error;
+      if (error.retryable && failures >= POLL_FAILURE_LIMIT) throw error;
       if (error.options.retryAfterMs) await pause(ctx, error.options.retryAfterMs);
       continue;
     }
@@ -187,8 +186,8 @@ async function fetchOutput(url: string, file: string, ctx: RemoteRunContext): Pr
       if (error.code === ERR.http_status && [403, 404, 410].includes(error.status ?? 0)) throw new OutputGone(`The result link answered HTTP ${error.status}.`);
       if (error.code === ERR.too_large) throw new EngineError(ERR.output_unavailable, `A result is larger than ${ctx.maxOutputBytes} bytes.`);
       const transient = error.code === ERR.fetch_failed || error.code === ERR.timeout || (error.status ?? 0) >= 500;
-      if (!transient || attempt >= OUTPUT_FETCH_TRIES) throw new EngineError(ERR.output_unavailable, `Could not download a result: ${error.message}`);
-      await pause(ctx, 1000 * attempt);
+      if (!transient || attempt >= OUTPUT_FETCH.tries) throw new EngineError(ERR.output_unavailable, `Could not download a result: ${error.message}`);
+      await pause(ctx, outputFetchWaitMs(attempt));
     }
   }
 }
@@ -219,8 +218,8 @@ async function fitToRequest(job: ClaimedJob, file: string, kind: string, width: 
 
 /**
  * Calls `fn`, riding out trouble the provider says will pass: rate limits wait their
- * Retry-After (else 2 s doubling to 60 s, jittered) until the job's deadline aborts the run;
- * transient errors get 1, 2, 4… s with full jitter, five tries in all.
+ * Retry-After (else PROVIDER_RATE_LIMIT) until the job's deadline aborts the run; transient
+ * errors climb PROVIDER_TRANSIENT (lib/retry-ladders.ts).
  */
 async function withRetries<T>(ctx: RemoteRunContext, what: string, fn: () => Promise<T>): Promise<T> {
   let transient = 0;
@@ -232,7 +231,7 @@ async function withRetries<T>(ctx: RemoteRunContext, what: string, fn: () => Pro
       if (!(error instanceof EngineError)) throw error;
       if (error.options.rateLimited) {
         limited++;
-        const wait = error.options.retryAfterMs ?? Math.min(60_000, 2000 * 2 ** (limited - 1)) * (0.5 + Math.random() / 2);
+        const wait = error.options.retryAfterMs ?? rateLimitWaitMs(limited, ctx.random);
         if (ctx.clock.now() + wait * (ctx.backoffScale ?? 1) >= ctx.deadline) {
           throw new EngineError(error.code, `Still rate-limited when the job's time ran out: ${error.message}`);
         }
@@ -241,9 +240,9 @@ async function withRetries<T>(ctx: RemoteRunContext, what: string, fn: () => Pro
         continue;
       }
       // A submit that timed out may have created a task: without an idempotency key, try it once more only.
-      const tries = what === 'submit' && error.code === ERR.provider_timeout ? 2 : RETRYABLE_TRIES;
+      const tries = what === 'submit' && error.code === ERR.provider_timeout ? PROVIDER_TRANSIENT.timedOutSubmitTries : PROVIDER_TRANSIENT.tries;
       if (error.retryable && ++transient < tries) {
-        await pause(ctx, Math.random() * Math.min(30_000, 1000 * 2 ** (transient - 1)));
+        await pause(ctx, transientWaitMs(transient, ctx.random));
         continue;
       }
       throw error;

@@ -13,6 +13,8 @@ const mod = await import('@techstark/opencv-js');
 const cv = mod.default ?? mod;
 
 // The module object is a thenable whose promise is unreliable; poll for the runtime instead.
+// Real time (Date.now()): a limit on how long this thread waits for WASM, which no injected clock
+// of the parent's can move; the thread has no other notion of time.
 await new Promise((resolve, reject) => {
   const deadline = Date.now() + 60_000;
   const check = () => {

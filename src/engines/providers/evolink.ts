@@ -49,7 +49,7 @@ export function createEvolinkEngine(config: EvolinkConfig): RemoteEngine {
     const message = `evolink ${what}: HTTP ${res.status}${providerCode !== undefined ? ` ${providerCode}` : ''}: ${detail}`.trim();
     const extra = { providerCode, httpStatus: res.status };
     const { kind, code } = classifyEvolinkHttp(res.status, [providerCode, err?.type].filter(Boolean).join(' ') || undefined);
-    if (kind === 'rate_limited') return new EngineError(code, message, { ...extra, rateLimited: true, retryAfterMs: retryAfterMs(res.headers) });
+    if (kind === 'rate_limited') return new EngineError(code, message, { ...extra, rateLimited: true, retryAfterMs: retryAfterMs(res.headers, clock.now()) });
     if (kind === 'retryable') return new EngineError(code, message, { ...extra, retryable: true });
     return new EngineError(code, message, extra);
   }

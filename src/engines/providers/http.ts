@@ -55,8 +55,11 @@ export async function callProvider(engine: string, req: ProviderRequest): Promis
   }
 }
 
-/** `Retry-After` in seconds or as an HTTP date, as milliseconds; undefined when absent or unreadable. */
-export function retryAfterMs(headers: ProviderResponse['headers'], now = Date.now()): number | undefined {
+/**
+ * `Retry-After` in seconds or as an HTTP date, as milliseconds; undefined when absent or
+ * unreadable. `now`: the engine's clock, against which a date is read.
+ */
+export function retryAfterMs(headers: ProviderResponse['headers'], now: number): number | undefined {
   const value = headers['retry-after'];
   const raw = Array.isArray(value) ? value[0] : value;
   if (!raw) return undefined;

@@ -5,6 +5,7 @@
  * different; the adapter (jimeng.ts) holds only the protocol.
  */
 import { ERR, type JobErrorCode } from '../../lib/error-codes.ts';
+import { JIMENG_BUSY_50430_MS } from '../../lib/retry-ladders.ts';
 import type { Capability, TaskStatus, UpscaleResolution } from '../engine.ts';
 
 export const JIMENG_API_VERSION = '2022-08-31';
@@ -160,16 +161,11 @@ export interface JimengFault {
   retryAfterMs?: number;
 }
 
-/**
- * [ours] 50430 means all concurrency slots are busy; a slot frees only when a task finishes
- * (typically 10–30 s), so waiting longer than the worker's default 2 s first backoff wastes fewer
- * calls. 50429 (QPS) uses the worker's default backoff.
- */
-const CONCURRENCY_RETRY_AFTER_MS = 10_000;
-
 const CODE_TABLE: Record<number, JimengFault> = {
+  // [ours] 50430: every concurrency slot is busy; waits JIMENG_BUSY_50430_MS (lib/retry-ladders.ts).
+  // 50429 (QPS) takes the worker's default backoff.
   50429: { kind: 'rate_limited', code: ERR.rate_limited },
-  50430: { kind: 'rate_limited', code: ERR.rate_limited, retryAfterMs: CONCURRENCY_RETRY_AFTER_MS },
+  50430: { kind: 'rate_limited', code: ERR.rate_limited, retryAfterMs: JIMENG_BUSY_50430_MS },
   // [C] the 4.0 page says not to retry internal errors; transient by nature, so we retry (bounded).
   50500: { kind: 'retryable', code: ERR.provider_error },
   50501: { kind: 'retryable', code: ERR.provider_error },

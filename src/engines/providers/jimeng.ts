@@ -6,6 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import sharp, { type Metadata } from 'sharp';
+import { systemClock, type Clock } from '../../lib/clock.ts';
 import { ERR } from '../../lib/error-codes.ts';
 import { DEFAULT_MAX_INPUT_PIXELS } from '../../media/probe.ts';
 import { EngineError, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
@@ -57,6 +58,8 @@ export interface JimengConfig {
    * provider (the worker already checked every input's header). Default: sharp's own.
    */
   maxInputPixels?: number;
+  /** Time for handles and a task's age (tests move it). Request signing keeps the real clock (volc-sign.ts). */
+  clock?: Clock;
 }
 
 type Body = Record<string, unknown>;
@@ -67,6 +70,7 @@ export function createJimengEngine(config: JimengConfig): RemoteEngine {
   const host = base.host;
   const path = `${base.pathname.replace(/\/+$/, '')}/`;
   const maxPixels = config.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS;
+  const clock = config.clock ?? systemClock;
 
   /** One signed call; the body is serialised once so the signed hash matches the bytes sent. */
   async function call(action: string, payload: Body, signal: AbortSignal): Promise<ProviderResponse> {
@@ -109,14 +113,14 @@ export function createJimengEngine(config: JimengConfig): RemoteEngine {
       const taskId = readTaskId(res);
       // Not retryable: the provider may have accepted (and will bill) a task we cannot poll.
       if (!taskId) throw new EngineError(ERR.provider_error, 'jimeng: submit succeeded without a task_id', { httpStatus: res.status });
-      return { engine: JIMENG_ENGINE, taskId, submittedAt: new Date().toISOString(), meta: { reqKey } };
+      return { engine: JIMENG_ENGINE, taskId, submittedAt: new Date(clock.now()).toISOString(), meta: { reqKey } };
     },
 
     async poll(handle, { signal }) {
       const reqKey = typeof handle.meta?.reqKey === 'string' ? handle.meta.reqKey : config.imageReqKey;
       const res = await call(RESULT_ACTION, { req_key: reqKey, task_id: handle.taskId, req_json: RESULT_REQ_JSON }, signal);
       if (!isSuccess(res)) return failedPoll(res);
-      return interpretResult(res.json.data ?? {}, handle);
+      return interpretResult(res.json.data ?? {}, handle, clock.now());
     },
 
     // No cancel for image tasks (CVCancelTask is not documented for them): the provider still
@@ -324,9 +328,9 @@ function failedPoll(res: ProviderResponse): PollResult {
   };
 }
 
-function interpretResult(data: any, handle: EngineHandle): PollResult {
+function interpretResult(data: any, handle: EngineHandle, now: number): PollResult {
   const providerStatus = typeof data.status === 'string' ? data.status : 'unknown';
-  if (providerStatus === 'not_found') return notFoundResult(handle);
+  if (providerStatus === 'not_found') return notFoundResult(handle, now);
   const status = mapStatus(providerStatus);
   if (status === 'succeeded') return doneResult(data);
   if (status === 'expired') {
@@ -348,8 +352,8 @@ function doneResult(data: any): PollResult {
 }
 
 /** Jimeng forgets tasks after 12 h: past that, `not_found` means we came too late. */
-function notFoundResult(handle: EngineHandle): PollResult {
-  const ageMs = Date.now() - Date.parse(handle.submittedAt);
+function notFoundResult(handle: EngineHandle, now: number): PollResult {
+  const ageMs = now - Date.parse(handle.submittedAt);
   if (ageMs >= TASK_RETENTION_MS) {
     return { status: 'expired', progress: null, providerStatus: 'not_found', error: { code: ERR.provider_task_lost, message: 'jimeng: task older than 12 h is no longer kept' } };
   }

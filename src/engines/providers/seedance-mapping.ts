@@ -1,7 +1,8 @@
 /**
  * Every Seedance (Volcengine Ark) fact tagged [S], [C] or [U] in docs/providers.md §3, in one place
  * so it can be adjusted without touching the adapter: models, modes and limits, image roles,
- * ratio/resolution rules, status and error maps, poll cadence.
+ * ratio/resolution rules, status and error maps, poll cadence. The QuotaExceeded wait ladder is
+ * SEEDANCE_QUOTA in lib/retry-ladders.ts, with every other ladder.
  */
 import { ERR, type JobErrorCode } from '../../lib/error-codes.ts';
 import type { RemoteInput, TaskStatus, VideoRatio, VideoResolution } from '../engine.ts';
@@ -200,13 +201,6 @@ export function classifyHttpStatus(status: number): { kind: ErrorKind; code: Job
   if (status >= 400 && status < 500) return { kind: 'permanent', code: ERR.invalid_input };
   return { kind: 'retryable', code: ERR.provider_error };
 }
-
-/**
- * `QuotaExceeded` means the free quota is gone or too many tasks are queued: wait 30 s → 5 min,
- * then [ours] after ~15 min of it give up with a permanent `quota_exceeded`.
- */
-export const QUOTA_WAIT_MS = [30_000, 60_000, 120_000, 300_000] as const;
-export const QUOTA_GIVE_UP_MS = 15 * 60_000;
 
 /** [ours] Every 4 s for the first minute, then every 15 s (vendor samples poll each second [S]). */
 export function seedancePollDelayMs(pollCount: number): number {

@@ -6,6 +6,7 @@ import fsp from 'node:fs/promises';
 import { EngineError, VIDEO_RATIOS, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
 import { systemClock, type Clock } from '../../lib/clock.ts';
 import { ERR } from '../../lib/error-codes.ts';
+import { SEEDANCE_QUOTA, seedanceQuotaWaitMs } from '../../lib/retry-ladders.ts';
 import { callProvider, retryAfterMs, type ProviderResponse } from './http.ts';
 import {
   classifyHttpStatus,
@@ -19,8 +20,6 @@ import {
   MAX_REFERENCE_AUDIOS,
   MAX_REFERENCE_VIDEOS,
   MODE_NAMES,
-  QUOTA_GIVE_UP_MS,
-  QUOTA_WAIT_MS,
   resolutionAllowed,
   resolveRatio,
   SEEDANCE_ENGINE,
@@ -52,8 +51,8 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
   const tasksUrl = `${config.baseUrl.replace(/\/+$/, '')}/contents/generations/tasks`;
   const headers = { authorization: `Bearer ${config.apiKey}`, 'content-type': 'application/json' };
   const expiresAfterSeconds = executionExpiresAfter(config.jobTimeoutSeconds);
-  // jobId → when QuotaExceeded was first seen on its submit and how often since, for the 30 s → 5 min
-  // ladder and the give-up after ~15 min. In memory: a restarted worker starts the ladder again.
+  // jobId → when QuotaExceeded was first seen on its submit and how often since, for SEEDANCE_QUOTA
+  // (30 s → 5 min, give up after ~15 min). In memory: a restarted worker starts the ladder again.
   const quotaWaits = new Map<string, { firstAt: number; count: number }>();
 
   const call = (method: 'GET' | 'POST' | 'DELETE', url: string, signal?: AbortSignal, body?: unknown) =>
@@ -73,7 +72,7 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
         return new EngineError(code, message, { ...extra, retryable: true });
       case 'rate_limited':
         // No Retry-After is documented; without one the worker backs off 2 s → 60 s.
-        return new EngineError(code, message, { ...extra, rateLimited: true, retryAfterMs: retryAfterMs(res.headers) });
+        return new EngineError(code, message, { ...extra, rateLimited: true, retryAfterMs: retryAfterMs(res.headers, clock.now()) });
       case 'quota_wait':
         return quotaError(message, extra, jobId);
     }
@@ -81,13 +80,13 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
 
   function quotaError(message: string, extra: { providerCode?: string; httpStatus: number }, jobId?: string): EngineError {
     const now = clock.now();
-    for (const [key, wait] of quotaWaits) if (now - wait.firstAt > 4 * QUOTA_GIVE_UP_MS) quotaWaits.delete(key);
+    for (const [key, wait] of quotaWaits) if (now - wait.firstAt > SEEDANCE_QUOTA.forgetAfterMs) quotaWaits.delete(key);
     const wait = jobId ? (quotaWaits.get(jobId) ?? { firstAt: now, count: 0 }) : { firstAt: now, count: 0 };
-    if (now - wait.firstAt >= QUOTA_GIVE_UP_MS) {
+    if (now - wait.firstAt >= SEEDANCE_QUOTA.giveUpAfterMs) {
       if (jobId) quotaWaits.delete(jobId);
       return new EngineError(ERR.quota_exceeded, `${message} (still refused after ${Math.round((now - wait.firstAt) / 60_000)} min)`, extra);
     }
-    const delay = QUOTA_WAIT_MS[Math.min(wait.count, QUOTA_WAIT_MS.length - 1)];
+    const delay = seedanceQuotaWaitMs(wait.count + 1);
     if (jobId) quotaWaits.set(jobId, { firstAt: wait.firstAt, count: wait.count + 1 });
     return new EngineError(ERR.quota_exceeded, message, { ...extra, rateLimited: true, retryAfterMs: delay });
   }

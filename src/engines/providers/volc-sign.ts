@@ -112,6 +112,8 @@ export function computeVolcSignature(input: {
 
 /** The headers to send: the caller's, plus Host, X-Date, X-Content-Sha256, X-Security-Token and Authorization. */
 export function signVolcRequest(input: VolcSignInput): Record<string, string> {
+  // The real clock, not an injected one: the provider checks X-Date against its own time and
+  // refuses a skewed signature, so this wire timestamp is the wall clock whatever a test clock says.
   const xDate = typeof input.xDate === 'string' ? input.xDate : formatXDate(input.xDate ?? new Date());
   const bodyHash = sha256Hex(input.body);
   const sent: Record<string, string> = {
