@@ -2,9 +2,8 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { AssetsTable, DbHandle } from '../db/index.ts';
-import { retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
+import { keysetPage, retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
 import type { Clock } from '../lib/clock.ts';
-import { formatCursor, parseCursor } from '../lib/cursor.ts';
 import { ERR } from '../lib/error-codes.ts';
 import { Invalid, NotFound, TooLarge } from '../lib/errors.ts';
 import { isId, newId } from '../lib/ids.ts';
@@ -203,11 +202,8 @@ export function createAssetService(deps: AssetServiceDeps) {
       const limit = q.limit ?? 20;
       let select = db.selectFrom('assets').selectAll().where('client_id', '=', clientId);
       if (q.kind) select = select.where('kind', '=', q.kind);
-      if (q.before !== undefined) select = select.where('created_at_us', '<', parseCursor(q.before));
-      const rows = await select.orderBy('created_at_us', 'desc').limit(limit + 1).execute();
-      const page = rows.slice(0, limit);
-      const nextBefore = rows.length > limit ? formatCursor(Number(page[page.length - 1].created_at_us)) : null;
-      return { assets: page.map((r) => toAsset(r, deps.baseUrl())), nextBefore };
+      const { rows, nextBefore } = await keysetPage(select, { before: q.before, limit });
+      return { assets: rows.map((r) => toAsset(r, deps.baseUrl())), nextBefore };
     },
   };
 }

@@ -3,3 +3,4 @@ export * from './migrate.ts';
 export * from './schema.ts';
 export * from './transaction.ts';
 export * from './sort-key.ts';
+export * from './keyset.ts';

@@ -1,10 +1,9 @@
 import type { AssetService } from '../assets/index.ts';
 import type { DbHandle, JobsTable } from '../db/index.ts';
-import { retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
+import { keysetPage, retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import type { Clock } from '../lib/clock.ts';
 import { canonicalJson, sha256Hex } from '../lib/canonical-json.ts';
-import { formatCursor, parseCursor } from '../lib/cursor.ts';
 import { ERR } from '../lib/error-codes.ts';
 import { Conflict, Invalid, NotFound, RateLimited } from '../lib/errors.ts';
 import { isId, newId } from '../lib/ids.ts';
@@ -161,11 +160,8 @@ export function createJobService(deps: JobServiceDeps) {
       let select = db.selectFrom('jobs').selectAll().where('client_id', '=', clientId);
       if (q.status) select = select.where('status', '=', q.status);
       if (q.capability) select = select.where('capability', '=', q.capability);
-      if (q.before !== undefined) select = select.where('created_at_us', '<', parseCursor(q.before));
-      const rows = await select.orderBy('created_at_us', 'desc').limit(limit + 1).execute();
-      const page = rows.slice(0, limit);
-      const nextBefore = rows.length > limit ? formatCursor(Number(page[page.length - 1].created_at_us)) : null;
-      return { jobs: page.map(toJob), nextBefore };
+      const { rows, nextBefore } = await keysetPage(select, { before: q.before, limit });
+      return { jobs: rows.map(toJob), nextBefore };
     },
 
     async cancel(clientId: string, id: string): Promise<Job> {
