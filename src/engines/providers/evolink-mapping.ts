@@ -4,6 +4,7 @@
  */
 import { ERR, type JobErrorCode } from '../../lib/error-codes.ts';
 import type { JobParams, TaskStatus } from '../engine.ts';
+import { classifyCommonStatus, statusFromTable, twoSpeedPollDelayMs, type FaultKind } from './common.ts';
 
 export const EVOLINK_ENGINE = 'evolink';
 
@@ -80,21 +81,19 @@ export interface EvolinkState {
   progress: number | null;
 }
 
+const STATUS_MAP: Record<string, TaskStatus> = {
+  pending: 'queued',
+  processing: 'running',
+  completed: 'succeeded',
+  failed: 'failed',
+};
+
 /** §4.3. `completed` still needs `results` and `failed` a code: the adapter looks at those. */
 export function mapEvolinkStatus(status: string, progress: unknown): EvolinkState {
+  const mapped = statusFromTable(STATUS_MAP, status);
+  if (mapped === 'succeeded') return { status: mapped, progress: 100 };
   const copied = typeof progress === 'number' && Number.isFinite(progress) ? Math.max(0, Math.min(100, progress)) : null;
-  switch (status) {
-    case 'pending':
-      return { status: 'queued', progress: copied };
-    case 'processing':
-      return { status: 'running', progress: copied };
-    case 'completed':
-      return { status: 'succeeded', progress: 100 };
-    case 'failed':
-      return { status: 'failed', progress: copied };
-    default:
-      return { status: 'running', progress: copied };
-  }
+  return { status: mapped, progress: copied };
 }
 
 /** `failed` with this code is a cancel, not a failure. */
@@ -124,8 +123,6 @@ export function classifyTaskError(code: string | undefined): { code: JobErrorCod
   return (code && EVOLINK_TASK_ERRORS[code]) || { code: ERR.provider_error, resubmittable: false };
 }
 
-export type ErrorKind = 'permanent' | 'rate_limited' | 'retryable';
-
 /** A 400 whose code or type names moderation is `content_moderation`, not `invalid_input`. */
 const MODERATION = /content_policy|moderation|sensitive|safety/i;
 
@@ -133,18 +130,17 @@ const MODERATION = /content_policy|moderation|sensitive|safety/i;
  * Call errors key on the HTTP status (`error.code` is sometimes a string, sometimes a number).
  * 404 on a task GET is handled by the adapter (a lost task, not an error).
  */
-export function classifyEvolinkHttp(status: number, providerCode: string | number | undefined): { kind: ErrorKind; code: JobErrorCode } {
+export function classifyEvolinkHttp(status: number, providerCode: string | number | undefined): { kind: FaultKind; code: JobErrorCode } {
+  const common = classifyCommonStatus(status);
+  if (common) return common;
   if (status === 400) return { kind: 'permanent', code: MODERATION.test(String(providerCode ?? '')) ? ERR.content_moderation : ERR.invalid_input };
-  if (status === 401 || status === 403) return { kind: 'permanent', code: ERR.provider_auth };
   if (status === 402) return { kind: 'permanent', code: ERR.quota_exceeded };
   if (status === 413) return { kind: 'permanent', code: ERR.invalid_input };
-  if (status === 429) return { kind: 'rate_limited', code: ERR.rate_limited };
-  if (status === 408 || status >= 500) return { kind: 'retryable', code: ERR.provider_error };
   // 404 on create (wrong base URL), 409 `idempotency_conflict` [U] (same key, other body: our bug).
   return { kind: 'permanent', code: ERR.provider_error };
 }
 
 /** [ours] Every 3 s for the first half minute, then every 10 s (vendor scripts: 10 s; its MCP: 3–5 s [S]). */
 export function evolinkPollDelayMs(pollCount: number): number {
-  return pollCount <= 10 ? 3_000 : 10_000;
+  return twoSpeedPollDelayMs(pollCount, { firstPolls: 10, firstMs: 3_000, thenMs: 10_000 });
 }

@@ -5,8 +5,22 @@
  */
 import fsp from 'node:fs/promises';
 import { EngineError, type EngineHandle, type PollResult, type RemoteEngine, type RemoteRequest } from '../engine.ts';
-import { systemClock, type Clock } from '../../lib/clock.ts';
+import { systemClock } from '../../lib/clock.ts';
 import { ERR } from '../../lib/error-codes.ts';
+import {
+  errorEnvelope,
+  failedCallMessage,
+  faultError,
+  invalidInput as invalid,
+  isOk,
+  missingTaskId,
+  missingTaskObject,
+  newHandle,
+  nonEmptyStrings,
+  taskLost,
+  withoutQueries,
+  type RemoteEngineConfig,
+} from './common.ts';
 import { callProvider, retryAfterMs, type ProviderResponse } from './http.ts';
 import {
   CANCELLED_CODE,
@@ -22,19 +36,10 @@ import {
   REFERENCE_MIME_TYPES,
 } from './evolink-mapping.ts';
 
-export interface EvolinkConfig {
+export interface EvolinkConfig extends RemoteEngineConfig {
   baseUrl: string;
   apiKey: string;
   imageModel: string;
-  httpTimeoutMs: number;
-  /** A fixed poll interval (tests); else 3 s, then 10 s. */
-  pollIntervalMs?: number;
-  maxConcurrency: number;
-  clock?: Clock;
-}
-
-function invalid(message: string): EngineError {
-  return new EngineError(ERR.invalid_input, message);
 }
 
 export function createEvolinkEngine(config: EvolinkConfig): RemoteEngine {
@@ -43,15 +48,11 @@ export function createEvolinkEngine(config: EvolinkConfig): RemoteEngine {
   const auth = { authorization: `Bearer ${config.apiKey}` };
 
   function errorFrom(res: ProviderResponse, what: string): EngineError {
-    const err = res.json?.error;
-    const providerCode = typeof err?.code === 'string' || typeof err?.code === 'number' ? err.code : undefined;
-    const detail = withoutQueries(typeof err?.message === 'string' ? err.message : res.text.slice(0, 200));
-    const message = `evolink ${what}: HTTP ${res.status}${providerCode !== undefined ? ` ${providerCode}` : ''}: ${detail}`.trim();
-    const extra = { providerCode, httpStatus: res.status };
-    const { kind, code } = classifyEvolinkHttp(res.status, [providerCode, err?.type].filter(Boolean).join(' ') || undefined);
-    if (kind === 'rate_limited') return new EngineError(code, message, { ...extra, rateLimited: true, retryAfterMs: retryAfterMs(res.headers, clock.now()) });
-    if (kind === 'retryable') return new EngineError(code, message, { ...extra, retryable: true });
-    return new EngineError(code, message, extra);
+    const { providerCode, detail } = errorEnvelope(res);
+    const message = failedCallMessage(EVOLINK_ENGINE, what, res.status, providerCode, detail);
+    // Moderation may be named by the code or by `error.type`.
+    const { kind, code } = classifyEvolinkHttp(res.status, [providerCode, res.json?.error?.type].filter(Boolean).join(' ') || undefined);
+    return faultError({ kind, code, retryAfterMs: retryAfterMs(res.headers, clock.now()) }, message, { providerCode, httpStatus: res.status });
   }
 
   async function createBody(request: RemoteRequest): Promise<Record<string, unknown>> {
@@ -111,12 +112,10 @@ export function createEvolinkEngine(config: EvolinkConfig): RemoteEngine {
         timeoutMs: config.httpTimeoutMs,
         signal,
       });
-      if (res.status < 200 || res.status >= 300) throw errorFrom(res, 'create');
+      if (!isOk(res)) throw errorFrom(res, 'create');
       const id = res.json?.id;
-      if (typeof id !== 'string' || id === '') {
-        throw new EngineError(ERR.provider_error, `evolink create: HTTP ${res.status} without a task id`, { httpStatus: res.status });
-      }
-      return { engine: EVOLINK_ENGINE, taskId: id, submittedAt: new Date(clock.now()).toISOString(), meta: { model: config.imageModel } };
+      if (typeof id !== 'string' || id === '') throw missingTaskId(EVOLINK_ENGINE, res);
+      return newHandle(EVOLINK_ENGINE, id, clock, { model: config.imageModel });
     },
 
     async poll(handle: EngineHandle, { signal }) {
@@ -129,10 +128,10 @@ export function createEvolinkEngine(config: EvolinkConfig): RemoteEngine {
       });
       // Unknown (404) or malformed (400 invalid_task_id) id: the task is gone for us.
       if (res.status === 404 || (res.status === 400 && res.json?.error?.code === 'invalid_task_id')) {
-        return { status: 'failed', progress: null, providerStatus: 'not_found', error: { code: ERR.provider_task_lost, message: `EvoLink does not know task ${handle.taskId}.`, providerCode: res.json?.error?.code } };
+        return taskLost(`EvoLink does not know task ${handle.taskId}.`, { providerCode: res.json?.error?.code });
       }
-      if (res.status < 200 || res.status >= 300) throw errorFrom(res, 'get');
-      if (!res.json || typeof res.json !== 'object') throw new EngineError(ERR.provider_error, `evolink get: HTTP ${res.status} without a task object`, { retryable: true, httpStatus: res.status });
+      if (!isOk(res)) throw errorFrom(res, 'get');
+      if (!res.json || typeof res.json !== 'object') throw missingTaskObject(EVOLINK_ENGINE, res);
       return toPollResult(res.json);
     },
 
@@ -149,13 +148,8 @@ export function createEvolinkEngine(config: EvolinkConfig): RemoteEngine {
 
 /** `results` (URL strings), falling back on `result_data[].image_url` [S]. */
 function resultUrls(task: any): string[] {
-  const results = Array.isArray(task.results) ? task.results.filter((u: unknown) => typeof u === 'string' && u) : [];
+  const results = nonEmptyStrings(task.results);
   if (results.length > 0) return results;
   const data = Array.isArray(task.result_data) ? task.result_data : [];
-  return data.map((d: any) => d?.image_url ?? d?.url).filter((u: unknown): u is string => typeof u === 'string' && u !== '');
-}
-
-/** Provider messages may echo a signed input URL: keep its signature out of job errors and logs. */
-function withoutQueries(text: string): string {
-  return text.replace(/(https?:\/\/[^\s?#"']+)\?[^\s"']*/g, '$1?…');
+  return nonEmptyStrings(data.map((d: any) => d?.image_url ?? d?.url));
 }

@@ -4,9 +4,10 @@
  * error-code table and the poll cadence. Adjust here when the vendor's behaviour turns out
  * different; the adapter (jimeng.ts) holds only the protocol.
  */
-import { ERR, type JobErrorCode } from '../../lib/error-codes.ts';
+import { ERR } from '../../lib/error-codes.ts';
 import { JIMENG_BUSY_50430_MS } from '../../lib/retry-ladders.ts';
 import type { Capability, TaskStatus, UpscaleResolution } from '../engine.ts';
+import { classifyCommonStatus, statusFromTable, twoSpeedPollDelayMs, type Fault } from './common.ts';
 
 export const JIMENG_API_VERSION = '2022-08-31';
 export const JIMENG_SERVICE = 'cv';
@@ -128,7 +129,7 @@ export const RESULT_REQ_JSON = JSON.stringify({ return_url: true });
 
 /** [ours] First poll 2 s after submit, then every 2.5 s: polls count against the account's QPS. */
 export function jimengPollDelayMs(pollCount: number): number {
-  return pollCount <= 1 ? 2000 : 2500;
+  return twoSpeedPollDelayMs(pollCount, { firstPolls: 1, firstMs: 2000, thenMs: 2500 });
 }
 
 /** Tasks are kept 12 h; a `not_found` for an older handle means it aged out, not that it was lost. */
@@ -144,21 +145,15 @@ const STATUS_MAP: Record<string, TaskStatus> = {
 
 /** Unknown words map to `running` (docs/providers.md §1.2): keep polling rather than fail on a new status. */
 export function mapStatus(providerStatus: string): TaskStatus {
-  return STATUS_MAP[providerStatus] ?? 'running';
+  return statusFromTable(STATUS_MAP, providerStatus);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Errors (§2.5)
 
-type FaultKind = 'rate_limited' | 'retryable' | 'permanent';
-
-export interface JimengFault {
-  kind: FaultKind;
-  /** Our job.error.code. */
-  code: JobErrorCode;
+export interface JimengFault extends Fault {
   /** When it ends a task at poll time: may be submitted again as a new (billed) task. */
   resubmittable?: boolean;
-  retryAfterMs?: number;
 }
 
 const CODE_TABLE: Record<number, JimengFault> = {
@@ -200,8 +195,5 @@ export function classifyJimengError(httpStatus: number, providerCode: number | s
   const known = typeof providerCode === 'number' ? CODE_TABLE[providerCode] : undefined;
   if (known) return known;
   if (typeof providerCode === 'string' && AUTH_GATEWAY_CODE.test(providerCode)) return { kind: 'permanent', code: ERR.provider_auth };
-  if (httpStatus === 401 || httpStatus === 403) return { kind: 'permanent', code: ERR.provider_auth };
-  if (httpStatus === 429) return { kind: 'rate_limited', code: ERR.rate_limited };
-  if (httpStatus >= 500 || httpStatus === 408) return { kind: 'retryable', code: ERR.provider_error };
-  return { kind: 'permanent', code: ERR.provider_error };
+  return classifyCommonStatus(httpStatus) ?? { kind: 'permanent', code: ERR.provider_error };
 }

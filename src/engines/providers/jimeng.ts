@@ -6,11 +6,12 @@
  */
 import { readFile } from 'node:fs/promises';
 import sharp, { type Metadata } from 'sharp';
-import { systemClock, type Clock } from '../../lib/clock.ts';
+import { systemClock } from '../../lib/clock.ts';
 import { ERR } from '../../lib/error-codes.ts';
 import { DEFAULT_MAX_INPUT_PIXELS } from '../../media/probe.ts';
 import { EngineError, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
 import { throwIfAborted } from '../../lib/abort.ts';
+import { faultError, invalidInput, newHandle, nonEmptyStrings, taskLost, type RemoteEngineConfig } from './common.ts';
 import { callProvider, type ProviderResponse } from './http.ts';
 import {
   classifyJimengError,
@@ -40,7 +41,8 @@ import { signVolcRequest } from './volc-sign.ts';
 
 const JIMENG_ENGINE = 'jimeng';
 
-export interface JimengConfig {
+/** `clock`: time for handles and a task's age; request signing keeps the real clock (volc-sign.ts). */
+export interface JimengConfig extends RemoteEngineConfig {
   baseUrl: string;
   accessKeyId: string;
   secretAccessKey: string;
@@ -49,17 +51,11 @@ export interface JimengConfig {
   region: string;
   /** image.generate's req_key: `jimeng_t2i_v40` (4.0) or `jimeng_seedream46_cvtob` (4.6). */
   imageReqKey: string;
-  httpTimeoutMs: number;
-  /** Fixed delay between polls, overriding the provider cadence (tests). */
-  pollIntervalMs?: number;
-  maxConcurrency: number;
   /**
    * ZHINIAN_MAX_INPUT_PIXELS: sharp's limitInputPixels when an input image is re-encoded for the
    * provider (the worker already checked every input's header). Default: sharp's own.
    */
   maxInputPixels?: number;
-  /** Time for handles and a task's age (tests move it). Request signing keeps the real clock (volc-sign.ts). */
-  clock?: Clock;
 }
 
 type Body = Record<string, unknown>;
@@ -113,7 +109,7 @@ export function createJimengEngine(config: JimengConfig): RemoteEngine {
       const taskId = readTaskId(res);
       // Not retryable: the provider may have accepted (and will bill) a task we cannot poll.
       if (!taskId) throw new EngineError(ERR.provider_error, 'jimeng: submit succeeded without a task_id', { httpStatus: res.status });
-      return { engine: JIMENG_ENGINE, taskId, submittedAt: new Date(clock.now()).toISOString(), meta: { reqKey } };
+      return newHandle(JIMENG_ENGINE, taskId, clock, { reqKey });
     },
 
     async poll(handle, { signal }) {
@@ -303,13 +299,7 @@ function faultOf(res: ProviderResponse): ProviderFault {
 
 function engineErrorOf(res: ProviderResponse): EngineError {
   const { fault, providerCode, message } = faultOf(res);
-  return new EngineError(fault.code, message, {
-    retryable: fault.kind === 'retryable',
-    rateLimited: fault.kind === 'rate_limited',
-    retryAfterMs: fault.retryAfterMs,
-    providerCode,
-    httpStatus: res.status,
-  });
+  return faultError(fault, message, { providerCode, httpStatus: res.status });
 }
 
 /**
@@ -340,11 +330,10 @@ function interpretResult(data: any, handle: EngineHandle, now: number): PollResu
 }
 
 function doneResult(data: any): PollResult {
-  const urls: unknown[] = Array.isArray(data.image_urls) ? data.image_urls : [];
-  const base64: unknown[] = Array.isArray(data.binary_data_base64) ? data.binary_data_base64 : [];
-  const outputs: NonNullable<PollResult['outputs']> = urls.length
-    ? urls.filter(isNonEmptyString).map((url) => ({ kind: 'image', url }))
-    : base64.filter(isNonEmptyString).map((b64) => ({ kind: 'image', data: Buffer.from(b64, 'base64') }));
+  // URLs when the answer has a list of them (asked for with return_url), else base64.
+  const outputs: NonNullable<PollResult['outputs']> = Array.isArray(data.image_urls) && data.image_urls.length > 0
+    ? nonEmptyStrings(data.image_urls).map((url) => ({ kind: 'image', url }))
+    : nonEmptyStrings(data.binary_data_base64).map((b64) => ({ kind: 'image', data: Buffer.from(b64, 'base64') }));
   if (outputs.length === 0) {
     return { status: 'failed', progress: null, providerStatus: 'done', error: { code: ERR.provider_error, message: 'jimeng: task done without images' } };
   }
@@ -357,13 +346,5 @@ function notFoundResult(handle: EngineHandle, now: number): PollResult {
   if (ageMs >= TASK_RETENTION_MS) {
     return { status: 'expired', progress: null, providerStatus: 'not_found', error: { code: ERR.provider_task_lost, message: 'jimeng: task older than 12 h is no longer kept' } };
   }
-  return { status: 'failed', progress: null, providerStatus: 'not_found', error: { code: ERR.provider_task_lost, message: 'jimeng: the provider does not know this task' } };
-}
-
-function isNonEmptyString(value: unknown): value is string {
-  return typeof value === 'string' && value.length > 0;
-}
-
-function invalidInput(message: string): EngineError {
-  return new EngineError(ERR.invalid_input, message);
+  return taskLost('jimeng: the provider does not know this task');
 }

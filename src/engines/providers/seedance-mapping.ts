@@ -6,6 +6,7 @@
  */
 import { ERR, type JobErrorCode } from '../../lib/error-codes.ts';
 import type { RemoteInput, TaskStatus, VideoRatio, VideoResolution } from '../engine.ts';
+import { classifyCommonStatus, statusFromTable, twoSpeedPollDelayMs, type FaultKind } from './common.ts';
 
 export const SEEDANCE_ENGINE = 'seedance';
 
@@ -147,21 +148,21 @@ export function executionExpiresAfter(jobTimeoutSeconds: number): number {
  * Status words (§3.3): six map 1:1 (some gateways drop `expired`; we must not), others run.
  * `succeeded` still needs a `video_url` (the adapter checks).
  */
+const STATUS_MAP: Record<string, TaskStatus> = {
+  queued: 'queued',
+  running: 'running',
+  succeeded: 'succeeded',
+  failed: 'failed',
+  cancelled: 'cancelled',
+  expired: 'expired',
+};
+
 export function mapSeedanceStatus(status: string): TaskStatus {
-  switch (status) {
-    case 'queued':
-    case 'running':
-    case 'succeeded':
-    case 'failed':
-    case 'cancelled':
-    case 'expired':
-      return status;
-    default:
-      return 'running';
-  }
+  return statusFromTable(STATUS_MAP, status);
 }
 
-export type ErrorKind = 'permanent' | 'rate_limited' | 'quota_wait' | 'retryable';
+/** `quota_wait`: QuotaExceeded, which the adapter waits out on SEEDANCE_QUOTA. */
+type ErrorKind = FaultKind | 'quota_wait';
 
 /** §3.5, matched by prefix (suffixes like `.PolicyViolation` occur). First match wins. */
 const SEEDANCE_ERRORS: readonly { prefix: string; kind: ErrorKind; code: JobErrorCode }[] = [
@@ -193,18 +194,17 @@ export function classifySeedanceError(code: string | undefined): { kind: ErrorKi
 }
 
 /** Unknown codes fall back on the HTTP status. */
-export function classifyHttpStatus(status: number): { kind: ErrorKind; code: JobErrorCode } {
-  if (status === 401 || status === 403) return { kind: 'permanent', code: ERR.provider_auth };
+export function classifyHttpStatus(status: number): { kind: FaultKind; code: JobErrorCode } {
+  const common = classifyCommonStatus(status);
+  if (common) return common;
   if (status === 404) return { kind: 'permanent', code: ERR.provider_auth };
-  if (status === 429) return { kind: 'rate_limited', code: ERR.rate_limited };
-  if (status === 408 || status >= 500) return { kind: 'retryable', code: ERR.provider_error };
   if (status >= 400 && status < 500) return { kind: 'permanent', code: ERR.invalid_input };
   return { kind: 'retryable', code: ERR.provider_error };
 }
 
 /** [ours] Every 4 s for the first minute, then every 15 s (vendor samples poll each second [S]). */
 export function seedancePollDelayMs(pollCount: number): number {
-  return pollCount <= 15 ? 4_000 : 15_000;
+  return twoSpeedPollDelayMs(pollCount, { firstPolls: 15, firstMs: 4_000, thenMs: 15_000 });
 }
 
 /**

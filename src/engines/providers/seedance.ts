@@ -4,9 +4,23 @@
  */
 import fsp from 'node:fs/promises';
 import { EngineError, VIDEO_RATIOS, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
-import { systemClock, type Clock } from '../../lib/clock.ts';
+import { systemClock } from '../../lib/clock.ts';
 import { ERR } from '../../lib/error-codes.ts';
 import { SEEDANCE_QUOTA, seedanceQuotaWaitMs } from '../../lib/retry-ladders.ts';
+import {
+  errorEnvelope,
+  failedCallMessage,
+  faultError,
+  invalidInput as invalid,
+  isNonEmptyString,
+  isOk,
+  missingTaskId,
+  missingTaskObject,
+  newHandle,
+  taskLost,
+  withoutQueries,
+  type RemoteEngineConfig,
+} from './common.ts';
 import { callProvider, retryAfterMs, type ProviderResponse } from './http.ts';
 import {
   classifyHttpStatus,
@@ -27,23 +41,14 @@ import {
   seedancePollDelayMs,
 } from './seedance-mapping.ts';
 
-export interface SeedanceConfig {
+/** `clock`: time for handles, the QuotaExceeded give-up and the local expiry check. */
+export interface SeedanceConfig extends RemoteEngineConfig {
   /** Ends in `/api/v3`. */
   baseUrl: string;
   apiKey: string;
   videoModel: string;
   /** Sets `execution_expires_after` (at least 3600). */
   jobTimeoutSeconds: number;
-  httpTimeoutMs: number;
-  /** A fixed poll interval (tests); else the provider cadence (4 s, then 15 s after a minute). */
-  pollIntervalMs?: number;
-  maxConcurrency: number;
-  /** Time for handles, the QuotaExceeded give-up and the local expiry check (tests move it). */
-  clock?: Clock;
-}
-
-function invalid(message: string): EngineError {
-  return new EngineError(ERR.invalid_input, message);
 }
 
 export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
@@ -59,23 +64,15 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
     callProvider(SEEDANCE_ENGINE, { method, url, headers, body: body === undefined ? undefined : JSON.stringify(body), timeoutMs: config.httpTimeoutMs, signal });
 
   function errorFrom(res: ProviderResponse, what: string, jobId?: string): EngineError {
-    const err = res.json?.error;
-    const providerCode = typeof err?.code === 'string' ? err.code : undefined;
-    const detail = withoutQueries(typeof err?.message === 'string' ? err.message : res.text.slice(0, 200));
-    const message = `seedance ${what}: HTTP ${res.status}${providerCode ? ` ${providerCode}` : ''}: ${detail}`.trim();
+    const envelope = errorEnvelope(res);
+    // Ark's codes are strings (a number would be no code we know).
+    const providerCode = typeof envelope.providerCode === 'string' ? envelope.providerCode : undefined;
+    const message = failedCallMessage(SEEDANCE_ENGINE, what, res.status, providerCode || undefined, envelope.detail);
     const extra = { providerCode, httpStatus: res.status };
     const { kind, code } = classifySeedanceError(providerCode) ?? classifyHttpStatus(res.status);
-    switch (kind) {
-      case 'permanent':
-        return new EngineError(code, message, extra);
-      case 'retryable':
-        return new EngineError(code, message, { ...extra, retryable: true });
-      case 'rate_limited':
-        // No Retry-After is documented; without one the worker backs off 2 s → 60 s.
-        return new EngineError(code, message, { ...extra, rateLimited: true, retryAfterMs: retryAfterMs(res.headers, clock.now()) });
-      case 'quota_wait':
-        return quotaError(message, extra, jobId);
-    }
+    if (kind === 'quota_wait') return quotaError(message, extra, jobId);
+    // No Retry-After is documented; without one the worker backs off (PROVIDER_RATE_LIMIT).
+    return faultError({ kind, code, retryAfterMs: retryAfterMs(res.headers, clock.now()) }, message, extra);
   }
 
   function quotaError(message: string, extra: { providerCode?: string; httpStatus: number }, jobId?: string): EngineError {
@@ -151,7 +148,7 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
     switch (status) {
       case 'succeeded': {
         const url = task.content?.video_url;
-        if (typeof url === 'string' && url) return { status, progress: 100, providerStatus, outputs: [{ kind: 'video', url }] };
+        if (isNonEmptyString(url)) return { status, progress: 100, providerStatus, outputs: [{ kind: 'video', url }] };
         return { status: 'failed', progress: null, providerStatus, error: { code: ERR.provider_error, message: 'Seedance reported success without a video_url.' } };
       }
       case 'failed': {
@@ -188,29 +185,21 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
       if (request.capability !== 'video.generate') throw invalid(`Seedance cannot run ${request.capability}.`);
       const body = await createBody(request);
       const res = await call('POST', tasksUrl, signal, body);
-      if (res.status < 200 || res.status >= 300) throw errorFrom(res, 'create', request.jobId);
+      if (!isOk(res)) throw errorFrom(res, 'create', request.jobId);
       quotaWaits.delete(request.jobId);
       const id = res.json?.id;
-      if ((typeof id !== 'string' && typeof id !== 'number') || id === '') {
-        // The task may exist and bill: do not retry blindly.
-        throw new EngineError(ERR.provider_error, `seedance create: HTTP ${res.status} without a task id`, { httpStatus: res.status });
-      }
-      return {
-        engine: SEEDANCE_ENGINE,
-        taskId: String(id),
-        submittedAt: new Date(clock.now()).toISOString(),
-        meta: { model: config.videoModel, executionExpiresAfter: expiresAfterSeconds },
-      };
+      if ((typeof id !== 'string' && typeof id !== 'number') || id === '') throw missingTaskId(SEEDANCE_ENGINE, res);
+      return newHandle(SEEDANCE_ENGINE, String(id), clock, { model: config.videoModel, executionExpiresAfter: expiresAfterSeconds });
     },
 
     async poll(handle, { signal }) {
       const res = await call('GET', taskUrl(handle), signal);
       if (res.status === 404) {
         const providerCode = typeof res.json?.error?.code === 'string' ? res.json.error.code : undefined;
-        return { status: 'failed', progress: null, providerStatus: 'not_found', error: { code: ERR.provider_task_lost, message: `Seedance no longer knows task ${handle.taskId}.`, providerCode } };
+        return taskLost(`Seedance no longer knows task ${handle.taskId}.`, { providerCode });
       }
-      if (res.status < 200 || res.status >= 300) throw errorFrom(res, 'get');
-      if (!res.json || typeof res.json !== 'object') throw new EngineError(ERR.provider_error, `seedance get: HTTP ${res.status} without a task object`, { retryable: true, httpStatus: res.status });
+      if (!isOk(res)) throw errorFrom(res, 'get');
+      if (!res.json || typeof res.json !== 'object') throw missingTaskObject(SEEDANCE_ENGINE, res);
       return toPollResult(res.json, handle);
     },
 
@@ -218,12 +207,12 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
       // DELETE also removes finished tasks, so its 200 alone does not say "cancelled": look first.
       const res = await call('GET', taskUrl(handle));
       if (res.status === 404) return 'too_late';
-      if (res.status < 200 || res.status >= 300) throw errorFrom(res, 'get');
+      if (!isOk(res)) throw errorFrom(res, 'get');
       const status = res.json?.status;
       if (status === 'cancelled') return 'cancelled';
       if (status !== 'queued') return 'too_late';
       const deleted = await call('DELETE', taskUrl(handle));
-      if (deleted.status >= 200 && deleted.status < 300) return 'cancelled';
+      if (isOk(deleted)) return 'cancelled';
       // Refused: it started running (or finished) since we looked.
       if (deleted.status === 400 || deleted.status === 404 || deleted.status === 409) return 'too_late';
       throw errorFrom(deleted, 'delete');
@@ -238,9 +227,4 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
 async function sizeOf(input: RemoteInput): Promise<number> {
   // The worker hands us a file it already fetched; if it is somehow gone, let the provider judge.
   return fsp.stat(input.path).then((s) => s.size, () => 0);
-}
-
-/** Provider messages may echo a signed input URL: keep its signature out of job errors and logs. */
-function withoutQueries(text: string): string {
-  return text.replace(/(https?:\/\/[^\s?#"']+)\?[^\s"']*/g, '$1?…');
 }
