@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { migrateToLatest } from '../src/db/index.ts';
 import { claimNextRemoteJob } from '../src/queue/index.ts';
-import { toJob } from '../src/jobs/repo.ts';
+import { toJob } from '../src/contract/index.ts';
 import { DEFAULT_DELIVERY_LEASE_MS } from '../src/webhooks/index.ts';
 import { createCluster, processesOfDataDir, startSenderAwareReceiver, type ClusterProcess, type Receipt } from './cluster.ts';
 import { startFakeEvolink } from './fakes/evolink.ts';

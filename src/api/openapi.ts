@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { ASSET_KINDS, ASSET_SOURCES, listAssetsQuerySchema, registerAssetBodySchema } from '../assets/index.ts';
-import { CAPABILITIES } from '../engines/engine.ts';
-import { createJobBodySchema, JOB_STATUSES, listJobsQuerySchema } from '../jobs/index.ts';
+import { listAssetsQuerySchema, registerAssetBodySchema } from '../assets/index.ts';
+import { ASSET_KINDS, ASSET_SOURCES, CAPABILITIES, JOB_STATUSES } from '../contract/index.ts';
+import { createJobBodySchema, listJobsQuerySchema } from '../jobs/index.ts';
 import { API_ERROR_CODES, ERROR_CODES, JOB_ERROR_CODES } from '../lib/error-codes.ts';
 
 /**

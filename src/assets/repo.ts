@@ -1,27 +1,6 @@
+import type { Asset, AssetKind } from '../contract/index.ts';
 import { iso } from '../lib/clock.ts';
 import { nextSortKey, type AssetsTable, type Db, type DbHandle, type Tx } from '../db/index.ts';
-
-export const ASSET_KINDS = ['image', 'video', 'audio', 'mask', 'file'] as const;
-export type AssetKind = (typeof ASSET_KINDS)[number];
-export const ASSET_SOURCES = ['upload', 'url', 'output'] as const;
-
-/** An asset as the API shows it. */
-export interface Asset {
-  id: string;
-  kind: AssetKind;
-  name: string;
-  mimeType: string;
-  bytes: number;
-  sha256: string;
-  width: number | null;
-  height: number | null;
-  durationSeconds: number | null;
-  source: (typeof ASSET_SOURCES)[number];
-  sourceUrl: string | null;
-  jobId: string | null;
-  downloadUrl: string;
-  createdAt: string;
-}
 
 /** Where an asset's bytes are downloaded: the one place this path is written. */
 export const ASSET_DOWNLOAD_ROUTE = '/api/v1/assets/:id/download';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ASSET_KINDS } from './repo.ts';
+import { ASSET_KINDS } from '../contract/index.ts';
 
 export const registerAssetBodySchema = z
   .object({

@@ -1,6 +1,7 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import type { Asset, AssetKind } from '../contract/index.ts';
 import type { AssetsTable, DbHandle } from '../db/index.ts';
 import { keysetPage, retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
 import type { Clock } from '../lib/clock.ts';
@@ -10,7 +11,7 @@ import { isId, newId } from '../lib/ids.ts';
 import { parseWith, withoutNulls } from '../lib/validate.ts';
 import { checkPixelLimit, DEFAULT_MAX_INPUT_PIXELS, PixelLimitExceeded, probeFile, type ProbeResult } from '../media/probe.ts';
 import { downloadToFile, FetchError } from '../net/index.ts';
-import { findAssetKinds, insertAssetRows, toAsset, type Asset, type AssetKind } from './repo.ts';
+import { findAssetKinds, insertAssetRows, toAsset } from './repo.ts';
 import { listAssetsQuerySchema, registerAssetBodySchema } from './request.ts';
 import type { Store } from './store.ts';
 import { tempPath, writeStreamToTemp, type WrittenFile } from './temp-file.ts';

@@ -1,4 +1,5 @@
-import type { Capability, Engine } from './engine.ts';
+import type { Engine } from './engine.ts';
+import type { Capability } from '../contract/index.ts';
 
 /** The engines this deployment can run, in preference order per capability. */
 export interface EngineRegistry {

@@ -1,12 +1,6 @@
 import { z } from 'zod';
 import { withoutNulls } from '../lib/validate.ts';
-import {
-  CAPABILITIES,
-  IMAGE_QUALITIES,
-  UPSCALE_RESOLUTIONS,
-  VIDEO_RATIOS,
-  VIDEO_RESOLUTIONS,
-} from '../engines/engine.ts';
+import { CAPABILITIES, IMAGE_QUALITIES, UPSCALE_RESOLUTIONS, VIDEO_RATIOS, VIDEO_RESOLUTIONS } from '../contract/index.ts';
 
 /**
  * The body of `POST /api/v1/jobs`. The same schema validates requests and is rendered into

@@ -1,4 +1,5 @@
 import type { AssetService } from '../assets/index.ts';
+import { isTerminal, toJob, type Job } from '../contract/index.ts';
 import type { DbHandle, JobsTable } from '../db/index.ts';
 import { keysetPage, retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
@@ -11,9 +12,7 @@ import type { Notifier } from '../lib/notifier.ts';
 import { createGroupCommit } from '../lib/group-commit.ts';
 import { parseWith } from '../lib/validate.ts';
 import { insertQueuedJob, settleJob } from '../queue/index.ts';
-import { isTerminal } from './lifecycle.ts';
 import { takeRateSlot } from './rate-limit.ts';
-import { toJob, type Job } from './repo.ts';
 import { listJobsQuerySchema, withoutNullFields } from './request.ts';
 import { validateJobRequest, type ValidatedJob } from './validate.ts';
 

@@ -1,6 +1,6 @@
 import { checkUrl, FetchError } from '../net/index.ts';
 import type { AssetService } from '../assets/index.ts';
-import type { Capability, JobParams, Material } from '../engines/engine.ts';
+import type { Capability, JobParams, Material } from '../contract/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import { Invalid } from '../lib/errors.ts';
 import { parseWith } from '../lib/validate.ts';

@@ -1,5 +1,6 @@
 import type { JobsTable } from '../db/index.ts';
-import type { Capability, EngineHandle, JobParams } from '../engines/engine.ts';
+import type { EngineHandle } from '../engines/engine.ts';
+import type { Capability, JobParams } from '../contract/index.ts';
 
 /** What a remote run keeps in `jobs.engine_state`, so another worker can take over. */
 export type RemoteState = { phase: 'submitting'; engine: string; at: number } | { phase: 'submitted'; handle: EngineHandle };

@@ -1,5 +1,5 @@
 import { nextSortKey, type DbHandle, type JobsTable, type Tx } from '../db/index.ts';
-import type { Capability, JobParams } from '../engines/engine.ts';
+import type { Capability, JobParams } from '../contract/index.ts';
 
 export interface NewJob {
   id: string;

@@ -1,8 +1,7 @@
 import { insertAssetRows } from '../assets/repo.ts';
 import type { AssetsTable, DbHandle, JobsTable } from '../db/index.ts';
 import { retryOnSortKeyConflict, withTransaction } from '../db/index.ts';
-import { eventFor } from '../jobs/lifecycle.ts';
-import { toJob } from '../jobs/repo.ts';
+import { eventFor, toJob } from '../contract/index.ts';
 import type { JobErrorCode } from '../lib/error-codes.ts';
 import type { Notifier } from '../lib/notifier.ts';
 import { enqueueWebhook } from '../webhooks/outbox.ts';

@@ -1,5 +1,5 @@
 import type { Tx } from '../db/index.ts';
-import type { JobStatus, TerminalStatus } from '../jobs/lifecycle.ts';
+import type { JobStatus, TerminalStatus } from '../contract/index.ts';
 
 /**
  * Every change a job row can go through, with the states it may start from, declared once.

@@ -6,7 +6,6 @@ import sharp from 'sharp';
 import { downloadToFile, FetchError } from '../net/index.ts';
 import {
   EngineError,
-  UPSCALE_LONG_SIDE,
   type EngineHandle,
   type EngineInput,
   type EngineOutput,
@@ -14,6 +13,7 @@ import {
   type RemoteEngine,
   type RemoteInput,
 } from '../engines/engine.ts';
+import { UPSCALE_LONG_SIDE } from '../contract/index.ts';
 import { Aborted } from '../lib/abort.ts';
 import { ERR } from '../lib/error-codes.ts';
 import type { Clock } from '../lib/clock.ts';

@@ -1,4 +1,5 @@
-import { CAPABILITIES, isRemoteEngine, type RemoteEngine } from '../engines/engine.ts';
+import { isRemoteEngine, type RemoteEngine } from '../engines/engine.ts';
+import { CAPABILITIES } from '../contract/index.ts';
 import { purgeStaleRows } from '../jobs/index.ts';
 import { newId } from '../lib/ids.ts';
 import {

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Store } from '../../assets/index.ts';
 import { pingDb, type Db } from '../../db/index.ts';
-import { CAPABILITIES, type Capability } from '../../engines/engine.ts';
+import { CAPABILITIES, type Capability } from '../../contract/index.ts';
 import type { EngineRegistry } from '../../engines/registry.ts';
 import { FIELDS_FOR } from '../../jobs/index.ts';
 import { buildOpenApi, capabilityParams } from '../openapi.ts';

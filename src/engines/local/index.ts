@@ -5,7 +5,8 @@
  * is one, so a cancel kills the work itself (see sharp-child.ts).
  */
 import { ERR } from '../../lib/error-codes.ts';
-import { CAPABILITIES, EngineError, type LocalEngine, type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
+import { EngineError, type LocalEngine, type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
+import { CAPABILITIES } from '../../contract/index.ts';
 import { Aborted } from '../../lib/abort.ts';
 import { generateImage } from './image-generate.ts';
 import { inpaintImage } from './image-inpaint.ts';

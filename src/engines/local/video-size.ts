@@ -1,4 +1,4 @@
-import { VIDEO_SHORT_SIDE, type VideoRatio, type VideoResolution } from '../engine.ts';
+import { VIDEO_SHORT_SIDE, type VideoRatio, type VideoResolution } from '../../contract/index.ts';
 
 /** `adaptive` follows the first image, but never beyond 4:1 or 1:4 (keeps frames encodable). */
 const MAX_ADAPTIVE_ASPECT = 4;

@@ -3,7 +3,8 @@
  * and quality forms, reference-image limits, status and error maps, poll cadence.
  */
 import { ERR, type JobErrorCode } from '../../lib/error-codes.ts';
-import type { JobParams, TaskStatus } from '../engine.ts';
+import type { TaskStatus } from '../engine.ts';
+import type { JobParams } from '../../contract/index.ts';
 import { classifyCommonStatus, statusFromTable, twoSpeedPollDelayMs, type FaultKind } from './common.ts';
 
 export const EVOLINK_ENGINE = 'evolink';

@@ -6,7 +6,8 @@
  */
 import { ERR } from '../../lib/error-codes.ts';
 import { JIMENG_BUSY_50430_MS } from '../../lib/retry-ladders.ts';
-import type { Capability, TaskStatus, UpscaleResolution } from '../engine.ts';
+import type { TaskStatus } from '../engine.ts';
+import type { Capability, UpscaleResolution } from '../../contract/index.ts';
 import { classifyCommonStatus, statusFromTable, twoSpeedPollDelayMs, type Fault } from './common.ts';
 
 export const JIMENG_API_VERSION = '2022-08-31';

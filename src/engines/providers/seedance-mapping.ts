@@ -5,7 +5,8 @@
  * SEEDANCE_QUOTA in lib/retry-ladders.ts, with every other ladder.
  */
 import { ERR, type JobErrorCode } from '../../lib/error-codes.ts';
-import type { RemoteInput, TaskStatus, VideoRatio, VideoResolution } from '../engine.ts';
+import type { RemoteInput, TaskStatus } from '../engine.ts';
+import type { VideoRatio, VideoResolution } from '../../contract/index.ts';
 import { classifyCommonStatus, statusFromTable, twoSpeedPollDelayMs, type FaultKind } from './common.ts';
 
 export const SEEDANCE_ENGINE = 'seedance';

@@ -3,7 +3,8 @@
  * Every model fact, limit and code table lives in `seedance-mapping.ts`.
  */
 import fsp from 'node:fs/promises';
-import { EngineError, VIDEO_RATIOS, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
+import { EngineError, type EngineHandle, type PollResult, type RemoteEngine, type RemoteInput, type RemoteRequest } from '../engine.ts';
+import { VIDEO_RATIOS } from '../../contract/index.ts';
 import { systemClock } from '../../lib/clock.ts';
 import { ERR } from '../../lib/error-codes.ts';
 import { SEEDANCE_QUOTA, seedanceQuotaWaitMs } from '../../lib/retry-ladders.ts';

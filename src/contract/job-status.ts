@@ -1,4 +1,4 @@
-/** Job states and the rules between them. Pure: no I/O. */
+/** Job states and the webhook events that announce the terminal ones. */
 
 export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'expired', 'cancelled'] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];

@@ -1,7 +1,7 @@
-import { iso } from '../lib/clock.ts';
 import type { JobsTable } from '../db/index.ts';
-import type { Capability, JobParams } from '../engines/engine.ts';
-import type { JobStatus } from './lifecycle.ts';
+import { iso } from '../lib/clock.ts';
+import type { Capability, JobParams } from './capabilities.ts';
+import type { JobStatus } from './job-status.ts';
 
 /** A job as the API shows it. */
 export interface Job {
@@ -23,6 +23,7 @@ export interface Job {
   finishedAt: string | null;
 }
 
+/** A job row as the API shows it. */
 export function toJob(row: JobsTable): Job {
   return {
     id: row.id,
