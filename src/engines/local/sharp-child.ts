@@ -5,19 +5,19 @@
  *
  * Starting node and loading sharp takes a few hundred ms, so idle children are kept warm (unref'd,
  * so they never hold the process open); a task takes an idle one or starts a new one. A killed
- * child is replaced by a fresh warm one in the background. A child dies with its parent: it
- * SIGKILLs itself when its IPC channel closes.
+ * child is replaced by a fresh warm one in the background (the pool is warm-pool.ts's, shared with
+ * the inpaint worker). A child dies with its parent: it SIGKILLs itself when its IPC channel closes.
  *
  * Tasks are plain data (see sharp-task.mjs): input → operations → output file or raw pixels.
  * Small decodes and encodes may run in this process instead (`inProcess`), where they are short
  * and the trip of raw pixels through files would cost more than the work.
  */
-import { fork, type ChildProcess } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Aborted } from '../../lib/abort.ts';
 import { buildPipeline, type PipelineSource } from './sharp-task.mjs';
+import { childProcessHelper, WarmPool, type HelperReply } from './warm-pool.ts';
 
 const SCRIPT = fileURLToPath(new URL('./sharp-child-process.mjs', import.meta.url));
 /** Idle children kept warm: one per concurrent job, for the worker's default concurrency. */
@@ -102,181 +102,41 @@ interface WireTask {
   output: { path: string } | { rawPath: string };
 }
 
-interface Reply {
-  id?: number;
-  type?: string;
-  loadMs?: number;
+interface Reply extends HelperReply {
   ok?: boolean;
   info?: SharpTaskResult;
   error?: string;
   rss?: number;
 }
 
-class SharpChild {
-  readonly proc: ChildProcess;
-  readonly ready: Promise<void>;
-  /** Resolves once the process has exited (and been reaped). */
-  readonly exited: Promise<void>;
-  dead = false;
-  loadMs: number | null = null;
-  private pending: { id: number; resolve(r: Reply): void; reject(e: Error): void } | null = null;
-  private nextId = 1;
-
-  constructor() {
-    // Plain .mjs: none of the parent's loaders (tsx) are needed.
-    this.proc = fork(SCRIPT, [], { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' });
-    let onExit!: () => void;
-    this.exited = new Promise<void>((resolve) => {
-      onExit = resolve;
-    });
-    this.ready = new Promise<void>((resolve, reject) => {
-      this.proc.on('message', (msg: Reply) => {
-        if (msg.type === 'ready') {
-          this.loadMs = msg.loadMs ?? null;
-          resolve();
-          return;
-        }
-        const p = this.pending;
-        if (p && msg.id === p.id) {
-          this.pending = null;
-          p.resolve(msg);
-        }
-      });
-      const fail = (err: Error): void => {
-        this.dead = true;
-        reject(err);
-        const p = this.pending;
-        this.pending = null;
-        p?.reject(err);
-      };
-      this.proc.on('error', (err) => {
-        fail(err);
-        // Never started: there will be no exit event.
-        if (this.proc.pid === undefined) onExit();
-      });
-      this.proc.on('exit', (code, signal) => {
-        fail(new SharpChildExited(signal ? `signal ${signal}` : `code ${code}`));
-        onExit();
-      });
-    });
-    // An unobserved failure while warming must not become an unhandled rejection.
-    this.ready.catch(() => undefined);
-  }
-
-  get pid(): number | undefined {
-    return this.proc.pid;
-  }
-
-  run(task: WireTask): Promise<Reply> {
-    if (this.dead) return Promise.reject(new SharpChildExited('not running'));
-    const id = this.nextId++;
-    return new Promise<Reply>((resolve, reject) => {
-      this.pending = { id, resolve, reject };
-      this.proc.send({ id, task }, (err) => {
-        if (err && this.pending?.id === id) {
-          this.pending = null;
-          reject(err);
-        }
-      });
-    });
-  }
-
-  /** Holds the parent's event loop open while a task runs; lets it exit while idle. */
-  hold(on: boolean): void {
-    if (this.dead) return;
-    if (on) {
-      this.proc.ref();
-      this.proc.channel?.ref();
-    } else {
-      this.proc.unref();
-      this.proc.channel?.unref();
-    }
-  }
-
-  /** SIGKILL; resolves once the process is gone. */
-  kill(): Promise<void> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) {
-      // Ref'd until the exit is seen, so that whoever awaits it keeps the process up.
-      this.hold(true);
-      this.proc.kill('SIGKILL');
-    }
-    this.dead = true;
-    return this.exited;
-  }
-}
-
-const idle: SharpChild[] = [];
-const busy = new Set<SharpChild>();
-
-function spawnIdle(): SharpChild {
-  const child = new SharpChild();
-  child.hold(false);
-  idle.push(child);
-  // A warm child that dies while idle is simply dropped.
-  void child.exited.then(() => {
-    const i = idle.indexOf(child);
-    if (i >= 0) idle.splice(i, 1);
-  });
-  return child;
-}
-
-function acquire(): SharpChild {
-  // The most recently used child first.
-  let child: SharpChild | undefined;
-  while ((child = idle.pop())) if (!child.dead) break;
-  child ??= new SharpChild();
-  child.hold(true);
-  busy.add(child);
-  return child;
-}
-
-function release(child: SharpChild, rss = 0): void {
-  busy.delete(child);
-  if (child.dead) return;
-  for (let i = idle.length - 1; i >= 0; i--) if (idle[i].dead) idle.splice(i, 1);
-  if (idle.length >= MAX_IDLE || rss > MAX_WARM_RSS_BYTES) {
-    void child.kill();
-    if (idle.length === 0) spawnIdle();
-    return;
-  }
-  child.hold(false);
-  idle.push(child);
-}
-
-/** Keeps one warm child after one was lost (killed on cancel). */
-function replenish(): void {
-  if (!idle.some((c) => !c.dead)) spawnIdle();
-}
+const pool = new WarmPool<Reply>({
+  // Plain .mjs: none of the parent's loaders (tsx) are needed.
+  start: childProcessHelper(SCRIPT, { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' }, (code, signal) =>
+    new SharpChildExited(signal ? `signal ${signal}` : `code ${code}`),
+  ),
+  notRunning: () => new SharpChildExited('not running'),
+  maxIdle: MAX_IDLE,
+  maxWarmBytes: MAX_WARM_RSS_BYTES,
+  memoryOf: (reply) => reply.rss,
+  // Keeps one warm child after one was lost (killed on cancel, dropped for memory).
+  replenish: true,
+  // A killed child may have been writing the output: the cancel lands once it has exited.
+  abortAwaitsExit: true,
+});
 
 /** Starts a warm child now (node + sharp load) so the first task does not pay for it. */
 export function prewarmSharp(): Promise<{ loadMs: number | null }> {
-  let child = idle.find((c) => !c.dead);
-  if (!child) {
-    // Ref'd while loading (whoever awaits this keeps the process up); unref'd once ready and idle.
-    const fresh = spawnIdle();
-    fresh.hold(true);
-    void fresh.ready.then(
-      () => {
-        if (idle.includes(fresh)) fresh.hold(false);
-      },
-      () => undefined,
-    );
-    child = fresh;
-  }
-  const warm = child;
-  return warm.ready.then(() => ({ loadMs: warm.loadMs }));
+  return pool.prewarm();
 }
 
 /** Kills every child, idle or busy (tests, shutdown). */
-export async function shutdownSharp(): Promise<void> {
-  const all = [...idle, ...busy];
-  idle.length = 0;
-  await Promise.all(all.map((c) => c.kill()));
+export function shutdownSharp(): Promise<void> {
+  return pool.shutdown();
 }
 
 /** Pids of the children running a task now (tests, diagnostics). */
 export function busySharpPids(): number[] {
-  return [...busy].flatMap((c) => (c.pid === undefined ? [] : [c.pid]));
+  return pool.busyPids();
 }
 
 /** Runs a task here, with the same pipeline the child would build. */
@@ -334,36 +194,8 @@ export async function runSharpTask(task: SharpTask, signal: AbortSignal, options
   }
 }
 
-function runInChild(task: WireTask, signal: AbortSignal): Promise<SharpTaskResult> {
-  if (signal.aborted) return Promise.reject(new Aborted());
-  const child = acquire();
-  return new Promise<SharpTaskResult>((resolve, reject) => {
-    let settled = false;
-    const onAbort = (): void => {
-      if (settled) return;
-      settled = true;
-      busy.delete(child);
-      void child.kill().then(() => reject(new Aborted()));
-      replenish();
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    child.run(task).then(
-      (reply) => {
-        if (settled) return;
-        settled = true;
-        signal.removeEventListener('abort', onAbort);
-        release(child, reply.rss);
-        if (reply.ok && reply.info) resolve(reply.info);
-        else reject(new Error(reply.error ?? 'sharp task failed'));
-      },
-      (err: Error) => {
-        if (settled) return;
-        settled = true;
-        signal.removeEventListener('abort', onAbort);
-        busy.delete(child);
-        void child.kill(); // gone already, or its channel broke
-        reject(err);
-      },
-    );
-  });
+async function runInChild(task: WireTask, signal: AbortSignal): Promise<SharpTaskResult> {
+  const reply = await pool.run({ task }, signal);
+  if (reply.ok && reply.info) return reply.info;
+  throw new Error(reply.error ?? 'sharp task failed');
 }
