@@ -11,7 +11,25 @@ import http from 'node:http';
 import path from 'node:path';
 import { createAssetService, createLocalStore, hashFile } from '../src/assets/index.ts';
 import { systemClock } from '../src/lib/clock.ts';
-import { authHeaders, CLIENT_ID, fmt, freshStore, info, judged, MB, openStore, ratioOf, sampleRss, sleep, startBaseline, startZhinianServer, tempDir, type Child, type Row, type Store } from './lib.ts';
+import {
+  authHeaders,
+  CLIENT_ID,
+  fmt,
+  freshStore,
+  info,
+  judged,
+  MB,
+  openStore,
+  ratioOf,
+  sampleRss,
+  sleep,
+  startBaseline,
+  startZhinianServer,
+  tempDir,
+  type Child,
+  type Row,
+  type Store,
+} from './lib.ts';
 
 const BIG = 200 * MB;
 const UPLOAD = 40 * MB;
@@ -109,19 +127,53 @@ export default async function assets(): Promise<Row[]> {
     const check = (n: number) => {
       if (n !== BIG) throw new Error(`downloaded ${n} of ${BIG} bytes`);
     };
-    const zDown = await measure(zhinian, BIG, () => download(dl, { ...authHeaders, range: 'bytes=0-1023' }), async () => check(await download(dl, authHeaders)));
-    const bDown = await measure(plain, BIG, () => download(`${plain.url}/warm`, {}), async () => check(await download(`${plain.url}/file`, {})));
+    const zDown = await measure(
+      zhinian,
+      BIG,
+      () => download(dl, { ...authHeaders, range: 'bytes=0-1023' }),
+      async () => check(await download(dl, authHeaders)),
+    );
+    const bDown = await measure(
+      plain,
+      BIG,
+      () => download(`${plain.url}/warm`, {}),
+      async () => check(await download(`${plain.url}/file`, {})),
+    );
 
     const blob = await fs.openAsBlob(upFile);
     const small = new Blob([new Uint8Array(64 * 1024)]);
-    const zUp = await measure(zhinian, UPLOAD, () => upload(`${zhinian.url}/api/v1/assets`, small), () => upload(`${zhinian.url}/api/v1/assets`, blob));
-    const bUp = await measure(plain, UPLOAD, () => upload(`${plain.url}/upload`, small), () => upload(`${plain.url}/upload`, blob));
+    const zUp = await measure(
+      zhinian,
+      UPLOAD,
+      () => upload(`${zhinian.url}/api/v1/assets`, small),
+      () => upload(`${zhinian.url}/api/v1/assets`, blob),
+    );
+    const bUp = await measure(
+      plain,
+      UPLOAD,
+      () => upload(`${plain.url}/upload`, small),
+      () => upload(`${plain.url}/upload`, blob),
+    );
 
     return [
       info(`download MB/s (200 MB ×${TIMES}; base: plain http)`, fmt(zDown.mbps, 0), fmt(bDown.mbps, 0), ratioOf(zDown.mbps, bDown.mbps)),
-      judged('download: server RSS growth MB', fmt(zDown.growthMb), fmt(bDown.growthMb), ratioOf(zDown.growthMb, bDown.growthMb), `≤ ${MAX_RSS_GROWTH_MB} MB`, zDown.growthMb <= MAX_RSS_GROWTH_MB),
+      judged(
+        'download: server RSS growth MB',
+        fmt(zDown.growthMb),
+        fmt(bDown.growthMb),
+        ratioOf(zDown.growthMb, bDown.growthMb),
+        `≤ ${MAX_RSS_GROWTH_MB} MB`,
+        zDown.growthMb <= MAX_RSS_GROWTH_MB,
+      ),
       info(`upload MB/s (40 MB multipart ×${TIMES}; base: raw pipe)`, fmt(zUp.mbps, 0), fmt(bUp.mbps, 0), ratioOf(zUp.mbps, bUp.mbps)),
-      judged('upload: server RSS growth MB', fmt(zUp.growthMb), fmt(bUp.growthMb), ratioOf(zUp.growthMb, bUp.growthMb), `≤ ${MAX_RSS_GROWTH_MB} MB`, zUp.growthMb <= MAX_RSS_GROWTH_MB),
+      judged(
+        'upload: server RSS growth MB',
+        fmt(zUp.growthMb),
+        fmt(bUp.growthMb),
+        ratioOf(zUp.growthMb, bUp.growthMb),
+        `≤ ${MAX_RSS_GROWTH_MB} MB`,
+        zUp.growthMb <= MAX_RSS_GROWTH_MB,
+      ),
     ];
   } finally {
     agent.destroy();

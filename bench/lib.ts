@@ -61,11 +61,7 @@ export function textTable(rows: Row[]): string {
 
 export function markdownTable(rows: Row[]): string {
   const esc = (s: string) => s.replace(/\|/g, '\\|');
-  return [
-    `| ${COLUMNS.join(' | ')} |`,
-    `| ${COLUMNS.map(() => '---').join(' | ')} |`,
-    ...rows.map((r) => `| ${COLUMNS.map((c) => esc(r[c])).join(' | ')} |`),
-  ].join('\n');
+  return [`| ${COLUMNS.join(' | ')} |`, `| ${COLUMNS.map(() => '---').join(' | ')} |`, ...rows.map((r) => `| ${COLUMNS.map((c) => esc(r[c])).join(' | ')} |`)].join('\n');
 }
 
 /** Markdown sections (EXPLAIN plans …) printed after the table and written into the report. */
@@ -172,7 +168,9 @@ export function cleanupSync(): void {
 
 export type Backend = 'sqlite' | 'postgres';
 let backend: Backend = 'sqlite';
-export const setBackend = (b: Backend) => void (backend = b);
+export const setBackend = (b: Backend) => {
+  backend = b;
+};
 export const currentBackend = (): Backend => backend;
 
 /** The local PostgreSQL (pg-boss always, Zhinian with --backend=postgres). Loopback only. */

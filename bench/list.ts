@@ -94,9 +94,7 @@ async function insertJobs(store: Store): Promise<{ insertMs: number; analyzeMs: 
     const baseUs = (Date.now() - JOBS - 60_000) * 1000;
     const t0 = performance.now();
     if (handle.dialect === 'postgres') {
-      await sql
-        .raw(`insert into jobs (${COLUMNS}) select ${rowSql('g', `lpad(g::text, 26, '0')`, baseUs)} from generate_series(1, ${JOBS}) as g`)
-        .execute(handle.db);
+      await sql.raw(`insert into jobs (${COLUMNS}) select ${rowSql('g', `lpad(g::text, 26, '0')`, baseUs)} from generate_series(1, ${JOBS}) as g`).execute(handle.db);
     } else {
       await sql
         .raw(
@@ -139,7 +137,14 @@ async function listQuery(store: Store, query: Record<string, string>): Promise<{
     close = () => db.destroy();
   }
   const dialect = store.databaseUrl ? 'postgres' : 'sqlite';
-  const jobs = createJobService({ handle: { db, dialect, close }, engines: createEngineRegistry([instantEngine()]), assetKinds: (clientId, ids) => findAssetKinds(db, clientId, ids), notifier: createNotifier(), clock: systemClock, allowPrivateUrls: false });
+  const jobs = createJobService({
+    handle: { db, dialect, close },
+    engines: createEngineRegistry([instantEngine()]),
+    assetKinds: (clientId, ids) => findAssetKinds(db, clientId, ids),
+    notifier: createNotifier(),
+    clock: systemClock,
+    allowPrivateUrls: false,
+  });
   const page = await jobs.list(CLIENT_ID, query).catch(async (error) => {
     await close();
     throw error;
@@ -153,9 +158,7 @@ async function listQuery(store: Store, query: Record<string, string>): Promise<{
       try {
         const prefix = dialect === 'postgres' ? 'explain (analyze, buffers) ' : 'explain query plan ';
         const { rows } = await db.executeQuery<Record<string, unknown>>(CompiledQuery.raw(prefix + compiled.sql, [...compiled.parameters]));
-        return dialect === 'postgres'
-          ? rows.map((r) => String(r['QUERY PLAN'])).join('\n')
-          : rows.map((r) => `${'  '.repeat(depth(rows, r))}${String(r.detail)}`).join('\n');
+        return dialect === 'postgres' ? rows.map((r) => String(r['QUERY PLAN'])).join('\n') : rows.map((r) => `${'  '.repeat(depth(rows, r))}${String(r.detail)}`).join('\n');
       } finally {
         await close();
       }
@@ -261,9 +264,7 @@ export default async function list(): Promise<Row[]> {
     const q = await listQuery(store, v.query);
     const plan = await q.explain();
     const { index, problems } = planProblems(plan);
-    rows.push(
-      judged(`list plan: ${v.label}`, index ?? '—', '', '', 'index, no scan/sort', problems.length === 0),
-    );
+    rows.push(judged(`list plan: ${v.label}`, index ?? '—', '', '', 'index, no scan/sort', problems.length === 0));
     if (problems.length > 0) rows[rows.length - 1].zhinian += ` (${problems.join(', ')})`;
     plans.push(
       [

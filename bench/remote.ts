@@ -33,7 +33,14 @@ export default async function remote(): Promise<Row[]> {
     // Jobs are queued first, straight through the job service, so the worker is measured alone.
     const handle = await openStore(store);
     const evolink = createEvolinkEngine({ baseUrl: fake.baseUrl, apiKey: 'sk-evo-test', imageModel: 'gpt-image-1', httpTimeoutMs: 30_000, maxConcurrency: IN_FLIGHT });
-    const jobs = createJobService({ handle, engines: createEngineRegistry([evolink]), assetKinds: (clientId, ids) => findAssetKinds(handle.db, clientId, ids), notifier: createNotifier(), clock: systemClock, allowPrivateUrls: true });
+    const jobs = createJobService({
+      handle,
+      engines: createEngineRegistry([evolink]),
+      assetKinds: (clientId, ids) => findAssetKinds(handle.db, clientId, ids),
+      notifier: createNotifier(),
+      clock: systemClock,
+      allowPrivateUrls: true,
+    });
     for (let i = 0; i < JOBS; i++) {
       await jobs.create(CLIENT_ID, { capability: 'image.generate', prompt: `remote bench ${i}`, width: 1024, height: 1024, force_single: true }, undefined);
     }
@@ -59,14 +66,25 @@ export default async function remote(): Promise<Row[]> {
     const seconds = (performance.now() - started) / 1000;
     const cpu = cpuMs(worker.pid) - cpuBefore;
     const memory = rss.stop();
-    const failed = await handle.db.selectFrom('jobs').select((eb) => eb.fn.countAll<number>().as('n')).where('status', '!=', 'succeeded').executeTakeFirstOrThrow();
+    const failed = await handle.db
+      .selectFrom('jobs')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('status', '!=', 'succeeded')
+      .executeTakeFirstOrThrow();
     await worker.stop();
     await handle.close();
 
     const jobsPerSecond = done / seconds;
     const ideal = IN_FLIGHT / (TASK_MS / 1000);
     return [
-      judged(`remote: jobs/s, ${IN_FLIGHT} in flight, ${TASK_MS / 1000} s tasks (base: ideal)`, fmt(jobsPerSecond), fmt(ideal), ratioOf(jobsPerSecond, ideal), '≥ 100 jobs/s', jobsPerSecond >= 100),
+      judged(
+        `remote: jobs/s, ${IN_FLIGHT} in flight, ${TASK_MS / 1000} s tasks (base: ideal)`,
+        fmt(jobsPerSecond),
+        fmt(ideal),
+        ratioOf(jobsPerSecond, ideal),
+        '≥ 100 jobs/s',
+        jobsPerSecond >= 100,
+      ),
       judged('remote: worker peak RSS MB', fmt(memory.max / MB), '', '', '≤ 200 MB', memory.max / MB <= 200),
       judged('remote: worker CPU % of one core', fmt((cpu / 1000 / seconds) * 100), '', '', '', null),
       judged(`remote: jobs done / not succeeded / max running`, `${done} / ${Number(failed.n)} / ${maxInFlight}`, '', '', `${JOBS} / 0`, done === JOBS && Number(failed.n) === 0),

@@ -86,9 +86,24 @@ interface Setup {
 async function zhinian(): Promise<Setup> {
   const store = freshStore();
   const handle = await openStore(store);
-  const jobs = createJobService({ handle, engines: createEngineRegistry([instantEngine()]), assetKinds: (clientId, ids) => findAssetKinds(handle.db, clientId, ids), notifier: createNotifier(), clock: systemClock, allowPrivateUrls: false });
+  const jobs = createJobService({
+    handle,
+    engines: createEngineRegistry([instantEngine()]),
+    assetKinds: (clientId, ids) => findAssetKinds(handle.db, clientId, ids),
+    notifier: createNotifier(),
+    clock: systemClock,
+    allowPrivateUrls: false,
+  });
   const count = async (status: string) =>
-    Number((await handle.db.selectFrom('jobs').select((eb) => eb.fn.countAll<number>().as('n')).where('status', '=', status).executeTakeFirstOrThrow()).n);
+    Number(
+      (
+        await handle.db
+          .selectFrom('jobs')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('status', '=', status)
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
   const tag = randomName('zb_app_');
   const workerEnv = zhinianEnv(store, { ZHINIAN_WORKER_CONCURRENCY: String(CONCURRENCY) });
   // Tagged connections: their PostgreSQL backends' CPU is counted.

@@ -29,13 +29,28 @@ async function zhinian(): Promise<Timing> {
   const store = freshStore();
   const engine = instantEngine();
   const handle = await openStore(store);
-  const jobs = createJobService({ handle, engines: createEngineRegistry([engine]), assetKinds: (clientId, ids) => findAssetKinds(handle.db, clientId, ids), notifier: createNotifier(), clock: systemClock, allowPrivateUrls: false });
+  const jobs = createJobService({
+    handle,
+    engines: createEngineRegistry([engine]),
+    assetKinds: (clientId, ids) => findAssetKinds(handle.db, clientId, ids),
+    notifier: createNotifier(),
+    clock: systemClock,
+    allowPrivateUrls: false,
+  });
   const t0 = performance.now();
   for (let i = 0; i < N; i++) await jobs.create(CLIENT_ID, BODY, undefined);
   const insertMs = performance.now() - t0;
 
   const succeeded = async () =>
-    Number((await handle.db.selectFrom('jobs').select((eb) => eb.fn.countAll<number>().as('n')).where('status', '=', 'succeeded').executeTakeFirstOrThrow()).n);
+    Number(
+      (
+        await handle.db
+          .selectFrom('jobs')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('status', '=', 'succeeded')
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
   const running = await boot({ env: zhinianEnv(store, { ZHINIAN_WORKER_CONCURRENCY: String(CONCURRENCY) }), server: false, worker: true, engines: [engine] });
   try {
     const t1 = performance.now();

@@ -63,7 +63,10 @@ const args = process.argv.slice(2);
 const listOnly = args.includes('--list');
 const only = args.filter((a) => a !== '--list').map((f) => path.normalize(f));
 const files = only.length > 0 ? only : ['src', 'test'].flatMap(find).sort();
-const backends = (process.env.ZHINIAN_TEST_BACKENDS ?? 'sqlite,postgres').split(',').map((b) => b.trim()).filter(Boolean);
+const backends = (process.env.ZHINIAN_TEST_BACKENDS ?? 'sqlite,postgres')
+  .split(',')
+  .map((b) => b.trim())
+  .filter(Boolean);
 
 if (listOnly) {
   for (const backend of backends) for (const f of files.filter((f) => backendsOf(f).includes(backend))) console.log(`${backend} ${f}`);

@@ -106,7 +106,10 @@ describe('no way into /api/v1 without a key, however the path is spelled', () =>
 
   test('nothing was created by any of the refused requests', async () => {
     const jobs = await stack.api('/api/v1/jobs?limit=200');
-    assert.deepEqual(jobs.body.jobs.map((j: { id: string }) => j.id), [jobId]);
+    assert.deepEqual(
+      jobs.body.jobs.map((j: { id: string }) => j.id),
+      [jobId],
+    );
     const assets = await stack.api('/api/v1/assets?limit=200');
     assert.equal(assets.body.assets.length, 2);
   });

@@ -23,7 +23,9 @@ async function upload(stack: Stack, files: UploadFile[], key = KEY_A) {
 
 /** A PNG of random pixels: it does not compress, so it is a few KB, enough for ranges. */
 async function noisePng(width: number, height: number): Promise<Buffer> {
-  return sharp(randomBytes(width * height * 3), { raw: { width, height, channels: 3 } }).png().toBuffer();
+  return sharp(randomBytes(width * height * 3), { raw: { width, height, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 async function download(stack: Stack, id: string, headers: Record<string, string> = {}, key = KEY_A) {
@@ -53,7 +55,9 @@ describe('assets: upload, register by URL, download, list', () => {
   before(async () => {
     stack = await startStack({ worker: false });
     png = await noisePng(40, 30);
-    jpeg = await sharp({ create: { width: 120, height: 80, channels: 3, background: { r: 10, g: 200, b: 90 } } }).jpeg().toBuffer();
+    jpeg = await sharp({ create: { width: 120, height: 80, channels: 3, background: { r: 10, g: 200, b: 90 } } })
+      .jpeg()
+      .toBuffer();
     files = await startFileServer({
       '/ref.png': { body: png, type: 'image/png' },
       '/notes.txt': { body: text, type: 'text/plain' },
@@ -281,9 +285,12 @@ describe('assets: upload, register by URL, download, list', () => {
       const cases: [string, (name: string) => void][] = [
         ['evil\u202Egnp.exe', (n) => assert.equal(n, 'evilgnp.exe')],
         ['a\u0085b\u200Fc\u2066d\u0007.png', (n) => assert.equal(n, 'abcd.png')],
-        [`${'x'.repeat(254)}\u{1F600}tail.png`, (n) => {
-          assert.equal(n, 'x'.repeat(254), 'the emoji does not fit whole, so it is left out, not split');
-        }],
+        [
+          `${'x'.repeat(254)}\u{1F600}tail.png`,
+          (n) => {
+            assert.equal(n, 'x'.repeat(254), 'the emoji does not fit whole, so it is left out, not split');
+          },
+        ],
         [`${'名'.repeat(300)}.png`, (n) => assert.equal(n, '名'.repeat(255))],
       ];
       for (const [name, check] of cases) {
@@ -435,13 +442,7 @@ describe('assets and jobs with private URLs refused', () => {
     await new Promise<void>((r) => server.close(() => r()));
   });
 
-  const privateUrls = () => [
-    `${base}/ref.png`,
-    'http://localhost/',
-    'http://169.254.169.254/latest/meta-data',
-    'http://[::1]/',
-    'http://2130706433/',
-  ];
+  const privateUrls = () => [`${base}/ref.png`, 'http://localhost/', 'http://169.254.169.254/latest/meta-data', 'http://[::1]/', 'http://2130706433/'];
 
   test('registering loopback, localhost, link-local, IPv6 loopback and decimal-IP URLs answers 400 naming url', async () => {
     for (const url of privateUrls()) {

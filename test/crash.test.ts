@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { type DbHandle } from '../src/db/index.ts';
+import type { DbHandle } from '../src/db/index.ts';
 import { callApi, cleanup, ffmpegProcessesWith, KEY_A, killAndWait, listeningUrl, spawnZhinian, startReceiver, tempDir, testEnv, waitFor, openTestDb } from './helpers.ts';
 
 /**
@@ -13,15 +13,16 @@ import { callApi, cleanup, ffmpegProcessesWith, KEY_A, killAndWait, listeningUrl
 
 const TERMINAL = ['succeeded', 'failed', 'expired', 'cancelled'];
 
-
-const api = (base: string) => (p: string, init: Parameters<typeof callApi>[2] = {}) => callApi(base, p, init);
+const api =
+  (base: string) =>
+  (p: string, init: Parameters<typeof callApi>[2] = {}) =>
+    callApi(base, p, init);
 
 async function getJob(base: string, id: string): Promise<any> {
   const res = await callApi(base, `/api/v1/jobs/${id}`);
   assert.equal(res.status, 200, JSON.stringify(res.body));
   return res.body.job;
 }
-
 
 describe('crashes', () => {
   test('a worker SIGKILLed mid-video loses nothing: another worker finishes the job, with one output', async (t) => {
@@ -176,7 +177,11 @@ describe('crashes', () => {
       perJob.set(hook.body.job.id, (perJob.get(hook.body.job.id) ?? 0) + 1);
     }
     assert.deepEqual([...perJob.keys()].sort(), [...ids].sort(), 'a webhook for every job');
-    assert.deepEqual([...perJob].filter(([, n]) => n !== 1), [], 'no webhook delivered twice');
+    assert.deepEqual(
+      [...perJob].filter(([, n]) => n !== 1),
+      [],
+      'no webhook delivered twice',
+    );
     for (const job of jobs) {
       const hook = receiver.hooks.find((x) => x.body.job.id === job.id)!;
       assert.deepEqual(hook.body.job.outputAssetIds, job.outputAssetIds);

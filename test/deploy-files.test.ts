@@ -70,7 +70,10 @@ function dockerfileStages(): { from: string; instructions: { op: string; args: s
     .join('\n')
     .replace(/\\\n/g, ' ');
   const stages: { from: string; instructions: { op: string; args: string }[] }[] = [];
-  for (const line of joined.split('\n').map((l) => l.trim()).filter(Boolean)) {
+  for (const line of joined
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)) {
     const [, op, args] = /^(\S+)\s+(.*)$/.exec(line)!;
     if (op.toUpperCase() === 'FROM') stages.push({ from: args, instructions: [] });
     else stages.at(-1)!.instructions.push({ op: op.toUpperCase(), args });
@@ -87,7 +90,9 @@ function distEntry(command: string[]): string {
   assert.equal(command[0], 'node', `runs node directly: ${command.join(' ')}`);
   const args = command.slice(1).filter((a) => !a.startsWith('-'));
   assert.equal(args.length, 1, `one script: ${command.join(' ')}`);
-  const entries = [...read('scripts/build.mjs').matchAll(/\[([^\]]*)\]\.map\(\(name\) => path\.join\(root, 'src\/cli'/g)].flatMap((m) => [...m[1].matchAll(/'(\w+)'/g)].map((n) => n[1]));
+  const entries = [...read('scripts/build.mjs').matchAll(/\[([^\]]*)\]\.map\(\(name\) => path\.join\(root, 'src\/cli'/g)].flatMap((m) =>
+    [...m[1].matchAll(/'(\w+)'/g)].map((n) => n[1]),
+  );
   const m = /^dist\/cli\/(\w+)\.mjs$/.exec(args[0]);
   // npm scripts are not accepted: they rebuild from src/, which the runtime image does not hold.
   assert.ok(m && entries.includes(m[1]), `${args[0]} is not one of the entries scripts/build.mjs bundles (${entries.join(', ')})`);
@@ -117,8 +122,7 @@ test('compose has the API, a scalable worker, PostgreSQL and an S3 store', () =>
 
 test('every variable the deployment files name is one the app (or the image that gets it) reads', () => {
   const known = new Set(ENV_VARS);
-  const unknown = (names: string[], allowThirdParty: boolean) =>
-    names.filter((n) => !known.has(n) && !(allowThirdParty && n in THIRD_PARTY_VARS));
+  const unknown = (names: string[], allowThirdParty: boolean) => names.filter((n) => !known.has(n) && !(allowThirdParty && n in THIRD_PARTY_VARS));
   for (const [name, service] of Object.entries(services)) {
     const ours = service.build !== undefined;
     assert.deepEqual(unknown(Object.keys(environmentOf(service)), !ours), [], `environment of ${name}`);
@@ -127,11 +131,21 @@ test('every variable the deployment files name is one the app (or the image that
     const { set, commented } = envFile(file);
     assert.deepEqual(unknown([...Object.keys(set), ...commented], file === '.env.docker.example'), [], `${file} names variables the app does not read`);
   }
-  const dockerEnv = dockerfileStages().at(-1)!.instructions.filter((i) => i.op === 'ENV').flatMap((i) => [...i.args.matchAll(/(\w+)=/g)].map((m) => m[1]));
-  assert.deepEqual(dockerEnv.filter((n) => !known.has(n) && !NODE_VARS.has(n)), [], 'Dockerfile ENV');
+  const dockerEnv = dockerfileStages()
+    .at(-1)!
+    .instructions.filter((i) => i.op === 'ENV')
+    .flatMap((i) => [...i.args.matchAll(/(\w+)=/g)].map((m) => m[1]));
+  assert.deepEqual(
+    dockerEnv.filter((n) => !known.has(n) && !NODE_VARS.has(n)),
+    [],
+    'Dockerfile ENV',
+  );
   // Each third-party variable reaches a service running the image that reads it.
   for (const [name, { image }] of Object.entries(THIRD_PARTY_VARS)) {
-    assert.ok(Object.values(services).some((s) => image.test(s.image ?? '') && [s.env_file].flat().includes('.env.docker')), `${name} reaches its image`);
+    assert.ok(
+      Object.values(services).some((s) => image.test(s.image ?? '') && [s.env_file].flat().includes('.env.docker')),
+      `${name} reaches its image`,
+    );
   }
 });
 
@@ -178,7 +192,11 @@ test('the API and worker commands run entries the build produces', () => {
     }
   }
   assert.ok(imported.has('fastify'), 'the import scan sees the bundle');
-  assert.deepEqual([...imported].filter((p) => !(p in pkg.dependencies)), [], 'imported by dist/ but not a production dependency');
+  assert.deepEqual(
+    [...imported].filter((p) => !(p in pkg.dependencies)),
+    [],
+    'imported by dist/ but not a production dependency',
+  );
 });
 
 test('healthchecks probe real routes, and the checks work against a running server', async (t) => {
@@ -192,7 +210,9 @@ test('healthchecks probe real routes, and the checks work against a running serv
   assert.match(JSON.stringify(services.postgres.healthcheck?.test), /pg_isready/);
   assert.ok(services[s3Name!].healthcheck?.test, 'the store has a healthcheck');
 
-  const dockerCheck = dockerfileStages().at(-1)!.instructions.find((i) => i.op === 'HEALTHCHECK');
+  const dockerCheck = dockerfileStages()
+    .at(-1)!
+    .instructions.find((i) => i.op === 'HEALTHCHECK');
   assert.ok(dockerCheck, 'the runtime image has a HEALTHCHECK');
   const dockerCmd = JSON.parse(/\bCMD\s+(\[.*\])$/.exec(dockerCheck.args)![1]) as string[];
   const dockerPath = /\/(\w+)'/.exec(dockerCmd.join(' '))?.[0].slice(0, -1);
@@ -225,10 +245,16 @@ test('the Dockerfile builds in a separate stage and runs unprivileged, with ffmp
   assert.match(runtime.from, /^node:20-bookworm-slim\b/);
   const user = ops('USER').at(-1);
   assert.ok(user && !/^(root|0)(:|$)/.test(user), `runs as a non-root user (USER ${user})`);
-  assert.ok(ops('RUN').some((r) => /apt-get install\b.*\bffmpeg\b/.test(r)), 'installs ffmpeg');
+  assert.ok(
+    ops('RUN').some((r) => /apt-get install\b.*\bffmpeg\b/.test(r)),
+    'installs ffmpeg',
+  );
   const build = stages.find((s) => s.instructions.some((i) => i.op === 'RUN' && /scripts\/build\.mjs/.test(i.args)));
   assert.ok(build, 'a stage runs scripts/build.mjs');
-  assert.ok(build.instructions.some((i) => i.op === 'RUN' && /npm (prune|ci)\b.*--omit=dev/.test(i.args)), 'dev packages are dropped');
+  assert.ok(
+    build.instructions.some((i) => i.op === 'RUN' && /npm (prune|ci)\b.*--omit=dev/.test(i.args)),
+    'dev packages are dropped',
+  );
   const copies = ops('COPY').join('\n');
   for (const what of ['node_modules', 'dist', 'package.json']) assert.match(copies, new RegExp(`--from=\\S+ /app/${what}`), `copies ${what}`);
   assert.match(ops('EXPOSE').join(' '), /\b3000\b/);

@@ -19,7 +19,9 @@ test('the built service runs every capability of the local engine', async (t) =>
   child.stderr.on('data', (d) => (output += d));
   t.after(() => killAndWait(child));
   const url = await waitFor(() => /running at (http:\/\/\S+)/.exec(output)?.[1], { what: 'the built server to start', timeoutMs: 30_000 });
-  const png = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#a33' } }).png().toBuffer();
+  const png = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#a33' } })
+    .png()
+    .toBuffer();
   const mask = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#000' } })
     .composite([{ input: { create: { width: 40, height: 40, channels: 3, background: '#fff' } }, left: 100, top: 100 }])
     .png()
@@ -70,7 +72,10 @@ for (const script of ['start', 'server', 'worker'] as const) {
       const port = Number(url.port);
       if (script === 'start') {
         // A long job the embedded worker is running when the signal comes: it is handed back.
-        const created = await callApi(url.origin, '/api/v1/jobs', { method: 'POST', json: { capability: 'video.generate', prompt: 'long', settings: { duration: 15, resolution: '1080p' } } });
+        const created = await callApi(url.origin, '/api/v1/jobs', {
+          method: 'POST',
+          json: { capability: 'video.generate', prompt: 'long', settings: { duration: 15, resolution: '1080p' } },
+        });
         runningJobId = created.body.job.id;
         await waitFor(async () => (await callApi(url.origin, `/api/v1/jobs/${runningJobId}`)).body.job.status === 'running', { what: 'the job to start' });
       }
@@ -128,7 +133,9 @@ function slowJobRequest(port: number, delayMs: number): Promise<{ status: number
     });
     socket.on('error', reject);
     socket.on('close', () => reject(new Error(`closed; got ${JSON.stringify(answer)}`)));
-    socket.write(`POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY_A}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`);
+    socket.write(
+      `POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY_A}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`,
+    );
     setTimeout(() => socket.write(body.slice(10)), delayMs);
   });
 }

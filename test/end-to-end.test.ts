@@ -17,8 +17,12 @@ describe('end to end on the local engine', () => {
   before(async () => {
     stack = await startStack();
     receiver = await startReceiver();
-    const photo = await sharp({ create: { width: 640, height: 480, channels: 3, background: { r: 40, g: 120, b: 200 } } }).png().toBuffer();
-    const wide = await sharp({ create: { width: 1000, height: 500, channels: 3, background: { r: 200, g: 80, b: 20 } } }).png().toBuffer();
+    const photo = await sharp({ create: { width: 640, height: 480, channels: 3, background: { r: 40, g: 120, b: 200 } } })
+      .png()
+      .toBuffer();
+    const wide = await sharp({ create: { width: 1000, height: 500, channels: 3, background: { r: 200, g: 80, b: 20 } } })
+      .png()
+      .toBuffer();
     files = await startFileServer({ '/photo.png': { body: photo, type: 'image/png' }, '/wide.png': { body: wide, type: 'image/png' } });
   });
   after(async () => {

@@ -38,7 +38,9 @@ test('no source writes a code as a string: each is ERR.<code>', () => {
 });
 
 test('every code in the catalogue is produced somewhere in src/', () => {
-  const all = sources().map((s) => s.text).join('\n');
+  const all = sources()
+    .map((s) => s.text)
+    .join('\n');
   const unused = CODES.filter((code) => !new RegExp(`\\bERR\\.${code}\\b`).test(all));
   assert.deepEqual(unused, []);
 });

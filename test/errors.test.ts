@@ -82,11 +82,7 @@ describe('errors on a stack without a worker', () => {
       ['image.upscale with no image', () => ({ capability: 'image.upscale' }), /imageUrls|inputUrls|inputAssetIds|materials/],
       ['image.upscale with two images', () => ({ capability: 'image.upscale', imageUrls: ['http://127.0.0.1:9/a.png', 'http://127.0.0.1:9/b.png'] }), 'imageUrls'],
       ['video.generate with neither prompt nor materials', () => ({ capability: 'video.generate' }), /prompt|materials/],
-      [
-        'a material with both url and assetId',
-        () => video({ materials: [{ type: 'image', url: 'http://127.0.0.1:9/a.png', assetId: ownAsset.id }] }),
-        'materials[0]',
-      ],
+      ['a material with both url and assetId', () => video({ materials: [{ type: 'image', url: 'http://127.0.0.1:9/a.png', assetId: ownAsset.id }] }), 'materials[0]'],
       ['a material with neither url nor assetId', () => video({ materials: [{ type: 'image' }] }), 'materials[0]'],
       ['a material of type "text"', () => video({ materials: [{ type: 'text', url: 'http://127.0.0.1:9/a.png' }] }), 'materials[0].type'],
       ['inputAssetIds naming a missing asset', () => ({ capability: 'image.upscale', inputAssetIds: ['asset_00000000000000000000000000'] }), 'inputAssetIds'],
@@ -170,11 +166,9 @@ describe('errors on a stack without a worker', () => {
       });
       assert.equal(first.status, 201, JSON.stringify(first.body));
       assert.equal(first.body.reused, false);
-      const second = await postRaw(
-        stack,
-        '{\n  "metadata": { "b": [1, 2], "a": 1 },\n  "width": 512,\n\t"prompt": "同一个请求",\n  "capability": "image.generate"\n}\n',
-        { 'idempotency-key': 'same-body-1' },
-      );
+      const second = await postRaw(stack, '{\n  "metadata": { "b": [1, 2], "a": 1 },\n  "width": 512,\n\t"prompt": "同一个请求",\n  "capability": "image.generate"\n}\n', {
+        'idempotency-key': 'same-body-1',
+      });
       assert.equal(second.status, 200, JSON.stringify(second.body));
       assert.equal(second.body.reused, true);
       assert.equal(second.body.job.id, first.body.job.id);

@@ -150,7 +150,7 @@ function parseAnswer(raw: Buffer, method: string, ms: number): Answer {
   let body = raw.subarray(split + 4);
   if (method !== 'HEAD' && /chunked/i.test(headers['transfer-encoding'] ?? '')) body = dechunk(body);
   const text = body.toString('utf8');
-  let json: unknown = undefined;
+  let json: unknown;
   let isJson = false;
   if (text.length > 0) {
     try {
@@ -199,7 +199,12 @@ const survey = new Map<string, { count: number; examples: Map<string, string> }>
 function endpointOf(example: string): string {
   const m = /request: ("[^"]*") "([^"]*)"/.exec(example);
   if (!m) return '?';
-  return `${m[1]} ${routedPath(m[2]).replace(/(job|asset)_[0-9a-z]{26}/g, ':id').split('/').slice(0, 5).join('/').slice(0, 40)}`;
+  return `${m[1]} ${routedPath(m[2])
+    .replace(/(job|asset)_[0-9a-z]{26}/g, ':id')
+    .split('/')
+    .slice(0, 5)
+    .join('/')
+    .slice(0, 40)}`;
 }
 
 /** End of the running property's time budget; runs (and shrink steps) after it pass at once. */
@@ -390,10 +395,19 @@ const shapes = {
 // turned into (possibly huge or deep) JSON text only when sent.
 
 /** `{ $repeat, $times }`: a long string; `{ $deep, $depth }`: a deeply nested value; `{ $raw }`: JSON text verbatim. */
-type Recipe = null | boolean | number | string | Recipe[] | { [k: string]: Recipe } | { $repeat: string; $times: number } | { $deep: 'object' | 'array' | 'mixed'; $depth: number } | { $raw: string };
+type Recipe =
+  | null
+  | boolean
+  | number
+  | string
+  | Recipe[]
+  | { [k: string]: Recipe }
+  | { $repeat: string; $times: number }
+  | { $deep: 'object' | 'array' | 'mixed'; $depth: number }
+  | { $raw: string };
 
 function isMarker(r: object, key: string): boolean {
-  return Object.prototype.hasOwnProperty.call(r, key);
+  return Object.hasOwn(r, key);
 }
 
 /** JSON text of a recipe. Deep values are written iteratively, never by recursion. */
@@ -416,7 +430,9 @@ function jsonText(r: Recipe): string {
     return `${open.join('')}"\\u0000\\ud800 leaf"${close.reverse().join('')}`;
   }
   if (isMarker(r, '$raw')) return (r as { $raw: string }).$raw;
-  return `{${Object.entries(r).map(([k, v]) => `${JSON.stringify(k)}:${jsonText(v as Recipe)}`).join(',')}}`;
+  return `{${Object.entries(r)
+    .map(([k, v]) => `${JSON.stringify(k)}:${jsonText(v as Recipe)}`)
+    .join(',')}}`;
 }
 
 /** Sets an own property, also for `__proto__`. */
@@ -425,13 +441,51 @@ function put(obj: Record<string, Recipe>, key: string, value: Recipe) {
 }
 
 const SPECIALS = [
-  '\u0000', 'a\u0000b', '\ud800', '\udfff', '\udc00\ud800', '\u202e', '\u2066\u2069', '\u200f', '\ufeff', '😀', '👩‍👩‍👧', '𝒳', '智念', '\u0085',
-  '\u2028', '"', '\\', '\n', '\r\n', '\t', '<script>alert(1)</script>', '%00', '%', '%zz', '../', '..\\', '${x}', "'; drop table jobs; --",
-  '\u001b[31m', '\x7f', 'é', ' ', '', '@图片1', '\u0301', 'ﷺ', '\uffff', '\ufffe',
+  '\u0000',
+  'a\u0000b',
+  '\ud800',
+  '\udfff',
+  '\udc00\ud800',
+  '\u202e',
+  '\u2066\u2069',
+  '\u200f',
+  '\ufeff',
+  '😀',
+  '👩‍👩‍👧',
+  '𝒳',
+  '智念',
+  '\u0085',
+  '\u2028',
+  '"',
+  '\\',
+  '\n',
+  '\r\n',
+  '\t',
+  '<script>alert(1)</script>',
+  '%00',
+  '%',
+  '%zz',
+  '../',
+  '..\\',
+  '${x}',
+  "'; drop table jobs; --",
+  '\u001b[31m',
+  '\x7f',
+  'é',
+  ' ',
+  '',
+  '@图片1',
+  '\u0301',
+  'ﷺ',
+  '\uffff',
+  '\ufffe',
 ];
 
 const weirdString: fc.Arbitrary<Recipe> = fc.oneof(
-  { weight: 4, arbitrary: fc.array(fc.oneof(fc.constantFrom(...SPECIALS), fc.string({ maxLength: 6 }), fc.string({ unit: 'binary', maxLength: 4 })), { maxLength: 6 }).map((a) => a.join('')) },
+  {
+    weight: 4,
+    arbitrary: fc.array(fc.oneof(fc.constantFrom(...SPECIALS), fc.string({ maxLength: 6 }), fc.string({ unit: 'binary', maxLength: 4 })), { maxLength: 6 }).map((a) => a.join('')),
+  },
   { weight: 1, arbitrary: fc.record({ $repeat: fc.constantFrom('x', '😀', '\u0000', '智', 'ab\ud800', '\u202e', ' '), $times: fc.integer({ min: 300, max: 20_000 }) }) },
 );
 
@@ -444,8 +498,21 @@ function safeUrl(fileBase: string): fc.Arbitrary<string> {
     { weight: 3, arbitrary: fc.constantFrom(`${fileBase}/img.png`, `${fileBase}/t.txt`, `${fileBase}/missing`) },
     {
       weight: 1,
-      arbitrary: fc.constantFrom('ftp://127.0.0.1:1/x', 'file:///etc/passwd', 'javascript:alert(1)', 'data:image/png;base64,iVBOR', 'not a url', '', 'http://', 'http:///x',
-        'http://127.0.0.1:1/\u0000', 'http://[::1', 'http://zhinian-fuzz.invalid:99999/', '//127.0.0.1:1/x', 'http://127.0.0.1:1/' + 'p'.repeat(2100)),
+      arbitrary: fc.constantFrom(
+        'ftp://127.0.0.1:1/x',
+        'file:///etc/passwd',
+        'javascript:alert(1)',
+        'data:image/png;base64,iVBOR',
+        'not a url',
+        '',
+        'http://',
+        'http:///x',
+        'http://127.0.0.1:1/\u0000',
+        'http://[::1',
+        'http://zhinian-fuzz.invalid:99999/',
+        '//127.0.0.1:1/x',
+        'http://127.0.0.1:1/' + 'p'.repeat(2100),
+      ),
     },
   );
 }
@@ -461,12 +528,32 @@ function anyValue(fileBase: string): fc.Arbitrary<Recipe> {
     weirdString,
     safeUrl(fileBase),
   );
-  const small: fc.Arbitrary<Recipe> = fc.oneof(scalar, fc.array(scalar, { maxLength: 3 }), fc.dictionary(fc.oneof(fc.string({ maxLength: 5 }), fc.constantFrom('__proto__', 'constructor', 'type', 'url')), scalar, { maxKeys: 3 }));
+  const small: fc.Arbitrary<Recipe> = fc.oneof(
+    scalar,
+    fc.array(scalar, { maxLength: 3 }),
+    fc.dictionary(fc.oneof(fc.string({ maxLength: 5 }), fc.constantFrom('__proto__', 'constructor', 'type', 'url')), scalar, { maxKeys: 3 }),
+  );
   return fc.oneof(
     { weight: 6, arbitrary: small },
     { weight: 1, arbitrary: fc.array(small, { minLength: 17, maxLength: 40 }) },
     { weight: 1, arbitrary: fc.record({ $deep: fc.constantFrom<'object' | 'array' | 'mixed'>('object', 'array', 'mixed'), $depth: fc.integer({ min: 1, max: 3000 }) }) },
-    { weight: 1, arbitrary: fc.record({ $raw: fc.constantFrom('"\\u0000"', '"a\\u0000b"', '"\\ud800"', '"\\udfff\\ud800"', '1e999', '-1e999', '-0', '0.0000000000000000000001', '123456789012345678901234567890', '"\\u202e"') }) },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        $raw: fc.constantFrom(
+          '"\\u0000"',
+          '"a\\u0000b"',
+          '"\\ud800"',
+          '"\\udfff\\ud800"',
+          '1e999',
+          '-1e999',
+          '-0',
+          '0.0000000000000000000001',
+          '123456789012345678901234567890',
+          '"\\u202e"',
+        ),
+      }),
+    },
   );
 }
 
@@ -505,7 +592,9 @@ async function property<Ts extends [unknown, ...unknown[]]>(t: TestContext, prop
   } finally {
     // Not fast-check's interruptAfterTimeLimit: it abandons the run in progress, hiding a hang.
     budgetEnd = Infinity;
-    t.diagnostic(`${requestCount - before} requests in ${Date.now() - started} ms${runsPastBudget ? ` (${runsPastBudget} runs past the ${opts.budgetMs * SCALE} ms budget not sent)` : ''}`);
+    t.diagnostic(
+      `${requestCount - before} requests in ${Date.now() - started} ms${runsPastBudget ? ` (${runsPastBudget} runs past the ${opts.budgetMs * SCALE} ms budget not sent)` : ''}`,
+    );
   }
 }
 
@@ -518,9 +607,30 @@ const AUTH_VARIANTS: AuthVariant[] = [
   { label: 'lower bearer', headers: [['authorization', `bearer ${KEY_A}`]], valid: 'unknown' },
   { label: 'spaced bearer', headers: [['Authorization', `Bearer    ${KEY_A}  `]], valid: 'unknown' },
   { label: 'x-key padded', headers: [['X-Zhinian-Api-Key', `  ${KEY_A}`]], valid: 'unknown' },
-  { label: 'empty auth + x-key', headers: [['Authorization', ''], ['X-Zhinian-Api-Key', KEY_A]], valid: 'unknown' },
-  { label: 'wrong bearer + x-key', headers: [['Authorization', 'Bearer nope'], ['X-Zhinian-Api-Key', KEY_A]], valid: 'unknown' },
-  { label: 'two auth headers', headers: [['Authorization', `Bearer ${KEY_A}`], ['Authorization', 'Bearer nope']], valid: 'unknown' },
+  {
+    label: 'empty auth + x-key',
+    headers: [
+      ['Authorization', ''],
+      ['X-Zhinian-Api-Key', KEY_A],
+    ],
+    valid: 'unknown',
+  },
+  {
+    label: 'wrong bearer + x-key',
+    headers: [
+      ['Authorization', 'Bearer nope'],
+      ['X-Zhinian-Api-Key', KEY_A],
+    ],
+    valid: 'unknown',
+  },
+  {
+    label: 'two auth headers',
+    headers: [
+      ['Authorization', `Bearer ${KEY_A}`],
+      ['Authorization', 'Bearer nope'],
+    ],
+    valid: 'unknown',
+  },
   { label: 'none', headers: [], valid: false },
   { label: 'key plus x', headers: [['Authorization', `Bearer ${KEY_A}x`]], valid: false },
   { label: 'key minus one', headers: [['Authorization', `Bearer ${KEY_A.slice(0, -1)}`]], valid: false },
@@ -548,7 +658,10 @@ const authArb: fc.Arbitrary<AuthVariant> = fc.oneof(
   {
     weight: 1,
     arbitrary: fc
-      .tuple(fc.constantFrom('Authorization', 'X-Zhinian-Api-Key'), fc.uint8Array({ maxLength: 80 }).map((a) => a.filter((b) => b !== 10 && b !== 13)))
+      .tuple(
+        fc.constantFrom('Authorization', 'X-Zhinian-Api-Key'),
+        fc.uint8Array({ maxLength: 80 }).map((a) => a.filter((b) => b !== 10 && b !== 13)),
+      )
       .map(([name, bytes]): AuthVariant => ({ label: 'bytes', headers: [[name, Buffer.from(bytes)]], valid: false })),
   },
 );
@@ -575,7 +688,40 @@ function materialString(r: Recipe): string {
 
 /** A path segment: kept as a verbatim escape sequence, or a generated string percent-encoded. */
 const segmentArb: fc.Arbitrary<Recipe> = fc.oneof(
-  { weight: 3, arbitrary: fc.constantFrom('%00', '%zz', '%', '%2F', '%2f', '%2e%2e', '..', '.', '%ED%A0%80', '%F0%9F%98%80', '%C0%AF', '%u0041', '~', '+', ';', ':', '@', '$', '!', '%25', '%0A', '%0D%0A', '%20', '%7F', '%FF', 'job_', 'asset_', '%3F', '%23') },
+  {
+    weight: 3,
+    arbitrary: fc.constantFrom(
+      '%00',
+      '%zz',
+      '%',
+      '%2F',
+      '%2f',
+      '%2e%2e',
+      '..',
+      '.',
+      '%ED%A0%80',
+      '%F0%9F%98%80',
+      '%C0%AF',
+      '%u0041',
+      '~',
+      '+',
+      ';',
+      ':',
+      '@',
+      '$',
+      '!',
+      '%25',
+      '%0A',
+      '%0D%0A',
+      '%20',
+      '%7F',
+      '%FF',
+      'job_',
+      'asset_',
+      '%3F',
+      '%23',
+    ),
+  },
   { weight: 3, arbitrary: weirdString },
   { weight: 1, arbitrary: fc.record({ $repeat: fc.constantFrom('x', 'job_', '%41', '%00', '😀', 'a/'), $times: fc.integer({ min: 100, max: 3000 }) }) },
 );
@@ -623,7 +769,9 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
     await w.stack?.stop();
     await fileServer?.close();
     if (SURVEY) {
-      const lines = [...survey.entries()].sort((a, b) => b[1].count - a[1].count).map(([key, { count, examples }]) => `## ${count}× ${key}\n${[...examples.values()].join('\n  --\n')}`);
+      const lines = [...survey.entries()]
+        .sort((a, b) => b[1].count - a[1].count)
+        .map(([key, { count, examples }]) => `## ${count}× ${key}\n${[...examples.values()].join('\n  --\n')}`);
       console.log(`\n# fuzz survey (${TEST_BACKEND}, seed ${SEED}): ${survey.size} distinct failures\n${lines.join('\n')}`);
     }
   });
@@ -649,12 +797,19 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
     const query = fc.option(fc.array(fc.tuple(segmentArb, segmentArb), { maxLength: 3 }), { nil: undefined });
     await property(
       t,
-      fuzz(fc.constantFrom(...endpoints), fc.constantFrom('GET', 'GET', 'HEAD', 'POST', 'DELETE', 'OPTIONS'), authArb, query, fc.option(fc.constantFrom('*/*', 'application/json', 'text/html', '', 'application/x-yaml;q=0.9, */*;q=0.1', '\u00ff'), { nil: undefined }), async ([path, shape], method, auth, q, accept) => {
-        const qs = q === undefined ? '' : `?${q.map(([k, v]) => `${segmentText(k, false)}=${segmentText(v, false)}`).join('&')}`;
-        const headers: [string, HeaderValue][] = [...auth.headers];
-        if (accept !== undefined) headers.push(['Accept', accept]);
-        await call({ method, target: path + qs, headers, validKey: auth.valid }, shape);
-      }),
+      fuzz(
+        fc.constantFrom(...endpoints),
+        fc.constantFrom('GET', 'GET', 'HEAD', 'POST', 'DELETE', 'OPTIONS'),
+        authArb,
+        query,
+        fc.option(fc.constantFrom('*/*', 'application/json', 'text/html', '', 'application/x-yaml;q=0.9, */*;q=0.1', '\u00ff'), { nil: undefined }),
+        async ([path, shape], method, auth, q, accept) => {
+          const qs = q === undefined ? '' : `?${q.map(([k, v]) => `${segmentText(k, false)}=${segmentText(v, false)}`).join('&')}`;
+          const headers: [string, HeaderValue][] = [...auth.headers];
+          if (accept !== undefined) headers.push(['Accept', accept]);
+          await call({ method, target: path + qs, headers, validKey: auth.valid }, shape);
+        },
+      ),
       { numRuns: 120, budgetMs: 700 },
     );
   });
@@ -668,14 +823,30 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
       switch (capability) {
         case 'image.generate':
           return fc.record(
-            { capability: fc.constant(capability), prompt: fc.oneof(fc.constant('生成一张专业产品主图'), weirdString), width: fc.integer({ min: 64, max: 8192 }), height: fc.integer({ min: 64, max: 8192 }), scale: fc.integer({ min: 0, max: 100 }), quality: fc.constantFrom('low', 'medium', 'high', 'auto'), force_single: fc.boolean(), imageUrls: fc.array(url, { maxLength: 2 }) },
+            {
+              capability: fc.constant(capability),
+              prompt: fc.oneof(fc.constant('生成一张专业产品主图'), weirdString),
+              width: fc.integer({ min: 64, max: 8192 }),
+              height: fc.integer({ min: 64, max: 8192 }),
+              scale: fc.integer({ min: 0, max: 100 }),
+              quality: fc.constantFrom('low', 'medium', 'high', 'auto'),
+              force_single: fc.boolean(),
+              imageUrls: fc.array(url, { maxLength: 2 }),
+            },
             { requiredKeys: ['capability', 'prompt'] },
           );
         case 'image.inpaint':
-          return fc.record({ capability: fc.constant(capability), prompt: fc.oneof(fc.constant('把选中区域文字替换成新品上市'), weirdString), imageUrls: fc.tuple(url, url).map((u): Recipe => u) });
+          return fc.record({
+            capability: fc.constant(capability),
+            prompt: fc.oneof(fc.constant('把选中区域文字替换成新品上市'), weirdString),
+            imageUrls: fc.tuple(url, url).map((u): Recipe => u),
+          });
         case 'image.upscale':
           return fc.oneof(
-            fc.record({ capability: fc.constant(capability), imageUrls: url.map((u): Recipe => [u]), resolution: fc.constantFrom('2k', '4k', '8k') }, { requiredKeys: ['capability', 'imageUrls'] }),
+            fc.record(
+              { capability: fc.constant(capability), imageUrls: url.map((u): Recipe => [u]), resolution: fc.constantFrom('2k', '4k', '8k') },
+              { requiredKeys: ['capability', 'imageUrls'] },
+            ),
             fc.constant({ capability, inputAssetIds: [w.pngAsset.id] }),
           );
         case 'video.generate':
@@ -683,7 +854,14 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
             {
               capability: fc.constant(capability),
               prompt: fc.oneof(fc.constant('生成一条 9:16 品牌短视频'), weirdString),
-              settings: fc.record({ ratio: fc.constantFrom('16:9', '4:3', '1:1', '3:4', '9:16', '21:9', 'adaptive'), duration: fc.integer({ min: 4, max: 15 }), resolution: fc.constantFrom('480p', '720p', '1080p') }, { requiredKeys: [] }),
+              settings: fc.record(
+                {
+                  ratio: fc.constantFrom('16:9', '4:3', '1:1', '3:4', '9:16', '21:9', 'adaptive'),
+                  duration: fc.integer({ min: 4, max: 15 }),
+                  resolution: fc.constantFrom('480p', '720p', '1080p'),
+                },
+                { requiredKeys: [] },
+              ),
               materials: fc.array(
                 fc.oneof(
                   fc.record({ type: fc.constantFrom('image', 'video', 'audio'), url, label: fc.oneof(fc.constant('@图片1'), weirdString) }, { requiredKeys: ['type', 'url'] }),
@@ -698,10 +876,42 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
     });
     const fieldPath = fc.oneof(
       fc.constantFrom(
-        'capability', 'prompt', 'width', 'height', 'scale', 'quality', 'force_single', 'resolution', 'settings', 'settings.ratio', 'settings.duration',
-        'settings.resolution', 'settings.extra', 'materials', 'materials.0', 'materials.0.type', 'materials.0.url', 'materials.0.assetId', 'materials.0.label',
-        'imageUrls', 'imageUrls.0', 'inputUrls', 'inputAssetIds', 'inputAssetIds.0', 'webhookUrl', 'metadata', 'metadata.note', 'metadata.__proto__', 'engine',
-        'colour', '__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', '',
+        'capability',
+        'prompt',
+        'width',
+        'height',
+        'scale',
+        'quality',
+        'force_single',
+        'resolution',
+        'settings',
+        'settings.ratio',
+        'settings.duration',
+        'settings.resolution',
+        'settings.extra',
+        'materials',
+        'materials.0',
+        'materials.0.type',
+        'materials.0.url',
+        'materials.0.assetId',
+        'materials.0.label',
+        'imageUrls',
+        'imageUrls.0',
+        'inputUrls',
+        'inputAssetIds',
+        'inputAssetIds.0',
+        'webhookUrl',
+        'metadata',
+        'metadata.note',
+        'metadata.__proto__',
+        'engine',
+        'colour',
+        '__proto__',
+        'constructor',
+        'prototype',
+        'toString',
+        'hasOwnProperty',
+        '',
       ),
       fc.string({ maxLength: 8 }),
     );
@@ -710,7 +920,10 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
       { weight: 3, arbitrary: fc.record({ set: fieldPath, to: value }) },
       { weight: 1, arbitrary: fc.record({ del: fieldPath }) },
       { weight: 1, arbitrary: fc.record({ set: fc.constant('webhookUrl'), to: url.map((u): Recipe => u) }) },
-      { weight: 1, arbitrary: fc.record({ set: fc.constant('metadata'), to: fc.dictionary(fc.oneof(fc.string({ maxLength: 6 }), weirdString.map(materialString)), value, { maxKeys: 4 }) }) },
+      {
+        weight: 1,
+        arbitrary: fc.record({ set: fc.constant('metadata'), to: fc.dictionary(fc.oneof(fc.string({ maxLength: 6 }), weirdString.map(materialString)), value, { maxKeys: 4 }) }),
+      },
       { weight: 1, arbitrary: fc.record({ set: fc.constant('engine'), to: fc.oneof(fc.constantFrom('local', 'jimeng', 'evolink', 'seedance', 'LOCAL', ''), weirdString) }) },
     );
     const mutations = fc.oneof({ weight: 1, arbitrary: fc.constant([]) }, { weight: 2, arbitrary: fc.array(mutation, { minLength: 1, maxLength: 3 }) });
@@ -721,7 +934,7 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
         const path = ('set' in m ? m.set : m.del).split('.');
         let at: any = body;
         for (const part of path.slice(0, -1)) {
-          const next = Object.prototype.hasOwnProperty.call(at, part) ? at[part] : undefined;
+          const next = Object.hasOwn(at, part) ? at[part] : undefined;
           if (next === null || typeof next !== 'object' || isMarker(next, '$deep') || isMarker(next, '$repeat') || isMarker(next, '$raw')) {
             const fresh = /^\d+$/.test(path[path.indexOf(part) + 1] ?? '') ? [] : {};
             if (Array.isArray(at)) at[Number(part)] = fresh;
@@ -750,13 +963,25 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
     fc.oneof(
       { weight: 3, arbitrary: printable.map((s) => `fuzz-${s}`) },
       { weight: 1, arbitrary: fc.uint8Array({ minLength: 0, maxLength: 300 }).map((a) => Buffer.from(a.filter((b) => b !== 10 && b !== 13))) },
-      { weight: 1, arbitrary: fc.constantFrom('', ' ', 'k'.repeat(255), 'k'.repeat(256), 'k'.repeat(5000), Buffer.from('幂等-1', 'utf8'), Buffer.from('cl\xe9', 'latin1'), 'a\tb', '\u007f') },
+      {
+        weight: 1,
+        arbitrary: fc.constantFrom('', ' ', 'k'.repeat(255), 'k'.repeat(256), 'k'.repeat(5000), Buffer.from('幂等-1', 'utf8'), Buffer.from('cl\xe9', 'latin1'), 'a\tb', '\u007f'),
+      },
     ),
     { nil: undefined, freq: 2 },
   );
   const jsonContentType = fc.constantFrom(
-    'application/json', 'application/json', 'application/json', 'application/json; charset=utf-8', 'Application/JSON', 'application/json;charset=UTF-8',
-    'application/json; charset=latin1', 'application/json; charset=utf-16', 'application/vnd.api+json', 'application/merge-patch+json', 'application/json, text/plain',
+    'application/json',
+    'application/json',
+    'application/json',
+    'application/json; charset=utf-8',
+    'Application/JSON',
+    'application/json;charset=UTF-8',
+    'application/json; charset=latin1',
+    'application/json; charset=utf-16',
+    'application/vnd.api+json',
+    'application/merge-patch+json',
+    'application/json, text/plain',
   );
 
   test('POST /api/v1/jobs with generated bodies for all four capabilities, and Idempotency-Key replays', async (t) => {
@@ -777,7 +1002,12 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
         check(read.status === 200 && read.json.job.id === id, 'a created job cannot be read back', req, read);
         if (idempotencyKey !== undefined) {
           const replay = await call(req, shapes.created);
-          check(replay.status === 200 && replay.json.reused === true && replay.json.job.id === id, 'replaying the same Idempotency-Key and body does not return the same job', req, replay);
+          check(
+            replay.status === 200 && replay.json.reused === true && replay.json.job.id === id,
+            'replaying the same Idempotency-Key and body does not return the same job',
+            req,
+            replay,
+          );
         }
       }),
       { numRuns: 500, budgetMs: 2200 },
@@ -788,19 +1018,52 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
     const rawBody = fc.oneof(
       fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
       fc.constantFrom(
-        '', ' ', '[]', 'null', '"str"', '123', 'true', '{', '{"capability":', '{"capability":"image.generate","prompt":"x"}garbage', '{"capability":"image.generate","prompt":"x"}',
-        '{"capability":"image.generate","prompt":"a","prompt":1}', '\ufeff{"capability":"image.generate","prompt":"x"}', `{"capability":"image.generate","prompt":"x","width":${'1'.repeat(5000)}}`,
-        '{"__proto__":{"admin":true},"capability":"image.generate","prompt":"x"}', '{"constructor":{"prototype":{"x":1}},"capability":"image.generate","prompt":"x"}',
-        '{"capability":"image.generate","prompt":"x\\u0000y"}', '{"capability":"image.generate","prompt":"\\ud800"}', '{"capability":"image.generate","prompt":"x"} \n\n ',
-        'NaN', '{"capability":"image.generate","prompt":NaN}', "{'capability':'image.generate'}", '{"capability":"image.generate","prompt":"x",}',
-        '{"capability":"image.generate\u0000","prompt":"x"}', 'capability=image.generate&prompt=x', '--x\r\nContent-Disposition: form-data; name="files"\r\n\r\nabc\r\n--x--\r\n',
+        '',
+        ' ',
+        '[]',
+        'null',
+        '"str"',
+        '123',
+        'true',
+        '{',
+        '{"capability":',
+        '{"capability":"image.generate","prompt":"x"}garbage',
+        '{"capability":"image.generate","prompt":"x"}',
+        '{"capability":"image.generate","prompt":"a","prompt":1}',
+        '\ufeff{"capability":"image.generate","prompt":"x"}',
+        `{"capability":"image.generate","prompt":"x","width":${'1'.repeat(5000)}}`,
+        '{"__proto__":{"admin":true},"capability":"image.generate","prompt":"x"}',
+        '{"constructor":{"prototype":{"x":1}},"capability":"image.generate","prompt":"x"}',
+        '{"capability":"image.generate","prompt":"x\\u0000y"}',
+        '{"capability":"image.generate","prompt":"\\ud800"}',
+        '{"capability":"image.generate","prompt":"x"} \n\n ',
+        'NaN',
+        '{"capability":"image.generate","prompt":NaN}',
+        "{'capability':'image.generate'}",
+        '{"capability":"image.generate","prompt":"x",}',
+        '{"capability":"image.generate\u0000","prompt":"x"}',
+        'capability=image.generate&prompt=x',
+        '--x\r\nContent-Disposition: form-data; name="files"\r\n\r\nabc\r\n--x--\r\n',
       ),
       fc.record({ $repeat: fc.constantFrom(' ', '[', '{"a":', '"', '\\'), $times: fc.integer({ min: 1000, max: 300_000 }) }).map((r) => r.$repeat.repeat(r.$times)),
     );
     const contentType = fc.option(
       fc.oneof(
         jsonContentType,
-        fc.constantFrom('text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data', 'multipart/form-data; boundary=x', 'application/octet-stream', '', ' ', 'json', 'application/', '*/*', 'application/json\t', 'application/json; boundary="'),
+        fc.constantFrom(
+          'text/plain',
+          'application/x-www-form-urlencoded',
+          'multipart/form-data',
+          'multipart/form-data; boundary=x',
+          'application/octet-stream',
+          '',
+          ' ',
+          'json',
+          'application/',
+          '*/*',
+          'application/json\t',
+          'application/json; boundary="',
+        ),
         fc.uint8Array({ maxLength: 40 }).map((a) => Buffer.from(a.filter((b) => b !== 10 && b !== 13))),
       ),
       { nil: undefined },
@@ -820,7 +1083,11 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
   test('POST /api/v1/jobs with deep and huge values (deep metadata, wide objects, long arrays)', async (t) => {
     const depth = fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 1, max: 5000 }) }, { weight: 1, arbitrary: fc.constantFrom(10_000, 50_000, 200_000) });
     const shape = fc.oneof(
-      fc.record({ where: fc.constantFrom('metadata', 'metadata.inner', 'settings', 'materials', 'prompt', 'body', 'imageUrls'), kind: fc.constantFrom<'object' | 'array' | 'mixed'>('object', 'array', 'mixed'), depth }),
+      fc.record({
+        where: fc.constantFrom('metadata', 'metadata.inner', 'settings', 'materials', 'prompt', 'body', 'imageUrls'),
+        kind: fc.constantFrom<'object' | 'array' | 'mixed'>('object', 'array', 'mixed'),
+        depth,
+      }),
       fc.record({ where: fc.constant('wide'), keys: fc.integer({ min: 100, max: 20_000 }) }),
       fc.record({ where: fc.constant('long-array'), items: fc.integer({ min: 17, max: 100_000 }) }),
     );
@@ -830,15 +1097,32 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
         let text: string;
         const deep = 'depth' in s ? jsonText({ $deep: s.kind, $depth: s.depth }) : '';
         switch (s.where) {
-          case 'metadata': text = `{"capability":"image.generate","prompt":"deep","metadata":{"d":${deep}}}`; break;
-          case 'metadata.inner': text = `{"capability":"image.generate","prompt":"deep","metadata":{"a":1,"b":[${deep}]}}`; break;
-          case 'settings': text = `{"capability":"video.generate","prompt":"deep","settings":${deep}}`; break;
-          case 'materials': text = `{"capability":"video.generate","prompt":"deep","materials":[${deep}]}`; break;
-          case 'prompt': text = `{"capability":"image.generate","prompt":${deep}}`; break;
-          case 'imageUrls': text = `{"capability":"image.upscale","imageUrls":${deep}}`; break;
-          case 'body': text = deep; break;
-          case 'wide': text = `{"capability":"image.generate","prompt":"wide","metadata":{${Array.from({ length: s.keys }, (_, i) => `"k${i}":${i}`).join(',')}}}`; break;
-          default: text = `{"capability":"image.upscale","imageUrls":[${Array.from({ length: s.items }, () => '"http://127.0.0.1:1/a.png"').join(',')}]}`;
+          case 'metadata':
+            text = `{"capability":"image.generate","prompt":"deep","metadata":{"d":${deep}}}`;
+            break;
+          case 'metadata.inner':
+            text = `{"capability":"image.generate","prompt":"deep","metadata":{"a":1,"b":[${deep}]}}`;
+            break;
+          case 'settings':
+            text = `{"capability":"video.generate","prompt":"deep","settings":${deep}}`;
+            break;
+          case 'materials':
+            text = `{"capability":"video.generate","prompt":"deep","materials":[${deep}]}`;
+            break;
+          case 'prompt':
+            text = `{"capability":"image.generate","prompt":${deep}}`;
+            break;
+          case 'imageUrls':
+            text = `{"capability":"image.upscale","imageUrls":${deep}}`;
+            break;
+          case 'body':
+            text = deep;
+            break;
+          case 'wide':
+            text = `{"capability":"image.generate","prompt":"wide","metadata":{${Array.from({ length: s.keys }, (_, i) => `"k${i}":${i}`).join(',')}}}`;
+            break;
+          default:
+            text = `{"capability":"image.upscale","imageUrls":[${Array.from({ length: s.items }, () => '"http://127.0.0.1:1/a.png"').join(',')}]}`;
         }
         const headers: [string, HeaderValue][] = [...authA, ['Content-Type', 'application/json']];
         if (withKey) headers.push(['Idempotency-Key', `deep-${s.where}-${'depth' in s ? s.depth : 0}-${requestCount}`]);
@@ -851,8 +1135,19 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
   /** Job and asset ids: real ones (own, another client's), near misses, escapes, %00, over-long. */
   const idArb: fc.Arbitrary<Recipe> = fc.oneof(
     { weight: 2, arbitrary: fc.constantFrom('{job}', '{jobB}', '{asset}', '{text}', '{odd}', '{assetB}') },
-    { weight: 2, arbitrary: fc.tuple(fc.constantFrom('job_', 'asset_', '', 'JOB_', 'job-'), fc.string({ unit: fc.constantFrom(...'0123456789abcdefghijklmnopqrstuvwxyzA_-'), minLength: 0, maxLength: 30 })).map(([p, s]) => p + s) },
-    { weight: 1, arbitrary: fc.tuple(fc.constantFrom('{job}', '{asset}'), fc.constantFrom('%00', '%20', 'x', '/', '%2F', '.json', '?', '#', '%', '.', '\u0000', ' ')).map(([id, s]) => id + s) },
+    {
+      weight: 2,
+      arbitrary: fc
+        .tuple(
+          fc.constantFrom('job_', 'asset_', '', 'JOB_', 'job-'),
+          fc.string({ unit: fc.constantFrom(...'0123456789abcdefghijklmnopqrstuvwxyzA_-'), minLength: 0, maxLength: 30 }),
+        )
+        .map(([p, s]) => p + s),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.tuple(fc.constantFrom('{job}', '{asset}'), fc.constantFrom('%00', '%20', 'x', '/', '%2F', '.json', '?', '#', '%', '.', '\u0000', ' ')).map(([id, s]) => id + s),
+    },
     { weight: 3, arbitrary: segmentArb },
   );
   const idText = (r: Recipe) => {
@@ -871,7 +1166,13 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
         else {
           const withBody = op === 'cancel-body';
           await call(
-            { method: 'POST', target: `/api/v1/jobs/${idPart}/cancel`, headers: withBody ? [...authA, ['Content-Type', 'application/json']] : authA, body: withBody ? '{"reason":"\\u0000"}' : undefined, validKey: true },
+            {
+              method: 'POST',
+              target: `/api/v1/jobs/${idPart}/cancel`,
+              headers: withBody ? [...authA, ['Content-Type', 'application/json']] : authA,
+              body: withBody ? '{"reason":"\\u0000"}' : undefined,
+              validKey: true,
+            },
             shapes.job,
           );
         }
@@ -890,9 +1191,33 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
     {
       weight: 3,
       arbitrary: fc.constantFrom(
-        '1', '20', '200', '0', '201', '-1', '1e2', '0x10', '  5', 'Infinity', 'NaN', '1.5', '99999999999999999999', '', '2026-11-24T08:00:00.000Z',
-        '2026-11-24T08:00:00.123004Z', '2026-11-24', '0000-01-01', '9999-12-31T23:59:59.999999999+14:00', '2026-02-30', '+275760-09-13T00:00:00.000Z',
-        '1970-01-01T00:00:00Z', '2026-11-24T08:00:00.000-23:59', '2026-11-24T25:61:61Z', 'yesterday', 'null', 'true',
+        '1',
+        '20',
+        '200',
+        '0',
+        '201',
+        '-1',
+        '1e2',
+        '0x10',
+        '  5',
+        'Infinity',
+        'NaN',
+        '1.5',
+        '99999999999999999999',
+        '',
+        '2026-11-24T08:00:00.000Z',
+        '2026-11-24T08:00:00.123004Z',
+        '2026-11-24',
+        '0000-01-01',
+        '9999-12-31T23:59:59.999999999+14:00',
+        '2026-02-30',
+        '+275760-09-13T00:00:00.000Z',
+        '1970-01-01T00:00:00Z',
+        '2026-11-24T08:00:00.000-23:59',
+        '2026-11-24T25:61:61Z',
+        'yesterday',
+        'null',
+        'true',
       ),
     },
     { weight: 2, arbitrary: segmentArb },
@@ -918,7 +1243,11 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
     const bodyArb = fc
       .tuple(
         fc.record(
-          { url: fc.oneof({ weight: 4, arbitrary: safeUrl(w.fileBase).map((u): Recipe => u) }, { weight: 1, arbitrary: value }), name: fc.oneof(weirdString, value), kind: fc.oneof(fc.constantFrom(...ASSET_KINDS), value) },
+          {
+            url: fc.oneof({ weight: 4, arbitrary: safeUrl(w.fileBase).map((u): Recipe => u) }, { weight: 1, arbitrary: value }),
+            name: fc.oneof(weirdString, value),
+            kind: fc.oneof(fc.constantFrom(...ASSET_KINDS), value),
+          },
           { requiredKeys: [] },
         ),
         fc.option(fc.tuple(fc.constantFrom('extra', '__proto__', 'constructor', 'files', ''), value), { nil: undefined }),
@@ -958,7 +1287,11 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
     );
     const part = fc.record(
       {
-        name: fc.oneof({ weight: 4, arbitrary: fc.constant<Recipe>('files') }, { weight: 1, arbitrary: fc.constantFrom<Recipe>('file', 'files[]', '', 'FILES', 'note') }, { weight: 1, arbitrary: weirdString }),
+        name: fc.oneof(
+          { weight: 4, arbitrary: fc.constant<Recipe>('files') },
+          { weight: 1, arbitrary: fc.constantFrom<Recipe>('file', 'files[]', '', 'FILES', 'note') },
+          { weight: 1, arbitrary: weirdString },
+        ),
         filename: fc.oneof(fc.constantFrom<Recipe>('a.png', 'notes.txt', '../../etc/passwd', 'C:\\evil\\x.png', '', '.', '..'), weirdString),
         filenameStar: fc.boolean(),
         contentType: fc.constantFrom('image/png', 'text/plain', 'application/octet-stream', '', 'image/png; charset="x', 'video/mp4'),
@@ -966,8 +1299,31 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
       },
       { requiredKeys: ['name', 'content'] },
     );
-    const malform = fc.constantFrom('none', 'none', 'none', 'none', 'none', 'none', 'none', 'none', 'no-closing', 'truncated', 'lf-only', 'header-garbage', 'no-disposition', 'preamble', 'no-boundary-param', 'wrong-boundary', 'quoted-boundary', 'upper-case-type', 'mixed');
-    const boundary = fc.oneof(fc.constantFrom('----fuzz', 'x', 'a'.repeat(70), 'b'.repeat(200), "'()+_,-./:=? "), fc.string({ unit: fc.constantFrom(...'abcXYZ019-_'), minLength: 1, maxLength: 20 }));
+    const malform = fc.constantFrom(
+      'none',
+      'none',
+      'none',
+      'none',
+      'none',
+      'none',
+      'none',
+      'none',
+      'no-closing',
+      'truncated',
+      'lf-only',
+      'header-garbage',
+      'no-disposition',
+      'preamble',
+      'no-boundary-param',
+      'wrong-boundary',
+      'quoted-boundary',
+      'upper-case-type',
+      'mixed',
+    );
+    const boundary = fc.oneof(
+      fc.constantFrom('----fuzz', 'x', 'a'.repeat(70), 'b'.repeat(200), "'()+_,-./:=? "),
+      fc.string({ unit: fc.constantFrom(...'abcXYZ019-_'), minLength: 1, maxLength: 20 }),
+    );
     await property(
       t,
       fuzz(fc.array(part, { maxLength: 4 }), malform, boundary, fc.constantFrom(1, 1, 1, 1, 21), fc.double({ min: 0, max: 1, noNaN: true }), async (parts, how, b, copies, cut) => {
@@ -980,11 +1336,25 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
             const filename = p.filename === undefined ? undefined : materialString(p.filename);
             let disposition = `Content-Disposition: form-data; name="${name}"`;
             if (filename !== undefined) disposition += p.filenameStar ? `; filename*=UTF-8''${encodeBytes(filename)}` : `; filename="${filename}"`;
-            const head = [`--${b}`, ...(how === 'no-disposition' ? [] : [disposition]), ...(p.contentType ? [`Content-Type: ${p.contentType}`] : []), ...(how === 'header-garbage' ? ['garbage line without a colon'] : [])];
+            const head = [
+              `--${b}`,
+              ...(how === 'no-disposition' ? [] : [disposition]),
+              ...(p.contentType ? [`Content-Type: ${p.contentType}`] : []),
+              ...(how === 'header-garbage' ? ['garbage line without a colon'] : []),
+            ];
             pieces.push(Buffer.from(head.join(nl) + nl + nl, 'utf8'));
             const data =
-              p.content === 'png' ? PNG : p.content === 'text' ? TEXT : p.content === 'empty' ? Buffer.alloc(0) : p.content === 'truncated-png' ? PNG.subarray(0, 20)
-              : p.content instanceof Uint8Array ? Buffer.from(p.content) : Buffer.from(materialString(p.content as Recipe), 'utf8');
+              p.content === 'png'
+                ? PNG
+                : p.content === 'text'
+                  ? TEXT
+                  : p.content === 'empty'
+                    ? Buffer.alloc(0)
+                    : p.content === 'truncated-png'
+                      ? PNG.subarray(0, 20)
+                      : p.content instanceof Uint8Array
+                        ? Buffer.from(p.content)
+                        : Buffer.from(materialString(p.content as Recipe), 'utf8');
             pieces.push(data, Buffer.from(nl));
           }
         }
@@ -992,8 +1362,17 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
         let body = Buffer.concat(pieces);
         if (how === 'truncated') body = body.subarray(0, Math.floor(body.length * cut));
         const ct =
-          how === 'no-boundary-param' ? 'multipart/form-data' : how === 'wrong-boundary' ? `multipart/form-data; boundary=${b}x` : how === 'quoted-boundary' ? `multipart/form-data; boundary="${b}"`
-          : how === 'upper-case-type' ? `MULTIPART/FORM-DATA; BOUNDARY=${b}` : how === 'mixed' ? `multipart/mixed; boundary=${b}` : `multipart/form-data; boundary=${b}`;
+          how === 'no-boundary-param'
+            ? 'multipart/form-data'
+            : how === 'wrong-boundary'
+              ? `multipart/form-data; boundary=${b}x`
+              : how === 'quoted-boundary'
+                ? `multipart/form-data; boundary="${b}"`
+                : how === 'upper-case-type'
+                  ? `MULTIPART/FORM-DATA; BOUNDARY=${b}`
+                  : how === 'mixed'
+                    ? `multipart/mixed; boundary=${b}`
+                    : `multipart/form-data; boundary=${b}`;
         const req: RawRequest = { method: 'POST', target: '/api/v1/assets', headers: [...authA, ['Content-Type', ct]], body, validKey: true };
         const res = await call(req, shapes.uploaded);
         if (res.status === 201) {
@@ -1009,10 +1388,29 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
 
   test('GET /api/v1/assets/:id and /download with generated ids and Range / If-None-Match / If-Range headers', async (t) => {
     const range = fc.oneof(
-      fc.tuple(fc.option(fc.integer({ min: -5, max: 600 }), { nil: undefined }), fc.option(fc.integer({ min: -5, max: 600 }), { nil: undefined })).map(([a, b]) => `bytes=${a ?? ''}-${b ?? ''}`),
+      fc
+        .tuple(fc.option(fc.integer({ min: -5, max: 600 }), { nil: undefined }), fc.option(fc.integer({ min: -5, max: 600 }), { nil: undefined }))
+        .map(([a, b]) => `bytes=${a ?? ''}-${b ?? ''}`),
       fc.constantFrom(
-        'bytes=0-0', 'bytes=-1', 'bytes=5-', 'bytes=0-99999999999999999999', 'bytes=99999999999999999999-', 'bytes=0-1,3-4', 'bytes=-0', 'bytes=', 'bytes=-', 'items=0-1',
-        ' bytes=1-2 ', 'bytes=1e3-', 'bytes=0x10-', 'BYTES=0-1', 'bytes = 0-1', 'bytes=1-0', 'bytes=-99999999999999999999', 'bytes=0-1, 0-1', 'bytes=\u0000-1',
+        'bytes=0-0',
+        'bytes=-1',
+        'bytes=5-',
+        'bytes=0-99999999999999999999',
+        'bytes=99999999999999999999-',
+        'bytes=0-1,3-4',
+        'bytes=-0',
+        'bytes=',
+        'bytes=-',
+        'items=0-1',
+        ' bytes=1-2 ',
+        'bytes=1e3-',
+        'bytes=0x10-',
+        'BYTES=0-1',
+        'bytes = 0-1',
+        'bytes=1-0',
+        'bytes=-99999999999999999999',
+        'bytes=0-1, 0-1',
+        'bytes=\u0000-1',
       ),
       weirdString.map(materialString).filter((s) => !/[\r\n]/.test(s)),
     );
@@ -1024,52 +1422,73 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
     const assetRef = fc.oneof({ weight: 3, arbitrary: fc.constantFrom('{asset}', '{text}', '{odd}', '{assetB}') }, { weight: 1, arbitrary: idArb });
     await property(
       t,
-      fuzz(assetRef, fc.constantFrom('meta', 'download', 'download', 'download', 'head', 'signed'), fc.option(range, { nil: undefined }), fc.option(validator, { nil: undefined }), fc.option(validator, { nil: undefined }), async (ref, op, rangeHeader, ifNoneMatch, ifRange) => {
-        const refText = materialString(ref);
-        const id = /^\{\w+\}$/.test(refText) ? fill(refText) : null;
-        const idPart = id ?? idText(ref);
-        const etag = id ? etagFor(id) : '"nope"';
-        const expand = (v: string) => (v === 'etag' ? etag : v === 'W/etag' ? `W/${etag}` : v === 'etag-list' ? `"x", ${etag}` : v);
-        const headers: [string, HeaderValue][] = [...authA];
-        if (rangeHeader !== undefined) headers.push(['Range', rangeHeader]);
-        if (ifNoneMatch !== undefined) headers.push(['If-None-Match', expand(ifNoneMatch)]);
-        if (ifRange !== undefined) headers.push(['If-Range', expand(ifRange)]);
-        if (op === 'meta') {
-          const listed = rawPathOf(`/api/v1/assets/${idPart}`).replace(/\/+$/, '') === '/api/v1/assets';
-          await call({ method: 'GET', target: `/api/v1/assets/${idPart}`, headers, validKey: true }, listed ? shapes.assetList : shapes.asset);
-          return;
-        }
-        const target = `/api/v1/assets/${idPart}/download${op === 'signed' ? `?expires=${Math.floor(Date.now() / 1000) + 60}&signature=${encodeBytes(refText)}` : ''}`;
-        const method = op === 'head' ? 'HEAD' : 'GET';
-        const req: RawRequest = { method, target, headers, validKey: true };
-        const res = await call(req);
-        // An id cut short by `?` or `#` lands on another route; only downloads are checked below.
-        if (!/\/download\/*$/.test(rawPathOf(target))) return;
-        const known = id ? w.content.get(id) : undefined;
-        if (res.status === 304) check(ifNoneMatch !== undefined, '304 without If-None-Match', req, res);
-        if (res.status === 200 || res.status === 206) {
-          check(res.headers.etag && res.headers['content-type'] && res.headers['content-disposition'], 'download lacks ETag, Content-Type or Content-Disposition', req, res);
-          const length = Number(res.headers['content-length']);
-          if (method === 'GET') check(length === res.body.length, 'Content-Length does not match the bytes sent', req, res);
-          if (res.status === 200 && known) check(length === known.length && (method === 'HEAD' || res.body.equals(known)), 'a 200 download is not the whole asset', req, res);
-          if (res.status === 206) {
-            check(rangeHeader !== undefined, '206 without a Range header', req, res);
-            const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers['content-range'] ?? '');
-            check(m, '206 without a valid Content-Range', req, res);
-            const [start, end, size] = [Number(m[1]), Number(m[2]), Number(m[3])];
-            check(start <= end && end < size && length === end - start + 1, 'Content-Range does not agree with Content-Length', req, res);
-            if (known && method === 'GET') check(size === known.length && res.body.equals(known.subarray(start, end + 1)), '206 bytes are not that range of the asset', req, res);
+      fuzz(
+        assetRef,
+        fc.constantFrom('meta', 'download', 'download', 'download', 'head', 'signed'),
+        fc.option(range, { nil: undefined }),
+        fc.option(validator, { nil: undefined }),
+        fc.option(validator, { nil: undefined }),
+        async (ref, op, rangeHeader, ifNoneMatch, ifRange) => {
+          const refText = materialString(ref);
+          const id = /^\{\w+\}$/.test(refText) ? fill(refText) : null;
+          const idPart = id ?? idText(ref);
+          const etag = id ? etagFor(id) : '"nope"';
+          const expand = (v: string) => (v === 'etag' ? etag : v === 'W/etag' ? `W/${etag}` : v === 'etag-list' ? `"x", ${etag}` : v);
+          const headers: [string, HeaderValue][] = [...authA];
+          if (rangeHeader !== undefined) headers.push(['Range', rangeHeader]);
+          if (ifNoneMatch !== undefined) headers.push(['If-None-Match', expand(ifNoneMatch)]);
+          if (ifRange !== undefined) headers.push(['If-Range', expand(ifRange)]);
+          if (op === 'meta') {
+            const listed = rawPathOf(`/api/v1/assets/${idPart}`).replace(/\/+$/, '') === '/api/v1/assets';
+            await call({ method: 'GET', target: `/api/v1/assets/${idPart}`, headers, validKey: true }, listed ? shapes.assetList : shapes.asset);
+            return;
           }
-        }
-      }),
+          const target = `/api/v1/assets/${idPart}/download${op === 'signed' ? `?expires=${Math.floor(Date.now() / 1000) + 60}&signature=${encodeBytes(refText)}` : ''}`;
+          const method = op === 'head' ? 'HEAD' : 'GET';
+          const req: RawRequest = { method, target, headers, validKey: true };
+          const res = await call(req);
+          // An id cut short by `?` or `#` lands on another route; only downloads are checked below.
+          if (!/\/download\/*$/.test(rawPathOf(target))) return;
+          const known = id ? w.content.get(id) : undefined;
+          if (res.status === 304) check(ifNoneMatch !== undefined, '304 without If-None-Match', req, res);
+          if (res.status === 200 || res.status === 206) {
+            check(res.headers.etag && res.headers['content-type'] && res.headers['content-disposition'], 'download lacks ETag, Content-Type or Content-Disposition', req, res);
+            const length = Number(res.headers['content-length']);
+            if (method === 'GET') check(length === res.body.length, 'Content-Length does not match the bytes sent', req, res);
+            if (res.status === 200 && known) check(length === known.length && (method === 'HEAD' || res.body.equals(known)), 'a 200 download is not the whole asset', req, res);
+            if (res.status === 206) {
+              check(rangeHeader !== undefined, '206 without a Range header', req, res);
+              const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.headers['content-range'] ?? '');
+              check(m, '206 without a valid Content-Range', req, res);
+              const [start, end, size] = [Number(m[1]), Number(m[2]), Number(m[3])];
+              check(start <= end && end < size && length === end - start + 1, 'Content-Range does not agree with Content-Length', req, res);
+              if (known && method === 'GET') check(size === known.length && res.body.equals(known.subarray(start, end + 1)), '206 bytes are not that range of the asset', req, res);
+            }
+          }
+        },
+      ),
       { numRuns: 300, budgetMs: 900 },
     );
   });
 
   /** Route templates (placeholders filled with real ids) for generated methods and targets. */
   const ROUTES = [
-    '/api/v1/openapi.json', '/api/v1/capabilities', '/api/v1/jobs', '/api/v1/jobs/{job}', '/api/v1/jobs/{job}/cancel', '/api/v1/jobs/{jobB}', '/api/v1/assets',
-    '/api/v1/assets/{asset}', '/api/v1/assets/{asset}/download', '/api/v1/assets/{assetB}/download', '/healthz', '/readyz', '/api/v1', '/api', '/', '/admin',
+    '/api/v1/openapi.json',
+    '/api/v1/capabilities',
+    '/api/v1/jobs',
+    '/api/v1/jobs/{job}',
+    '/api/v1/jobs/{job}/cancel',
+    '/api/v1/jobs/{jobB}',
+    '/api/v1/assets',
+    '/api/v1/assets/{asset}',
+    '/api/v1/assets/{asset}/download',
+    '/api/v1/assets/{assetB}/download',
+    '/healthz',
+    '/readyz',
+    '/api/v1',
+    '/api',
+    '/',
+    '/admin',
   ];
   /** A route with some of its characters percent-encoded, in upper or lower hex. */
   const encodedRoute = fc.tuple(fc.constantFrom(...ROUTES), fc.array(fc.nat({ max: 40 }), { maxLength: 3 }), fc.boolean());
@@ -1086,7 +1505,28 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
 
   test('generated methods and request targets over a raw socket (absolute-form, repeated slashes, escapes)', async (t) => {
     const method = fc.oneof(
-      { weight: 6, arbitrary: fc.constantFrom('GET', 'GET', 'GET', 'POST', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD', 'TRACE', 'PROPFIND', 'PURGE', 'SEARCH', 'QUERY', 'LINK', 'M-SEARCH') },
+      {
+        weight: 6,
+        arbitrary: fc.constantFrom(
+          'GET',
+          'GET',
+          'GET',
+          'POST',
+          'POST',
+          'PUT',
+          'DELETE',
+          'PATCH',
+          'OPTIONS',
+          'HEAD',
+          'TRACE',
+          'PROPFIND',
+          'PURGE',
+          'SEARCH',
+          'QUERY',
+          'LINK',
+          'M-SEARCH',
+        ),
+      },
       { weight: 1, arbitrary: fc.constantFrom('get', 'Get', 'FOO', 'G ET', 'GET\t', 'GE', 'GETT', '', 'P\u00d6ST', 'DELETE\u0000') },
       { weight: 1, arbitrary: fc.string({ unit: fc.constantFrom(...'ABCDEFGHIJKLMNOPQRSTUVWXYZ-_!#$%&*+.^`|~'), minLength: 1, maxLength: 12 }) },
     );
@@ -1099,10 +1539,58 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
       {
         weight: 2,
         arbitrary: fc
-          .tuple(fc.array(fc.oneof(fc.constantFrom('api', 'v1', 'jobs', 'assets', 'capabilities', 'openapi.json', 'download', 'cancel', 'healthz', 'readyz', '', '.', '..', '%2e%2e', '{job}', '{asset}', '{jobB}'), segmentArb.map((s) => segmentText(s, false))), { maxLength: 6 }), fc.constantFrom('/', '/', '/', '//', '/./', '\\'))
+          .tuple(
+            fc.array(
+              fc.oneof(
+                fc.constantFrom(
+                  'api',
+                  'v1',
+                  'jobs',
+                  'assets',
+                  'capabilities',
+                  'openapi.json',
+                  'download',
+                  'cancel',
+                  'healthz',
+                  'readyz',
+                  '',
+                  '.',
+                  '..',
+                  '%2e%2e',
+                  '{job}',
+                  '{asset}',
+                  '{jobB}',
+                ),
+                segmentArb.map((s) => segmentText(s, false)),
+              ),
+              { maxLength: 6 },
+            ),
+            fc.constantFrom('/', '/', '/', '//', '/./', '\\'),
+          )
           .map(([segs, sep]) => fill(`/${segs.join(sep)}`)),
       },
-      { weight: 1, arbitrary: fc.constantFrom('*', '', ' ', '/ /', '\\api\\v1\\jobs', 'api/v1/jobs', '/api/v1/jobs/', '/API/V1/JOBS', '/api/v1//jobs', '/api/v1/jobs;x', '/api/v1/./jobs', '/api/v2/jobs', '/healthz/', '/readyz?x=%zz', '/%2e%2e/healthz', '/api/v1/openapi.json%00', `/api/v1/jobs/${'x'.repeat(20_000)}`) },
+      {
+        weight: 1,
+        arbitrary: fc.constantFrom(
+          '*',
+          '',
+          ' ',
+          '/ /',
+          '\\api\\v1\\jobs',
+          'api/v1/jobs',
+          '/api/v1/jobs/',
+          '/API/V1/JOBS',
+          '/api/v1//jobs',
+          '/api/v1/jobs;x',
+          '/api/v1/./jobs',
+          '/api/v2/jobs',
+          '/healthz/',
+          '/readyz?x=%zz',
+          '/%2e%2e/healthz',
+          '/api/v1/openapi.json%00',
+          `/api/v1/jobs/${'x'.repeat(20_000)}`,
+        ),
+      },
     );
     const suffix = fc.constantFrom('', '', '', '/', '?', '?limit=1', '?limit=%zz', '#frag', ';a=b', '?a=\u00e9', '%', '%00');
     const body = fc.option(fc.constantFrom('{"capability":"image.generate","prompt":"x"}', '{}', 'x', '{"url":"http://127.0.0.1:1/x"}'), { nil: undefined });
@@ -1133,7 +1621,12 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
       {
         method: 'POST',
         path: '/api/v1/assets',
-        body: () => Buffer.concat([Buffer.from('--zb\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'), PNG, Buffer.from('\r\n--zb--\r\n')]),
+        body: () =>
+          Buffer.concat([
+            Buffer.from('--zb\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'),
+            PNG,
+            Buffer.from('\r\n--zb--\r\n'),
+          ]),
         type: 'multipart/form-data; boundary=zb',
         shape: shapes.uploaded,
       },
@@ -1150,8 +1643,19 @@ describe(`fuzz: every endpoint with generated input (${TEST_BACKEND})`, () => {
         const [p, q = ''] = path.split('?');
         const qs = q ? `?${q}` : '';
         const target =
-          how === 'trailing-slash' ? `${p}/${qs}` : how === 'absolute' ? `http://127.0.0.1:${port}${path}` : how === 'absolute-other-host' ? `http://zhinian-fuzz.invalid${path}`
-          : how === 'encoded' ? encodeSome([p, indices, false]) + qs : how === 'double-slash' ? `/${path}` : how === 'upper' ? p.toUpperCase() + qs : path;
+          how === 'trailing-slash'
+            ? `${p}/${qs}`
+            : how === 'absolute'
+              ? `http://127.0.0.1:${port}${path}`
+              : how === 'absolute-other-host'
+                ? `http://zhinian-fuzz.invalid${path}`
+                : how === 'encoded'
+                  ? encodeSome([p, indices, false]) + qs
+                  : how === 'double-slash'
+                    ? `/${path}`
+                    : how === 'upper'
+                      ? p.toUpperCase() + qs
+                      : path;
         const headers: [string, HeaderValue][] = [...auth.headers];
         const type = e.type && ct === undefined ? e.type : ct;
         if (type !== undefined && e.body) headers.push(['Content-Type', type]);

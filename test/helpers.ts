@@ -164,11 +164,7 @@ export async function startStack(
   });
 }
 
-export async function callApi(
-  base: string,
-  p: string,
-  init: RequestInit & { key?: string; json?: unknown } = {},
-): Promise<{ status: number; body: any; headers: Headers }> {
+export async function callApi(base: string, p: string, init: RequestInit & { key?: string; json?: unknown } = {}): Promise<{ status: number; body: any; headers: Headers }> {
   const headers = new Headers(init.headers);
   if (init.key !== '') headers.set('authorization', `Bearer ${init.key ?? KEY_A}`);
   let body = init.body;

@@ -23,9 +23,7 @@ describe('idempotency', () => {
   test('racing duplicates across two API instances create exactly one job', async () => {
     const key = `race-${Date.now()}`;
     const results = await Promise.all(
-      Array.from({ length: 40 }, (_, i) =>
-        callApi(i % 2 ? first.url : second.url, '/api/v1/jobs', { method: 'POST', json: body, headers: { 'idempotency-key': key } }),
-      ),
+      Array.from({ length: 40 }, (_, i) => callApi(i % 2 ? first.url : second.url, '/api/v1/jobs', { method: 'POST', json: body, headers: { 'idempotency-key': key } })),
     );
     const ids = new Set(results.map((r) => r.body.job.id));
     assert.equal(ids.size, 1);

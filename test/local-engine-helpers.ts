@@ -46,12 +46,16 @@ export async function gradientPng(path: string, width: number, height: number): 
       raw[i + 2] = 128;
     }
   }
-  await sharp(raw, { raw: { width, height, channels: 3 } }).png().toFile(path);
+  await sharp(raw, { raw: { width, height, channels: 3 } })
+    .png()
+    .toFile(path);
   return raw;
 }
 
 export async function solidPng(path: string, width: number, height: number, color = '#3366cc'): Promise<void> {
-  await sharp({ create: { width, height, channels: 3, background: color } }).png().toFile(path);
+  await sharp({ create: { width, height, channels: 3, background: color } })
+    .png()
+    .toFile(path);
 }
 
 /** Top-level MP4 box types in file order (`ftyp`, `moov`, `mdat`, …). */

@@ -30,7 +30,9 @@ export function pngBomb(width: number, height: number): Buffer {
 
 /** A 16×16 baseline JPEG whose SOF0 was rewritten to declare width × height (≤ 65535 each). */
 export async function jpegBomb(width: number, height: number): Promise<Buffer> {
-  const jpeg = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#808080' } }).jpeg({ mozjpeg: false, progressive: false }).toBuffer();
+  const jpeg = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#808080' } })
+    .jpeg({ mozjpeg: false, progressive: false })
+    .toBuffer();
   for (let i = 2; i + 9 < jpeg.length; ) {
     const marker = jpeg[i + 1];
     if (marker >= 0xc0 && marker <= 0xc2) {
@@ -45,7 +47,9 @@ export async function jpegBomb(width: number, height: number): Promise<Buffer> {
 
 /** A one-frame GIF whose logical screen and frame both declare width × height (≤ 65535 each). */
 export async function gifBomb(width: number, height: number): Promise<Buffer> {
-  const gif = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#808080' } }).gif().toBuffer();
+  const gif = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#808080' } })
+    .gif()
+    .toBuffer();
   let i = 13;
   if (gif[10] & 0x80) i += 3 * (1 << ((gif[10] & 7) + 1));
   while (gif[i] === 0x21) {

@@ -26,7 +26,10 @@ async function upload(stack: Stack, files: { name: string; body: Buffer; type: s
 /** Regular files anywhere under `dir` (directories such as the worker's work dir do not count). */
 function filesUnder(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir, { withFileTypes: true, recursive: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
+  return fs
+    .readdirSync(dir, { withFileTypes: true, recursive: true })
+    .filter((e) => e.isFile())
+    .map((e) => path.join(e.parentPath, e.name));
 }
 
 /** What a refused upload or registration must leave behind: nothing in tmp, the store or the table. */

@@ -7,7 +7,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import sharp from 'sharp';
-import { type DbHandle, type JobsTable } from '../src/db/index.ts';
+import type { DbHandle, JobsTable } from '../src/db/index.ts';
 import { EngineError, type Engine, type EngineRequest, type RunContext } from '../src/engines/engine.ts';
 import { claimNextJob } from '../src/queue/index.ts';
 import { cleanup, ffmpegProcessesWith, killAndWait, spawnZhinian, type Stack, startReceiver, startStack, tempDir, testEnv, waitFor, waitForJob, openTestDb } from './helpers.ts';
@@ -17,7 +17,9 @@ import { cleanup, ffmpegProcessesWith, killAndWait, spawnZhinian, type Stack, st
  * cancel reaching the engine, graceful shutdown and prompt pickup.
  */
 
-const PNG = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#c04020' } }).png().toBuffer();
+const PNG = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#c04020' } })
+  .png()
+  .toBuffer();
 const TERMINAL = ['succeeded', 'failed', 'expired', 'cancelled'];
 
 interface EngineRun {
@@ -62,10 +64,8 @@ function testEngine(behave?: Behaviour, runs: EngineRun[] = []) {
   return { engine, runs, runsOf: (jobId: string) => runs.filter((r) => r.jobId === jobId) };
 }
 
-const untilAborted = (signal: AbortSignal) =>
-  new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
+const untilAborted = (signal: AbortSignal) => new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
 const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 
 async function openDb(dataDir: string): Promise<DbHandle> {
   return openTestDb(dataDir);
@@ -103,7 +103,6 @@ async function split(t: TestContext, opts: { env?: Record<string, string>; engin
     add(await startStack({ dataDir, server: false, env: { ...opts.env, ...env }, engines: [engine] }), (s) => s.stop());
   return { api, h, dataDir, add, startWorker };
 }
-
 
 /** Waits until `count` jobs are terminal; `check` may throw to report a dead helper process. */
 async function allTerminal(h: DbHandle, count: number, check: () => void = () => {}): Promise<void> {
@@ -154,11 +153,17 @@ describe('claiming', () => {
 
     const rows = await h.db.selectFrom('jobs').selectAll().where('id', 'in', ids).execute();
     const notSucceeded = rows.filter((r) => r.status !== 'succeeded');
-    assert.deepEqual(notSucceeded.map((r) => `${r.id}: ${r.status} ${r.error_code}`), []);
+    assert.deepEqual(
+      notSucceeded.map((r) => `${r.id}: ${r.status} ${r.error_code}`),
+      [],
+    );
     const twice = [...runsByJob].filter(([, n]) => n !== 1);
     assert.deepEqual(twice, [], 'jobs run more than once');
     assert.equal(runsByJob.size, 200, 'every job ran');
-    assert.ok(rows.every((r) => r.attempts === 1), `attempts: ${[...new Set(rows.map((r) => r.attempts))]}`);
+    assert.ok(
+      rows.every((r) => r.attempts === 1),
+      `attempts: ${[...new Set(rows.map((r) => r.attempts))]}`,
+    );
     assert.ok(rows.every((r) => JSON.parse(r.output_asset_ids).length === 1));
     const assets = await h.db.selectFrom('assets').select(['job_id']).where('source', '=', 'output').execute();
     assert.equal(assets.length, 200, 'one output asset per job');
@@ -221,8 +226,15 @@ console.log('ready');
       runsByWorker[tag]++;
     }
     const rows = await h.db.selectFrom('jobs').select(['id', 'status', 'attempts']).where('id', 'in', ids).execute();
-    assert.deepEqual(rows.filter((r) => r.status !== 'succeeded'), []);
-    assert.deepEqual([...runsByJob].filter(([, n]) => n !== 1), [], 'jobs run more than once');
+    assert.deepEqual(
+      rows.filter((r) => r.status !== 'succeeded'),
+      [],
+    );
+    assert.deepEqual(
+      [...runsByJob].filter(([, n]) => n !== 1),
+      [],
+      'jobs run more than once',
+    );
     assert.equal(runsByJob.size, 200);
     assert.ok(rows.every((r) => r.attempts === 1));
     t.diagnostic(`runs per worker process: ${runsByWorker.A} / ${runsByWorker.B}`);
@@ -286,7 +298,11 @@ describe('leases', () => {
       assert.equal(claimed?.id, job.id);
       assert.equal(claimed?.attempts, attempt);
       // The dead worker's lease lapses (backdated instead of waited for).
-      await h.db.updateTable('jobs').set({ run_at: Date.now() - 1 }).where('id', '=', job.id).execute();
+      await h.db
+        .updateTable('jobs')
+        .set({ run_at: Date.now() - 1 })
+        .where('id', '=', job.id)
+        .execute();
     }
     const engine = testEngine();
     await startWorker(engine.engine);
@@ -377,7 +393,11 @@ describe('deadlines', () => {
     const h = add(await openDb(stack.dataDir), (x) => x.close());
     const job = await createJob(stack, { webhookUrl: receiver.url });
     await waitFor(() => engine.runs.length === 1, { what: 'engine run' });
-    await h.db.updateTable('jobs').set({ started_at: Date.now() - 2 * 3_600_000 }).where('id', '=', job.id).execute();
+    await h.db
+      .updateTable('jobs')
+      .set({ started_at: Date.now() - 2 * 3_600_000 })
+      .where('id', '=', job.id)
+      .execute();
     const backdatedAt = Date.now();
 
     const done = await waitForJob(stack, job.id, TERMINAL, 10_000);
@@ -493,7 +513,13 @@ describe('cancel', () => {
   test('cancel of a long video on the local engine kills ffmpeg and clears its work dir within 2 s', async (t) => {
     const add = cleanup(t);
     const stack = add(await startStack(), (s) => s.stop());
-    const job = await createJob(stack, { capability: 'video.generate', prompt: '一条很长的品牌视频', settings: { ratio: '16:9', duration: 15, resolution: '1080p' }, width: undefined, height: undefined });
+    const job = await createJob(stack, {
+      capability: 'video.generate',
+      prompt: '一条很长的品牌视频',
+      settings: { ratio: '16:9', duration: 15, resolution: '1080p' },
+      width: undefined,
+      height: undefined,
+    });
     // Progress past 10 means ffmpeg is encoding.
     await waitFor(
       async () => {
@@ -525,12 +551,21 @@ describe('cancel', () => {
     const add = cleanup(t);
     const stack = add(await startStack(), (s) => s.stop());
     // Noise compresses badly, so writing the 8k PNG takes a while.
-    const noise = await sharp(crypto.randomBytes(1200 * 900 * 3), { raw: { width: 1200, height: 900, channels: 3 } }).png({ compressionLevel: 1 }).toBuffer();
+    const noise = await sharp(crypto.randomBytes(1200 * 900 * 3), { raw: { width: 1200, height: 900, channels: 3 } })
+      .png({ compressionLevel: 1 })
+      .toBuffer();
     const form = new FormData();
     form.append('files', new Blob([noise], { type: 'image/png' }), 'noise.png');
     const uploaded = await stack.api('/api/v1/assets', { method: 'POST', body: form });
     assert.equal(uploaded.status, 201, JSON.stringify(uploaded.body));
-    const job = await createJob(stack, { capability: 'image.upscale', inputAssetIds: [uploaded.body.assets[0].id], resolution: '8k', prompt: undefined, width: undefined, height: undefined });
+    const job = await createJob(stack, {
+      capability: 'image.upscale',
+      inputAssetIds: [uploaded.body.assets[0].id],
+      resolution: '8k',
+      prompt: undefined,
+      width: undefined,
+      height: undefined,
+    });
     // Progress 10: the input is read and the resize is under way.
     await waitFor(
       async () => {
@@ -562,7 +597,13 @@ describe('engine errors', () => {
     const receiver = add(await startReceiver(), (r) => r.close());
     /** Skips the retry backoff of a job handed back for another attempt. */
     const skipBackoff = (jobId: string) =>
-      h.db.updateTable('jobs').set({ run_at: Date.now() - 1 }).where('id', '=', jobId).where('lease_owner', 'is', null).where('status', 'in', ['queued', 'running']).execute();
+      h.db
+        .updateTable('jobs')
+        .set({ run_at: Date.now() - 1 })
+        .where('id', '=', jobId)
+        .where('lease_owner', 'is', null)
+        .where('status', 'in', ['queued', 'running'])
+        .execute();
     return { engine, stack, h, receiver, skipBackoff };
   }
 
@@ -684,7 +725,13 @@ describe('pickup and shutdown', () => {
     const api = add(await startStack({ dataDir, worker: false }), (s) => s.stop());
     const h = add(await openDb(dataDir), (x) => x.close());
     const worker = add(spawnZhinian('worker', testEnv(dataDir)), (c) => killAndWait(c));
-    const job = await createJob(api, { capability: 'video.generate', prompt: '品牌短视频', settings: { ratio: '16:9', duration: 8, resolution: '720p' }, width: undefined, height: undefined });
+    const job = await createJob(api, {
+      capability: 'video.generate',
+      prompt: '品牌短视频',
+      settings: { ratio: '16:9', duration: 8, resolution: '720p' },
+      width: undefined,
+      height: undefined,
+    });
     await waitFor(
       async () => {
         const { body } = await api.api(`/api/v1/jobs/${job.id}`);

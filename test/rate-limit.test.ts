@@ -49,7 +49,11 @@ describe('job creation rate limit (ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE), held acr
 
     const handle = await openTestDb(dataDir);
     try {
-      const { n } = await handle.db.selectFrom('jobs').select((eb) => eb.fn.countAll<number>().as('n')).where('client_id', '=', 'client-a').executeTakeFirstOrThrow();
+      const { n } = await handle.db
+        .selectFrom('jobs')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('client_id', '=', 'client-a')
+        .executeTakeFirstOrThrow();
       assert.equal(Number(n), LIMIT, 'no rejected request left a job behind');
       const keys = await handle.db.selectFrom('idempotency_keys').select('key').where('client_id', '=', 'client-a').execute();
       assert.equal(keys.length, LIMIT, 'nor an idempotency key (it can be retried with the same key)');

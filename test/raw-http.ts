@@ -16,11 +16,7 @@ export interface RawResponse {
  * within `timeoutMs`. `keepOpen` leaves the connection open after writing, as a client waiting
  * for its answer does; `then` runs after the first write (to stall or hang up mid-request).
  */
-export function rawRequest(
-  port: number,
-  data: string | Buffer,
-  opts: { timeoutMs?: number; then?: (socket: net.Socket) => void } = {},
-): Promise<RawResponse> {
+export function rawRequest(port: number, data: string | Buffer, opts: { timeoutMs?: number; then?: (socket: net.Socket) => void } = {}): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const started = Date.now();
     const socket = net.connect(port, '127.0.0.1');
@@ -100,5 +96,7 @@ function dechunk(body: string): string {
 export function httpRequest(method: string, target: string, headers: Record<string, string> = {}, body = ''): string {
   const all: Record<string, string> = { host: 'zhinian.test', ...headers };
   if (body !== '' && !Object.keys(all).some((h) => /^(content-length|transfer-encoding)$/i.test(h))) all['content-length'] = String(Buffer.byteLength(body));
-  return `${method} ${target} HTTP/1.1\r\n${Object.entries(all).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n${body}`;
+  return `${method} ${target} HTTP/1.1\r\n${Object.entries(all)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('')}\r\n${body}`;
 }

@@ -94,7 +94,9 @@ async function createJob(w: World, body: Record<string, unknown>): Promise<any> 
 const finished = (w: World, id: string, timeoutMs = 30_000) => waitForJob(w.stack, id, TERMINAL, timeoutMs);
 
 async function png(width: number, height: number, background = '#3070c0'): Promise<Buffer> {
-  return sharp({ create: { width, height, channels: 3, background } }).png().toBuffer();
+  return sharp({ create: { width, height, channels: 3, background } })
+    .png()
+    .toBuffer();
 }
 
 async function upload(stack: Stack, bytes: Buffer, name: string, type = 'image/png'): Promise<any> {
@@ -161,7 +163,15 @@ describe('remote engines', { concurrency: true }, () => {
         'jimeng image.generate': { engine: 'jimeng', capability: 'image.generate', prompt: '生成一张专业产品主图 e2e-jg', width: 720, height: 1280 },
         'jimeng image.inpaint': { engine: 'jimeng', capability: 'image.inpaint', prompt: '把选中区域替换成新品上市 e2e-ji', inputAssetIds: [photoAsset.id, maskAsset.id] },
         'jimeng image.upscale': { engine: 'jimeng', capability: 'image.upscale', inputAssetIds: [photoAsset.id], resolution: '4k' },
-        'evolink image.generate': { engine: 'evolink', capability: 'image.generate', prompt: 'a product shot e2e-eg', width: 1280, height: 720, quality: 'high', inputAssetIds: [photoAsset.id] },
+        'evolink image.generate': {
+          engine: 'evolink',
+          capability: 'image.generate',
+          prompt: 'a product shot e2e-eg',
+          width: 1280,
+          height: 720,
+          quality: 'high',
+          inputAssetIds: [photoAsset.id],
+        },
         'seedance video.generate': {
           engine: 'seedance',
           capability: 'video.generate',
@@ -283,7 +293,10 @@ describe('remote engines', { concurrency: true }, () => {
       const reference = await png(800, 600);
       const asset = await upload(w.stack, reference, 'reference.png');
       const other = await upload(w.stack, await png(400, 300, '#10a010'), 'other.png');
-      const job = await finished(w, (await createJob(w, { engine: 'jimeng', capability: 'image.generate', prompt: 'a red fox', inputAssetIds: [asset.id], force_single: true })).id);
+      const job = await finished(
+        w,
+        (await createJob(w, { engine: 'jimeng', capability: 'image.generate', prompt: 'a red fox', inputAssetIds: [asset.id], force_single: true })).id,
+      );
       assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
 
       const [submit] = jimengSubmits(w.jimeng);
@@ -292,7 +305,11 @@ describe('remote engines', { concurrency: true }, () => {
       assert.match(url, new RegExp(`^${w.stack.url}/api/v1/assets/${asset.id}/download\\?expires=(\\d+)&signature=([0-9a-f]{64})$`));
       assert.ok(!url.includes(KEY_A), 'no API key in the URL');
       const fetched = w.jimeng.server.inputFetches;
-      assert.deepEqual(fetched.map((f) => [f.url, f.status, f.bytes]), [[url, 200, reference.length]], 'the fake fetched it with no credentials');
+      assert.deepEqual(
+        fetched.map((f) => [f.url, f.status, f.bytes]),
+        [[url, 200, reference.length]],
+        'the fake fetched it with no credentials',
+      );
       const u = new URL(url);
       const expires = Number(u.searchParams.get('expires'));
       const signature = u.searchParams.get('signature')!;
@@ -460,7 +477,10 @@ describe('remote engines', { concurrency: true }, () => {
       const midway = samples.filter((s) => s.status === 'running' && s.progress !== null && s.progress > 0 && s.progress < 100);
       assert.ok(midway.length > 0, `no progress between 0 and 100 seen: ${JSON.stringify(samples.map((s) => s.progress))}`);
       const values = samples.map((s) => s.progress ?? 0);
-      assert.ok(values.every((v, i) => i === 0 || v >= values[i - 1]!), `progress never goes back: ${values}`);
+      assert.ok(
+        values.every((v, i) => i === 0 || v >= values[i - 1]!),
+        `progress never goes back: ${values}`,
+      );
     });
 
     test('ZHINIAN_JIMENG_MAX_CONCURRENCY=1 holds across two workers: the provider never has two tasks in flight', async (t) => {
@@ -472,7 +492,9 @@ describe('remote engines', { concurrency: true }, () => {
         env: { ...providerEnv({ jimeng: w.jimeng }), ZHINIAN_SIGNING_SECRET: SIGNING_SECRET, ZHINIAN_JIMENG_MAX_CONCURRENCY: '1' },
       });
       t.after(() => second.stop());
-      const created = await Promise.all(Array.from({ length: 5 }, (_, i) => createJob(w, { engine: 'jimeng', capability: 'image.generate', prompt: `one at a time ${i}`, force_single: true })));
+      const created = await Promise.all(
+        Array.from({ length: 5 }, (_, i) => createJob(w, { engine: 'jimeng', capability: 'image.generate', prompt: `one at a time ${i}`, force_single: true })),
+      );
       for (const c of created) assert.equal((await finished(w, c.id)).status, 'succeeded');
       const tasks = [...w.jimeng.tasks.values()].sort((a, b) => a.createdAt - b.createdAt);
       assert.equal(tasks.length, 5);

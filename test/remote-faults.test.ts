@@ -281,7 +281,11 @@ describe('remote faults', { concurrency: 3 }, () => {
         if (c.submits !== undefined) assert.equal(submitsOf(w, c.engine, prompt), c.submits, 'submits');
         if (c.fileForbidden !== undefined) {
           const files = fileRequestsOf(w, c.engine, taskIdOf(w, c.engine, prompt)!);
-          assert.deepEqual(files.map((f) => f.status), Array(c.fileForbidden).fill(403), 'the result link is tried, re-polled once, tried again');
+          assert.deepEqual(
+            files.map((f) => f.status),
+            Array(c.fileForbidden).fill(403),
+            'the result link is tried, re-polled once, tried again',
+          );
         }
         const [hook] = await hooksOf(w, job.id);
         assert.equal(hook.event, `generation.${c.status}`);

@@ -74,8 +74,15 @@ describe('request logs', () => {
     await waitFor(() => linesFor('hangs-up').length > 0, { what: 'the aborted request to be logged' });
     await new Promise((r) => setTimeout(r, 200));
     const logged = lines.slice(before);
-    assert.deepEqual(logged.filter((l) => l.level >= 50), [], 'no error-level line');
-    assert.deepEqual(linesFor('hangs-up').map((l) => [l.level, l.msg]), [[30, 'request aborted by the client']]);
+    assert.deepEqual(
+      logged.filter((l) => l.level >= 50),
+      [],
+      'no error-level line',
+    );
+    assert.deepEqual(
+      linesFor('hangs-up').map((l) => [l.level, l.msg]),
+      [[30, 'request aborted by the client']],
+    );
   });
 
   test('error messages do not repeat their prefix', async () => {

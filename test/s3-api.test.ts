@@ -38,7 +38,12 @@ async function runJob(stack: Stack, request: object) {
 /** Files left in a stack's temp dir (uploads and work dirs must not stay behind). */
 function leftoverTempFiles(stack: Stack): string[] {
   const dir = path.join(stack.dataDir, 'tmp');
-  return fs.existsSync(dir) ? fs.readdirSync(dir, { recursive: true }).map(String).filter((f) => fs.statSync(path.join(dir, f)).isFile()) : [];
+  return fs.existsSync(dir)
+    ? fs
+        .readdirSync(dir, { recursive: true })
+        .map(String)
+        .filter((f) => fs.statSync(path.join(dir, f)).isFile())
+    : [];
 }
 
 describe('assets and jobs on S3-compatible storage (s3rver on loopback)', () => {
@@ -51,7 +56,9 @@ describe('assets and jobs on S3-compatible storage (s3rver on loopback)', () => 
     s3 = await startS3Server();
     bucket = await createS3Store(s3.options);
     stack = await startStack({ env: s3.env });
-    photo = await sharp(randomBytes(160 * 120 * 3), { raw: { width: 160, height: 120, channels: 3 } }).png().toBuffer();
+    photo = await sharp(randomBytes(160 * 120 * 3), { raw: { width: 160, height: 120, channels: 3 } })
+      .png()
+      .toBuffer();
   });
   after(async () => {
     await stack.stop();
@@ -148,7 +155,9 @@ describe('downloads redirect to presigned URLs with ZHINIAN_S3_PRESIGN=true', ()
   before(async () => {
     s3 = await startS3Server({ prefix: 'presigned/' });
     stack = await startStack({ env: { ...s3.env, ZHINIAN_S3_PRESIGN: 'true' } });
-    photo = await sharp(randomBytes(64 * 48 * 3), { raw: { width: 64, height: 48, channels: 3 } }).png().toBuffer();
+    photo = await sharp(randomBytes(64 * 48 * 3), { raw: { width: 64, height: 48, channels: 3 } })
+      .png()
+      .toBuffer();
     asset = await upload(stack, 'redirected photo.png', photo, 'image/png');
   });
   after(async () => {

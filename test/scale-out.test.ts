@@ -69,7 +69,9 @@ interface Created {
 class NetworkError extends Error {}
 
 describe('scale-out on one database', () => {
-  test(`2 API instances + ${WORKERS} workers, ${JOBS} jobs, random worker SIGKILLs and an API restart: every job once, every webhook once, idempotency and the engine cap hold`, { timeout: 900_000 }, async (t) => {
+  test(`2 API instances + ${WORKERS} workers, ${JOBS} jobs, random worker SIGKILLs and an API restart: every job once, every webhook once, idempotency and the engine cap hold`, {
+    timeout: 900_000,
+  }, async (t) => {
     const testStart = Date.now();
     const add = cleanup(t);
     const dataDir = tempDir('zhinian-scale-');
@@ -208,9 +210,7 @@ describe('scale-out on one database', () => {
         const apiKey = k % 2 === 0 ? KEY_A : KEY_B;
         const key = `race-${k}`;
         const body = { capability: 'image.generate', prompt: `race ${k}`, width: 64, height: 64, webhookUrl: `${receiver.base}/hook`, metadata: { race: k } };
-        const [a, b] = await Promise.all(
-          apis.map((api) => callApi(api!.url!, '/api/v1/jobs', { method: 'POST', key: apiKey, headers: { 'idempotency-key': key }, json: body })),
-        );
+        const [a, b] = await Promise.all(apis.map((api) => callApi(api!.url!, '/api/v1/jobs', { method: 'POST', key: apiKey, headers: { 'idempotency-key': key }, json: body })));
         return { k, key, apiKey, body, answers: [a!, b!] };
       }),
     );
@@ -226,7 +226,12 @@ describe('scale-out on one database', () => {
     // Same key, other body, on the instance that did not create it: a conflict, not a second job.
     for (const { key, apiKey, body, answers } of raceResults.slice(0, 10)) {
       const other = apis[answers[0]!.status === 201 ? 1 : 0]!;
-      const res = await callApi(other.url!, '/api/v1/jobs', { method: 'POST', key: apiKey, headers: { 'idempotency-key': key }, json: { ...body, prompt: `${body.prompt} changed` } });
+      const res = await callApi(other.url!, '/api/v1/jobs', {
+        method: 'POST',
+        key: apiKey,
+        headers: { 'idempotency-key': key },
+        json: { ...body, prompt: `${body.prompt} changed` },
+      });
       assert.equal(res.status, 409, `${key} with another body via ${other.name}: ${JSON.stringify(res.body)}`);
     }
     const raceIds = raceResults.map((r) => r.answers[0]!.body.job.id as string);
@@ -237,7 +242,11 @@ describe('scale-out on one database', () => {
     let statusCounts: Record<string, number> = {};
     await waitForProgress(
       async () => {
-        const rows = await h.db.selectFrom('jobs').select(['status', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('status').execute();
+        const rows = await h.db
+          .selectFrom('jobs')
+          .select(['status', (eb) => eb.fn.countAll<number>().as('n')])
+          .groupBy('status')
+          .execute();
         statusCounts = Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
         const total = Object.values(statusCounts).reduce((a, b) => a + b, 0);
         const terminal = TERMINAL.reduce((a, s) => a + (statusCounts[s] ?? 0), 0);
@@ -364,7 +373,10 @@ describe('scale-out on one database', () => {
         `max tasks in flight ${maxInFlight} (cap ${REMOTE_CAP}; with orphaned tasks ${maxOverlap(intervals)})`,
     );
     assert.equal(remoteJobs.length, Array.from({ length: JOBS }, (_, i) => i).filter(isRemote).length);
-    assert.ok(intervals.every((iv) => jobById.get(iv.jobId)?.engine === 'evolink'), 'every provider task belongs to a remote job');
+    assert.ok(
+      intervals.every((iv) => jobById.get(iv.jobId)?.engine === 'evolink'),
+      'every provider task belongs to a remote job',
+    );
     assert.ok(maxInFlight <= REMOTE_CAP, `at most ${REMOTE_CAP} tasks at the provider at once across all workers, saw ${maxInFlight}`);
     assert.equal(maxInFlight, REMOTE_CAP, 'the cap was reached (the measure can see a breach)');
 
@@ -375,7 +387,11 @@ describe('scale-out on one database', () => {
     const deliveryByJob = groupBy(deliveries, (d) => d.job_id);
     const deliveryIds = new Set(deliveries.map((d) => d.id));
     const strays = receiver.receipts.filter((r) => !deliveryIds.has(r.deliveryId));
-    assert.deepEqual(strays.map((r) => r.deliveryId), [], 'every request the receiver got is a recorded delivery');
+    assert.deepEqual(
+      strays.map((r) => r.deliveryId),
+      [],
+      'every request the receiver got is a recorded delivery',
+    );
     const killByPid = new Map(kills.map((k) => [k.pid, k]));
     /**
      * The SIGKILL of the process that sent `r`, if it came around that request: after it (the
@@ -385,7 +401,10 @@ describe('scale-out on one database', () => {
      * connection it held when it was frozen for the kill.
      */
     const deathAround = (r: Receipt) => {
-      const kill = r.senderPid !== null ? killByPid.get(r.senderPid) : kills.find((k) => k.ports.includes(r.senderPort) && r.at >= k.at - DEFAULT_DELIVERY_LEASE_MS && r.at <= k.at + RECEIVER_LAG_MS);
+      const kill =
+        r.senderPid !== null
+          ? killByPid.get(r.senderPid)
+          : kills.find((k) => k.ports.includes(r.senderPort) && r.at >= k.at - DEFAULT_DELIVERY_LEASE_MS && r.at <= k.at + RECEIVER_LAG_MS);
       return kill && kill.at >= r.at - RECEIVER_LAG_MS && kill.at <= r.at + DEFAULT_DELIVERY_LEASE_MS ? kill : null;
     };
     /** Repeats after a 200 whose sender was SIGKILLed before it recorded the answer. */
@@ -413,7 +432,10 @@ describe('scale-out on one database', () => {
         assert.equal(r.headers['x-zhinian-signature'], `sha256=${createHmac('sha256', WEBHOOK_SECRET).update(r.raw).digest('hex')}`);
         assert.equal(r.path, new URL(job.webhook_url!).pathname);
       }
-      assert.ok(got.some((r) => r.status === 200), `${job.id}: its webhook reached the receiver`);
+      assert.ok(
+        got.some((r) => r.status === 200),
+        `${job.id}: its webhook reached the receiver`,
+      );
       assert.equal(got.filter((r) => r.status !== 200).length, d.url.endsWith('/flaky') ? 1 : 0, `${d.id}: only the flaky receiver's first answer was an error`);
       // Each claim sends at most once: two processes never send the same attempt.
       assert.ok(got.length <= Number(d.attempts), `${d.id}: ${got.length} requests received for ${d.attempts} claims`);
@@ -485,7 +507,9 @@ describe('scale-out on one database', () => {
       assert.deepEqual(processesOfDataDir(dataDir), [], 'no process of the cluster (or child of one) is left behind');
     });
     const files = countFiles(path.join(dataDir, 'assets'));
-    t.diagnostic(`asset files on disk ${files} for ${assets.length} asset rows (the difference: outputs of runs killed before they settled); ${TEST_BACKEND} total ${Date.now() - testStart} ms`);
+    t.diagnostic(
+      `asset files on disk ${files} for ${assets.length} asset rows (the difference: outputs of runs killed before they settled); ${TEST_BACKEND} total ${Date.now() - testStart} ms`,
+    );
     // Passed: the ~2,000 files need not stay (a failed run keeps them to be looked at).
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
@@ -509,9 +533,11 @@ describe('scale-out: limits that must hold across instances', () => {
     const burstStart = Date.now();
     const burst = (apiKey: string, count: number) =>
       Array.from({ length: count }, (_, i) =>
-        callApi((i % 2 === 0 ? first : second).url!, '/api/v1/jobs', { method: 'POST', key: apiKey, json: { capability: 'image.generate', prompt: `burst ${i}`, width: 64, height: 64 } }).then(
-          (res) => ({ ...res, via: i % 2 }),
-        ),
+        callApi((i % 2 === 0 ? first : second).url!, '/api/v1/jobs', {
+          method: 'POST',
+          key: apiKey,
+          json: { capability: 'image.generate', prompt: `burst ${i}`, width: 64, height: 64 },
+        }).then((res) => ({ ...res, via: i % 2 })),
       );
     const [a, b] = await Promise.all([Promise.all(burst(KEY_A, 100)), Promise.all(burst(KEY_B, 50))]);
     const burstMs = Date.now() - burstStart;
@@ -522,7 +548,9 @@ describe('scale-out: limits that must hold across instances', () => {
       ['client-b', b, 50 - LIMIT],
     ] as const) {
       const statuses = countBy(answers, (r) => String(r.status));
-      t.diagnostic(`${name}: ${JSON.stringify(statuses)} in ${burstMs} ms; accepted via api0 ${answers.filter((r) => r.status === 201 && r.via === 0).length}, via api1 ${answers.filter((r) => r.status === 201 && r.via === 1).length}`);
+      t.diagnostic(
+        `${name}: ${JSON.stringify(statuses)} in ${burstMs} ms; accepted via api0 ${answers.filter((r) => r.status === 201 && r.via === 0).length}, via api1 ${answers.filter((r) => r.status === 201 && r.via === 1).length}`,
+      );
       assert.deepEqual(statuses, { 201: LIMIT, 429: expectedLimited }, `${name}: exactly ${LIMIT} accepted over both instances`);
       for (const r of answers.filter((x) => x.status === 429)) {
         const retryAfter = Number(r.headers.get('retry-after'));
@@ -531,7 +559,11 @@ describe('scale-out: limits that must hold across instances', () => {
       }
     }
     // What the database holds agrees: no 429 left a job behind, no 201 lost one.
-    const perClient = await h.db.selectFrom('jobs').select(['client_id', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('client_id').execute();
+    const perClient = await h.db
+      .selectFrom('jobs')
+      .select(['client_id', (eb) => eb.fn.countAll<number>().as('n')])
+      .groupBy('client_id')
+      .execute();
     assert.deepEqual(Object.fromEntries(perClient.map((r) => [r.client_id, Number(r.n)])), { 'client-a': LIMIT, 'client-b': LIMIT });
     const ids = [...a, ...b].filter((r) => r.status === 201).map((r) => r.body.job.id);
     assert.equal(new Set(ids).size, 2 * LIMIT);
@@ -563,11 +595,14 @@ describe('scale-out: limits that must hold across instances', () => {
 
     // wrk_dead is killed: nothing renews its leases. Later, another worker looks for work.
     const later = t0 + 3 * LEASE_MS;
-    const takenOver = [await claimNextRemoteJob(h, { workerId: 'wrk_alive', now: later, leaseMs: LEASE_MS, caps }), await claimNextRemoteJob(h, { workerId: 'wrk_alive', now: later, leaseMs: LEASE_MS, caps })];
+    const takenOver = [
+      await claimNextRemoteJob(h, { workerId: 'wrk_alive', now: later, leaseMs: LEASE_MS, caps }),
+      await claimNextRemoteJob(h, { workerId: 'wrk_alive', now: later, leaseMs: LEASE_MS, caps }),
+    ];
     assert.deepEqual(
       takenOver.map((j) => j?.id).sort(),
       [first.id, second.id].sort(),
-      'the dead worker\'s two jobs are taken over (they hold their slots, so taking them over needs no free one)',
+      "the dead worker's two jobs are taken over (they hold their slots, so taking them over needs no free one)",
     );
     assert.ok(takenOver.every((j) => j!.leaseOwner === 'wrk_alive' && j!.attempts === 2));
     assert.equal(await claimNextRemoteJob(h, { workerId: 'wrk_alive', now: later, leaseMs: LEASE_MS, caps }), null, 'the cap still holds: the queued job waits');
@@ -603,7 +638,10 @@ function maxOverlap(intervals: { from: number; to: number }[]): number {
   edges.sort((x, y) => x[0]! - y[0]! || x[1]! - y[1]!);
   let current = 0;
   let max = 0;
-  for (const [, delta] of edges) max = Math.max(max, (current += delta!));
+  for (const [, delta] of edges) {
+    current += delta!;
+    max = Math.max(max, current);
+  }
   return max;
 }
 
@@ -611,7 +649,6 @@ function countFiles(dir: string): number {
   if (!fs.existsSync(dir)) return 0;
   return fs.readdirSync(dir, { withFileTypes: true, recursive: true }).filter((e) => e.isFile()).length;
 }
-
 
 /**
  * Polls `check` until it reports done. Fails when its progress count has not grown for

@@ -19,7 +19,10 @@ describe('uploads never hang or leak', () => {
     ]);
   const closing = Buffer.from(`--${boundary}--\r\n`);
   const upload = (body: Buffer, contentType = `multipart/form-data; boundary=${boundary}`) =>
-    Buffer.concat([Buffer.from(httpRequest('POST', '/api/v1/assets', { authorization: `Bearer ${KEY_A}`, 'content-type': contentType, 'content-length': String(body.length) })), body]);
+    Buffer.concat([
+      Buffer.from(httpRequest('POST', '/api/v1/assets', { authorization: `Bearer ${KEY_A}`, 'content-type': contentType, 'content-length': String(body.length) })),
+      body,
+    ]);
   const tmpDir = () => path.join(stack.dataDir, 'tmp');
   const tempFiles = () => (fs.existsSync(tmpDir()) ? fs.readdirSync(tmpDir()).filter((f) => f !== 'work') : []);
   /** This process's sockets and files outside the database (whose checkpointer opens the WAL on its own schedule). */

@@ -17,7 +17,9 @@ import { cleanup, type ReceivedHook, type Stack, startReceiver, startStack, temp
 
 /** Webhook delivery: retries with growing, jittered delays, stable ids and bytes, stored state. */
 
-const PNG = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#2080c0' } }).png().toBuffer();
+const PNG = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#2080c0' } })
+  .png()
+  .toBuffer();
 const TERMINAL = ['succeeded', 'failed', 'expired', 'cancelled'];
 
 /** Succeeds at once, fails for the prompt "fail", and waits for its signal for the prompt "block". */
@@ -32,7 +34,6 @@ const engine: Engine = {
     return [{ path: file, kind: 'image', mimeType: 'image/png' }];
   },
 };
-
 
 const sign = (raw: string) => 'sha256=' + createHmac('sha256', WEBHOOK_SECRET).update(raw).digest('hex');
 
@@ -108,11 +109,13 @@ async function freshDelivery(t: TestContext, url: string, attemptsSoFar = 0) {
 async function rawServer(t: TestContext, handler: http.RequestListener) {
   const server = http.createServer(handler);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  cleanup(t)(server, (s) =>
-    new Promise<void>((r) => {
-      s.closeAllConnections();
-      s.close(() => r());
-    }),
+  cleanup(t)(
+    server,
+    (s) =>
+      new Promise<void>((r) => {
+        s.closeAllConnections();
+        s.close(() => r());
+      }),
   );
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
 }
@@ -214,7 +217,10 @@ describe('webhook retries', () => {
     const perJob = new Map<string, number>();
     for (const hook of receiver.hooks) perJob.set(hook.body.job.id, (perJob.get(hook.body.job.id) ?? 0) + 1);
     assert.equal(perJob.size, 30);
-    assert.deepEqual([...perJob].filter(([, n]) => n !== 1), []);
+    assert.deepEqual(
+      [...perJob].filter(([, n]) => n !== 1),
+      [],
+    );
     assert.deepEqual([...perJob.keys()].sort(), jobs.map((j) => j.id).sort());
     const tries = await h.db.selectFrom('webhook_attempts').select('attempt').execute();
     assert.equal(tries.length, 30);
@@ -468,7 +474,10 @@ describe('webhook claims are leases: a live sender keeps its delivery until its 
     assert.equal(settled.status, 'delivered');
     assert.equal(settled.last_status_code, 200);
     const tries = await attemptsOf(handle, claimed.id);
-    assert.deepEqual(tries.map((x) => [x.attempt, x.status_code]), [[1, 200]]);
+    assert.deepEqual(
+      tries.map((x) => [x.attempt, x.status_code]),
+      [[1, 200]],
+    );
     clock.at += 3_600_000;
     assert.equal(await claimDueDelivery(sender('wrk_b')), null, 'nothing left to send');
     assert.deepEqual(received, [claimed.id], 'sent once');
@@ -497,7 +506,11 @@ describe('webhook claims are leases: a live sender keeps its delivery until its 
     assert.equal(await attemptDelivery(sender('wrk_dead'), dead), 'lost');
     assert.deepEqual(received, [dead.id, dead.id], 'the same delivery id on every send');
     const tries = await attemptsOf(handle, dead.id);
-    assert.deepEqual(tries.map((x) => [x.attempt, x.status_code]), [[2, 200]], 'only the claim that held the delivery recorded');
+    assert.deepEqual(
+      tries.map((x) => [x.attempt, x.status_code]),
+      [[2, 200]],
+      'only the claim that held the delivery recorded',
+    );
     const settled = await row();
     assert.equal(settled.status, 'delivered');
     assert.equal(settled.attempts, 2);

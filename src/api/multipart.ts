@@ -38,10 +38,7 @@ export function isMultipart(request: FastifyRequest): boolean {
  * closing boundary (known as soon as the declared length has arrived), a client that goes
  * away, more than `maxFiles` files, an empty file, a file part in another field.
  */
-export function receiveFiles(
-  request: FastifyRequest,
-  opts: { maxFiles: number; receive: (stream: Readable) => Promise<WrittenFile> },
-): Promise<ReceivedFile[]> {
+export function receiveFiles(request: FastifyRequest, opts: { maxFiles: number; receive: (stream: Readable) => Promise<WrittenFile> }): Promise<ReceivedFile[]> {
   let parser: BusboyInstance;
   try {
     // One file more than allowed still reaches us, so we can say what is wrong.

@@ -21,9 +21,7 @@ const jobSchema = z.object({
   params: z.record(z.string(), z.unknown()).describe('Validated request fields with defaults filled in'),
   inputAssetIds: z.array(z.string()),
   outputAssetIds: z.array(z.string()),
-  error: z
-    .object({ code: z.enum(JOB_ERROR_CODES).describe(codeList(JOB_ERROR_CODES)), message: z.string().describe('For people') })
-    .nullable(),
+  error: z.object({ code: z.enum(JOB_ERROR_CODES).describe(codeList(JOB_ERROR_CODES)), message: z.string().describe('For people') }).nullable(),
   progress: z.number().int().min(0).max(100).nullable(),
   engine: z.string(),
   webhookUrl: z.string().nullable(),
@@ -54,9 +52,7 @@ const errorSchema = z.object({
   code: z.enum(API_ERROR_CODES).describe(`Stable machine-readable code: ${codeList(API_ERROR_CODES)}`),
 });
 const capabilitiesSchema = z.object({
-  capabilities: z.array(
-    z.object({ capability: z.enum(CAPABILITIES), description: z.string(), engines: z.array(z.string()), params: z.record(z.string(), z.unknown()) }),
-  ),
+  capabilities: z.array(z.object({ capability: z.enum(CAPABILITIES), description: z.string(), engines: z.array(z.string()), params: z.record(z.string(), z.unknown()) })),
 });
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
@@ -65,16 +61,20 @@ const errors = (...codes: number[]) =>
   Object.fromEntries(
     codes.map((c) => [
       String(c),
-      { description: ERROR_TEXT[c], content: json(ref('Error')), ...(c === 429 ? { headers: { 'Retry-After': { description: 'Seconds to wait', schema: { type: 'integer', minimum: 1 } } } } : {}) },
+      {
+        description: ERROR_TEXT[c],
+        content: json(ref('Error')),
+        ...(c === 429 ? { headers: { 'Retry-After': { description: 'Seconds to wait', schema: { type: 'integer', minimum: 1 } } } } : {}),
+      },
     ]),
   );
 const ERROR_TEXT: Record<number, string> = {
   400: 'Bad request; the message names the field',
   401: 'Missing or wrong API key',
   408: 'The request did not fully arrive within ZHINIAN_REQUEST_TIMEOUT_SECONDS',
-  404: 'Not found, or not this client\'s',
+  404: "Not found, or not this client's",
   409: 'Idempotency conflict, or the job is already terminal',
-  413: 'Too large: the body, a file (ZHINIAN_MAX_UPLOAD_BYTES) or an image\'s width × height (ZHINIAN_MAX_INPUT_PIXELS)',
+  413: "Too large: the body, a file (ZHINIAN_MAX_UPLOAD_BYTES) or an image's width × height (ZHINIAN_MAX_INPUT_PIXELS)",
   414: 'A path segment (an id) is too long',
   416: 'Range not satisfiable',
   429: 'Too many jobs created this minute (ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE); the Retry-After header says how many seconds to wait',
@@ -110,7 +110,10 @@ export function buildOpenApi(serverUrl: string): object {
     paths: {
       '/api/v1/openapi.json': { get: { summary: 'This document', security: [], responses: { 200: { description: 'OpenAPI 3.1 document' } } } },
       '/api/v1/capabilities': {
-        get: { summary: 'What can be generated, by which engines, with which parameters', responses: { 200: { description: 'OK', content: json(ref('Capabilities')) }, ...errors(401) } },
+        get: {
+          summary: 'What can be generated, by which engines, with which parameters',
+          responses: { 200: { description: 'OK', content: json(ref('Capabilities')) }, ...errors(401) },
+        },
       },
       '/api/v1/jobs': {
         post: {
@@ -133,10 +136,18 @@ export function buildOpenApi(serverUrl: string): object {
         },
       },
       '/api/v1/jobs/{id}': {
-        get: { summary: 'Get a job', parameters: idParam('Job'), responses: { 200: { description: 'OK', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 414) } },
+        get: {
+          summary: 'Get a job',
+          parameters: idParam('Job'),
+          responses: { 200: { description: 'OK', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 414) },
+        },
       },
       '/api/v1/jobs/{id}/cancel': {
-        post: { summary: 'Cancel a queued or running job', parameters: idParam('Job'), responses: { 200: { description: 'Cancelled', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 409, 414) } },
+        post: {
+          summary: 'Cancel a queued or running job',
+          parameters: idParam('Job'),
+          responses: { 200: { description: 'Cancelled', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 409, 414) },
+        },
       },
       '/api/v1/assets': {
         post: {
@@ -149,7 +160,10 @@ export function buildOpenApi(serverUrl: string): object {
             },
           },
           responses: {
-            201: { description: 'Stored: `{ assets }` for uploads, `{ asset }` for a URL', content: json({ type: 'object', properties: { assets: { type: 'array', items: ref('Asset') }, asset: ref('Asset') } }) },
+            201: {
+              description: 'Stored: `{ assets }` for uploads, `{ asset }` for a URL',
+              content: json({ type: 'object', properties: { assets: { type: 'array', items: ref('Asset') }, asset: ref('Asset') } }),
+            },
             ...errors(400, 401, 408, 413),
           },
         },
@@ -163,12 +177,16 @@ export function buildOpenApi(serverUrl: string): object {
         },
       },
       '/api/v1/assets/{id}': {
-        get: { summary: 'Get an asset', parameters: idParam('Asset'), responses: { 200: { description: 'OK', content: json({ type: 'object', properties: { asset: ref('Asset') } }) }, ...errors(401, 404, 414) } },
+        get: {
+          summary: 'Get an asset',
+          parameters: idParam('Asset'),
+          responses: { 200: { description: 'OK', content: json({ type: 'object', properties: { asset: ref('Asset') } }) }, ...errors(401, 404, 414) },
+        },
       },
       '/api/v1/assets/{id}/download': {
         get: {
           summary: 'Download the bytes (Range, ETag, Content-Disposition)',
-          description: 'Needs the owner\'s key, or a signed link (`expires` and `signature`, as handed to remote engines) that opens this one download.',
+          description: "Needs the owner's key, or a signed link (`expires` and `signature`, as handed to remote engines) that opens this one download.",
           parameters: [
             ...idParam('Asset'),
             header('Range', 'One byte range (`bytes=0-99`, `bytes=100-`, `bytes=-10`); an invalid one is ignored'),

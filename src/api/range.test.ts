@@ -6,7 +6,20 @@ const SIZE = 1000;
 
 describe('Range header parsing', () => {
   test('no header, or one that is not a single byte range, means the whole file', () => {
-    for (const header of [undefined, '', 'bytes=', 'bytes=-', 'items=0-5', 'bytes=abc', 'bytes=0-1,5-6', 'bytes=1.5-2', 'bytes=--5', 'bytes=0x10-20', 'bytes=+1-2', 'bytes=1-2-3']) {
+    for (const header of [
+      undefined,
+      '',
+      'bytes=',
+      'bytes=-',
+      'items=0-5',
+      'bytes=abc',
+      'bytes=0-1,5-6',
+      'bytes=1.5-2',
+      'bytes=--5',
+      'bytes=0x10-20',
+      'bytes=+1-2',
+      'bytes=1-2-3',
+    ]) {
       assert.equal(parseRange(header, SIZE), null, String(header));
     }
   });

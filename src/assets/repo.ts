@@ -32,7 +32,13 @@ export function toAsset(row: AssetsTable, baseUrl: string): Asset {
 export async function insertAssetRows(tx: Tx, dialect: DbHandle['dialect'], rows: readonly AssetsTable[], now: number): Promise<AssetsTable[]> {
   const saved: AssetsTable[] = [];
   for (const row of rows) {
-    saved.push(await tx.insertInto('assets').values({ ...row, created_at_us: nextSortKey(dialect, 'assets', row.client_id, now) }).returningAll().executeTakeFirstOrThrow());
+    saved.push(
+      await tx
+        .insertInto('assets')
+        .values({ ...row, created_at_us: nextSortKey(dialect, 'assets', row.client_id, now) })
+        .returningAll()
+        .executeTakeFirstOrThrow(),
+    );
   }
   return saved;
 }

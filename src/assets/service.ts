@@ -163,7 +163,7 @@ export function createAssetService(deps: AssetServiceDeps) {
       const input = parseWith(registerAssetBodySchema, withoutNulls(body));
       const target = tempPath(deps.tempDir);
       await fsp.mkdir(deps.tempDir, { recursive: true });
-      let fetched;
+      let fetched: Awaited<ReturnType<typeof downloadToFile>>;
       try {
         fetched = await downloadToFile(input.url, target, { allowPrivate: deps.allowPrivateUrls, maxBytes: deps.maxUploadBytes });
       } catch (error) {

@@ -63,9 +63,7 @@ export async function createS3Store(options: S3StoreOptions): Promise<Store> {
       await fsp.rm(filePath, { force: true });
     },
     async get(key, range) {
-      const out = await client.send(
-        new GetObjectCommand({ Bucket: bucket, Key: objectKey(key), Range: range ? `bytes=${range.start}-${range.end}` : undefined }),
-      );
+      const out = await client.send(new GetObjectCommand({ Bucket: bucket, Key: objectKey(key), Range: range ? `bytes=${range.start}-${range.end}` : undefined }));
       // In Node the body is the response stream itself (an IncomingMessage): nothing buffered.
       const body = out.Body as Readable;
       // The route has already promised a Content-Length; a server that ignores or widens the

@@ -172,7 +172,10 @@ export async function boot(opts: BootOptions): Promise<Running> {
       logger: logger.child({ component: 'webhooks' }),
       pollIntervalMs: config.pollIntervalMs,
     });
-    stoppers.push(() => worker.stop(), () => dispatcher.stop());
+    stoppers.push(
+      () => worker.stop(),
+      () => dispatcher.stop(),
+    );
   }
 
   return {

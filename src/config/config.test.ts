@@ -66,7 +66,11 @@ describe('loadConfig', () => {
     assert.equal(loadConfig({ ZHINIAN_ALLOW_PRIVATE_URLS: 'true' }).allowPrivateUrls, true);
     assert.equal(loadConfig({ ZHINIAN_ALLOW_PRIVATE_URLS: 'false' }).allowPrivateUrls, false);
     for (const value of ['yes', 'no', '1', '0', 'TRUE', 'on']) {
-      assert.throws(() => loadConfig({ ZHINIAN_ALLOW_PRIVATE_URLS: value }), (e: unknown) => e instanceof ConfigError && /ZHINIAN_ALLOW_PRIVATE_URLS/.test(e.message), value);
+      assert.throws(
+        () => loadConfig({ ZHINIAN_ALLOW_PRIVATE_URLS: value }),
+        (e: unknown) => e instanceof ConfigError && /ZHINIAN_ALLOW_PRIVATE_URLS/.test(e.message),
+        value,
+      );
     }
   });
 
@@ -86,7 +90,11 @@ describe('loadConfig', () => {
     ];
     for (const env of bad) {
       const [name] = Object.keys(env);
-      assert.throws(() => loadConfig(env), (e: unknown) => e instanceof ConfigError && e.message.includes(name), JSON.stringify(env));
+      assert.throws(
+        () => loadConfig(env),
+        (e: unknown) => e instanceof ConfigError && e.message.includes(name),
+        JSON.stringify(env),
+      );
     }
   });
 

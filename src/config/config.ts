@@ -67,7 +67,10 @@ const envSchema = z.object({
   ZHINIAN_ENGINES_IMAGE_UPSCALE: z.string().optional(),
   ZHINIAN_ENGINES_VIDEO_GENERATE: z.string().optional(),
   // S3-compatible asset storage, used instead of <data dir>/assets when a bucket is set.
-  ZHINIAN_S3_BUCKET: z.string().regex(/^[A-Za-z0-9._-]{3,255}$/, 'a bucket name, not a URL or path').optional(),
+  ZHINIAN_S3_BUCKET: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{3,255}$/, 'a bucket name, not a URL or path')
+    .optional(),
   ZHINIAN_S3_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
   ZHINIAN_S3_REGION: z.string().min(1).default('us-east-1'),
   ZHINIAN_S3_ACCESS_KEY_ID: z.string().optional(),
@@ -243,7 +246,13 @@ export function loadConfig(env: Env): Readonly<Config> {
         ] as const
       )
         .filter(([, list]) => list !== undefined)
-        .map(([capability, list]) => [capability, list!.split(',').map((n) => n.trim()).filter(Boolean)]),
+        .map(([capability, list]) => [
+          capability,
+          list!
+            .split(',')
+            .map((n) => n.trim())
+            .filter(Boolean),
+        ]),
     ),
     storage: storageFromEnv(e),
   });
@@ -252,7 +261,10 @@ export function loadConfig(env: Env): Readonly<Config> {
 /** `clientId:key,clientId:key` — a client may have several keys; a key belongs to one client. */
 export function parseApiKeys(value: string): ApiKey[] {
   const keys: ApiKey[] = [];
-  for (const part of value.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const part of value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const colon = part.indexOf(':');
     const clientId = part.slice(0, colon).trim();
     const key = part.slice(colon + 1).trim();

@@ -14,7 +14,10 @@ export async function keysetPage<TB extends 'jobs' | 'assets', O extends { creat
 ): Promise<{ rows: O[]; nextBefore: string | null }> {
   const key = sql.ref<number>('created_at_us');
   const from = page.before === undefined ? select : select.where(sql<boolean>`${key} < ${parseCursor(page.before)}`);
-  const rows = await from.orderBy(key, 'desc').limit(page.limit + 1).execute();
+  const rows = await from
+    .orderBy(key, 'desc')
+    .limit(page.limit + 1)
+    .execute();
   const kept = rows.slice(0, page.limit);
   const nextBefore = rows.length > page.limit ? formatCursor(Number(kept[kept.length - 1].created_at_us)) : null;
   return { rows: kept, nextBefore };

@@ -16,7 +16,12 @@ test('Retry-After is the first second at which one more request fits', () => {
   assert.equal(retryAfterSeconds(60, 5, 10_000, limit), 26);
   // Never less than a second.
   assert.equal(retryAfterSeconds(31, 0, 59_999, limit), 1);
-  for (const [previous, current, elapsed] of [[0, 30, 10_000], [60, 5, 10_000], [45, 29, 1_000], [100, 40, 30_000]]) {
+  for (const [previous, current, elapsed] of [
+    [0, 30, 10_000],
+    [60, 5, 10_000],
+    [45, 29, 1_000],
+    [100, 40, 30_000],
+  ]) {
     const wait = retryAfterSeconds(previous, current, elapsed, limit) * 1000;
     const at = elapsed + wait;
     const [p, c, e] = at < WINDOW_MS ? [previous, current, at] : [current, 0, at - WINDOW_MS];

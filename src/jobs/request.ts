@@ -9,7 +9,12 @@ import { CAPABILITIES, IMAGE_QUALITIES, UPSCALE_RESOLUTIONS, VIDEO_RATIOS, VIDEO
  */
 const httpUrl = z.string().max(2048).describe('http(s) URL the worker fetches');
 /** Text a person wrote: at least one character that is not white space. */
-const text = (max: number) => z.string().min(1).max(max).refine((s) => s.trim() !== '', 'must not be blank');
+const text = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .refine((s) => s.trim() !== '', 'must not be blank');
 const assetId = z.string().regex(/^asset_[0-9a-z]{26}$/, 'must be an asset id (asset_…)');
 
 const materialSchema = z
@@ -23,7 +28,7 @@ const materialSchema = z
 
 const videoSettingsSchema = z
   .object({
-    ratio: z.enum(VIDEO_RATIOS).optional().describe('default adaptive: the first image\'s aspect, else 16:9'),
+    ratio: z.enum(VIDEO_RATIOS).optional().describe("default adaptive: the first image's aspect, else 16:9"),
     duration: z.int().min(4).max(15).optional().describe('seconds, default 5'),
     resolution: z.enum(VIDEO_RESOLUTIONS).optional().describe('short side 480/720/1080, default 720p'),
   })

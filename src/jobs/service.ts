@@ -68,47 +68,49 @@ export function createJobService(deps: JobServiceDeps) {
    * key: the whole batch is then written again.
    */
   const insertJob = createGroupCommit<NewJob, JobsTable | RateLimited | null>((items) =>
-    retryOnSortKeyConflict(() => withTransaction(handle, async (tx) => {
-      const rows: (JobsTable | RateLimited | null)[] = [];
-      for (const { clientId, idempotencyKey, requestHash, v, now } of items) {
-        const id = newId('job');
-        // Counted before the key: a racing duplicate that loses below spends a slot, which errs
-        // on the strict side in a rare race instead of costing every creation a statement.
-        const limited = rateLimit > 0 ? await takeRateSlot(tx, clientId, now, rateLimit) : null;
-        if (limited) {
-          rows.push(limited);
-          continue;
-        }
-        if (idempotencyKey !== undefined) {
-          const inserted = await tx
-            .insertInto('idempotency_keys')
-            .values({ client_id: clientId, key: idempotencyKey, request_hash: requestHash, job_id: id, created_at: now })
-            .onConflict((oc) => oc.columns(['client_id', 'key']).doNothing())
-            .returning('job_id')
-            .executeTakeFirst();
-          if (!inserted) {
-            rows.push(null);
+    retryOnSortKeyConflict(() =>
+      withTransaction(handle, async (tx) => {
+        const rows: (JobsTable | RateLimited | null)[] = [];
+        for (const { clientId, idempotencyKey, requestHash, v, now } of items) {
+          const id = newId('job');
+          // Counted before the key: a racing duplicate that loses below spends a slot, which errs
+          // on the strict side in a rare race instead of costing every creation a statement.
+          const limited = rateLimit > 0 ? await takeRateSlot(tx, clientId, now, rateLimit) : null;
+          if (limited) {
+            rows.push(limited);
             continue;
           }
+          if (idempotencyKey !== undefined) {
+            const inserted = await tx
+              .insertInto('idempotency_keys')
+              .values({ client_id: clientId, key: idempotencyKey, request_hash: requestHash, job_id: id, created_at: now })
+              .onConflict((oc) => oc.columns(['client_id', 'key']).doNothing())
+              .returning('job_id')
+              .executeTakeFirst();
+            if (!inserted) {
+              rows.push(null);
+              continue;
+            }
+          }
+          rows.push(
+            await insertQueuedJob(tx, handle.dialect, {
+              id,
+              clientId,
+              capability: v.capability,
+              prompt: v.prompt,
+              params: v.params,
+              inputAssetIds: v.inputAssetIds,
+              engine: v.engine,
+              enginePinned: v.enginePinned,
+              webhookUrl: v.webhookUrl,
+              metadata: v.metadata,
+              now,
+            }),
+          );
         }
-        rows.push(
-          await insertQueuedJob(tx, handle.dialect, {
-            id,
-            clientId,
-            capability: v.capability,
-            prompt: v.prompt,
-            params: v.params,
-            inputAssetIds: v.inputAssetIds,
-            engine: v.engine,
-            enginePinned: v.enginePinned,
-            webhookUrl: v.webhookUrl,
-            metadata: v.metadata,
-            now,
-          }),
-        );
-      }
-      return rows;
-    })),
+        return rows;
+      }),
+    ),
   );
 
   return {
@@ -176,4 +178,3 @@ export function createJobService(deps: JobServiceDeps) {
     },
   };
 }
-

@@ -104,7 +104,10 @@ async function resolveInputKinds(body: CreateJobBody, ctx: ValidateContext): Pro
     ...(body.inputAssetIds ?? []).map((id, i) => ({ field: `inputAssetIds[${i}]`, id })),
     ...(body.materials ?? []).flatMap((m, i) => (m.assetId ? [{ field: `materials[${i}].assetId`, id: m.assetId }] : [])),
   ];
-  const kinds = await ctx.assetKinds(ctx.clientId, refs.map((r) => r.id));
+  const kinds = await ctx.assetKinds(
+    ctx.clientId,
+    refs.map((r) => r.id),
+  );
   const missing = refs.find((r) => !kinds.has(r.id));
   if (missing) throw new Invalid(missing.field, `asset ${missing.id} not found`);
   const assetKind = (id: string): InputKind => {

@@ -26,7 +26,7 @@ describe('canonical JSON', () => {
   });
 
   test('output is valid JSON equal to the input', () => {
-    const value = { 'ü': '中文 "quoted" \\ \n', e: 1e21, n: -0.5, t: false, list: [], obj: {} };
+    const value = { ü: '中文 "quoted" \\ \n', e: 1e21, n: -0.5, t: false, list: [], obj: {} };
     assert.deepEqual(JSON.parse(canonicalJson(value)), value);
   });
 

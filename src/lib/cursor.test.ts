@@ -67,7 +67,10 @@ describe('paging cursors', () => {
         `accepted ${JSON.stringify(value)}`,
       );
     }
-    assert.throws(() => parseCursor('nope', 'cursor'), (e: unknown) => e instanceof Invalid && e.field === 'cursor');
+    assert.throws(
+      () => parseCursor('nope', 'cursor'),
+      (e: unknown) => e instanceof Invalid && e.field === 'cursor',
+    );
   });
 
   test('calendar dates that do not exist are rejected, not rolled over', () => {

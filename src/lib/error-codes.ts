@@ -29,10 +29,14 @@ export interface CodeEntry {
 
 export const ERROR_CODES = {
   // API answers.
-  invalid_request: { kind: 'api', http: 400, description: 'Bad JSON or field (the message names it), unknown field or query parameter, unsupported content type, malformed multipart, bad percent-encoding, a refused URL.' },
+  invalid_request: {
+    kind: 'api',
+    http: 400,
+    description: 'Bad JSON or field (the message names it), unknown field or query parameter, unsupported content type, malformed multipart, bad percent-encoding, a refused URL.',
+  },
   request_aborted: { kind: 'api', http: 400, description: 'The client hung up mid-request (the answer is not expected to arrive).' },
   unauthorized: { kind: 'api', http: 401, description: 'API key missing or wrong; a bad or expired signed link.' },
-  not_found: { kind: 'api', http: 404, description: 'No such job, asset or route, or another client\'s.' },
+  not_found: { kind: 'api', http: 404, description: "No such job, asset or route, or another client's." },
   request_timeout: { kind: 'api', http: 408, description: 'The request did not fully arrive within `ZHINIAN_REQUEST_TIMEOUT_SECONDS` (the connection is then closed).' },
   conflict: { kind: 'api', http: 409, description: 'The job changed while being cancelled; try again.' },
   idempotency_conflict: { kind: 'api', http: 409, description: 'The `Idempotency-Key` was already used with another body.' },
@@ -44,25 +48,38 @@ export const ERROR_CODES = {
     kind: 'both',
     http: 429,
     retryable: false,
-    description: 'API: over `ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE`, `Retry-After` gives the seconds to wait. Job: the provider was still rate-limiting when the job\'s time ran out (rate limits are waited out without using an attempt).',
+    description:
+      "API: over `ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE`, `Retry-After` gives the seconds to wait. Job: the provider was still rate-limiting when the job's time ran out (rate limits are waited out without using an attempt).",
   },
   headers_too_large: { kind: 'api', http: 431, description: 'The request line and headers are too large.' },
   internal_error: { kind: 'both', http: 500, retryable: false, description: 'An unexpected fault in the server or the worker (details only in its log, with the request id).' },
   shutting_down: { kind: 'api', http: 503, description: 'The server is shutting down; a request still arriving on an open connection should be sent again.' },
 
   // Job errors.
-  invalid_input: { kind: 'job', retryable: false, description: 'The request breaks an engine\'s or provider\'s limit, an input cannot be decoded, or an input asset no longer exists.' },
-  input_fetch_failed: { kind: 'job', retryable: 'sometimes', description: 'An input URL could not be fetched (retried when the trouble may pass: connection errors, timeouts, 5xx).' },
-  input_too_large: { kind: 'job', retryable: false, description: 'An input is larger than `ZHINIAN_MAX_UPLOAD_BYTES`, or an image has more pixels than `ZHINIAN_MAX_INPUT_PIXELS`.' },
-  content_moderation: { kind: 'job', retryable: false, description: 'The provider\'s moderation refused the input or the result.' },
+  invalid_input: {
+    kind: 'job',
+    retryable: false,
+    description: "The request breaks an engine's or provider's limit, an input cannot be decoded, or an input asset no longer exists.",
+  },
+  input_fetch_failed: {
+    kind: 'job',
+    retryable: 'sometimes',
+    description: 'An input URL could not be fetched (retried when the trouble may pass: connection errors, timeouts, 5xx).',
+  },
+  input_too_large: {
+    kind: 'job',
+    retryable: false,
+    description: 'An input is larger than `ZHINIAN_MAX_UPLOAD_BYTES`, or an image has more pixels than `ZHINIAN_MAX_INPUT_PIXELS`.',
+  },
+  content_moderation: { kind: 'job', retryable: false, description: "The provider's moderation refused the input or the result." },
   quota_exceeded: { kind: 'job', retryable: false, description: 'The provider account is out of credit or quota.' },
   provider_auth: { kind: 'job', retryable: false, description: 'The provider refused our credentials, or the model is not open to the account.' },
   provider_error: { kind: 'job', retryable: 'sometimes', description: 'The provider failed otherwise (retried when transient: 5xx, 408, connection errors).' },
   provider_timeout: { kind: 'job', retryable: 'sometimes', description: 'The provider did not answer in time (retried), or let the task expire (the job is then expired).' },
   provider_task_lost: { kind: 'job', retryable: false, description: 'The provider no longer knows the task, or a worker stopped while submitting it (failed or expired).' },
   output_unavailable: { kind: 'job', retryable: false, description: 'A result could not be downloaded from the provider.' },
-  output_too_large: { kind: 'job', retryable: false, description: 'A provider\'s result image has more pixels than `ZHINIAN_MAX_INPUT_PIXELS`.' },
-  engine_unavailable: { kind: 'job', retryable: false, description: 'The job\'s engine is not configured on the worker that took it.' },
+  output_too_large: { kind: 'job', retryable: false, description: "A provider's result image has more pixels than `ZHINIAN_MAX_INPUT_PIXELS`." },
+  engine_unavailable: { kind: 'job', retryable: false, description: "The job's engine is not configured on the worker that took it." },
   unsupported: { kind: 'job', retryable: false, description: 'The engine cannot run the capability.' },
   worker_lost: { kind: 'job', retryable: true, description: 'Its workers stopped `ZHINIAN_MAX_ATTEMPTS` times before finishing it (each time another worker took it over).' },
   queue_ttl_exceeded: { kind: 'job', retryable: false, description: 'Queued longer than `ZHINIAN_QUEUE_TTL_SECONDS` (the job is expired).' },

@@ -7,17 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
-import {
-  FetchError,
-  checkUrl,
-  downloadToFile,
-  guardedDispatcher,
-  guardedLookup,
-  isPublicAddress,
-  nextHop,
-  openUrl,
-  type FetchOptions,
-} from './fetch-url.ts';
+import { FetchError, checkUrl, downloadToFile, guardedDispatcher, guardedLookup, isPublicAddress, nextHop, openUrl, type FetchOptions } from './fetch-url.ts';
 
 const BODY = Buffer.from('hello, world\n'.repeat(100));
 let server: http.Server;
@@ -99,12 +89,36 @@ async function drain(body: NodeJS.ReadableStream): Promise<Buffer> {
 
 describe('isPublicAddress', () => {
   const refused = [
-    '127.0.0.1', '10.1.2.3', '172.16.0.1', '192.168.1.1', '169.254.169.254', '100.64.0.1', '100.100.100.200',
-    '0.0.0.0', '224.0.0.1', '255.255.255.255', '192.0.2.1', '198.18.0.1', '240.0.0.1',
-    '::1', '::', 'fe80::1', 'fc00::1', 'fd00:ec2::254', 'ff02::1', '2001:db8::1',
-    '::ffff:127.0.0.1', '::ffff:7f00:1', '::ffff:10.0.0.1', '::127.0.0.1', '64:ff9b::a00:1', '64:ff9b:1::808:808',
-    '2002:7f00:1::1', '2001:0:4136:e378:8000:63bf:f5ff:fffe', // 6to4 of 127.0.0.1, teredo with client 10.0.0.1
-    'not-an-ip', '',
+    '127.0.0.1',
+    '10.1.2.3',
+    '172.16.0.1',
+    '192.168.1.1',
+    '169.254.169.254',
+    '100.64.0.1',
+    '100.100.100.200',
+    '0.0.0.0',
+    '224.0.0.1',
+    '255.255.255.255',
+    '192.0.2.1',
+    '198.18.0.1',
+    '240.0.0.1',
+    '::1',
+    '::',
+    'fe80::1',
+    'fc00::1',
+    'fd00:ec2::254',
+    'ff02::1',
+    '2001:db8::1',
+    '::ffff:127.0.0.1',
+    '::ffff:7f00:1',
+    '::ffff:10.0.0.1',
+    '::127.0.0.1',
+    '64:ff9b::a00:1',
+    '64:ff9b:1::808:808',
+    '2002:7f00:1::1',
+    '2001:0:4136:e378:8000:63bf:f5ff:fffe', // 6to4 of 127.0.0.1, teredo with client 10.0.0.1
+    'not-an-ip',
+    '',
   ];
   const allowed = ['8.8.8.8', '1.1.1.1', '2606:4700:4700::1111', '::ffff:8.8.8.8', '64:ff9b::808:808', '2002:808:808::1'];
   for (const a of refused) test(`refuses ${a || '(empty)'}`, () => assert.equal(isPublicAddress(a), false));
@@ -112,17 +126,37 @@ describe('isPublicAddress', () => {
 });
 
 describe('checkUrl', () => {
-  const invalid = ['ftp://example.com/x', 'file:///etc/passwd', 'javascript:alert(1)', 'http://', '/relative', 'not a url',
-    'http://user:pass@example.com/', `http://example.com/${'a'.repeat(2048)}`];
+  const invalid = [
+    'ftp://example.com/x',
+    'file:///etc/passwd',
+    'javascript:alert(1)',
+    'http://',
+    '/relative',
+    'not a url',
+    'http://user:pass@example.com/',
+    `http://example.com/${'a'.repeat(2048)}`,
+  ];
   for (const u of invalid) {
     test(`invalid: ${u.slice(0, 40)}`, () => {
       throwsWith(() => checkUrl(u, { allowPrivate: false }), 'url_invalid');
       throwsWith(() => checkUrl(u, { allowPrivate: true }), 'url_invalid');
     });
   }
-  const forbidden = ['http://127.0.0.1/', 'http://2130706433/', 'http://0x7f.0.0.1/', 'http://017700000001/', 'http://0x7f.1/',
-    'http://[::ffff:127.0.0.1]/', 'http://[::1]/', 'http://localhost/', 'http://LOCALHOST./', 'http://api.localhost:8080/',
-    'http://169.254.169.254/latest/meta-data', 'https://10.0.0.1/', 'http://[fd00:ec2::254]/'];
+  const forbidden = [
+    'http://127.0.0.1/',
+    'http://2130706433/',
+    'http://0x7f.0.0.1/',
+    'http://017700000001/',
+    'http://0x7f.1/',
+    'http://[::ffff:127.0.0.1]/',
+    'http://[::1]/',
+    'http://localhost/',
+    'http://LOCALHOST./',
+    'http://api.localhost:8080/',
+    'http://169.254.169.254/latest/meta-data',
+    'https://10.0.0.1/',
+    'http://[fd00:ec2::254]/',
+  ];
   for (const u of forbidden) {
     test(`forbidden unless allowPrivate: ${u}`, () => {
       const err = throwsWith(() => checkUrl(u, { allowPrivate: false }), 'url_forbidden');
@@ -151,11 +185,9 @@ describe('connect-time guard', () => {
   });
   test('guardedLookup with allowPrivate answers in the requested form', async () => {
     const lookup = guardedLookup({ allowPrivate: true });
-    const many = await new Promise<unknown>((resolve, reject) =>
-      lookup('localhost', { all: true, family: 4 }, (e, a) => (e ? reject(e) : resolve(a))));
+    const many = await new Promise<unknown>((resolve, reject) => lookup('localhost', { all: true, family: 4 }, (e, a) => (e ? reject(e) : resolve(a))));
     assert.deepEqual(many, [{ address: '127.0.0.1', family: 4 }]);
-    const one = await new Promise<unknown[]>((resolve, reject) =>
-      lookup('localhost', { family: 4 }, (e, a, f) => (e ? reject(e) : resolve([a, f]))));
+    const one = await new Promise<unknown[]>((resolve, reject) => lookup('localhost', { family: 4 }, (e, a, f) => (e ? reject(e) : resolve([a, f]))));
     assert.deepEqual(one, ['127.0.0.1', 4]);
   });
   test('dispatcher refuses a hostname resolving to loopback, before any request is sent', async () => {

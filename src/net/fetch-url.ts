@@ -130,9 +130,7 @@ export function guardedLookup(opts: GuardOptions): net.LookupFunction {
       const allowed = opts.allowPrivate ? addresses : addresses.filter((a) => isPublicAddress(a.address));
       const first = allowed[0];
       if (!first) {
-        const refused = addresses[0]
-          ? notPublic(addresses[0].address, hostname)
-          : new FetchError(ERR.fetch_failed, `${hostname} did not resolve to any address`);
+        const refused = addresses[0] ? notPublic(addresses[0].address, hostname) : new FetchError(ERR.fetch_failed, `${hostname} did not resolve to any address`);
         return callback(refused, options.all ? [] : '', undefined);
       }
       if (options.all) callback(null, allowed);
@@ -266,11 +264,7 @@ function limitBody(src: Readable, maxBytes: number, url: URL, mapError: (err: un
   return out;
 }
 
-export async function downloadToFile(
-  url: string,
-  path: string,
-  opts: FetchOptions,
-): Promise<{ bytes: number; sha256: string; contentType: string | null; finalUrl: string }> {
+export async function downloadToFile(url: string, path: string, opts: FetchOptions): Promise<{ bytes: number; sha256: string; contentType: string | null; finalUrl: string }> {
   const res = await openUrl(url, opts);
   const hash = createHash('sha256');
   let bytes = 0;

@@ -27,7 +27,11 @@ export async function circuitStates(tx: Tx, engines: readonly string[], now: num
 
 /** A half-open circuit lets one job through: this claims that probe (the circuit is open again until it reports). */
 export async function takeProbe(tx: Tx, engine: string, now: number): Promise<void> {
-  await tx.updateTable('engine_circuits').set({ open_until: now + COOL_DOWN_MS, updated_at: now }).where('engine', '=', engine).execute();
+  await tx
+    .updateTable('engine_circuits')
+    .set({ open_until: now + COOL_DOWN_MS, updated_at: now })
+    .where('engine', '=', engine)
+    .execute();
 }
 
 /**

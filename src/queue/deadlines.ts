@@ -21,8 +21,20 @@ export const DEADLINE_ERRORS = {
  */
 export async function sweepDeadlines(handle: DbHandle, notifier: Notifier | null, opts: QueueOptions & { now: number }): Promise<number> {
   const { db } = handle;
-  const staleQueued = await db.selectFrom('jobs').select('id').where('run_at', '<', opts.now - opts.queueTtlMs).where('status', '=', 'queued').limit(500).execute();
-  const overdue = await db.selectFrom('jobs').select('id').where('status', '=', 'running').where('started_at', '<', opts.now - opts.jobTimeoutMs).limit(500).execute();
+  const staleQueued = await db
+    .selectFrom('jobs')
+    .select('id')
+    .where('run_at', '<', opts.now - opts.queueTtlMs)
+    .where('status', '=', 'queued')
+    .limit(500)
+    .execute();
+  const overdue = await db
+    .selectFrom('jobs')
+    .select('id')
+    .where('status', '=', 'running')
+    .where('started_at', '<', opts.now - opts.jobTimeoutMs)
+    .limit(500)
+    .execute();
   let settled = 0;
   for (const { id } of staleQueued) {
     if (await settleJob(handle, notifier, { jobId: id, transition: 'expireQueued', error: DEADLINE_ERRORS.queueTtl, now: opts.now })) settled++;

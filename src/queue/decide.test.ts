@@ -62,7 +62,10 @@ describe('decideAfterRun', () => {
       delays.map((d) => (d.kind === 'retry' ? d.delayMs : d.kind)),
       [JOB_RETRY_DELAYS_MS[0], JOB_RETRY_DELAYS_MS[1], JOB_RETRY_DELAYS_MS[2], JOB_RETRY_DELAYS_MS[2], JOB_RETRY_DELAYS_MS[2]],
     );
-    assert.ok(delays.every((d) => d.kind === 'retry' && !d.countsAgainstCircuit), 'not provider trouble');
+    assert.ok(
+      delays.every((d) => d.kind === 'retry' && !d.countsAgainstCircuit),
+      'not provider trouble',
+    );
   });
 
   test('attempts exhausted: a transient error fails the job with its own code', () => {
@@ -118,7 +121,10 @@ describe('checkClaimed', () => {
 
   test('first started after the queue TTL: expired, queue_ttl_exceeded', () => {
     const late = job({ createdAt: NOW - 60_001, startedAt: NOW });
-    assert.deepEqual(checkClaimed(late, opts), { transition: 'expire', error: { code: ERR.queue_ttl_exceeded, message: 'The job waited in the queue longer than ZHINIAN_QUEUE_TTL_SECONDS.' } });
+    assert.deepEqual(checkClaimed(late, opts), {
+      transition: 'expire',
+      error: { code: ERR.queue_ttl_exceeded, message: 'The job waited in the queue longer than ZHINIAN_QUEUE_TTL_SECONDS.' },
+    });
   });
 
   test('a job handed back after starting in time is not held to the queue TTL again', () => {

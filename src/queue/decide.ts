@@ -17,15 +17,16 @@ export interface JobError {
 }
 
 /** How a run ended, short of success. */
-export type RunOutcome = (
+export type RunOutcome =
   /** The run's signal fired: the worker shuts down, the client cancelled, or the job is no longer this worker's. */
-  | { kind: 'aborted'; reason: 'shutdown' | 'cancelled' | 'lost' }
-  /** The engine threw `error` (null: something unexpected threw, which is never retried). */
-  | { kind: 'failed'; error: { code: JobErrorCode; message: string; retryable: boolean; expired: boolean } | null; remote: boolean }
-) & {
-  /** A task exists at a provider (stored before the first poll): the job may not move, and a cancel should reach it. */
-  submitted: boolean;
-};
+  (
+    | { kind: 'aborted'; reason: 'shutdown' | 'cancelled' | 'lost' }
+    /** The engine threw `error` (null: something unexpected threw, which is never retried). */
+    | { kind: 'failed'; error: { code: JobErrorCode; message: string; retryable: boolean; expired: boolean } | null; remote: boolean }
+  ) & {
+    /** A task exists at a provider (stored before the first poll): the job may not move, and a cancel should reach it. */
+    submitted: boolean;
+  };
 
 export type Decision =
   /** Give the job back at once, the attempt not counted (shutdown). */
@@ -81,7 +82,10 @@ export function decideAfterRun(job: ClaimedJob, outcome: RunOutcome, ctx: Decide
  * Whether a job just claimed may run: not when it has been claimed too often (its workers keep
  * dying), or a deadline passed while it waited. Returns the settlement that ends it, or null.
  */
-export function checkClaimed(job: ClaimedJob, opts: Pick<QueueOptions, 'maxAttempts' | 'queueTtlMs' | 'jobTimeoutMs'> & { now: number }): { transition: 'fail' | 'expire'; error: JobError } | null {
+export function checkClaimed(
+  job: ClaimedJob,
+  opts: Pick<QueueOptions, 'maxAttempts' | 'queueTtlMs' | 'jobTimeoutMs'> & { now: number },
+): { transition: 'fail' | 'expire'; error: JobError } | null {
   if (job.attempts > opts.maxAttempts) {
     return { transition: 'fail', error: { code: ERR.worker_lost, message: `The job's worker stopped ${opts.maxAttempts} times before finishing it.` } };
   }

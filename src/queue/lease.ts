@@ -29,13 +29,7 @@ export async function renewLeases(handle: DbHandle, input: { workerId: string; j
 /** Read-only variant of `renewLeases`, cheap enough to run every few hundred milliseconds. */
 export async function findLostJobs(handle: DbHandle, workerId: string, jobIds: string[]): Promise<string[]> {
   if (jobIds.length === 0) return [];
-  const held = await handle.db
-    .selectFrom('jobs')
-    .select('id')
-    .where('id', 'in', jobIds)
-    .where('lease_owner', '=', workerId)
-    .where('status', '=', 'running')
-    .execute();
+  const held = await handle.db.selectFrom('jobs').select('id').where('id', 'in', jobIds).where('lease_owner', '=', workerId).where('status', '=', 'running').execute();
   const heldIds = new Set(held.map((r) => r.id));
   return jobIds.filter((id) => !heldIds.has(id));
 }

@@ -47,12 +47,7 @@ export async function claimDueDelivery(opts: DeliveryOptions): Promise<WebhookDe
   // Read first: idle senders poll, and a read never takes SQLite's write lock.
   const due = await db.selectFrom('webhook_deliveries').select('id').where('next_attempt_at', '<=', now).limit(1).executeTakeFirst();
   if (!due) return null;
-  let next = db
-    .selectFrom('webhook_deliveries')
-    .select('id')
-    .where('next_attempt_at', '<=', now)
-    .orderBy('next_attempt_at')
-    .limit(1);
+  let next = db.selectFrom('webhook_deliveries').select('id').where('next_attempt_at', '<=', now).orderBy('next_attempt_at').limit(1);
   if (opts.handle.dialect === 'postgres') next = next.forUpdate().skipLocked();
   const row = await db
     .updateTable('webhook_deliveries')
@@ -68,11 +63,7 @@ const leaseMsOf = (opts: DeliveryOptions) => opts.leaseMs ?? DEFAULT_DELIVERY_LE
 
 /** One claim (delivery and attempt number) held by `opts.owner`. */
 const heldClaim = (opts: DeliveryOptions, delivery: WebhookDeliveriesTable) =>
-  opts.handle.db
-    .updateTable('webhook_deliveries')
-    .where('id', '=', delivery.id)
-    .where('lease_owner', '=', opts.owner)
-    .where('attempts', '=', delivery.attempts);
+  opts.handle.db.updateTable('webhook_deliveries').where('id', '=', delivery.id).where('lease_owner', '=', opts.owner).where('attempts', '=', delivery.attempts);
 
 interface Lease {
   /** Until when the claim is known to be ours (the last renewal that reached the database). */
@@ -91,7 +82,9 @@ function holdLease(opts: DeliveryOptions, delivery: WebhookDeliveriesTable): Lea
   const renew = async () => {
     const now = opts.clock.now();
     try {
-      const res = await heldClaim(opts, delivery).set({ next_attempt_at: now + leaseMs }).executeTakeFirst();
+      const res = await heldClaim(opts, delivery)
+        .set({ next_attempt_at: now + leaseMs })
+        .executeTakeFirst();
       if (Number(res.numUpdatedRows) === 1) expiresAt = Math.max(expiresAt, now + leaseMs);
       else lost = true;
     } catch (error) {
@@ -99,10 +92,13 @@ function holdLease(opts: DeliveryOptions, delivery: WebhookDeliveriesTable): Lea
       opts.onWarning?.('webhook lease renewal failed', { deliveryId: delivery.id, err: error });
     }
   };
-  const timer = setInterval(() => {
-    if (lost) return clearInterval(timer);
-    beat ??= renew().finally(() => (beat = null));
-  }, opts.heartbeatMs ?? Math.max(1, Math.floor(leaseMs / 6)));
+  const timer = setInterval(
+    () => {
+      if (lost) return clearInterval(timer);
+      beat ??= renew().finally(() => (beat = null));
+    },
+    opts.heartbeatMs ?? Math.max(1, Math.floor(leaseMs / 6)),
+  );
   timer.unref();
   return {
     get expiresAt() {
@@ -205,7 +201,7 @@ async function send(opts: DeliveryOptions, delivery: WebhookDeliveriesTable): Pr
 async function recordOutcome(opts: DeliveryOptions, delivery: WebhookDeliveriesTable, lease: Lease, answer: Answer): Promise<AttemptOutcome> {
   const { startedAt, finishedAt, statusCode, error } = answer;
   const outcome = error === null ? 'delivered' : delivery.attempts >= MAX_DELIVERY_ATTEMPTS ? 'failed' : 'retry';
-  const delay = outcome === 'retry' ? retryDelayMs(delivery.attempts) ?? 0 : 0;
+  const delay = outcome === 'retry' ? (retryDelayMs(delivery.attempts) ?? 0) : 0;
   for (let failures = 0; ; ) {
     if (lease.lost) return 'lost';
     try {

@@ -4,9 +4,7 @@ import { startPump, type Pump } from '../lib/pump.ts';
 import { attemptDelivery, claimDueDelivery, type DeliveryOptions } from './deliver.ts';
 
 /** Sends due webhooks, several at once, woken in-process when a job in this process finishes. */
-export function startWebhookDispatcher(
-  options: DeliveryOptions & { notifier: Notifier; logger: Logger; pollIntervalMs: number; concurrency?: number },
-): Pump {
+export function startWebhookDispatcher(options: DeliveryOptions & { notifier: Notifier; logger: Logger; pollIntervalMs: number; concurrency?: number }): Pump {
   const opts = { ...options, onWarning: options.onWarning ?? ((message: string, details: Record<string, unknown>) => options.logger.warn(details, message)) };
   return startPump({
     concurrency: opts.concurrency ?? 16,

@@ -9,10 +9,7 @@ export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
  * never leave a finished job without its event (or an event without its job). The body is
  * serialised once here: every attempt sends, and signs, these exact bytes.
  */
-export async function enqueueWebhook(
-  tx: Tx,
-  input: { jobId: string; clientId: string; url: string; event: WebhookEvent; job: unknown; now: number },
-): Promise<void> {
+export async function enqueueWebhook(tx: Tx, input: { jobId: string; clientId: string; url: string; event: WebhookEvent; job: unknown; now: number }): Promise<void> {
   await tx
     .insertInto('webhook_deliveries')
     .values({

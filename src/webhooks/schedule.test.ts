@@ -17,14 +17,23 @@ describe('webhook retry schedule', () => {
   });
 
   test('the first retry comes after about 5 s, the second after about 30 s', () => {
-    assert.equal(retryDelayMs(1, () => 0.5), 5_000);
-    assert.equal(retryDelayMs(2, () => 0.5), 30_000);
+    assert.equal(
+      retryDelayMs(1, () => 0.5),
+      5_000,
+    );
+    assert.equal(
+      retryDelayMs(2, () => 0.5),
+      30_000,
+    );
   });
 
   test('jitter stays within ±20% of the base delay, at both extremes and at random', () => {
     for (let attempt = 1; attempt < MAX_DELIVERY_ATTEMPTS; attempt++) {
       const base = RETRY_DELAYS_SECONDS[attempt - 1] * 1000;
-      assert.equal(retryDelayMs(attempt, () => 0), Math.round(base * 0.8));
+      assert.equal(
+        retryDelayMs(attempt, () => 0),
+        Math.round(base * 0.8),
+      );
       assert.ok(retryDelayMs(attempt, () => 0.999_999)! <= base * 1.2);
       for (let i = 0; i < 200; i++) {
         const d = retryDelayMs(attempt)!;

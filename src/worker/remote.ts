@@ -4,15 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
 import { downloadToFile, FetchError } from '../net/index.ts';
-import {
-  EngineError,
-  type EngineHandle,
-  type EngineInput,
-  type EngineOutput,
-  type PollResult,
-  type RemoteEngine,
-  type RemoteInput,
-} from '../engines/engine.ts';
+import { EngineError, type EngineHandle, type EngineInput, type EngineOutput, type PollResult, type RemoteEngine, type RemoteInput } from '../engines/engine.ts';
 import { UPSCALE_LONG_SIDE } from '../contract/index.ts';
 import { Aborted } from '../lib/abort.ts';
 import { ERR } from '../lib/error-codes.ts';
@@ -20,7 +12,6 @@ import type { Clock } from '../lib/clock.ts';
 import { OUTPUT_FETCH, outputFetchWaitMs, POLL_FAILURE_LIMIT, PROVIDER_TRANSIENT, rateLimitWaitMs, transientWaitMs } from '../lib/retry-ladders.ts';
 import { PixelLimitExceeded, probeFile } from '../media/probe.ts';
 import type { ClaimedJob, RemoteState } from '../queue/index.ts';
-
 
 export interface RemoteRunContext {
   signal: AbortSignal;
@@ -157,7 +148,7 @@ async function rehostOutputs(job: ClaimedJob, result: PollResult, ctx: RemoteRun
     } else {
       throw new EngineError(ERR.provider_error, 'The provider returned a result with neither a URL nor data.');
     }
-    let probe;
+    let probe: Awaited<ReturnType<typeof probeFile>>;
     try {
       probe = await probeFile(file, { maxInputPixels: ctx.maxInputPixels, signal: ctx.signal });
     } catch (error) {

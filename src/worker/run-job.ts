@@ -134,7 +134,7 @@ async function carryOut(deps: RunJobDeps, job: ClaimedJob, decision: Decision, l
       log.info('job handed back on shutdown');
       return;
     case 'let-go':
-      log.info({ reason: 'job is no longer this worker\'s' }, 'job run aborted');
+      log.info({ reason: "job is no longer this worker's" }, 'job run aborted');
       if (decision.cancelAtProvider) await cancelAtProvider(deps, job.id, log);
       return;
     case 'reroute':
@@ -153,12 +153,7 @@ async function carryOut(deps: RunJobDeps, job: ClaimedJob, decision: Decision, l
   }
 }
 
-async function produce(
-  deps: RunJobDeps,
-  job: ClaimedJob,
-  engine: Engine,
-  run: { signal: AbortSignal; workDir: string; log: Logger; submitted: boolean },
-): Promise<EngineOutput[]> {
+async function produce(deps: RunJobDeps, job: ClaimedJob, engine: Engine, run: { signal: AbortSignal; workDir: string; log: Logger; submitted: boolean }): Promise<EngineOutput[]> {
   const { handle, clock } = deps;
   const maxInputPixels = deps.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS;
   const held = { jobId: job.id, workerId: job.leaseOwner };

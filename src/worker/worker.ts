@@ -46,7 +46,10 @@ export function startWorker(deps: WorkerDeps): Worker {
   const { handle, clock, logger } = deps;
   const running = new Map<string, AbortController>();
   const abort = (jobId: string, reason: AbortReason) => running.get(jobId)?.abort(reason);
-  const localEngines = deps.engines.all().filter((e) => !isRemoteEngine(e)).map((e) => e.name);
+  const localEngines = deps.engines
+    .all()
+    .filter((e) => !isRemoteEngine(e))
+    .map((e) => e.name);
   const remoteCaps = deps.engines
     .all()
     .filter(isRemoteEngine)

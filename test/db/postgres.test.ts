@@ -34,7 +34,9 @@ import { migrateToLatest } from '../../src/db/migrate.ts';
  * surviving a lost connection. Always runs on PostgreSQL (127.0.0.1:5432, database `test`).
  */
 
-const PNG = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#2040c0' } }).png().toBuffer();
+const PNG = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#2040c0' } })
+  .png()
+  .toBuffer();
 /** A new schema for one test; the file's schemas are dropped at its end unless a test failed. */
 const freshSchema = (owner?: string) => createTestSchema({ owner });
 
@@ -216,10 +218,7 @@ describe('PostgreSQL backend', () => {
   test('a process started while the database refuses it waits with backoff instead of exiting, then serves', async (t) => {
     const add = cleanup(t);
     const { role, url: databaseUrl } = ownRole(t, 'late', false);
-    const server = add(
-      spawnZhinian('server', testEnv(tempDir(), { DATABASE_URL: databaseUrl, PORT: '0', LOG_LEVEL: 'warn' })),
-      (c) => killAndWait(c),
-    );
+    const server = add(spawnZhinian('server', testEnv(tempDir(), { DATABASE_URL: databaseUrl, PORT: '0', LOG_LEVEL: 'warn' })), (c) => killAndWait(c));
     await waitFor(() => (server.output().match(/waiting for the database/g)?.length ?? 0) >= 3, { timeoutMs: 15_000, what: 'retries to be logged' });
     assert.equal(server.exitCode, null, 'still running while the database refuses it');
 

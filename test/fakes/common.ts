@@ -176,18 +176,16 @@ export async function resultFileBytes(spec: FileSpec): Promise<{ bytes: Buffer; 
   const key = `${spec.width}x${spec.height}`;
   let png = pngCache.get(key);
   if (!png) {
-    png = sharp({ create: { width: spec.width, height: spec.height, channels: 3, background: '#4a7fb0' } }).png().toBuffer();
+    png = sharp({ create: { width: spec.width, height: spec.height, channels: 3, background: '#4a7fb0' } })
+      .png()
+      .toBuffer();
     pngCache.set(key, png);
   }
   return { bytes: await png, contentType: 'image/png' };
 }
 
 /** Writes `bytes`, throttled to `chunkBytes` per `intervalMs` when `slow` is given. */
-async function serveFile(
-  res: http.ServerResponse,
-  file: { bytes: Buffer; contentType: string },
-  slow?: SlowFileOptions | null,
-): Promise<void> {
+async function serveFile(res: http.ServerResponse, file: { bytes: Buffer; contentType: string }, slow?: SlowFileOptions | null): Promise<void> {
   res.writeHead(200, { 'content-type': file.contentType, 'content-length': String(file.bytes.length) });
   if (!slow) {
     res.end(file.bytes);

@@ -107,7 +107,8 @@ function validateCreate(body: any, defaultN: number): FakeResponse | { model: Fa
   const n = body.n ?? defaultN;
   if (!Number.isInteger(n) || !model.n(n)) return badParam('n', `n ${String(body.n)} is not supported by ${body.model}`);
   if (body.image_urls !== undefined) {
-    if (!Array.isArray(body.image_urls) || body.image_urls.some((u: unknown) => typeof u !== 'string' || !/^https?:\/\//.test(u))) return badParam('image_urls', 'image_urls must be http(s) URLs');
+    if (!Array.isArray(body.image_urls) || body.image_urls.some((u: unknown) => typeof u !== 'string' || !/^https?:\/\//.test(u)))
+      return badParam('image_urls', 'image_urls must be http(s) URLs');
     if (body.image_urls.length > MAX_IMAGE_URLS) return badParam('image_urls', `at most ${MAX_IMAGE_URLS} images`);
   }
   return { model, n, width: size[0], height: size[1] };
@@ -199,8 +200,20 @@ export async function startFakeEvolink(opts: FakeEvolinkOptions = {}): Promise<F
       if (fetched.status !== 200) return badParam('image_urls', `could not download ${fetched.url} (${fetched.status ?? fetched.error})`);
     }
     const now = server.clock.now();
-    const id = `task-unified-${Math.floor(now / 1000)}-${randomInt(36 ** 8).toString(36).padStart(8, '0')}`;
-    const task: FakeEvolinkTask = { id, model: req.body.model, body: req.body, scenario, createdAtMs: now, n: checked.n, width: checked.width, height: checked.height, idempotencyKey: key };
+    const id = `task-unified-${Math.floor(now / 1000)}-${randomInt(36 ** 8)
+      .toString(36)
+      .padStart(8, '0')}`;
+    const task: FakeEvolinkTask = {
+      id,
+      model: req.body.model,
+      body: req.body,
+      scenario,
+      createdAtMs: now,
+      n: checked.n,
+      width: checked.width,
+      height: checked.height,
+      idempotencyKey: key,
+    };
     tasks.set(id, task);
     if (key) byKey.set(key, { bodyHash, taskId: id });
     return { status: 200, json: taskObject(task) };

@@ -11,16 +11,7 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import sharp, { type Metadata } from 'sharp';
 import { verifyVolcSignature } from '../../src/engines/providers/volc-sign.ts';
-import {
-  createFakeServer,
-  resultFileBytes,
-  scenarioOf,
-  type FakeResponse,
-  type FakeServer,
-  type RecordedRequest,
-  type SlowFileOptions,
-  type TaskTiming,
-} from './common.ts';
+import { createFakeServer, resultFileBytes, scenarioOf, type FakeResponse, type FakeServer, type RecordedRequest, type SlowFileOptions, type TaskTiming } from './common.ts';
 
 export const FAKE_VOLC_ACCESS_KEY_ID = 'AKLTFAKEJIMENGACCESSKEY';
 export const FAKE_VOLC_SECRET_ACCESS_KEY = 'ZmFrZS1qaW1lbmctc2VjcmV0==';
@@ -226,7 +217,8 @@ function checkGenerate(body: any, model: (typeof REQ_KEYS)[string]): Checked {
     if (!body.image_urls.every((u: unknown) => typeof u === 'string' && /^https?:\/\//.test(u))) return { invalid: 'image_urls must be http(s) URLs' };
   }
   if (body.scale !== undefined) {
-    const ok = model.scale === 'fraction' ? typeof body.scale === 'number' && body.scale >= 0 && body.scale <= 1 : Number.isInteger(body.scale) && body.scale >= 1 && body.scale <= 100;
+    const ok =
+      model.scale === 'fraction' ? typeof body.scale === 'number' && body.scale >= 0 && body.scale <= 1 : Number.isInteger(body.scale) && body.scale >= 1 && body.scale <= 100;
     if (!ok) return { invalid: `scale ${body.scale} out of range` };
   }
   if (body.force_single !== undefined && typeof body.force_single !== 'boolean') return { invalid: 'force_single must be boolean' };

@@ -58,13 +58,48 @@ interface FakeModel {
 
 const ALL_RES = ['480p', '720p', '1080p'];
 const MODELS: Record<string, FakeModel> = {
-  'doubao-seedance-1-0-pro-250528': { modes: new Set(['text', 'first_frame', 'first_last']), durations: [2, 12], autoDuration: false, resolutions: ALL_RES, maxReferences: 0, audio: false },
+  'doubao-seedance-1-0-pro-250528': {
+    modes: new Set(['text', 'first_frame', 'first_last']),
+    durations: [2, 12],
+    autoDuration: false,
+    resolutions: ALL_RES,
+    maxReferences: 0,
+    audio: false,
+  },
   'doubao-seedance-1-0-pro-fast-251015': { modes: new Set(['text', 'first_frame']), durations: [2, 12], autoDuration: false, resolutions: ALL_RES, maxReferences: 0, audio: false },
   'doubao-seedance-1-0-lite-t2v-250428': { modes: new Set(['text']), durations: [2, 12], autoDuration: false, resolutions: ALL_RES, maxReferences: 0, audio: false },
-  'doubao-seedance-1-0-lite-i2v-250428': { modes: new Set(['first_frame', 'first_last', 'reference']), durations: [2, 12], autoDuration: false, resolutions: ALL_RES, maxReferences: 4, audio: false },
-  'doubao-seedance-1-5-pro-251215': { modes: new Set(['text', 'first_frame', 'first_last']), durations: [4, 12], autoDuration: true, resolutions: ALL_RES, maxReferences: 0, audio: true },
-  'doubao-seedance-2-0-260128': { modes: new Set(['text', 'first_frame', 'first_last', 'reference', 'media']), durations: [4, 15], autoDuration: true, resolutions: ALL_RES, maxReferences: 9, audio: true },
-  'doubao-seedance-2-0-fast-260128': { modes: new Set(['text', 'first_frame', 'first_last', 'reference', 'media']), durations: [4, 15], autoDuration: true, resolutions: ['480p', '720p'], maxReferences: 9, audio: true },
+  'doubao-seedance-1-0-lite-i2v-250428': {
+    modes: new Set(['first_frame', 'first_last', 'reference']),
+    durations: [2, 12],
+    autoDuration: false,
+    resolutions: ALL_RES,
+    maxReferences: 4,
+    audio: false,
+  },
+  'doubao-seedance-1-5-pro-251215': {
+    modes: new Set(['text', 'first_frame', 'first_last']),
+    durations: [4, 12],
+    autoDuration: true,
+    resolutions: ALL_RES,
+    maxReferences: 0,
+    audio: true,
+  },
+  'doubao-seedance-2-0-260128': {
+    modes: new Set(['text', 'first_frame', 'first_last', 'reference', 'media']),
+    durations: [4, 15],
+    autoDuration: true,
+    resolutions: ALL_RES,
+    maxReferences: 9,
+    audio: true,
+  },
+  'doubao-seedance-2-0-fast-260128': {
+    modes: new Set(['text', 'first_frame', 'first_last', 'reference', 'media']),
+    durations: [4, 15],
+    autoDuration: true,
+    resolutions: ['480p', '720p'],
+    maxReferences: 9,
+    audio: true,
+  },
 };
 const RATIOS = ['16:9', '4:3', '1:1', '3:4', '9:16', '21:9', 'adaptive'];
 const TASKS_PATH = '/api/v3/contents/generations/tasks';
@@ -74,7 +109,8 @@ function arkError(status: number, code: string, type: string, message: string, p
   return { status, json: { error: { code, message: `${message} Request ID: ${randomBytes(8).toString('hex')}`, param, type } } };
 }
 
-const badParam = (param: string, message: string) => arkError(400, 'InvalidParameter', 'BadRequest', `The parameter \`${param}\` specified in the request is not valid: ${message}.`, param);
+const badParam = (param: string, message: string) =>
+  arkError(400, 'InvalidParameter', 'BadRequest', `The parameter \`${param}\` specified in the request is not valid: ${message}.`, param);
 
 /** The refusals Ark would give a create body, or null. */
 function validateCreate(body: any): FakeResponse | null {
@@ -82,7 +118,8 @@ function validateCreate(body: any): FakeResponse | null {
   if (typeof body.model !== 'string') return arkError(400, 'MissingParameter', 'BadRequest', 'The request failed because it is missing `model`.', 'model');
   const model = MODELS[body.model];
   if (!model) return arkError(404, 'InvalidEndpointOrModel.NotFound', 'NotFound', `The model or endpoint ${body.model} does not exist or you do not have access to it.`);
-  if (!Array.isArray(body.content) || body.content.length === 0) return arkError(400, 'MissingParameter', 'BadRequest', 'The request failed because it is missing `content`.', 'content');
+  if (!Array.isArray(body.content) || body.content.length === 0)
+    return arkError(400, 'MissingParameter', 'BadRequest', 'The request failed because it is missing `content`.', 'content');
 
   let texts = 0;
   const roles: string[] = [];
@@ -122,7 +159,8 @@ function validateCreate(body: any): FakeResponse | null {
   const withReferences = refs > 0 || media > 0;
 
   if (body.ratio !== undefined && (!RATIOS.includes(body.ratio) || (body.ratio === 'adaptive' && withReferences))) return badParam('ratio', String(body.ratio));
-  if (body.resolution !== undefined && (!model.resolutions.includes(body.resolution) || (body.resolution === '1080p' && withReferences))) return badParam('resolution', String(body.resolution));
+  if (body.resolution !== undefined && (!model.resolutions.includes(body.resolution) || (body.resolution === '1080p' && withReferences)))
+    return badParam('resolution', String(body.resolution));
   if (body.duration !== undefined) {
     const d = body.duration;
     const ok = Number.isInteger(d) && ((d >= model.durations[0] && d <= model.durations[1]) || (d === -1 && model.autoDuration));
@@ -158,8 +196,7 @@ export async function startFakeSeedance(opts: FakeSeedanceOptions = {}): Promise
   let server!: FakeServer;
 
   const unauthorizedAnswer = () => arkError(401, 'AuthenticationError', 'Unauthorized', 'The API key in the request is missing or invalid.');
-  const unauthorized = (req: RecordedRequest) =>
-    req.headers.authorization !== `Bearer ${apiKey}` || server.scenarios.peek() === 'bad_auth' ? unauthorizedAnswer() : null;
+  const unauthorized = (req: RecordedRequest) => (req.headers.authorization !== `Bearer ${apiKey}` || server.scenarios.peek() === 'bad_auth' ? unauthorizedAnswer() : null);
 
   function elapsed(task: FakeSeedanceTask): number {
     return server.clock.now() - task.createdAtMs;

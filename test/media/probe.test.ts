@@ -14,7 +14,9 @@ const signal = new AbortController().signal;
 const p = (name: string): string => join(dir, name);
 
 before(async () => {
-  await sharp({ create: { width: 300, height: 200, channels: 3, background: '#808080' } }).png().toFile(p('a.png'));
+  await sharp({ create: { width: 300, height: 200, channels: 3, background: '#808080' } })
+    .png()
+    .toFile(p('a.png'));
   await sharp({ create: { width: 300, height: 200, channels: 3, background: '#808080' } })
     .jpeg()
     .withMetadata({ orientation: 6 })
@@ -73,7 +75,9 @@ describe('probeFile', () => {
   });
 
   it('is fast on 200 MB files (headers only)', async () => {
-    const png = await sharp({ create: { width: 640, height: 480, channels: 3, background: '#000' } }).png().toBuffer();
+    const png = await sharp({ create: { width: 640, height: 480, channels: 3, background: '#000' } })
+      .png()
+      .toBuffer();
     const bigPng = await bigFile('big.png', png);
     const zeros = await bigFile('zeros.bin', Buffer.alloc(16));
     let t = performance.now();
@@ -105,7 +109,11 @@ describe('probeFile with maxInputPixels (pixel bombs)', () => {
     await writeFile(p('bomb.png'), pngBomb(30000, 30000));
     await writeFile(p('bomb.jpg'), await jpegBomb(30000, 30000));
     await writeFile(p('bomb.gif'), await gifBomb(30000, 30000));
-    for (const [name, mime] of [['bomb.png', 'image/png'], ['bomb.jpg', 'image/jpeg'], ['bomb.gif', 'image/gif']]) {
+    for (const [name, mime] of [
+      ['bomb.png', 'image/png'],
+      ['bomb.jpg', 'image/jpeg'],
+      ['bomb.gif', 'image/gif'],
+    ]) {
       await refused(p(name), limit, 30000, 30000);
       assert.deepEqual(await probeFile(p(name)), { mimeType: mime, kind: 'image', width: 30000, height: 30000, durationSeconds: null }, name);
     }

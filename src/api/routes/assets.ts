@@ -55,7 +55,10 @@ export function registerAssetRoutes(app: FastifyInstance, assets: AssetService, 
     }
     reply.header('content-type', row.mime_type).header('content-disposition', contentDisposition(row.name));
     if (range) {
-      reply.status(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
+      reply
+        .status(206)
+        .header('content-range', `bytes ${range.start}-${range.end}/${size}`)
+        .header('content-length', range.end - range.start + 1);
       return reply.send(await store.get(row.storage_key, range));
     }
     reply.header('content-length', size);

@@ -85,12 +85,7 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('delivered_at', 'bigint')
     .execute();
   await db.schema.createIndex('webhook_deliveries_job_event').unique().on('webhook_deliveries').columns(['job_id', 'event']).execute();
-  await db.schema
-    .createIndex('webhook_deliveries_due')
-    .on('webhook_deliveries')
-    .column('next_attempt_at')
-    .where(sql.ref('next_attempt_at'), 'is not', null)
-    .execute();
+  await db.schema.createIndex('webhook_deliveries_due').on('webhook_deliveries').column('next_attempt_at').where(sql.ref('next_attempt_at'), 'is not', null).execute();
 
   await db.schema
     .createTable('webhook_attempts')

@@ -3,7 +3,7 @@
  * Rendering and encoding run in the sharp child process, so a cancel stops them at once.
  */
 import { join } from 'node:path';
-import { type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
+import type { EngineOutput, EngineRequest, RunContext } from '../engine.ts';
 import { throwIfAborted } from '../../lib/abort.ts';
 import { decodeError, imageInputs, inputPixelLimit, invalidInput, readImageInfo } from './inputs.ts';
 import { renderPromptImage } from './render.ts';

@@ -5,7 +5,7 @@
  * encoding of big images run in the sharp child process, so a cancel stops them too.
  */
 import { join } from 'node:path';
-import { type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
+import type { EngineOutput, EngineRequest, RunContext } from '../engine.ts';
 import { throwIfAborted } from '../../lib/abort.ts';
 import { inpaintInWorker } from './inpaint-pool.ts';
 import { decodeError, imageInputs, inputPixelLimit, invalidInput, readImageInfo } from './inputs.ts';
@@ -24,7 +24,12 @@ interface RawImage {
 }
 
 /** A decode to raw pixels: in the sharp child for big images (seconds, cancellable), else here. */
-async function decodeRaw(task: Omit<SharpTask, 'output'>, pixels: number, workDir: string, signal: AbortSignal): Promise<{ data: Buffer; width: number; height: number; channels: number }> {
+async function decodeRaw(
+  task: Omit<SharpTask, 'output'>,
+  pixels: number,
+  workDir: string,
+  signal: AbortSignal,
+): Promise<{ data: Buffer; width: number; height: number; channels: number }> {
   const { data, width, height, channels } = await runSharpTask({ ...task, output: { raw: true } }, signal, {
     inProcess: pixels <= IN_PROCESS_MAX_PIXELS,
     scratchDir: workDir,

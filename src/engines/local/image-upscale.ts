@@ -1,6 +1,6 @@
 /** image.upscale: lanczos3 resize to a 2048/3840/7680 long side, aspect kept, mild sharpen, PNG. */
 import { join } from 'node:path';
-import { type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
+import type { EngineOutput, EngineRequest, RunContext } from '../engine.ts';
 import { UPSCALE_LONG_SIDE, UPSCALE_RESOLUTIONS, type UpscaleResolution } from '../../contract/index.ts';
 import { throwIfAborted } from '../../lib/abort.ts';
 import { decodeError, imageInputs, inputPixelLimit, invalidInput, readImageInfo } from './inputs.ts';

@@ -54,8 +54,7 @@ export function promptSeed(prompt: string, variant = 0): Buffer {
   return h.digest();
 }
 
-const hsl = (h: number, s: number, l: number): string =>
-  `hsl(${((h % 360) + 360) % 360 | 0},${Math.round(s)}%,${Math.round(l)}%)`;
+const hsl = (h: number, s: number, l: number): string => `hsl(${(((h % 360) + 360) % 360) | 0},${Math.round(s)}%,${Math.round(l)}%)`;
 
 /** XML text content: escaped, with characters XML 1.0 forbids (and lone surrogates) removed. */
 export function escapeXml(text: string): string {

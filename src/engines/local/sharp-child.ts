@@ -111,8 +111,10 @@ interface Reply extends HelperReply {
 
 const pool = new WarmPool<Reply>({
   // Plain .mjs: none of the parent's loaders (tsx) are needed.
-  start: childProcessHelper(SCRIPT, { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' }, (code, signal) =>
-    new SharpChildExited(signal ? `signal ${signal}` : `code ${code}`),
+  start: childProcessHelper(
+    SCRIPT,
+    { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' },
+    (code, signal) => new SharpChildExited(signal ? `signal ${signal}` : `code ${code}`),
   ),
   notRunning: () => new SharpChildExited('not running'),
   maxIdle: MAX_IDLE,

@@ -4,19 +4,7 @@
 import sharp from 'sharp';
 
 /** The sharp methods a task may call (see SharpOp in sharp-child.ts). */
-export const SHARP_METHODS = new Set([
-  'rotate',
-  'flatten',
-  'resize',
-  'composite',
-  'removeAlpha',
-  'ensureAlpha',
-  'sharpen',
-  'toColourspace',
-  'greyscale',
-  'extract',
-  'png',
-]);
+export const SHARP_METHODS = new Set(['rotate', 'flatten', 'resize', 'composite', 'removeAlpha', 'ensureAlpha', 'sharpen', 'toColourspace', 'greyscale', 'extract', 'png']);
 
 /**
  * A file is client or provider data (the engine's own drawings are SVG or raw pixels): sharp's

@@ -7,7 +7,7 @@
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { runFfmpeg } from '../../media/ffmpeg.ts';
-import { type EngineOutput, type EngineRequest, type RunContext } from '../engine.ts';
+import type { EngineOutput, EngineRequest, RunContext } from '../engine.ts';
 import { VIDEO_RATIOS, VIDEO_RESOLUTIONS, type VideoRatio, type VideoResolution } from '../../contract/index.ts';
 import { throwIfAborted } from '../../lib/abort.ts';
 import { decodeError, imageInputs, inputPixelLimit, invalidInput, readImageInfo, type ImageInfo } from './inputs.ts';

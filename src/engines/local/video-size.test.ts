@@ -25,7 +25,10 @@ describe('videoSize', () => {
     assert.deepEqual(videoSize('adaptive', '720p'), { width: 1280, height: 720 });
     // Extreme panoramas are held to 4:1.
     assert.deepEqual(videoSize('adaptive', '480p', { width: 10000, height: 100 }), { width: 1920, height: 480 });
-    for (const img of [{ width: 1001, height: 777 }, { width: 123, height: 457 }]) {
+    for (const img of [
+      { width: 1001, height: 777 },
+      { width: 123, height: 457 },
+    ]) {
       const s = videoSize('adaptive', '1080p', img);
       assert.equal(s.width % 2, 0);
       assert.equal(s.height % 2, 0);

@@ -176,8 +176,8 @@ export class WarmPool<R extends HelperReply> {
 
   private acquire(): WarmHelper<R> {
     // The most recently used helper first.
-    let helper: WarmHelper<R> | undefined;
-    while ((helper = this.idle.pop())) if (!helper.dead) break;
+    let helper = this.idle.pop();
+    while (helper?.dead) helper = this.idle.pop();
     helper ??= this.create();
     helper.hold(true);
     this.busy.add(helper);

@@ -4,7 +4,7 @@
  * `evolink-mapping.ts`.
  */
 import fsp from 'node:fs/promises';
-import { EngineError, type EngineHandle, type PollResult, type RemoteEngine, type RemoteRequest } from '../engine.ts';
+import type { EngineError, EngineHandle, PollResult, RemoteEngine, RemoteRequest } from '../engine.ts';
 import { systemClock } from '../../lib/clock.ts';
 import { ERR } from '../../lib/error-codes.ts';
 import {
@@ -63,7 +63,10 @@ export function createEvolinkEngine(config: EvolinkConfig): RemoteEngine {
     if (images.length > MAX_REFERENCE_IMAGES) throw invalid(`EvoLink takes at most ${MAX_REFERENCE_IMAGES} reference images; got ${images.length}.`);
     for (const [i, image] of images.entries()) {
       if (!REFERENCE_MIME_TYPES.includes(image.mimeType)) throw invalid(`Reference image ${i + 1} is ${image.mimeType}; EvoLink takes JPEG, PNG or WebP.`);
-      const bytes = await fsp.stat(image.path).then((s) => s.size, () => 0);
+      const bytes = await fsp.stat(image.path).then(
+        (s) => s.size,
+        () => 0,
+      );
       if (bytes > MAX_REFERENCE_BYTES) throw invalid(`Reference image ${i + 1} is larger than ${MAX_REFERENCE_BYTES / 1024 / 1024} MB.`);
     }
     const { width = 1024, height = 1024, quality, force_single } = request.params;

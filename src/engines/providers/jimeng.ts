@@ -231,9 +231,7 @@ async function prepareImage(input: RemoteInput, what: string, opts: { shrinkToFi
     const bytes = await readFile(input.path);
     if (bytes.length <= MAX_BASE64_INPUT_BYTES) return { bytes, width, height };
   }
-  const pipeline = sharp(input.path, { limitInputPixels: opts.maxPixels })
-    .rotate()
-    .resize(MAX_INPUT_SIDE, MAX_INPUT_SIDE, { fit: 'inside', withoutEnlargement: true });
+  const pipeline = sharp(input.path, { limitInputPixels: opts.maxPixels }).rotate().resize(MAX_INPUT_SIDE, MAX_INPUT_SIDE, { fit: 'inside', withoutEnlargement: true });
   const png = await pipeline.clone().png().toBuffer({ resolveWithObject: true });
   if (png.data.length <= MAX_BASE64_INPUT_BYTES) return { bytes: png.data, width: png.info.width, height: png.info.height };
   const jpeg = await pipeline.clone().flatten({ background: '#ffffff' }).jpeg({ quality: 90 }).toBuffer({ resolveWithObject: true });
@@ -289,8 +287,7 @@ interface ProviderFault {
 function faultOf(res: ProviderResponse): ProviderFault {
   const json = res.json;
   const gatewayError = json?.ResponseMetadata?.Error;
-  const providerCode: number | string | undefined =
-    typeof json?.code === 'number' ? json.code : typeof gatewayError?.Code === 'string' ? gatewayError.Code : undefined;
+  const providerCode: number | string | undefined = typeof json?.code === 'number' ? json.code : typeof gatewayError?.Code === 'string' ? gatewayError.Code : undefined;
   const detail: string = json?.message ?? gatewayError?.Message ?? (res.text.slice(0, 200) || 'no body');
   const fault = classifyJimengError(res.status, providerCode);
   const codeText = providerCode === undefined ? '' : ` ${providerCode}`;
@@ -331,9 +328,10 @@ function interpretResult(data: any, handle: EngineHandle, now: number): PollResu
 
 function doneResult(data: any): PollResult {
   // URLs when the answer has a list of them (asked for with return_url), else base64.
-  const outputs: NonNullable<PollResult['outputs']> = Array.isArray(data.image_urls) && data.image_urls.length > 0
-    ? nonEmptyStrings(data.image_urls).map((url) => ({ kind: 'image', url }))
-    : nonEmptyStrings(data.binary_data_base64).map((b64) => ({ kind: 'image', data: Buffer.from(b64, 'base64') }));
+  const outputs: NonNullable<PollResult['outputs']> =
+    Array.isArray(data.image_urls) && data.image_urls.length > 0
+      ? nonEmptyStrings(data.image_urls).map((url) => ({ kind: 'image', url }))
+      : nonEmptyStrings(data.binary_data_base64).map((b64) => ({ kind: 'image', data: Buffer.from(b64, 'base64') }));
   if (outputs.length === 0) {
     return { status: 'failed', progress: null, providerStatus: 'done', error: { code: ERR.provider_error, message: 'jimeng: task done without images' } };
   }

@@ -158,7 +158,12 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
         const providerCode = typeof raw === 'string' ? raw : typeof raw?.code === 'string' ? raw.code : undefined;
         const detail = typeof raw?.message === 'string' ? withoutQueries(raw.message) : (providerCode ?? 'no reason given');
         const found = classifySeedanceError(providerCode);
-        const error = { code: found?.code ?? ERR.provider_error, message: `Seedance task failed: ${detail}`, providerCode, resubmittable: found !== undefined && found.kind !== 'permanent' };
+        const error = {
+          code: found?.code ?? ERR.provider_error,
+          message: `Seedance task failed: ${detail}`,
+          providerCode,
+          resubmittable: found !== undefined && found.kind !== 'permanent',
+        };
         return { status, progress: null, providerStatus, error };
       }
       case 'expired':
@@ -169,7 +174,12 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
         const createdAtMs = typeof task.created_at === 'number' ? task.created_at * 1000 : Date.parse(handle.submittedAt);
         const expiresAfter = Number(handle.meta?.executionExpiresAfter ?? expiresAfterSeconds);
         if (clock.now() > createdAtMs + expiresAfter * 1000 + EXPIRY_GRACE_MS) {
-          return { status: 'expired', progress: null, providerStatus, error: { code: ERR.provider_timeout, message: `Seedance task still ${providerStatus || 'pending'} past its ${expiresAfter} s expiry.` } };
+          return {
+            status: 'expired',
+            progress: null,
+            providerStatus,
+            error: { code: ERR.provider_timeout, message: `Seedance task still ${providerStatus || 'pending'} past its ${expiresAfter} s expiry.` },
+          };
         }
         return { status, progress: null, providerStatus };
       }
@@ -227,5 +237,8 @@ export function createSeedanceEngine(config: SeedanceConfig): RemoteEngine {
 
 async function sizeOf(input: RemoteInput): Promise<number> {
   // The worker hands us a file it already fetched; if it is somehow gone, let the provider judge.
-  return fsp.stat(input.path).then((s) => s.size, () => 0);
+  return fsp.stat(input.path).then(
+    (s) => s.size,
+    () => 0,
+  );
 }

@@ -49,7 +49,10 @@ function hmac(key: string | Buffer, data: string): Buffer {
 
 /** `20250101T000000Z` */
 export function formatXDate(date: Date): string {
-  return date.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+  return date
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}/, '');
 }
 
 /** RFC 3986: only `A-Za-z0-9-_.~` stay literal; `encodeURIComponent` leaves `!'()*` alone. */
@@ -93,14 +96,7 @@ export function computeVolcSignature(input: {
   const names = Object.keys(input.signedHeaders).sort();
   const headerBlock = names.map((name) => `${name}:${input.signedHeaders[name]!.trim()}\n`).join('');
   const signedHeaders = names.join(';');
-  const canonicalRequest = [
-    input.method.toUpperCase(),
-    canonicalUri(input.path),
-    canonicalQuery(input.query),
-    headerBlock,
-    signedHeaders,
-    input.bodyHash,
-  ].join('\n');
+  const canonicalRequest = [input.method.toUpperCase(), canonicalUri(input.path), canonicalQuery(input.query), headerBlock, signedHeaders, input.bodyHash].join('\n');
   const canonicalRequestHash = sha256Hex(canonicalRequest);
   const date = input.xDate.slice(0, 8);
   const credentialScope = `${date}/${input.region}/${input.service}/request`;
@@ -125,9 +121,7 @@ export function signVolcRequest(input: VolcSignInput): Record<string, string> {
   if (input.securityToken) sent['X-Security-Token'] = input.securityToken;
   const signedHeaders = Object.fromEntries(Object.entries(sent).map(([name, value]) => [name.toLowerCase(), value]));
   const signed = computeVolcSignature({ ...input, signedHeaders, bodyHash, xDate });
-  sent.Authorization =
-    `${VOLC_ALGORITHM} Credential=${input.accessKeyId}/${signed.credentialScope}, ` +
-    `SignedHeaders=${signed.signedHeaders}, Signature=${signed.signature}`;
+  sent.Authorization = `${VOLC_ALGORITHM} Credential=${input.accessKeyId}/${signed.credentialScope}, ` + `SignedHeaders=${signed.signedHeaders}, Signature=${signed.signature}`;
   return sent;
 }
 
@@ -152,9 +146,7 @@ interface ParsedAuthorization {
   signature: string;
 }
 
-export type VolcVerification =
-  | { ok: true; accessKeyId: string; region: string; service: string; signedHeaders: string[] }
-  | { ok: false; reason: string };
+export type VolcVerification = { ok: true; accessKeyId: string; region: string; service: string; signedHeaders: string[] } | { ok: false; reason: string };
 
 const AUTHORIZATION = /^HMAC-SHA256 Credential=([^/,\s]+)\/(\d{8})\/([^/,\s]+)\/([^/,\s]+)\/request, ?SignedHeaders=([a-z0-9;-]+), ?Signature=([0-9a-f]{64})$/;
 

@@ -41,7 +41,9 @@ async function writeOriginal(path: string, w: number, h: number, block: typeof B
       raw[i] = raw[i + 1] = raw[i + 2] = 0;
     }
   }
-  await sharp(raw, { raw: { width: w, height: h, channels: ch } }).png().toFile(path);
+  await sharp(raw, { raw: { width: w, height: h, channels: ch } })
+    .png()
+    .toFile(path);
   return { raw, clean };
 }
 
@@ -52,7 +54,9 @@ async function writeMask(path: string, w: number, h: number, rect: typeof MASK, 
   for (let y = Math.floor(rect.y0 * scale); y < Math.ceil(rect.y1 * scale); y++) {
     for (let x = Math.floor(rect.x0 * scale); x < Math.ceil(rect.x1 * scale); x++) m[y * mw + x] = 255;
   }
-  await sharp(m, { raw: { width: mw, height: mh, channels: 1 } }).png().toFile(path);
+  await sharp(m, { raw: { width: mw, height: mh, channels: 1 } })
+    .png()
+    .toFile(path);
 }
 
 before(async () => {
@@ -144,7 +148,9 @@ describe('image.inpaint', () => {
   it('returns the original unchanged for an empty mask', async () => {
     const c = ctx();
     const empty = join(c.workDir, 'empty.png');
-    await sharp({ create: { width: W, height: H, channels: 3, background: '#000' } }).png().toFile(empty);
+    await sharp({ create: { width: W, height: H, channels: 3, background: '#000' } })
+      .png()
+      .toFile(empty);
     const [out] = await engine.run(request([imageInput(join(files.workDir, 'original.png')), imageInput(empty, 'mask')]), c);
     const data = await sharp(out.path).raw().toBuffer();
     assert.ok(data.equals(originalRaw));
@@ -204,7 +210,9 @@ describe('image.inpaint', () => {
       x ^= x << 5;
       noise[i] = x & 0xff;
     }
-    await sharp(noise, { raw: { width: w, height: h, channels: 3 } }).png({ compressionLevel: 0 }).toFile(join(c.workDir, 'o.png'));
+    await sharp(noise, { raw: { width: w, height: h, channels: 3 } })
+      .png({ compressionLevel: 0 })
+      .toFile(join(c.workDir, 'o.png'));
     await writeMask(join(c.workDir, 'm.png'), w, h, { x0: 100, y0: 100, x1: 140, y1: 140 });
     let encodeStarted: Promise<number[]> | null = null;
     const onProgress = (p: number): void => {

@@ -33,7 +33,6 @@ after(async () => {
   await shutdownSharp();
 });
 
-
 function request(inputs: EngineRequest['inputs'], resolution?: UpscaleResolution): EngineRequest {
   return { jobId: 'j', capability: 'image.upscale', prompt: null, params: resolution ? { resolution } : {}, inputs };
 }
@@ -111,13 +110,15 @@ describe('image.upscale', () => {
     contexts.push(c);
     const bomb = join(c.workDir, 'bomb.png');
     await writeFile(bomb, pngBomb(30000, 30000));
-    const tooLarge = (limit: number, width: number, height: number) => (err: unknown): boolean => {
-      assert.ok(err instanceof EngineError, String(err));
-      assert.equal(err.code, 'input_too_large');
-      assert.equal(err.retryable, false);
-      assert.match(err.message, new RegExp(`${width}×${height} = ${width * height} pixels, over the ${limit}-pixel limit \\(ZHINIAN_MAX_INPUT_PIXELS\\)`));
-      return true;
-    };
+    const tooLarge =
+      (limit: number, width: number, height: number) =>
+      (err: unknown): boolean => {
+        assert.ok(err instanceof EngineError, String(err));
+        assert.equal(err.code, 'input_too_large');
+        assert.equal(err.retryable, false);
+        assert.match(err.message, new RegExp(`${width}×${height} = ${width * height} pixels, over the ${limit}-pixel limit \\(ZHINIAN_MAX_INPUT_PIXELS\\)`));
+        return true;
+      };
     const started = performance.now();
     // No limit in the context: sharp's default (= the default ZHINIAN_MAX_INPUT_PIXELS).
     await assert.rejects(engine.run(request([imageInput(bomb)], '2k'), c), tooLarge(268_402_689, 30000, 30000));

@@ -47,7 +47,12 @@ describe('runSharpTask', () => {
         'resize',
         (out) => ({
           input: { kind: 'file', path: join(c.workDir, 'in.png') },
-          ops: [['rotate'], ['resize', 600, 400, { fit: 'fill', kernel: 'lanczos3' }], ['sharpen', { sigma: 0.8, m1: 0.6, m2: 1.5 }], ['png', { compressionLevel: 3, adaptiveFiltering: false }]],
+          ops: [
+            ['rotate'],
+            ['resize', 600, 400, { fit: 'fill', kernel: 'lanczos3' }],
+            ['sharpen', { sigma: 0.8, m1: 0.6, m2: 1.5 }],
+            ['png', { compressionLevel: 3, adaptiveFiltering: false }],
+          ],
           output: { path: out },
         }),
       ],
@@ -89,10 +94,7 @@ describe('runSharpTask', () => {
       runSharpTask({ input: { kind: 'file', path: join(c.workDir, 'missing.png') }, ops: [['png', {}]], output: { path: join(c.workDir, 'x.png') } }, signal),
       (err: unknown) => err instanceof Error && /missing\.png|does not exist|unsupported/i.test(err.message),
     );
-    const info = await runSharpTask(
-      { input: { kind: 'file', path: join(c.workDir, 'in.png') }, ops: [['png', {}]], output: { path: join(c.workDir, 'y.png') } },
-      signal,
-    );
+    const info = await runSharpTask({ input: { kind: 'file', path: join(c.workDir, 'in.png') }, ops: [['png', {}]], output: { path: join(c.workDir, 'y.png') } }, signal);
     assert.deepEqual([info.width, info.height], [300, 200]);
   });
 

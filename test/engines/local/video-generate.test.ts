@@ -65,7 +65,10 @@ describe('video.generate', () => {
     console.log(`video 16:9 720p 4 s (prompt only): ${Math.round(performance.now() - started)} ms`);
     await checkVideo(path, 1280, 720, 4);
     assert.equal(progress.at(-1), 100);
-    assert.ok(progress.some((p) => p > 10 && p < 100), `progress from ffmpeg: ${progress.join(',')}`);
+    assert.ok(
+      progress.some((p) => p > 10 && p < 100),
+      `progress from ffmpeg: ${progress.join(',')}`,
+    );
     for (let i = 1; i < progress.length; i++) assert.ok(progress[i] >= progress[i - 1], 'progress never goes back');
   });
 
@@ -82,7 +85,10 @@ describe('video.generate', () => {
   it('splits frames evenly', () => {
     assert.deepEqual(splitFrames(120, 3), [40, 40, 40]);
     assert.deepEqual(splitFrames(121, 3), [41, 40, 40]);
-    assert.equal(splitFrames(97, 5).reduce((a, b) => a + b, 0), 97);
+    assert.equal(
+      splitFrames(97, 5).reduce((a, b) => a + b, 0),
+      97,
+    );
   });
 
   it('aborts a running encode: rejects with Aborted within 2 s and ffmpeg is gone', async () => {

@@ -22,7 +22,9 @@ const inputHits: { path: string; authorization?: string }[] = [];
 
 async function imageInput(name: string, width = 512, height = 512, mimeType = 'image/png'): Promise<RemoteInput> {
   const file = path.join(inputDir, name);
-  await sharp({ create: { width, height, channels: 3, background: '#336699' } }).png().toFile(file);
+  await sharp({ create: { width, height, channels: 3, background: '#336699' } })
+    .png()
+    .toFile(file);
   return { role: 'image', path: file, mimeType, publicUrl: `${inputBase}/in/${name}?sig=abc`, width, height };
 }
 
@@ -152,8 +154,14 @@ describe('evolink submit', () => {
   test('reference images go as image_urls, fetched by the provider without a key', async () => {
     const inputs = [await imageInput('a.png'), await imageInput('b.png')];
     await engineFor(fake).submit(imageRequest({ inputs }), freshOpts());
-    assert.deepEqual(lastCreate(fake).body.image_urls, inputs.map((i) => i.publicUrl));
-    assert.deepEqual(fake.server.inputFetches.map((f) => f.status), [200, 200]);
+    assert.deepEqual(
+      lastCreate(fake).body.image_urls,
+      inputs.map((i) => i.publicUrl),
+    );
+    assert.deepEqual(
+      fake.server.inputFetches.map((f) => f.status),
+      [200, 200],
+    );
     assert.ok(inputHits.every((h) => h.authorization === undefined));
   });
 

@@ -16,7 +16,12 @@ import { classifyJimengError, fitSize, mapScale, UPSCALE_RESOLUTION } from '../.
 /** The fake's clock: tests move it forward instead of sleeping, so status sequences are exact. */
 function manualClock() {
   let ms = Date.now();
-  return { now: () => ms, advance: (deltaMs: number) => void (ms += deltaMs) };
+  return {
+    now: () => ms,
+    advance: (deltaMs: number) => {
+      ms += deltaMs;
+    },
+  };
 }
 type Clock = ReturnType<typeof manualClock>;
 /** Default phases (queued 50 ms, running 150 ms) on a manual clock. */
@@ -50,7 +55,9 @@ function input(path: string, role: RemoteInput['role'] = 'image', publicUrl = 'h
 async function png(name: string, width: number, height: number, opts: { alpha?: boolean } = {}): Promise<string> {
   const path = join(dir, name);
   const background = opts.alpha ? { r: 200, g: 40, b: 40, alpha: 0.5 } : '#2060a0';
-  await sharp({ create: { width, height, channels: opts.alpha ? 4 : 3, background } }).png().toFile(path);
+  await sharp({ create: { width, height, channels: opts.alpha ? 4 : 3, background } })
+    .png()
+    .toFile(path);
   return path;
 }
 
@@ -183,7 +190,10 @@ describe('jimeng engine against the fake: happy paths', () => {
     assert.equal(sent['content-type'], 'application/json');
     assert.equal(sent.host, new URL(fake.baseUrl).host);
     assert.match(String(sent['x-date']), /^\d{8}T\d{6}Z$/);
-    assert.match(String(sent.authorization), /^HMAC-SHA256 Credential=AKLTFAKEJIMENGACCESSKEY\/\d{8}\/cn-north-1\/cv\/request, SignedHeaders=content-type;host;x-content-sha256;x-date, Signature=[0-9a-f]{64}$/);
+    assert.match(
+      String(sent.authorization),
+      /^HMAC-SHA256 Credential=AKLTFAKEJIMENGACCESSKEY\/\d{8}\/cn-north-1\/cv\/request, SignedHeaders=content-type;host;x-content-sha256;x-date, Signature=[0-9a-f]{64}$/,
+    );
   });
 
   test('without force_single every returned image becomes an output; no progress is reported', async () => {
@@ -213,7 +223,9 @@ describe('jimeng engine against the fake: happy paths', () => {
     const original = await png('orig.png', 300, 200);
     const maskPath = join(dir, 'mask.png');
     // An RGBA mask at half size: white square on transparent.
-    const square = await sharp({ create: { width: 50, height: 50, channels: 4, background: '#ffffffff' } }).png().toBuffer();
+    const square = await sharp({ create: { width: 50, height: 50, channels: 4, background: '#ffffffff' } })
+      .png()
+      .toBuffer();
     await sharp({ create: { width: 150, height: 100, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } })
       .composite([{ input: square, left: 20, top: 20 }])
       .png()
@@ -260,7 +272,10 @@ describe('jimeng engine against the fake: happy paths', () => {
     const engine = engineFor(fake);
     assert.equal(await engine.cancel({ engine: 'jimeng', taskId: '1', submittedAt: new Date().toISOString() }), 'not_supported');
     const cadence = engineFor(fake, { pollIntervalMs: undefined });
-    assert.deepEqual([1, 2, 3].map((n) => cadence.pollDelayMs(n)), [2000, 2500, 2500]);
+    assert.deepEqual(
+      [1, 2, 3].map((n) => cadence.pollDelayMs(n)),
+      [2000, 2500, 2500],
+    );
     assert.equal(engine.pollDelayMs(1), 10);
     assert.deepEqual([engine.name, engine.kind, engine.maxConcurrency, [...engine.capabilities]], ['jimeng', 'remote', 2, ['image.generate', 'image.inpaint', 'image.upscale']]);
   });
@@ -336,7 +351,11 @@ describe('jimeng engine against the fake: injected faults', () => {
   });
 
   test('moderation on submit is a permanent content_moderation', async () => {
-    await rejectsWith(engineFor(fake).submit(request('image.generate', 'x [fake:moderation_submit]'), OPTS()), { code: 'content_moderation', providerCode: 50412, httpStatus: 400 });
+    await rejectsWith(engineFor(fake).submit(request('image.generate', 'x [fake:moderation_submit]'), OPTS()), {
+      code: 'content_moderation',
+      providerCode: 50412,
+      httpStatus: 400,
+    });
   });
 
   test('moderation of the result ends the task: failed, resubmittable', async () => {

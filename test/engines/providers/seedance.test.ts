@@ -22,7 +22,9 @@ const inputHits: { path: string; authorization?: string }[] = [];
 
 async function imageInput(name: string, width: number, height: number, mimeType = 'image/png'): Promise<RemoteInput> {
   const file = path.join(inputDir, name);
-  await sharp({ create: { width, height, channels: 3, background: '#808080' } }).png().toFile(file);
+  await sharp({ create: { width, height, channels: 3, background: '#808080' } })
+    .png()
+    .toFile(file);
   return { role: 'image', path: file, mimeType, publicUrl: `${inputBase}/in/${name}?sig=abc&expires=9999999999`, width, height };
 }
 
@@ -175,14 +177,19 @@ describe('seedance submit', () => {
       { type: 'image_url', image_url: { url: image.publicUrl }, role: 'first_frame' },
     ]);
     assert.equal(body.ratio, 'adaptive');
-    assert.deepEqual(fake.server.inputFetches.map((f) => f.status), [200]);
+    assert.deepEqual(
+      fake.server.inputFetches.map((f) => f.status),
+      [200],
+    );
     assert.deepEqual(inputHits, [{ path: '/in/one.png', authorization: undefined }]);
   });
 
   test('two images are the first and last frames', async () => {
     const inputs = [await imageInput('a.png', 640, 480), await imageInput('b.png', 640, 480)];
     await engineFor(fake).submit(videoRequest({ inputs }), opts);
-    const roles = lastCreate(fake).body.content.filter((c: any) => c.type === 'image_url').map((c: any) => c.role);
+    const roles = lastCreate(fake)
+      .body.content.filter((c: any) => c.type === 'image_url')
+      .map((c: any) => c.role);
     assert.deepEqual(roles, ['first_frame', 'last_frame']);
   });
 
@@ -190,7 +197,10 @@ describe('seedance submit', () => {
     const inputs = [await imageInput('r1.png', 640, 480), await imageInput('r2.png', 480, 640), await imageInput('r3.png', 500, 500)];
     await engineFor(fake).submit(videoRequest({ inputs }), opts);
     const body = lastCreate(fake).body;
-    assert.deepEqual(body.content.filter((c: any) => c.type === 'image_url').map((c: any) => c.role), ['reference_image', 'reference_image', 'reference_image']);
+    assert.deepEqual(
+      body.content.filter((c: any) => c.type === 'image_url').map((c: any) => c.role),
+      ['reference_image', 'reference_image', 'reference_image'],
+    );
     assert.equal(body.ratio, '4:3');
     assert.equal(resolveRatio('adaptive', 'reference', { width: 1920, height: 1080 }), '16:9');
     assert.equal(resolveRatio('adaptive', 'reference', { width: null, height: null }), '16:9');
@@ -452,7 +462,11 @@ describe('seedance poll', () => {
   });
 
   test('error codes match by prefix', () => {
-    assert.deepEqual(classifySeedanceError('InputImageSensitiveContentDetected.PolicyViolation'), { prefix: 'InputImageSensitiveContentDetected', kind: 'permanent', code: 'content_moderation' });
+    assert.deepEqual(classifySeedanceError('InputImageSensitiveContentDetected.PolicyViolation'), {
+      prefix: 'InputImageSensitiveContentDetected',
+      kind: 'permanent',
+      code: 'content_moderation',
+    });
     assert.equal(classifySeedanceError('AccountOverdueError')?.code, 'quota_exceeded');
     assert.equal(classifySeedanceError('ServerOverloaded')?.kind, 'rate_limited');
     assert.equal(classifySeedanceError('SomethingNew'), undefined);
