@@ -2,7 +2,6 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import sharp from 'sharp';
 import { downloadToFile, FetchError } from '../net/index.ts';
 import { EngineError, type EngineHandle, type EngineInput, type EngineOutput, type PollResult, type RemoteEngine, type RemoteInput } from '../engines/engine.ts';
 import { UPSCALE_LONG_SIDE } from '../contract/index.ts';
@@ -11,6 +10,7 @@ import { ERR } from '../lib/error-codes.ts';
 import type { Clock } from '../lib/clock.ts';
 import { OUTPUT_FETCH, outputFetchWaitMs, POLL_FAILURE_LIMIT, PROVIDER_TRANSIENT, rateLimitWaitMs, transientWaitMs } from '../lib/retry-ladders.ts';
 import { PixelLimitExceeded, probeFile } from '../media/probe.ts';
+import { DecodeLimitExceeded, resizeImageTo } from '../media/resize.ts';
 import type { ClaimedJob, RemoteState } from '../queue/index.ts';
 
 export interface RemoteRunContext {
@@ -194,17 +194,13 @@ async function fitToRequest(job: ClaimedJob, file: string, kind: string, width: 
     target = width >= height ? { width: long, height: Math.round((height * long) / width) } : { width: Math.round((width * long) / height), height: long };
   }
   if (!target || (target.width === width && target.height === height)) return file;
-  const resized = `${file}-fit.png`;
-  // The header was checked against the limit; sharp holds the decode to it too.
+  // The header was checked against the limit; the decode is held to it too.
   try {
-    await sharp(file, { limitInputPixels: maxInputPixels }).resize(target.width, target.height, { fit: 'cover', kernel: 'lanczos3' }).png({ compressionLevel: 4 }).toFile(resized);
+    return await resizeImageTo(file, target, maxInputPixels);
   } catch (error) {
-    if (/exceeds pixel limit/i.test((error as Error).message)) {
-      throw new EngineError(ERR.output_too_large, `A result image decodes to more than the ${maxInputPixels}-pixel limit (ZHINIAN_MAX_INPUT_PIXELS).`);
-    }
+    if (error instanceof DecodeLimitExceeded) throw new EngineError(ERR.output_too_large, `A result image: ${error.message}`);
     throw error;
   }
-  return resized;
 }
 
 /**
