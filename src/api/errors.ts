@@ -17,10 +17,9 @@ export function sendError(reply: FastifyReply, code: ApiErrorCode, message: stri
   return reply.status(httpStatus(code)).send({ error: message, code });
 }
 
-/** Fastify's and @fastify/multipart's own 4xx errors, in our words (their messages may quote the URL or internals). */
+/** Fastify's own 4xx errors, in our words (its messages may quote the URL or internals). */
 const FRAMEWORK_ERRORS: Record<string, [code: ApiErrorCode, message: string]> = {
   FST_ERR_CTP_BODY_TOO_LARGE: [ERR.too_large, 'Request body is too large.'],
-  FST_REQ_FILE_TOO_LARGE: [ERR.too_large, 'An uploaded file is larger than the upload limit.'],
   FST_ERR_CTP_INVALID_JSON_BODY: [ERR.invalid_request, 'Request body is not valid JSON.'],
   FST_ERR_CTP_EMPTY_JSON_BODY: [ERR.invalid_request, 'Request body is empty; send a JSON object.'],
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: [ERR.invalid_request, 'Content-Length does not match the body.'],
@@ -28,10 +27,6 @@ const FRAMEWORK_ERRORS: Record<string, [code: ApiErrorCode, message: string]> = 
   FST_ERR_CTP_INVALID_TYPE: [ERR.invalid_request, 'Unsupported Content-Type: send application/json (or multipart/form-data to upload files).'],
   FST_ERR_BAD_URL: [ERR.invalid_request, 'The request path is not a valid URL (bad percent-encoding).'],
   FST_ERR_MAX_PARAM_LENGTH: [ERR.uri_too_long, 'A path segment is too long.'],
-  FST_INVALID_MULTIPART_CONTENT_TYPE: [ERR.invalid_request, 'Content-Type must be multipart/form-data with a boundary.'],
-  FST_PARTS_LIMIT: [ERR.invalid_request, 'The form has too many parts.'],
-  FST_FIELDS_LIMIT: [ERR.invalid_request, 'The form has too many fields.'],
-  FST_PROTO_VIOLATION: [ERR.invalid_request, 'A form field name is not allowed.'],
 };
 
 /** Errors that mean the client went away mid-request: nothing to answer, nothing to alarm anyone about. */
