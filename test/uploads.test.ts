@@ -67,6 +67,17 @@ describe('uploads never hang or leak', () => {
       assert.equal(res.status, 400, `${size}: ${res.text}`);
       assert.match(res.json.error, /^files: /);
     }
+    // A file name with a bare line break is skipped too; after a file, and with the body not all read yet.
+    const file = filePart('a.txt', 'x'.repeat(85_000));
+    const skipped = Buffer.from(
+      `--${boundary}\r\nContent-Disposition: form-data; name="files"; filename="\n\u202e"\r\nContent-Type: image/png\r\n\r\n${'\u0000'.repeat(62_797)}\r\n`,
+    );
+    for (const body of [Buffer.concat([file, skipped, closing]), Buffer.concat([skipped, closing])]) {
+      const res = await rawRequest(port, upload(body), { timeoutMs: 8_000 });
+      assert.equal(res.status, 400, res.text);
+      assert.equal(res.json.error, 'files: the multipart body is malformed');
+    }
+    assert.deepEqual(tempFiles(), []);
   });
 
   test('multipart/form-data without a boundary is a 400 naming Content-Type', async () => {

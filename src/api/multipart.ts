@@ -54,14 +54,16 @@ export function receiveFiles(request: FastifyRequest, opts: { maxFiles: number; 
   let failure: Error | null = null;
 
   return new Promise<ReceivedFile[]>((resolve, reject) => {
-    // busboy can get stuck on a part it skips (one without a form-data disposition, of more
-    // than 16 KiB, ending in the chunk that filled its buffer): it stops reading, and the body
-    // never ends. Once the client has sent everything, no progress for a while means that:
-    // answer instead of hanging. A client still sending is the request timeout's business;
-    // while a file is being written, a slow disk is the reason, and we wait.
+    // busboy can get stuck on a part it skips (one without a form-data disposition or with a
+    // line break in its file name, of more than 16 KiB, ending in the chunk that filled its
+    // buffer): it stops reading — the body stays paused, or has all arrived — and never
+    // finishes. No progress for a while in that state means that: answer instead of hanging.
+    // A client still sending (the body flowing, waiting for bytes) is the request timeout's
+    // business; while a file is being written, a slow disk is the reason, and we wait.
     let lastProgressAt = Date.now();
     const watchdog = setInterval(() => {
-      if (raw.complete && current === null && Date.now() - lastProgressAt > STALL_MS) fail(new Invalid('files', 'the multipart body is malformed'));
+      const parserWaits = raw.isPaused() || raw.complete;
+      if (parserWaits && current === null && Date.now() - lastProgressAt > STALL_MS) fail(new Invalid('files', 'the multipart body is malformed'));
     }, STALL_MS / 4);
     const fail = (error: Error) => {
       if (failure) return;
@@ -69,7 +71,10 @@ export function receiveFiles(request: FastifyRequest, opts: { maxFiles: number; 
       clearInterval(watchdog);
       raw.unpipe(parser);
       current?.destroy(error);
-      // Whatever the client still sends is read and dropped by Node once we have answered.
+      // Read and drop whatever the client still sends, so the request ends and the connection
+      // can close (or serve the next request) once we have answered; Node would not do it for a
+      // body that was being piped. ZHINIAN_REQUEST_TIMEOUT_SECONDS bounds how long that may take.
+      raw.resume();
       written.finally(async () => {
         await Promise.all(received.map((r) => fsp.rm(r.file.path, { force: true })));
         reject(error);
@@ -110,6 +115,7 @@ export function receiveFiles(request: FastifyRequest, opts: { maxFiles: number; 
       void written.then(() => {
         if (failure) return;
         if (received.length === 0) return fail(new Invalid('files', 'no file uploaded; send multipart/form-data with one or more "files" parts'));
+        clearInterval(watchdog);
         resolve(received);
       });
     });
@@ -117,9 +123,6 @@ export function receiveFiles(request: FastifyRequest, opts: { maxFiles: number; 
       if (!raw.complete) fail(new ClientGone());
     });
     raw.on('data', () => (lastProgressAt = Date.now()));
-    const settled = () => clearInterval(watchdog);
-    parser.once('finish', settled);
-    raw.once('close', settled);
     raw.pipe(parser);
   });
 }
