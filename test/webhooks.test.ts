@@ -86,7 +86,11 @@ function assertSameDelivery(hooks: ReceivedHook[], deliveryId: string) {
 }
 
 /** A bare delivery row on a fresh database, for driving `attemptDelivery` directly. */
-async function freshDelivery(t: TestContext, url: string, attemptsSoFar = 0) {
+/**
+ * A claimed delivery to `url`. Its time limit is generous (a busy machine may take hundreds of
+ * milliseconds for a first connection) except in the tests about the limit itself.
+ */
+async function freshDelivery(t: TestContext, url: string, { attemptsSoFar = 0, timeoutMs = 5_000 } = {}) {
   const add = cleanup(t);
   const handle = add(await openTestDb(tempDir()), (h) => h.close());
   await migrateToLatest(handle);
@@ -99,7 +103,7 @@ async function freshDelivery(t: TestContext, url: string, attemptsSoFar = 0) {
     now: Date.now(),
   });
   if (attemptsSoFar > 0) await handle.db.updateTable('webhook_deliveries').set({ attempts: attemptsSoFar }).execute();
-  const opts: DeliveryOptions = { handle, clock: systemClock, owner: 'wrk_test', secret: WEBHOOK_SECRET, allowPrivateUrls: true, timeoutMs: 300 };
+  const opts: DeliveryOptions = { handle, clock: systemClock, owner: 'wrk_test', secret: WEBHOOK_SECRET, allowPrivateUrls: true, timeoutMs };
   const claimed = await claimDueDelivery(opts);
   assert.ok(claimed);
   return { handle, opts, claimed, add };
@@ -232,7 +236,7 @@ describe('one delivery attempt', () => {
     const url = await rawServer(t, () => {
       // hold the request open, never answer
     });
-    const { handle, opts, claimed } = await freshDelivery(t, url);
+    const { handle, opts, claimed } = await freshDelivery(t, url, { timeoutMs: 300 });
     const startedAt = Date.now();
     const outcome = await attemptDelivery(opts, claimed);
     const took = Date.now() - startedAt;
@@ -255,7 +259,7 @@ describe('one delivery attempt', () => {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.write('partial');
     });
-    const { handle, opts, claimed } = await freshDelivery(t, url);
+    const { handle, opts, claimed } = await freshDelivery(t, url, { timeoutMs: 300 });
     const startedAt = Date.now();
     await attemptDelivery(opts, claimed);
     assert.ok(Date.now() - startedAt < 3_000, 'the timeout covers the whole answer');
@@ -305,7 +309,7 @@ describe('one delivery attempt', () => {
       res.statusCode = 500;
       res.end();
     });
-    const { handle, opts, claimed } = await freshDelivery(t, url, MAX_DELIVERY_ATTEMPTS - 1);
+    const { handle, opts, claimed } = await freshDelivery(t, url, { attemptsSoFar: MAX_DELIVERY_ATTEMPTS - 1 });
     assert.equal(claimed.attempts, MAX_DELIVERY_ATTEMPTS);
     assert.equal(await attemptDelivery(opts, claimed), 'failed');
     const row = await handle.db.selectFrom('webhook_deliveries').selectAll().executeTakeFirstOrThrow();
@@ -534,7 +538,8 @@ describe('webhook claims are leases: a live sender keeps its delivery until its 
     cleanup(t)(receiver, (w) => w.terminate());
     const port = await new Promise<number>((resolve) => receiver.once('message', resolve));
     const { handle, sender } = await leased(t, `http://127.0.0.1:${port}/hook`);
-    const a = sender('wrk_a', { timeoutMs: 300 });
+    // A limit of 1 s, passed while the sender is busy until 2 s: the answer came 50 ms after the request.
+    const a = sender('wrk_a', { timeoutMs: 1_000 });
     const claimed = await claimDueDelivery(a);
     assert.ok(claimed);
     const startedAt = Date.now();
@@ -542,7 +547,7 @@ describe('webhook claims are leases: a live sender keeps its delivery until its 
     await new Promise<void>((resolve) =>
       receiver.once('message', () =>
         setImmediate(() => {
-          while (Date.now() - startedAt < 800); // busy: no I/O, no timers
+          while (Date.now() - startedAt < 2_000); // busy: no I/O, no timers
           resolve();
         }),
       ),
