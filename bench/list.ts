@@ -30,6 +30,7 @@ import { findAssetKinds } from '../src/assets/index.ts';
 import { connectPostgres } from '../src/db/postgres.ts';
 import type { Database } from '../src/db/schema.ts';
 import { createEngineRegistry } from '../src/engines/registry.ts';
+import { createClientDirectory } from '../src/clients/index.ts';
 import { createJobService } from '../src/jobs/index.ts';
 import { systemClock } from '../src/lib/clock.ts';
 import { formatCursor } from '../src/lib/cursor.ts';
@@ -144,6 +145,7 @@ async function listQuery(store: Store, query: Record<string, string>): Promise<{
     notifier: createNotifier(),
     clock: systemClock,
     allowPrivateUrls: false,
+    clients: createClientDirectory({ db, dialect, close }, { maxRunning: 0, rateLimitJobsPerMinute: 0, rateLimitRequestsPerMinute: 0 }),
   });
   const page = await jobs.list(CLIENT_ID, query).catch(async (error) => {
     await close();

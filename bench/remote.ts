@@ -7,6 +7,7 @@
 import { findAssetKinds } from '../src/assets/index.ts';
 import { createEngineRegistry } from '../src/engines/registry.ts';
 import { createEvolinkEngine } from '../src/engines/providers/evolink.ts';
+import { createClientDirectory } from '../src/clients/index.ts';
 import { createJobService } from '../src/jobs/index.ts';
 import { systemClock } from '../src/lib/clock.ts';
 import { createNotifier } from '../src/lib/notifier.ts';
@@ -40,6 +41,7 @@ export default async function remote(): Promise<Row[]> {
       notifier: createNotifier(),
       clock: systemClock,
       allowPrivateUrls: true,
+      clients: createClientDirectory(handle, { maxRunning: 0, rateLimitJobsPerMinute: 0, rateLimitRequestsPerMinute: 0 }),
     });
     for (let i = 0; i < JOBS; i++) {
       await jobs.create(CLIENT_ID, { capability: 'image.generate', prompt: `remote bench ${i}`, width: 1024, height: 1024, force_single: true }, undefined);

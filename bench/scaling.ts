@@ -27,6 +27,7 @@ import pg from 'pg';
 import PgBoss from 'pg-boss';
 import { findAssetKinds } from '../src/assets/index.ts';
 import { createEngineRegistry } from '../src/engines/registry.ts';
+import { createClientDirectory } from '../src/clients/index.ts';
 import { createJobService } from '../src/jobs/index.ts';
 import { systemClock } from '../src/lib/clock.ts';
 import { createNotifier } from '../src/lib/notifier.ts';
@@ -93,6 +94,7 @@ async function zhinian(): Promise<Setup> {
     notifier: createNotifier(),
     clock: systemClock,
     allowPrivateUrls: false,
+    clients: createClientDirectory(handle, { maxRunning: 0, rateLimitJobsPerMinute: 0, rateLimitRequestsPerMinute: 0 }),
   });
   const count = async (status: string) =>
     Number(

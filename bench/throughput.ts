@@ -10,6 +10,7 @@ import PgBoss from 'pg-boss';
 import { findAssetKinds } from '../src/assets/index.ts';
 import { boot } from '../src/cli/boot.ts';
 import { createEngineRegistry } from '../src/engines/registry.ts';
+import { createClientDirectory } from '../src/clients/index.ts';
 import { createJobService } from '../src/jobs/index.ts';
 import { systemClock } from '../src/lib/clock.ts';
 import { createNotifier } from '../src/lib/notifier.ts';
@@ -36,6 +37,7 @@ async function zhinian(): Promise<Timing> {
     notifier: createNotifier(),
     clock: systemClock,
     allowPrivateUrls: false,
+    clients: createClientDirectory(handle, { maxRunning: 0, rateLimitJobsPerMinute: 0, rateLimitRequestsPerMinute: 0 }),
   });
   const t0 = performance.now();
   for (let i = 0; i < N; i++) await jobs.create(CLIENT_ID, BODY, undefined);

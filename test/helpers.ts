@@ -118,6 +118,8 @@ export function queuedJobRow(fields: Pick<JobsTable, 'id' | 'engine' | 'created_
     lease_owner: null,
     engine_state: null,
     engine_pinned: 0,
+    // FIFO by creation, as the migration orders jobs queued before the fair order existed.
+    fair_key: fields.created_at_us,
     ...fields,
   };
 }

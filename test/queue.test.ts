@@ -274,7 +274,7 @@ describe('leases', () => {
     const job = await createJob(api);
     // A worker that claims the job and then never heartbeats (it "died").
     const claimedAt = Date.now();
-    const claimed = await claimNextJob(h, { workerId: 'wrk_dead', now: claimedAt, leaseMs: 1_000 });
+    const claimed = await claimNextJob(h, { workerId: 'wrk_dead', now: claimedAt, leaseMs: 1_000, engines: [{ engine: 'test' }] });
     assert.equal(claimed?.id, job.id);
     assert.equal(claimed?.attempts, 1);
 
@@ -294,7 +294,7 @@ describe('leases', () => {
     const receiver = add(await startReceiver(), (r) => r.close());
     const job = await createJob(api, { webhookUrl: receiver.url });
     for (let attempt = 1; attempt <= 3; attempt++) {
-      const claimed = await claimNextJob(h, { workerId: `wrk_dead${attempt}`, now: Date.now(), leaseMs: 1_000 });
+      const claimed = await claimNextJob(h, { workerId: `wrk_dead${attempt}`, now: Date.now(), leaseMs: 1_000, engines: [{ engine: 'test' }] });
       assert.equal(claimed?.id, job.id);
       assert.equal(claimed?.attempts, attempt);
       // The dead worker's lease lapses (backdated instead of waited for).

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { migrateToLatest } from '../src/db/index.ts';
-import { claimNextRemoteJob } from '../src/queue/index.ts';
+import { claimNextJob } from '../src/queue/index.ts';
 import { toJob } from '../src/contract/index.ts';
 import { DEFAULT_DELIVERY_LEASE_MS } from '../src/webhooks/index.ts';
 import { createCluster, processesOfDataDir, startSenderAwareReceiver, type ClusterProcess, type Receipt } from './cluster.ts';
@@ -588,16 +588,16 @@ describe('scale-out: limits that must hold across instances', () => {
       )
       .execute();
     const caps = [{ engine: 'evolink', maxConcurrency: 2 }];
-    const first = await claimNextRemoteJob(h, { workerId: 'wrk_dead', now: t0, leaseMs: LEASE_MS, caps });
-    const second = await claimNextRemoteJob(h, { workerId: 'wrk_dead', now: t0, leaseMs: LEASE_MS, caps });
+    const first = await claimNextJob(h, { workerId: 'wrk_dead', now: t0, leaseMs: LEASE_MS, engines: caps });
+    const second = await claimNextJob(h, { workerId: 'wrk_dead', now: t0, leaseMs: LEASE_MS, engines: caps });
     assert.ok(first && second, 'two jobs start');
-    assert.equal(await claimNextRemoteJob(h, { workerId: 'wrk_dead', now: t0, leaseMs: LEASE_MS, caps }), null, 'the third waits for a slot');
+    assert.equal(await claimNextJob(h, { workerId: 'wrk_dead', now: t0, leaseMs: LEASE_MS, engines: caps }), null, 'the third waits for a slot');
 
     // wrk_dead is killed: nothing renews its leases. Later, another worker looks for work.
     const later = t0 + 3 * LEASE_MS;
     const takenOver = [
-      await claimNextRemoteJob(h, { workerId: 'wrk_alive', now: later, leaseMs: LEASE_MS, caps }),
-      await claimNextRemoteJob(h, { workerId: 'wrk_alive', now: later, leaseMs: LEASE_MS, caps }),
+      await claimNextJob(h, { workerId: 'wrk_alive', now: later, leaseMs: LEASE_MS, engines: caps }),
+      await claimNextJob(h, { workerId: 'wrk_alive', now: later, leaseMs: LEASE_MS, engines: caps }),
     ];
     assert.deepEqual(
       takenOver.map((j) => j?.id).sort(),
@@ -605,7 +605,7 @@ describe('scale-out: limits that must hold across instances', () => {
       "the dead worker's two jobs are taken over (they hold their slots, so taking them over needs no free one)",
     );
     assert.ok(takenOver.every((j) => j!.leaseOwner === 'wrk_alive' && j!.attempts === 2));
-    assert.equal(await claimNextRemoteJob(h, { workerId: 'wrk_alive', now: later, leaseMs: LEASE_MS, caps }), null, 'the cap still holds: the queued job waits');
+    assert.equal(await claimNextJob(h, { workerId: 'wrk_alive', now: later, leaseMs: LEASE_MS, engines: caps }), null, 'the cap still holds: the queued job waits');
     const running = await h.db.selectFrom('jobs').select('id').where('status', '=', 'running').execute();
     assert.equal(running.length, 2);
   });

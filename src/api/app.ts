@@ -1,3 +1,4 @@
+import type { ClientDirectory } from '../clients/index.ts';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -24,6 +25,8 @@ export interface AppDeps {
   store: Store;
   db: Db;
   engines: EngineRegistry;
+  /** Per-client limits (request rate limit). */
+  clients: ClientDirectory;
   /** A request whose headers and body have not fully arrived by then is answered 408. */
   requestTimeoutMs: number;
   baseUrl: () => string;

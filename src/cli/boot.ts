@@ -1,3 +1,4 @@
+import { createClientDirectory } from '../clients/index.ts';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import sharp from 'sharp';
@@ -91,6 +92,11 @@ export async function boot(opts: BootOptions): Promise<Running> {
     maxInputPixels: config.maxInputPixels,
     baseUrl,
   });
+  const clients = createClientDirectory(handle, {
+    maxRunning: config.clientMaxRunning,
+    rateLimitJobsPerMinute: config.rateLimitJobsPerMinute,
+    rateLimitRequestsPerMinute: config.rateLimitRequestsPerMinute,
+  });
   const jobs = createJobService({
     handle,
     engines,
@@ -98,7 +104,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     notifier,
     clock,
     allowPrivateUrls: config.allowPrivateUrls,
-    rateLimitPerMinute: config.rateLimitJobsPerMinute,
+    clients,
   });
 
   let apiKeys = config.apiKeys;
@@ -124,6 +130,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
       store,
       db: handle.db,
       engines,
+      clients,
       requestTimeoutMs: config.requestTimeoutMs,
       baseUrl,
     });
@@ -149,6 +156,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
       engines,
       notifier,
       clock,
+      clients,
       logger: logger.child({ component: 'worker' }),
       queue: { leaseMs: config.leaseMs, maxAttempts: config.maxAttempts, queueTtlMs: config.queueTtlMs, jobTimeoutMs: config.jobTimeoutMs },
       concurrency: config.workerConcurrency,

@@ -36,6 +36,8 @@ const envSchema = z.object({
   ZHINIAN_WORKER_CONCURRENCY: int(1, 256).default(2),
   ZHINIAN_MAX_ATTEMPTS: int(1, 20).default(3),
   ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE: int(0, 1_000_000).default(0),
+  ZHINIAN_RATE_LIMIT_REQUESTS_PER_MINUTE: int(0, 10_000_000).default(0),
+  ZHINIAN_CLIENT_MAX_RUNNING: int(0, 1_000_000).default(0),
   ZHINIAN_POLL_INTERVAL_MS: int(10, 60_000).default(100),
   ZHINIAN_MAX_INPUT_PIXELS: int(1).default(268_402_689),
   ZHINIAN_REQUEST_TIMEOUT_SECONDS: int(1, 86_400).default(120),
@@ -107,6 +109,10 @@ export interface Config {
   maxAttempts: number;
   /** Job creations per client per sliding minute, across all API instances; 0: unlimited. */
   rateLimitJobsPerMinute: number;
+  /** Every `/api/v1` request of one client per sliding minute, across all API instances; 0: unlimited. */
+  rateLimitRequestsPerMinute: number;
+  /** Jobs of one client running at once, across all workers; 0: unlimited. */
+  clientMaxRunning: number;
   workerConcurrency: number;
   /** How often a worker without in-process wake-ups looks for new jobs. */
   pollIntervalMs: number;
@@ -205,6 +211,8 @@ export function loadConfig(env: Env): Readonly<Config> {
     leaseMs: e.ZHINIAN_JOB_LEASE_SECONDS * 1000,
     maxAttempts: e.ZHINIAN_MAX_ATTEMPTS,
     rateLimitJobsPerMinute: e.ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE,
+    rateLimitRequestsPerMinute: e.ZHINIAN_RATE_LIMIT_REQUESTS_PER_MINUTE,
+    clientMaxRunning: e.ZHINIAN_CLIENT_MAX_RUNNING,
     workerConcurrency: e.ZHINIAN_WORKER_CONCURRENCY,
     pollIntervalMs: e.ZHINIAN_POLL_INTERVAL_MS,
     maxInputPixels: e.ZHINIAN_MAX_INPUT_PIXELS,

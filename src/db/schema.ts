@@ -33,6 +33,19 @@ export interface JobsTable {
   engine_state: string | null;
   /** 1 when the client named the engine: the job never moves to another. */
   engine_pinned: number;
+  /** A queued job's place in its engine's fair order between clients (queue/fair-order.ts). */
+  fair_key: number;
+}
+
+/** One API client and its overrides of the env limits (null: the env default). */
+export interface ClientsTable {
+  id: string;
+  max_running: number | null;
+  weight: number | null;
+  rate_limit_jobs_per_minute: number | null;
+  rate_limit_requests_per_minute: number | null;
+  created_at: number;
+  updated_at: number;
 }
 
 interface EngineCircuitsTable {
@@ -97,8 +110,9 @@ interface WebhookAttemptsTable {
   error: string | null;
 }
 
-/** Job creations of one client in one minute (`window_start`, epoch ms), for the rate limit. */
+/** Counted events (`scope`: `jobs` created, `requests` answered) of one client in one minute (`window_start`, epoch ms), for the rate limits. */
 interface RateWindowsTable {
+  scope: string;
   client_id: string;
   window_start: number;
   count: number;
@@ -112,6 +126,7 @@ export interface Database {
   webhook_attempts: WebhookAttemptsTable;
   engine_circuits: EngineCircuitsTable;
   rate_windows: RateWindowsTable;
+  clients: ClientsTable;
 }
 
 export type Db = Kysely<Database>;

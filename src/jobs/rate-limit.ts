@@ -39,12 +39,13 @@ export function retryAfterSeconds(previous: number, current: number, elapsedMs: 
  * it instead of both seeing the last free slot.
  */
 export async function takeRateSlot(tx: Tx, clientId: string, now: number, limit: number): Promise<RateLimited | null> {
+  const scope = 'jobs';
   const elapsed = now % WINDOW_MS;
   const windowStart = now - elapsed;
   const { count } = await tx
     .insertInto('rate_windows')
-    .values({ client_id: clientId, window_start: windowStart, count: 1 })
-    .onConflict((oc) => oc.columns(['client_id', 'window_start']).doUpdateSet((eb) => ({ count: eb('rate_windows.count', '+', 1) })))
+    .values({ scope, client_id: clientId, window_start: windowStart, count: 1 })
+    .onConflict((oc) => oc.columns(['scope', 'client_id', 'window_start']).doUpdateSet((eb) => ({ count: eb('rate_windows.count', '+', 1) })))
     .returning('count')
     .executeTakeFirstOrThrow();
   const previous =
@@ -52,6 +53,7 @@ export async function takeRateSlot(tx: Tx, clientId: string, now: number, limit:
       await tx
         .selectFrom('rate_windows')
         .select('count')
+        .where('scope', '=', scope)
         .where('client_id', '=', clientId)
         .where('window_start', '=', windowStart - WINDOW_MS)
         .executeTakeFirst()
@@ -60,6 +62,7 @@ export async function takeRateSlot(tx: Tx, clientId: string, now: number, limit:
   await tx
     .updateTable('rate_windows')
     .set((eb) => ({ count: eb('count', '-', 1) }))
+    .where('scope', '=', scope)
     .where('client_id', '=', clientId)
     .where('window_start', '=', windowStart)
     .execute();

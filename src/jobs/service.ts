@@ -1,3 +1,4 @@
+import type { ClientDirectory, ClientLimits } from '../clients/index.ts';
 import type { AssetService } from '../assets/index.ts';
 import { isTerminal, toJob, type Job } from '../contract/index.ts';
 import type { DbHandle, JobsTable } from '../db/index.ts';
@@ -24,8 +25,8 @@ export interface JobServiceDeps {
   notifier: Notifier;
   clock: Clock;
   allowPrivateUrls: boolean;
-  /** Job creations per client per (sliding) minute; 0 or unset: unlimited. */
-  rateLimitPerMinute?: number;
+  /** Per-client limits: the job-creation rate limit and the fairness weight. */
+  clients: ClientDirectory;
 }
 
 export type JobService = ReturnType<typeof createJobService>;
@@ -34,7 +35,6 @@ const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
 
 export function createJobService(deps: JobServiceDeps) {
   const { handle, notifier, clock } = deps;
-  const rateLimit = deps.rateLimitPerMinute ?? 0;
   const { db } = handle;
 
   async function findByKey(clientId: string, key: string, requestHash: string): Promise<Job | null> {
@@ -58,6 +58,7 @@ export function createJobService(deps: JobServiceDeps) {
     idempotencyKey: string | undefined;
     requestHash: string;
     v: ValidatedJob;
+    limits: ClientLimits;
     now: number;
   }
 
@@ -71,7 +72,8 @@ export function createJobService(deps: JobServiceDeps) {
     retryOnSortKeyConflict(() =>
       withTransaction(handle, async (tx) => {
         const rows: (JobsTable | RateLimited | null)[] = [];
-        for (const { clientId, idempotencyKey, requestHash, v, now } of items) {
+        for (const { clientId, idempotencyKey, requestHash, v, limits, now } of items) {
+          const rateLimit = limits.rateLimitJobsPerMinute;
           const id = newId('job');
           // Counted before the key: a racing duplicate that loses below spends a slot, which errs
           // on the strict side in a rare race instead of costing every creation a statement.
@@ -104,6 +106,7 @@ export function createJobService(deps: JobServiceDeps) {
               enginePinned: v.enginePinned,
               webhookUrl: v.webhookUrl,
               metadata: v.metadata,
+              weight: limits.weight,
               now,
             }),
           );
@@ -136,7 +139,7 @@ export function createJobService(deps: JobServiceDeps) {
         allowPrivateUrls: deps.allowPrivateUrls,
       });
       const now = clock.now();
-      const created = await insertJob({ clientId, idempotencyKey, requestHash, v, now });
+      const created = await insertJob({ clientId, idempotencyKey, requestHash, v, limits: await deps.clients.limitsOf(clientId), now });
       if (created instanceof RateLimited) throw created;
       if (!created) {
         const winner = await findByKey(clientId, idempotencyKey!, requestHash);

@@ -1,4 +1,6 @@
-import type { DbHandle, Tx } from '../db/index.ts';
+import { sql } from 'kysely';
+import { withTransaction, type DbHandle, type Tx } from '../db/index.ts';
+import { fairKeyShift } from './fair-order.ts';
 import { TRANSITIONS } from './transitions.ts';
 
 /**
@@ -49,17 +51,26 @@ export async function rerouteFromOpenCircuits(
     for (const capability of opts.capabilities) {
       const next = opts.nextEngine(capability, engine);
       if (!next) continue;
-      const res = await handle.db
-        .updateTable('jobs')
-        .where('status', 'in', TRANSITIONS.rerouteWaiting.from)
-        .where('engine', '=', engine)
-        .where('capability', '=', capability)
-        .where('engine_pinned', '=', 0)
-        .where('lease_owner', 'is', null)
-        .where('engine_state', 'is', null)
-        .set({ engine: next, run_at: opts.now, updated_at: opts.now })
-        .executeTakeFirst();
-      moved += Number(res.numUpdatedRows);
+      // One statement per status, each on its own index; queued jobs keep their distance from
+      // the head of the fair order (fair-order.ts).
+      moved += await withTransaction(handle, async (tx) => {
+        const shift = await fairKeyShift(tx, engine, next);
+        let count = 0;
+        for (const status of TRANSITIONS.rerouteWaiting.from) {
+          const res = await tx
+            .updateTable('jobs')
+            .where('status', '=', sql.lit(status))
+            .where('engine', '=', engine)
+            .where('capability', '=', capability)
+            .where('engine_pinned', '=', 0)
+            .where('lease_owner', 'is', null)
+            .where('engine_state', 'is', null)
+            .set((eb) => ({ engine: next, run_at: opts.now, updated_at: opts.now, fair_key: status === 'queued' ? eb('fair_key', '+', shift) : eb.ref('fair_key') }))
+            .executeTakeFirst();
+          count += Number(res.numUpdatedRows);
+        }
+        return count;
+      });
     }
   }
   return moved;

@@ -5,43 +5,117 @@ import { toClaimedJob, type ClaimedJob } from './claimed-job.ts';
 import { TRANSITIONS } from './transitions.ts';
 
 /**
- * Claiming. A job is claimable while `run_at <= now`: from creation while queued, and again
- * once a running job's lease (run_at = lease expiry) lapses because its worker died, or its
- * worker handed it back. Claiming is one conditional statement, so two workers never take the
- * same job: PostgreSQL skips rows another claimer has locked (SKIP LOCKED); SQLite has one
- * writer at a time, which already makes the statement atomic.
+ * Claiming. Two kinds of job are claimable:
+ * - a queued job, in its engine's fair order between clients (fair-order.ts): round-robin
+ *   across clients, FIFO within one;
+ * - a running job whose `run_at` has passed: its worker died (the lease lapsed), handed it back
+ *   (shutdown, reroute) or set it aside to retry later. These come first, oldest first.
+ *
+ * Each claim is one conditional statement, so two workers never take the same job: PostgreSQL
+ * skips rows another claimer has locked (SKIP LOCKED); SQLite has one writer at a time.
+ *
+ * Limits, counted in the same write transaction as the claim, so they hold across every worker:
+ * an engine's concurrency cap (remote engines) and a client's running cap. SQLite's writer lock
+ * serialises such transactions by itself; on PostgreSQL each takes transaction-scoped advisory
+ * locks first: one per capped engine (in name order), then one for client caps, so two claimers
+ * never both count the same free slot and never wait on each other in a cycle.
  */
-export async function claimNextJob(handle: DbHandle, opts: { workerId: string; now: number; leaseMs: number; engines?: readonly string[] }): Promise<ClaimedJob | null> {
-  return claimWith(handle.db, handle.dialect, opts);
+export interface ClaimOptions {
+  workerId: string;
+  now: number;
+  leaseMs: number;
+  /** The engines this worker runs, each with its concurrency cap across all workers (none: uncapped). */
+  engines: readonly { engine: string; maxConcurrency?: number }[];
+  /** Client running caps: the env default, and whether any client may be capped now (else nothing is counted). */
+  clientCaps?: { defaultMaxRunning: number; active: boolean };
+  /** Which engine to try first (a worker rotates it, so no engine's queue waits behind another's). */
+  turn?: number;
 }
 
-async function claimWith(
-  db: Tx,
-  dialect: DbHandle['dialect'],
-  opts: {
-    workerId: string;
-    now: number;
-    leaseMs: number;
-    engines?: readonly string[];
-    /** Engines below their cap: only these may start a queued job (a takeover of a running one needs no free slot). */
-    openEngines?: readonly string[];
-  },
-): Promise<ClaimedJob | null> {
-  const { engines, openEngines, now } = opts;
-  if (engines?.length === 0) return null;
-  let next = db.selectFrom('jobs').select('id').where('run_at', '<=', now);
-  if (engines) next = next.where('engine', 'in', engines);
-  if (openEngines) {
-    const open = openEngines;
-    next = next.where((eb) => {
-      // Counted as busy already: running under a (lapsed) lease. A job handed back (lease_owner null) is not.
-      const holdsSlot = eb.and([eb('status', '=', 'running'), eb('lease_owner', 'is not', null)]);
-      return open.length > 0 ? eb.or([holdsSlot, eb('engine', 'in', open)]) : holdsSlot;
-    });
+/** What a claim may take: engines that may start new work, clients that may not. */
+interface Gate {
+  /** Engines below their cap with a circuit that is not open. */
+  open: readonly string[];
+  /** Clients at their running cap. */
+  capped: readonly string[];
+}
+
+/** Rows of the fair order a claim looks through before it asks each client for its head instead. */
+const FAIR_WINDOW = 64;
+
+export async function claimNextJob(handle: DbHandle, opts: ClaimOptions): Promise<ClaimedJob | null> {
+  const engines = opts.engines.map((e) => e.engine);
+  if (engines.length === 0) return null;
+  const capped = opts.engines.filter((e) => e.maxConcurrency !== undefined);
+  const clientCaps = opts.clientCaps?.active ? opts.clientCaps : null;
+  if (capped.length === 0 && !clientCaps) {
+    // Nothing to count: each statement below is a claim on its own, no transaction needed.
+    return claimWith(handle.db, handle.dialect, opts, engines, { open: engines, capped: [] });
   }
-  next = next.orderBy('run_at').limit(1);
-  if (dialect === 'postgres') next = next.forUpdate().skipLocked();
-  const row = await db
+  return withTransaction(handle, async (tx) => {
+    if (handle.dialect === 'postgres') {
+      // Keyed by schema too: deployments sharing one database never wait on each other.
+      for (const { engine } of [...capped].sort((a, b) => (a.engine < b.engine ? -1 : 1))) {
+        await sql`select pg_advisory_xact_lock(hashtext(current_schema() || ${`:engine-cap:${engine}`}))`.execute(tx);
+      }
+      if (clientCaps) await sql`select pg_advisory_xact_lock(hashtext(current_schema() || ':client-cap'))`.execute(tx);
+    }
+    const { open, halfOpen } = await openEngines(tx, opts, capped);
+    const job = await claimWith(tx, handle.dialect, opts, engines, { open, capped: clientCaps ? await cappedClients(tx, clientCaps.defaultMaxRunning) : [] });
+    if (job && halfOpen.has(job.engine)) await takeProbe(tx, job.engine, opts.now);
+    return job;
+  });
+}
+
+/**
+ * The engines that may start new work: below their cap, circuit not open. A running job whose
+ * lease lapsed (its worker died) is counted as busy and keeps its slot: taking it over leaves
+ * the count as it is, so it is claimable even at the cap or with the circuit open (it may be
+ * polling a task that exists). Otherwise dead workers' jobs could hold every slot forever.
+ */
+async function openEngines(tx: Tx, opts: ClaimOptions, capped: readonly { engine: string; maxConcurrency?: number }[]): Promise<{ open: string[]; halfOpen: Set<string> }> {
+  const uncapped = opts.engines.filter((e) => e.maxConcurrency === undefined).map((e) => e.engine);
+  if (capped.length === 0) return { open: uncapped, halfOpen: new Set() };
+  const names = capped.map((c) => c.engine);
+  const busy = await tx
+    .selectFrom('jobs')
+    .select(['engine', (eb) => eb.fn.countAll<number>().as('running')])
+    .where('status', '=', sql.lit('running'))
+    .where('lease_owner', 'is not', null)
+    .where('engine', 'in', names)
+    .groupBy('engine')
+    .execute();
+  const running = new Map(busy.map((b) => [b.engine, Number(b.running)]));
+  const circuits = await circuitStates(tx, names, opts.now);
+  const below = capped.filter((c) => (running.get(c.engine) ?? 0) < (c.maxConcurrency ?? 0) && !circuits.open.has(c.engine)).map((c) => c.engine);
+  return { open: [...uncapped, ...below], halfOpen: circuits.halfOpen };
+}
+
+/** Clients with as many jobs running (under a lease) as their cap: their own override, else the default. */
+async function cappedClients(tx: Tx, defaultMaxRunning: number): Promise<string[]> {
+  const cap = sql<number>`coalesce(clients.max_running, ${defaultMaxRunning})`;
+  const rows = await tx
+    .selectFrom('jobs')
+    .leftJoin('clients', 'clients.id', 'jobs.client_id')
+    .select('jobs.client_id')
+    .where('jobs.status', '=', sql.lit('running'))
+    .where('jobs.lease_owner', 'is not', null)
+    .groupBy(['jobs.client_id', 'clients.max_running'])
+    .having(cap, '>', 0)
+    .having((eb) => eb(eb.fn.countAll(), '>=', cap))
+    .execute();
+  return rows.map((r) => r.client_id);
+}
+
+async function claimWith(db: Tx, dialect: DbHandle['dialect'], opts: ClaimOptions, engines: readonly string[], gate: Gate): Promise<ClaimedJob | null> {
+  const row = (await takeOver(db, dialect, opts, engines, gate)) ?? (await takeQueued(db, dialect, opts, gate));
+  return row ? toClaimedJob(row) : null;
+}
+
+/** The claiming update, on the row `pick` selects (re-checked: another claimer may have won it). */
+function claimRow(db: Tx, opts: ClaimOptions, pick: ReturnType<typeof selectCandidates>) {
+  const { now } = opts;
+  return db
     .updateTable('jobs')
     .set((eb) => ({
       status: 'running',
@@ -52,62 +126,99 @@ async function claimWith(
       progress: eb.fn.coalesce('progress', eb.val(0)),
       updated_at: now,
     }))
-    .where('id', '=', next)
+    .where('id', '=', pick)
     .where('run_at', '<=', now)
     .where('status', 'in', TRANSITIONS.claim.from)
     .returningAll()
     .executeTakeFirst();
-  return row ? toClaimedJob(row) : null;
+}
+
+const selectCandidates = (db: Tx) => db.selectFrom('jobs').select('id');
+
+function oneLocked(dialect: DbHandle['dialect'], query: ReturnType<typeof selectCandidates>) {
+  const first = query.limit(1);
+  return dialect === 'postgres' ? first.forUpdate().skipLocked() : first;
+}
+
+/** A running job that is due again: a lapsed lease keeps its engine slot; one nobody holds starts anew and needs the gate. */
+async function takeOver(db: Tx, dialect: DbHandle['dialect'], opts: ClaimOptions, engines: readonly string[], gate: Gate) {
+  const pick = selectCandidates(db)
+    .where('status', '=', sql.lit('running'))
+    .where('run_at', '<=', opts.now)
+    .where('engine', 'in', engines)
+    .where((eb) => {
+      const startsAnew = [eb('lease_owner', 'is', null), gate.open.length > 0 ? eb('engine', 'in', gate.open) : eb.lit(false)];
+      if (gate.capped.length > 0) startsAnew.push(eb('client_id', 'not in', gate.capped));
+      return eb.or([eb('lease_owner', 'is not', null), eb.and(startsAnew)]);
+    })
+    .orderBy('run_at');
+  return claimRow(db, opts, oneLocked(dialect, pick));
+}
+
+/** The next queued job in fair order, trying each open engine in turn. */
+async function takeQueued(db: Tx, dialect: DbHandle['dialect'], opts: ClaimOptions, gate: Gate) {
+  const open = gate.open;
+  for (let i = 0; i < open.length; i++) {
+    const engine = open[(i + (opts.turn ?? 0)) % open.length]!;
+    const row = await takeQueuedOn(db, dialect, opts, engine, gate.capped);
+    if (row) return row;
+  }
+  return undefined;
+}
+
+async function takeQueuedOn(db: Tx, dialect: DbHandle['dialect'], opts: ClaimOptions, engine: string, capped: readonly string[]) {
+  const queuedOn = () => selectCandidates(db).where('status', '=', sql.lit('queued')).where('engine', '=', engine);
+  if (capped.length === 0) return claimRow(db, opts, oneLocked(dialect, queuedOn().orderBy('fair_key')));
+  // Capped clients' jobs are skipped. They can pile up at the head of the order (their turns
+  // come but they may not run), so the skipping scan is bounded to the first FAIR_WINDOW rows;
+  // past them the claim asks each other client for its own head instead (one index probe each).
+  const edge = await queuedOn()
+    .clearSelect()
+    .select('fair_key')
+    .orderBy('fair_key')
+    .offset(FAIR_WINDOW - 1)
+    .limit(1)
+    .executeTakeFirst();
+  let pick = queuedOn().where('client_id', 'not in', capped);
+  if (edge) pick = pick.where('fair_key', '<=', edge.fair_key);
+  const row = await claimRow(db, opts, oneLocked(dialect, pick.orderBy('fair_key')));
+  if (row || !edge) return row;
+  const next = await nextUncappedClient(db, engine, capped);
+  return next ? claimRow(db, opts, oneLocked(dialect, queuedOn().where('client_id', '=', next).orderBy('fair_key'))) : undefined;
 }
 
 /**
- * Claims a job for a remote engine that is below its concurrency cap. The cap holds across
- * every worker because the count and the claim run in one write transaction: the database is
- * the shared truth. SQLite's writer lock serialises such transactions by itself; PostgreSQL's
- * read committed would let two of them count the same free slot, so each first takes a
- * transaction-scoped advisory lock per engine (in name order: no deadlock between workers with
- * different engine sets). Claims for local engines never take these locks.
+ * The client (not capped) whose head queued job on `engine` comes first in the fair order.
+ * The clients with queued jobs are walked through the (engine, client, fair_key) index, one
+ * probe per client (a loose index scan), never through their jobs.
  */
-export async function claimNextRemoteJob(
-  handle: DbHandle,
-  opts: { workerId: string; now: number; leaseMs: number; caps: readonly { engine: string; maxConcurrency: number }[] },
-): Promise<ClaimedJob | null> {
-  const engines = opts.caps.map((c) => c.engine);
-  if (engines.length === 0 || !(await hasClaimableJob(handle, opts.now, engines))) return null;
-  return withTransaction(handle, async (tx) => {
-    if (handle.dialect === 'postgres') {
-      for (const engine of [...engines].sort()) {
-        // Keyed by schema too: deployments sharing one database never wait on each other.
-        await sql`select pg_advisory_xact_lock(hashtext(current_schema() || ${`:engine-cap:${engine}`}))`.execute(tx);
-      }
-    }
-    const busy = await tx
-      .selectFrom('jobs')
-      .select(['engine', (eb) => eb.fn.countAll<number>().as('running')])
-      .where('status', '=', 'running')
-      .where('lease_owner', 'is not', null)
-      .where('engine', 'in', engines)
-      .groupBy('engine')
-      .execute();
-    const running = new Map(busy.map((b) => [b.engine, Number(b.running)]));
-    // New work goes only to engines below their cap whose circuit is not open. A running job
-    // whose lease lapsed (its worker died) is counted above and keeps its slot: taking it over
-    // leaves the count as it is, so it is claimable even at the cap or with the circuit open
-    // (it may be polling a task that exists). Otherwise dead workers' jobs could hold every
-    // slot of an engine forever.
-    const circuits = await circuitStates(tx, engines, opts.now);
-    const openEngines = opts.caps.filter((c) => (running.get(c.engine) ?? 0) < c.maxConcurrency && !circuits.open.has(c.engine)).map((c) => c.engine);
-    const job = await claimWith(tx, handle.dialect, { ...opts, engines, openEngines });
-    if (job && circuits.halfOpen.has(job.engine)) await takeProbe(tx, job.engine, opts.now);
-    return job;
-  });
+async function nextUncappedClient(db: Tx, engine: string, capped: readonly string[]): Promise<string | null> {
+  const { rows } = await sql<{ client_id: string }>`
+    with recursive c(client_id) as (
+      select min(client_id) from jobs where status = 'queued' and engine = ${engine}
+      union all
+      select (select min(client_id) from jobs where status = 'queued' and engine = ${engine} and client_id > c.client_id) from c where c.client_id is not null
+    )
+    select client_id from (
+      select client_id, (select min(fair_key) from jobs where status = 'queued' and engine = ${engine} and client_id = c.client_id) as head
+      from c where client_id is not null and client_id not in (${sql.join(capped)})
+    ) heads order by head limit 1`.execute(db);
+  return rows[0]?.client_id ?? null;
 }
 
 /** Cheap check before claiming, so idle pollers read instead of write. */
-export async function hasClaimableJob(handle: DbHandle, now: number, engines?: readonly string[]): Promise<boolean> {
-  if (engines?.length === 0) return false;
-  let query = handle.db.selectFrom('jobs').select('id').where('run_at', '<=', now);
-  if (engines) query = query.where('engine', 'in', engines);
-  const row = await query.limit(1).executeTakeFirst();
-  return row !== undefined;
+export async function hasClaimableJob(handle: DbHandle, now: number, engines: readonly string[]): Promise<boolean> {
+  if (engines.length === 0) return false;
+  const { db } = handle;
+  const queued = await db.selectFrom('jobs').select('id').where('status', '=', sql.lit('queued')).where('engine', 'in', engines).limit(1).executeTakeFirst();
+  if (queued) return true;
+  const due = await db
+    .selectFrom('jobs')
+    .select('id')
+    .where('status', '=', sql.lit('running'))
+    .where('run_at', '<=', now)
+    .where('engine', 'in', engines)
+    .limit(1)
+    .executeTakeFirst();
+  return due !== undefined;
 }

@@ -1,4 +1,5 @@
 import { nextSortKey, type DbHandle, type JobsTable, type Tx } from '../db/index.ts';
+import { nextFairKey } from './fair-order.ts';
 import type { Capability, JobParams } from '../contract/index.ts';
 
 export interface NewJob {
@@ -12,11 +13,14 @@ export interface NewJob {
   enginePinned: boolean;
   webhookUrl: string | null;
   metadata: Record<string, unknown> | null;
+  /** The client's fairness weight (queue/fair-order.ts). */
+  weight: number;
   now: number;
 }
 
-/** Inserts a job, queued and claimable at once; its per-client sort key is taken here. */
+/** Inserts a job, queued and claimable at once; its per-client sort key and its place in the fair order are taken here. */
 export async function insertQueuedJob(tx: Tx, dialect: DbHandle['dialect'], job: NewJob): Promise<JobsTable> {
+  const fairKey = await nextFairKey(tx, { engine: job.engine, clientId: job.clientId, weight: job.weight });
   return tx
     .insertInto('jobs')
     .values({
@@ -43,6 +47,7 @@ export async function insertQueuedJob(tx: Tx, dialect: DbHandle['dialect'], job:
       lease_owner: null,
       engine_state: null,
       engine_pinned: job.enginePinned ? 1 : 0,
+      fair_key: fairKey,
     })
     .returningAll()
     .executeTakeFirstOrThrow();

@@ -5,7 +5,6 @@ import { newId } from '../lib/ids.ts';
 import {
   checkClaimed,
   claimNextJob,
-  claimNextRemoteJob,
   findLostJobs,
   hasClaimableJob,
   renewLeases,
@@ -13,7 +12,9 @@ import {
   settleJob,
   sweepDeadlines,
   type ClaimedJob,
+  type ClaimOptions,
 } from '../queue/index.ts';
+import type { ClientDirectory } from '../clients/index.ts';
 import { startPump } from '../lib/pump.ts';
 import { runJob, type AbortReason, type RunJobDeps } from './run-job.ts';
 
@@ -23,6 +24,8 @@ export interface WorkerDeps extends RunJobDeps {
   /** Remote tasks tracked at once: each is a pending poll timer, not a thread. */
   remoteConcurrency: number;
   pollIntervalMs: number;
+  /** Per-client running caps. */
+  clients: ClientDirectory;
 }
 
 export interface Worker {
@@ -49,11 +52,29 @@ export function startWorker(deps: WorkerDeps): Worker {
   const localEngines = deps.engines
     .all()
     .filter((e) => !isRemoteEngine(e))
-    .map((e) => e.name);
+    .map((e) => ({ engine: e.name }));
   const remoteCaps = deps.engines
     .all()
     .filter(isRemoteEngine)
     .map((e: RemoteEngine) => ({ engine: e.name, maxConcurrency: e.maxConcurrency }));
+
+  /**
+   * A claim function for one pump. An idle pump only reads (a read never takes SQLite's write
+   * lock); while claims keep finding work, that read would just cost a round trip per job. The
+   * engine tried first turns after every claim, so no engine's queue waits behind another's.
+   */
+  const claimer = (engines: ClaimOptions['engines']) => {
+    const names = engines.map((e) => e.engine);
+    let lastClaimFound = false;
+    let turn = 0;
+    return async (now: number): Promise<ClaimedJob | null> => {
+      if (!lastClaimFound && !(await hasClaimableJob(handle, now, names))) return null;
+      const clientCaps = { defaultMaxRunning: deps.clients.defaults.maxRunning, active: await deps.clients.anyRunningCap() };
+      const job = await claimNextJob(handle, { workerId: id, now, leaseMs: deps.queue.leaseMs, engines, clientCaps, turn: turn++ });
+      lastClaimFound = job !== null;
+      return job;
+    };
+  };
 
   /** Claims until a runnable job turns up: claims past a deadline (or their attempts) are settled on the way. */
   const nextFrom = (claim: (now: number) => Promise<ClaimedJob | null>) => async (): Promise<ClaimedJob | null> => {
@@ -82,19 +103,11 @@ export function startWorker(deps: WorkerDeps): Worker {
 
   const nextEngine = (capability: string, engine: string) => deps.engines.nextAfter(capability as (typeof CAPABILITIES)[number], engine)?.name ?? null;
 
-  let lastClaimFound = false;
   const pumps = [
     startPump({
       concurrency: deps.concurrency,
       pollIntervalMs: deps.pollIntervalMs,
-      next: nextFrom(async (now) => {
-        // An idle worker only reads (a read never takes SQLite's write lock); while claims keep
-        // finding work, that read would just cost a round trip per job.
-        if (!lastClaimFound && !(await hasClaimableJob(handle, now, localEngines))) return null;
-        const job = await claimNextJob(handle, { workerId: id, now, leaseMs: deps.queue.leaseMs, engines: localEngines });
-        lastClaimFound = job !== null;
-        return job;
-      }),
+      next: nextFrom(claimer(localEngines)),
       run,
       subscribe,
       onError,
@@ -105,7 +118,7 @@ export function startWorker(deps: WorkerDeps): Worker {
       startPump({
         concurrency: deps.remoteConcurrency,
         pollIntervalMs: deps.pollIntervalMs,
-        next: nextFrom((now) => claimNextRemoteJob(handle, { workerId: id, now, leaseMs: deps.queue.leaseMs, caps: remoteCaps })),
+        next: nextFrom(claimer(remoteCaps)),
         run,
         subscribe,
         onError,

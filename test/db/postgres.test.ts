@@ -110,7 +110,7 @@ describe('PostgreSQL backend', () => {
     const claimed: { id: string; by: string }[] = [];
     const claimer = async (handle: DbHandle, by: string) => {
       for (;;) {
-        const job = await claimNextJob(handle, { workerId: by, now: Date.now(), leaseMs: 60_000 });
+        const job = await claimNextJob(handle, { workerId: by, now: Date.now(), leaseMs: 60_000, engines: [{ engine: 'test' }] });
         if (!job) return;
         assert.equal(job.leaseOwner, by);
         claimed.push({ id: job.id, by });
