@@ -188,21 +188,22 @@ async function takeQueuedOn(db: Tx, dialect: DbHandle['dialect'], opts: ClaimOpt
 }
 
 /**
- * The client (not capped) whose head queued job on `engine` comes first in the fair order.
- * The clients with queued jobs are walked through the (engine, client, fair_key) index, one
- * probe per client (a loose index scan), never through their jobs.
+ * The client (not capped) whose first queued job on `engine` comes first in the fair order.
+ * The clients are walked through the (engine, client, fair_key) index, one probe per client (a
+ * loose index scan), and each one's first queued job through its (client, status, created)
+ * index: a client's queued jobs on one engine are in fair order by creation (fair-order.ts).
  */
 async function nextUncappedClient(db: Tx, engine: string, capped: readonly string[]): Promise<string | null> {
   const { rows } = await sql<{ client_id: string }>`
     with recursive c(client_id) as (
-      select min(client_id) from jobs where status = 'queued' and engine = ${engine}
+      select min(client_id) from jobs where engine = ${engine}
       union all
-      select (select min(client_id) from jobs where status = 'queued' and engine = ${engine} and client_id > c.client_id) from c where c.client_id is not null
+      select (select min(client_id) from jobs where engine = ${engine} and client_id > c.client_id) from c where c.client_id is not null
     )
     select client_id from (
-      select client_id, (select min(fair_key) from jobs where status = 'queued' and engine = ${engine} and client_id = c.client_id) as head
+      select client_id, (select fair_key from jobs where client_id = c.client_id and status = 'queued' and engine = ${engine} order by created_at_us limit 1) as head
       from c where client_id is not null and client_id not in (${sql.join(capped)})
-    ) heads order by head limit 1`.execute(db);
+    ) heads where head is not null order by head limit 1`.execute(db);
   return rows[0]?.client_id ?? null;
 }
 
