@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --backend=sqlite|postgres] [-- --only=create,get,pickup,throughput,assets,remote,scaling,list]`
+ * `npm run bench [-- --backend=sqlite|postgres] [-- --only=create,get,limit,pickup,throughput,assets,remote,scaling,list]`
  *
  * --backend=sqlite (default): every Zhinian instance gets a fresh SQLite file in a temp dir.
  * --backend=postgres: every Zhinian instance gets a fresh schema `zb_<random>` on the local
@@ -8,9 +8,10 @@
  *   each scenario ends, and on exit or SIGINT/SIGTERM.
  * --only=a,b: run some scenarios only (the report file is then left as it was).
  *
- * Scenarios: create, get (HTTP vs bare Fastify), pickup, throughput (in-process queue vs
- * pg-boss), assets, remote, scaling (1/2/4 worker processes vs pg-boss and BullMQ on the
- * local Redis), list (1,000,000 jobs of one client: page latency and EXPLAIN of the queries).
+ * Scenarios: create, get (HTTP vs bare Fastify), limit (the same GET with the request rate
+ * limit on vs off), pickup, throughput (in-process queue vs pg-boss), assets, remote, scaling
+ * (1/2/4 worker processes vs pg-boss and BullMQ on the local Redis), list (1,000,000 jobs of
+ * one client: page latency and EXPLAIN of the queries).
  *
  * Every figure sits next to a baseline measured in the same run (the machine is shared and
  * noisy, so ratios mean more than absolutes). PASS/MISS compares with the targets; a miss
@@ -33,12 +34,14 @@ import { cleanupSync, markdownTable, psqlSync, ROOT, setBackend, takeNotes, text
 import list from './list.ts';
 import pickup from './pickup.ts';
 import remote from './remote.ts';
+import requestLimit from './request-limit.ts';
 import scaling from './scaling.ts';
 import throughput from './throughput.ts';
 
 const SCENARIOS: Record<string, () => Promise<Row[]>> = {
   create: httpCreate,
   get: httpGet,
+  limit: requestLimit,
   pickup,
   throughput,
   assets,

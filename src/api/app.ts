@@ -6,12 +6,14 @@ import type { AssetService, Store, UrlSigner } from '../assets/index.ts';
 import type { Db } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import type { JobService } from '../jobs/index.ts';
+import { systemClock, type Clock } from '../lib/clock.ts';
 import { ERR } from '../lib/error-codes.ts';
 import { registerAccessControl, type Authenticator } from './auth.ts';
 import { clientErrorHandler, frameworkErrorHandler, registerErrorHandling, sendError, stampReply } from './errors.ts';
 import { registerJsonParser } from './json-body.ts';
 import { registerMultipartPassThrough } from './multipart.ts';
 import { registerAbortLog, RequestLog } from './request-log.ts';
+import { registerRequestLimit } from './request-limit.ts';
 import { registerAssetRoutes } from './routes/assets.ts';
 import { registerJobRoutes } from './routes/jobs.ts';
 import { registerMetaRoutes } from './routes/meta.ts';
@@ -27,6 +29,8 @@ export interface AppDeps {
   engines: EngineRegistry;
   /** Per-client limits (request rate limit). */
   clients: ClientDirectory;
+  /** The request rate limit's time (default: the system clock). */
+  clock?: Clock;
   /** A request whose headers and body have not fully arrived by then is answered 408. */
   requestTimeoutMs: number;
   baseUrl: () => string;
@@ -77,6 +81,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (closing) return sendError(reply, ERR.shutting_down, 'The server is shutting down; try again.');
   });
   registerAccessControl(app, { auth: deps.auth, signer: deps.signer });
+  // Before the routes: it adds its hook to each route as it is declared.
+  await registerRequestLimit(app, { db: deps.db, clients: deps.clients, clock: deps.clock ?? systemClock });
   registerMultipartPassThrough(app);
 
   registerMetaRoutes(app, { db: deps.db, store: deps.store, engines: deps.engines, baseUrl: deps.baseUrl });

@@ -57,15 +57,32 @@ const capabilitiesSchema = z.object({
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: object) => ({ 'application/json': { schema } });
-const errors = (...codes: number[]) =>
+const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [String(c), { description: ERROR_TEXT[c], content: json(ref('Error')) }]));
+const headerRef = (name: string) => ({ $ref: `#/components/headers/${name}` });
+/** The request rate limit's headers (components.headers). */
+const RATE_HEADERS = {
+  'RateLimit-Limit': {
+    description:
+      "While a request rate limit applies to the client (ZHINIAN_RATE_LIMIT_REQUESTS_PER_MINUTE or the client's own): its requests per sliding minute. On a 429 of the job-creation limit: that limit.",
+    schema: { type: 'integer', minimum: 1 },
+  },
+  'RateLimit-Remaining': { description: 'Requests that still fit in the sliding minute after this one (0 on a 429).', schema: { type: 'integer', minimum: 0 } },
+  'RateLimit-Reset': {
+    description: 'Seconds until one more request fits than RateLimit-Remaining says, if none is made meanwhile (on a 429: the Retry-After).',
+    schema: { type: 'integer', minimum: 1 },
+  },
+  'Retry-After': { description: 'Seconds to wait before the next request fits', schema: { type: 'integer', minimum: 1 } },
+};
+const rateHeaders = Object.fromEntries(['RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset'].map((h) => [h, headerRef(h)]));
+/**
+ * An operation the request rate limit counts (every /api/v1 one with a key): its answers but
+ * the 401 carry the RateLimit headers while a limit applies to the client, and it may answer 429.
+ */
+const counted = (responses: Record<string, object>) =>
   Object.fromEntries(
-    codes.map((c) => [
-      String(c),
-      {
-        description: ERROR_TEXT[c],
-        content: json(ref('Error')),
-        ...(c === 429 ? { headers: { 'Retry-After': { description: 'Seconds to wait', schema: { type: 'integer', minimum: 1 } } } } : {}),
-      },
+    Object.entries({ ...responses, ...errors(429) }).map(([status, response]) => [
+      status,
+      status === '401' ? response : { ...response, headers: status === '429' ? { ...rateHeaders, 'Retry-After': headerRef('Retry-After') } : rateHeaders },
     ]),
   );
 const ERROR_TEXT: Record<number, string> = {
@@ -77,7 +94,7 @@ const ERROR_TEXT: Record<number, string> = {
   413: "Too large: the body, a file (ZHINIAN_MAX_UPLOAD_BYTES) or an image's width × height (ZHINIAN_MAX_INPUT_PIXELS)",
   414: 'A path segment (an id) is too long',
   416: 'Range not satisfiable',
-  429: 'Too many jobs created this minute (ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE); the Retry-After header says how many seconds to wait',
+  429: "Over the client's request rate limit (ZHINIAN_RATE_LIMIT_REQUESTS_PER_MINUTE) or, creating a job, its job-creation limit (ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE), per sliding minute; Retry-After says how many seconds to wait",
 };
 const queryParams = (schema: z.ZodObject) => {
   const rendered = toSchema(schema) as { properties: Record<string, { description?: string }> };
@@ -98,6 +115,7 @@ export function buildOpenApi(serverUrl: string): object {
         bearer: { type: 'http', scheme: 'bearer' },
         apiKeyHeader: { type: 'apiKey', in: 'header', name: 'X-Zhinian-Api-Key' },
       },
+      headers: RATE_HEADERS,
       schemas: {
         CreateJobRequest: toSchema(createJobBodySchema),
         RegisterAssetRequest: toSchema(registerAssetBodySchema),
@@ -112,7 +130,7 @@ export function buildOpenApi(serverUrl: string): object {
       '/api/v1/capabilities': {
         get: {
           summary: 'What can be generated, by which engines, with which parameters',
-          responses: { 200: { description: 'OK', content: json(ref('Capabilities')) }, ...errors(401) },
+          responses: counted({ 200: { description: 'OK', content: json(ref('Capabilities')) }, ...errors(401) }),
         },
       },
       '/api/v1/jobs': {
@@ -120,33 +138,33 @@ export function buildOpenApi(serverUrl: string): object {
           summary: 'Create a job',
           parameters: [{ name: 'Idempotency-Key', in: 'header', required: false, schema: { type: 'string', minLength: 1, maxLength: 255 } }],
           requestBody: { required: true, content: json(ref('CreateJobRequest')) },
-          responses: {
+          responses: counted({
             201: { description: 'Created', content: json({ type: 'object', properties: { job: ref('Job'), reused: { const: false } } }) },
             200: { description: 'Same Idempotency-Key and body: the existing job', content: json({ type: 'object', properties: { job: ref('Job'), reused: { const: true } } }) },
-            ...errors(400, 401, 408, 409, 413, 429),
-          },
+            ...errors(400, 401, 408, 409, 413),
+          }),
         },
         get: {
           summary: 'List jobs, newest first',
           parameters: queryParams(listJobsQuerySchema),
-          responses: {
+          responses: counted({
             200: { description: 'OK', content: json({ type: 'object', properties: { jobs: { type: 'array', items: ref('Job') }, nextBefore: { type: ['string', 'null'] } } }) },
             ...errors(400, 401),
-          },
+          }),
         },
       },
       '/api/v1/jobs/{id}': {
         get: {
           summary: 'Get a job',
           parameters: idParam('Job'),
-          responses: { 200: { description: 'OK', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 414) },
+          responses: counted({ 200: { description: 'OK', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 414) }),
         },
       },
       '/api/v1/jobs/{id}/cancel': {
         post: {
           summary: 'Cancel a queued or running job',
           parameters: idParam('Job'),
-          responses: { 200: { description: 'Cancelled', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 409, 414) },
+          responses: counted({ 200: { description: 'Cancelled', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 409, 414) }),
         },
       },
       '/api/v1/assets': {
@@ -159,34 +177,35 @@ export function buildOpenApi(serverUrl: string): object {
               ...json(ref('RegisterAssetRequest')),
             },
           },
-          responses: {
+          responses: counted({
             201: {
               description: 'Stored: `{ assets }` for uploads, `{ asset }` for a URL',
               content: json({ type: 'object', properties: { assets: { type: 'array', items: ref('Asset') }, asset: ref('Asset') } }),
             },
             ...errors(400, 401, 408, 413),
-          },
+          }),
         },
         get: {
           summary: 'List assets, newest first',
           parameters: queryParams(listAssetsQuerySchema),
-          responses: {
+          responses: counted({
             200: { description: 'OK', content: json({ type: 'object', properties: { assets: { type: 'array', items: ref('Asset') }, nextBefore: { type: ['string', 'null'] } } }) },
             ...errors(400, 401),
-          },
+          }),
         },
       },
       '/api/v1/assets/{id}': {
         get: {
           summary: 'Get an asset',
           parameters: idParam('Asset'),
-          responses: { 200: { description: 'OK', content: json({ type: 'object', properties: { asset: ref('Asset') } }) }, ...errors(401, 404, 414) },
+          responses: counted({ 200: { description: 'OK', content: json({ type: 'object', properties: { asset: ref('Asset') } }) }, ...errors(401, 404, 414) }),
         },
       },
       '/api/v1/assets/{id}/download': {
         get: {
           summary: 'Download the bytes (Range, ETag, Content-Disposition)',
-          description: "Needs the owner's key, or a signed link (`expires` and `signature`, as handed to remote engines) that opens this one download.",
+          description:
+            "Needs the owner's key, or a signed link (`expires` and `signature`, as handed to remote engines) that opens this one download. A download through a signed link is not counted by the request rate limit and carries no RateLimit headers.",
           parameters: [
             ...idParam('Asset'),
             header('Range', 'One byte range (`bytes=0-99`, `bytes=100-`, `bytes=-10`); an invalid one is ignored'),
@@ -195,12 +214,12 @@ export function buildOpenApi(serverUrl: string): object {
             { name: 'expires', in: 'query', required: false, schema: { type: 'string' }, description: 'Signed link: Unix seconds it is valid until' },
             { name: 'signature', in: 'query', required: false, schema: { type: 'string' }, description: 'Signed link: its signature' },
           ],
-          responses: {
+          responses: counted({
             200: { description: 'The file', content: { '*/*': { schema: { type: 'string', format: 'binary' } } } },
             206: { description: 'Part of the file' },
             304: { description: 'Not modified (If-None-Match)' },
             ...errors(401, 404, 414, 416),
-          },
+          }),
         },
       },
       '/healthz': { get: { summary: 'Liveness', security: [], responses: { 200: { description: 'Alive' } } } },
