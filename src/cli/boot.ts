@@ -131,6 +131,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
       db: handle.db,
       engines,
       clients,
+      clock,
       requestTimeoutMs: config.requestTimeoutMs,
       baseUrl,
     });

@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { type Expression, sql } from 'kysely';
 import { withTransaction, type DbHandle, type Tx } from '../db/index.ts';
 import { circuitStates, takeProbe } from './circuit.ts';
 import { toClaimedJob, type ClaimedJob } from './claimed-job.ts';
@@ -107,13 +107,36 @@ async function cappedClients(tx: Tx, defaultMaxRunning: number): Promise<string[
   return rows.map((r) => r.client_id);
 }
 
+/**
+ * One claiming statement over every candidate, first found wins: a due running job, then the
+ * head of each open engine's fair order (engines in turn). COALESCE evaluates its subqueries
+ * lazily, so an idle engine costs one index probe and a busy one stops the search.
+ */
 async function claimWith(db: Tx, dialect: DbHandle['dialect'], opts: ClaimOptions, engines: readonly string[], gate: Gate): Promise<ClaimedJob | null> {
-  const row = (await takeOver(db, dialect, opts, engines, gate)) ?? (await takeQueued(db, dialect, opts, gate));
+  const open = gate.open.map((_, i) => gate.open[(i + (opts.turn ?? 0)) % gate.open.length]!);
+  const bounds = new Map<string, number | undefined>();
+  if (gate.capped.length > 0) for (const engine of open) bounds.set(engine, await windowEdge(db, engine));
+  const candidates = [takeOverPick(db, opts, engines, gate), ...open.map((engine) => queuedPick(db, engine, gate.capped, bounds.get(engine)))];
+  let row = await claimRow(db, opts, sql<string>`coalesce(${sql.join(candidates.map((c) => oneLocked(dialect, c)))})`);
+  // Every bounded window held only capped clients' jobs: ask each other client for its head.
+  for (const engine of open) {
+    if (row || bounds.get(engine) === undefined) continue;
+    const client = await nextUncappedClient(db, engine, gate.capped);
+    if (client) row = await claimRow(db, opts, sql<string>`${oneLocked(dialect, queuedPick(db, engine, []).where('client_id', '=', client))}`);
+  }
   return row ? toClaimedJob(row) : null;
 }
 
+const selectCandidates = (db: Tx) => db.selectFrom('jobs').select('id');
+type Candidates = ReturnType<typeof selectCandidates>;
+
+function oneLocked(dialect: DbHandle['dialect'], query: Candidates) {
+  const first = query.limit(1);
+  return dialect === 'postgres' ? first.forUpdate().skipLocked() : first;
+}
+
 /** The claiming update, on the row `pick` selects (re-checked: another claimer may have won it). */
-function claimRow(db: Tx, opts: ClaimOptions, pick: ReturnType<typeof selectCandidates>) {
+function claimRow(db: Tx, opts: ClaimOptions, pick: Expression<string>) {
   const { now } = opts;
   return db
     .updateTable('jobs')
@@ -133,16 +156,9 @@ function claimRow(db: Tx, opts: ClaimOptions, pick: ReturnType<typeof selectCand
     .executeTakeFirst();
 }
 
-const selectCandidates = (db: Tx) => db.selectFrom('jobs').select('id');
-
-function oneLocked(dialect: DbHandle['dialect'], query: ReturnType<typeof selectCandidates>) {
-  const first = query.limit(1);
-  return dialect === 'postgres' ? first.forUpdate().skipLocked() : first;
-}
-
 /** A running job that is due again: a lapsed lease keeps its engine slot; one nobody holds starts anew and needs the gate. */
-async function takeOver(db: Tx, dialect: DbHandle['dialect'], opts: ClaimOptions, engines: readonly string[], gate: Gate) {
-  const pick = selectCandidates(db)
+function takeOverPick(db: Tx, opts: ClaimOptions, engines: readonly string[], gate: Gate): Candidates {
+  return selectCandidates(db)
     .where('status', '=', sql.lit('running'))
     .where('run_at', '<=', opts.now)
     .where('engine', 'in', engines)
@@ -152,39 +168,32 @@ async function takeOver(db: Tx, dialect: DbHandle['dialect'], opts: ClaimOptions
       return eb.or([eb('lease_owner', 'is not', null), eb.and(startsAnew)]);
     })
     .orderBy('run_at');
-  return claimRow(db, opts, oneLocked(dialect, pick));
 }
 
-/** The next queued job in fair order, trying each open engine in turn. */
-async function takeQueued(db: Tx, dialect: DbHandle['dialect'], opts: ClaimOptions, gate: Gate) {
-  const open = gate.open;
-  for (let i = 0; i < open.length; i++) {
-    const engine = open[(i + (opts.turn ?? 0)) % open.length]!;
-    const row = await takeQueuedOn(db, dialect, opts, engine, gate.capped);
-    if (row) return row;
-  }
-  return undefined;
+/**
+ * The head of an engine's fair order, skipping capped clients. Their jobs can pile up at the
+ * head (their turns come but they may not run), so the skipping scan is bounded by `edge`, the
+ * key FAIR_WINDOW rows in; past it the claim asks each client for its own head instead.
+ */
+function queuedPick(db: Tx, engine: string, capped: readonly string[], edge?: number): Candidates {
+  let pick = selectCandidates(db).where('status', '=', sql.lit('queued')).where('engine', '=', engine);
+  if (capped.length > 0) pick = pick.where('client_id', 'not in', capped);
+  if (edge !== undefined) pick = pick.where('fair_key', '<=', edge);
+  return pick.orderBy('fair_key');
 }
 
-async function takeQueuedOn(db: Tx, dialect: DbHandle['dialect'], opts: ClaimOptions, engine: string, capped: readonly string[]) {
-  const queuedOn = () => selectCandidates(db).where('status', '=', sql.lit('queued')).where('engine', '=', engine);
-  if (capped.length === 0) return claimRow(db, opts, oneLocked(dialect, queuedOn().orderBy('fair_key')));
-  // Capped clients' jobs are skipped. They can pile up at the head of the order (their turns
-  // come but they may not run), so the skipping scan is bounded to the first FAIR_WINDOW rows;
-  // past them the claim asks each other client for its own head instead (one index probe each).
-  const edge = await queuedOn()
-    .clearSelect()
+/** The key FAIR_WINDOW rows into an engine's fair order (none: the whole queue is shorter). */
+async function windowEdge(db: Tx, engine: string): Promise<number | undefined> {
+  const row = await db
+    .selectFrom('jobs')
     .select('fair_key')
+    .where('status', '=', sql.lit('queued'))
+    .where('engine', '=', engine)
     .orderBy('fair_key')
     .offset(FAIR_WINDOW - 1)
     .limit(1)
     .executeTakeFirst();
-  let pick = queuedOn().where('client_id', 'not in', capped);
-  if (edge) pick = pick.where('fair_key', '<=', edge.fair_key);
-  const row = await claimRow(db, opts, oneLocked(dialect, pick.orderBy('fair_key')));
-  if (row || !edge) return row;
-  const next = await nextUncappedClient(db, engine, capped);
-  return next ? claimRow(db, opts, oneLocked(dialect, queuedOn().where('client_id', '=', next).orderBy('fair_key'))) : undefined;
+  return row && Number(row.fair_key);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { nextSortKey, type DbHandle, type JobsTable, type Tx } from '../db/index.ts';
-import { nextFairKey } from './fair-order.ts';
+import { fairKeyFor } from './fair-order.ts';
 import type { Capability, JobParams } from '../contract/index.ts';
 
 export interface NewJob {
@@ -19,8 +19,7 @@ export interface NewJob {
 }
 
 /** Inserts a job, queued and claimable at once; its per-client sort key and its place in the fair order are taken here. */
-export async function insertQueuedJob(tx: Tx, dialect: DbHandle['dialect'], job: NewJob): Promise<JobsTable> {
-  const fairKey = await nextFairKey(tx, { engine: job.engine, clientId: job.clientId, weight: job.weight });
+export async function insertQueuedJob(tx: Tx, dialect: DbHandle['dialect'], job: NewJob, opts: { fairKey?: number } = {}): Promise<JobsTable> {
   return tx
     .insertInto('jobs')
     .values({
@@ -47,7 +46,7 @@ export async function insertQueuedJob(tx: Tx, dialect: DbHandle['dialect'], job:
       lease_owner: null,
       engine_state: null,
       engine_pinned: job.enginePinned ? 1 : 0,
-      fair_key: fairKey,
+      fair_key: opts.fairKey ?? fairKeyFor(dialect, job),
     })
     .returningAll()
     .executeTakeFirstOrThrow();

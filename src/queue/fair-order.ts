@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { Tx } from '../db/index.ts';
+import type { DbHandle, Tx } from '../db/index.ts';
 
 /**
  * The fair order of queued jobs: start-time fair queuing (Goyal et al., 1996), per engine.
@@ -8,8 +8,8 @@ import type { Tx } from '../db/index.ts';
  *
  *   key = max(V, min(last + stride, tail + stride))      stride = FAIR_STRIDE / weight
  *
- * - `V`, the engine's virtual time: the highest key among its running jobs (the ones most
- *   recently claimed), or with none running the head of its queue; a job keyed V goes next.
+ * - `V`, the engine's virtual time: the key of its newest running job (the newest claim), or
+ *   with none running the head of its queue; a job keyed V goes next.
  * - `last`: the client's last key on that engine (any status): a client's jobs stay FIFO, and
  *   each further job of a client goes one stride (one round) after its previous one, so clients
  *   with a backlog take turns (weight 2: two turns per round) and a client that keeps
@@ -26,25 +26,25 @@ export const FAIR_STRIDE = 1_000_000;
 /** Largest per-client weight: a weight-1,000 client's stride is still 1,000 key units. */
 export const MAX_WEIGHT = 1000;
 
-/** The key for a new queued job of `clientId` on `engine`. */
-export async function nextFairKey(tx: Tx, input: { engine: string; clientId: string; weight: number }): Promise<number> {
+/**
+ * The key for a new queued job of `clientId` on `engine`, as an expression for the job's own
+ * INSERT (no extra round trip). Statuses are literals, not parameters, so that the partial
+ * indexes apply on both databases. V is the newest running job's key (a claim takes the lowest
+ * key, so the newest claim holds the highest one), or with none running the head of the queue.
+ * With a backlog `last <= tail`, so `min(last, tail)` keeps a client's jobs in FIFO order.
+ */
+export function fairKeyFor(dialect: DbHandle['dialect'], input: { engine: string; clientId: string; weight: number }) {
   const { engine, clientId } = input;
-  // Literal statuses (not parameters), so that the partial indexes apply on both databases.
-  const { rows } = await sql<Record<'v' | 'head' | 'queued' | 'last' | 'tail', number | string | null>>`
-    select
-      (select max(fair_key) from jobs where status = 'running' and engine = ${engine}) as v,
-      (select min(fair_key) from jobs where status = 'queued' and engine = ${engine}) as head,
-      (select fair_key from jobs where client_id = ${clientId} and status = 'queued' and engine = ${engine} order by created_at_us desc limit 1) as queued,
+  // SQLite's scalar max/min are PostgreSQL's greatest/least (which would skip a null: none is passed).
+  const [max, min] = dialect === 'postgres' ? [sql.raw('greatest'), sql.raw('least')] : [sql.raw('max'), sql.raw('min')];
+  return sql<number>`(
+    select case when last is null then coalesce(v, 0) else ${max}(coalesce(v, 0), ${min}(last, coalesce(tail, last)) + ${strideOf(input.weight)}) end
+    from (select
+      coalesce(
+        (select fair_key from jobs where status = 'running' and engine = ${engine} order by started_at desc limit 1),
+        (select min(fair_key) from jobs where status = 'queued' and engine = ${engine})) as v,
       (select max(fair_key) from jobs where engine = ${engine} and client_id = ${clientId}) as last,
-      (select max(fair_key) from jobs where status = 'queued' and engine = ${engine}) as tail`.execute(tx);
-  const num = (x: number | string | null | undefined) => (x === null || x === undefined ? null : Number(x));
-  const [v, head, queued, last, tail] = (['v', 'head', 'queued', 'last', 'tail'] as const).map((k) => num(rows[0]?.[k]));
-  const stride = strideOf(input.weight);
-  // A backlog goes on FIFO, one round per job.
-  if (queued !== null) return queued + stride;
-  const vt = v ?? head ?? 0;
-  if (last === null) return vt;
-  return Math.max(vt, Math.min(last, tail ?? last) + stride);
+      (select max(fair_key) from jobs where status = 'queued' and engine = ${engine}) as tail) fair)`;
 }
 
 export function strideOf(weight: number): number {
