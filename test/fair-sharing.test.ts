@@ -152,6 +152,58 @@ describe('fair order', () => {
   });
 });
 
+describe('fair order with remote engines', () => {
+  test('under an engine cap the order stays round-robin, and a worker with two engines takes from each in turn', async (t) => {
+    const { h } = await server(t);
+    const { insertQueuedJob } = await import('../src/queue/index.ts');
+    const { withTransaction } = await import('../src/db/index.ts');
+    let n = 0;
+    const queue = (clientId: string, engine: string, count: number) =>
+      withTransaction(h, async (tx) => {
+        for (let i = 0; i < count; i++) {
+          const job = {
+            clientId,
+            capability: 'image.generate' as const,
+            prompt: 'x',
+            params: {},
+            inputAssetIds: [],
+            engine,
+            enginePinned: true,
+            webhookUrl: null,
+            metadata: null,
+            weight: 1,
+            now: Date.now(),
+          };
+          await insertQueuedJob(tx, h.dialect, { ...job, id: `job_remote${String(++n).padStart(20, '0')}` });
+        }
+      });
+    await queue('client-a', 'evolink', 10);
+    await queue('client-b', 'evolink', 10);
+    const capped = [{ engine: 'evolink', maxConcurrency: 4 }];
+    const claimed = [];
+    for (let i = 0; i < 5; i++) claimed.push(await claimNextJob(h, { workerId: 'wrk_r', now: Date.now(), leaseMs: 600_000, engines: capped }));
+    assert.deepEqual(
+      claimed
+        .slice(0, 4)
+        .map((j) => j?.clientId)
+        .sort(),
+      ['client-a', 'client-a', 'client-b', 'client-b'],
+      'two of each within the cap of 4',
+    );
+    assert.equal(claimed[4], null, 'the cap holds');
+
+    await queue('client-a', 'seedance', 5);
+    await queue('client-c', 'jimeng', 5);
+    const two = [
+      { engine: 'seedance', maxConcurrency: 10 },
+      { engine: 'jimeng', maxConcurrency: 10 },
+    ];
+    const engines = [];
+    for (let turn = 0; turn < 6; turn++) engines.push((await claimNextJob(h, { workerId: 'wrk_r', now: Date.now(), leaseMs: 600_000, engines: two, turn }))?.engine);
+    assert.deepEqual(engines, ['seedance', 'jimeng', 'seedance', 'jimeng', 'seedance', 'jimeng']);
+  });
+});
+
 describe('running caps per client', () => {
   test('a capped client is passed over while its cap is full, its lapsed lease is still taken over, and the others are served past a long run of its jobs', async (t) => {
     const { api, h } = await server(t);

@@ -117,7 +117,9 @@ async function claimWith(db: Tx, dialect: DbHandle['dialect'], opts: ClaimOption
   const bounds = new Map<string, number | undefined>();
   if (gate.capped.length > 0) for (const engine of open) bounds.set(engine, await windowEdge(db, engine));
   const candidates = [takeOverPick(db, opts, engines, gate), ...open.map((engine) => queuedPick(db, engine, gate.capped, bounds.get(engine)))];
-  let row = await claimRow(db, opts, sql<string>`coalesce(${sql.join(candidates.map((c) => oneLocked(dialect, c)))})`);
+  const picks = candidates.map((c) => oneLocked(dialect, c));
+  // (SQLite's coalesce needs two arguments at least.)
+  let row = await claimRow(db, opts, picks.length === 1 ? sql<string>`${picks[0]}` : sql<string>`coalesce(${sql.join(picks)})`);
   // Every bounded window held only capped clients' jobs: ask each other client for its head.
   for (const engine of open) {
     if (row || bounds.get(engine) === undefined) continue;
