@@ -13,7 +13,7 @@ export interface ClientLimits {
 }
 
 /** Overrides that reach every process within this long (the console promises 5 s). */
-export const SETTINGS_REFRESH_MS = 2000;
+const SETTINGS_REFRESH_MS = 2000;
 
 export interface ClientDirectory {
   /** Limits in effect for `clientId`, from a snapshot at most SETTINGS_REFRESH_MS old. */

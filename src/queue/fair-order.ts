@@ -24,14 +24,13 @@ import type { DbHandle, Tx } from '../db/index.ts';
  */
 export const FAIR_STRIDE = 1_000_000;
 /** Largest per-client weight: a weight-1,000 client's stride is still 1,000 key units. */
-export const MAX_WEIGHT = 1000;
+const MAX_WEIGHT = 1000;
 
 /**
  * The key for a new queued job of `clientId` on `engine`, as an expression for the job's own
  * INSERT (no extra round trip). Statuses are literals, not parameters, so that the partial
- * indexes apply on both databases. V is the newest running job's key (a claim takes the lowest
- * key, so the newest claim holds the highest one), or with none running the head of the queue.
- * With a backlog `last <= tail`, so `min(last, tail)` keeps a client's jobs in FIFO order.
+ * indexes apply on both databases. The newest running job holds the highest running key, since
+ * a claim takes the lowest queued one. With a backlog `last <= tail`: the client stays FIFO.
  */
 export function fairKeyFor(dialect: DbHandle['dialect'], input: { engine: string; clientId: string; weight: number }) {
   const { engine, clientId } = input;
@@ -47,7 +46,7 @@ export function fairKeyFor(dialect: DbHandle['dialect'], input: { engine: string
       (select max(fair_key) from jobs where status = 'queued' and engine = ${engine}) as tail) fair)`;
 }
 
-export function strideOf(weight: number): number {
+function strideOf(weight: number): number {
   return Math.round(FAIR_STRIDE / Math.min(MAX_WEIGHT, Math.max(1, weight)));
 }
 
