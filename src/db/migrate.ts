@@ -4,6 +4,7 @@ import * as m0001 from './migrations/0001-initial.ts';
 import * as m0002 from './migrations/0002-engine-routing.ts';
 import * as m0003 from './migrations/0003-rate-limits.ts';
 import * as m0004 from './migrations/0004-fair-sharing.ts';
+import * as m0005 from './migrations/0005-webhook-isolation.ts';
 
 /** Append-only: never edit a migration once merged; add the next number instead. */
 const migrations: Record<string, Migration> = {
@@ -11,6 +12,7 @@ const migrations: Record<string, Migration> = {
   '0002-engine-routing': m0002,
   '0003-rate-limits': m0003,
   '0004-fair-sharing': m0004,
+  '0005-webhook-isolation': m0005,
 };
 
 /**

@@ -99,6 +99,23 @@ export interface WebhookDeliveriesTable {
   last_error: string | null;
   created_at: number;
   delivered_at: number | null;
+  /** `scheme://host:port` of `url`, lowercased: the receiver whose limits the delivery counts against (webhooks/endpoints.ts). */
+  origin: string;
+  /**
+   * Set while the delivery is held back for its origin (at its in-flight cap, or blocked): its
+   * own due time, so it keeps its place in line. `next_attempt_at` then says when it is looked
+   * at again at the latest (the block's end, the earliest lease of the origin's attempts).
+   */
+  held_due_at: number | null;
+}
+
+/** Per receiver origin: timeouts and connection errors in a row, and the backoff they earned. */
+export interface WebhookEndpointsTable {
+  origin: string;
+  consecutive_failures: number;
+  /** While in the future no attempt to this origin starts; once passed, one probe at a time until a 2xx. */
+  blocked_until: number | null;
+  updated_at: number;
 }
 
 interface WebhookAttemptsTable {
@@ -124,6 +141,7 @@ export interface Database {
   assets: AssetsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   webhook_attempts: WebhookAttemptsTable;
+  webhook_endpoints: WebhookEndpointsTable;
   engine_circuits: EngineCircuitsTable;
   rate_windows: RateWindowsTable;
   clients: ClientsTable;

@@ -1,12 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { guardedDispatcher } from '../net/index.ts';
-import type { DbHandle, WebhookDeliveriesTable } from '../db/index.ts';
+import { sql } from 'kysely';
+import type { DbHandle, Tx, WebhookDeliveriesTable } from '../db/index.ts';
 import { withTransaction } from '../db/index.ts';
 import { outageBackoffMs } from '../lib/retry-ladders.ts';
 import type { Clock } from '../lib/clock.ts';
 import { signPayload } from './sign.ts';
+import { afterAttempt, capOf, DEFAULT_ENDPOINT_POLICY, type EndpointPolicy, type EndpointState, endpointStates, holdDue, inFlight, lockDeliveryCounts } from './endpoints.ts';
 import { MAX_DELIVERY_ATTEMPTS, retryDelayMs } from './schedule.ts';
+import type { ClientShare } from './share.ts';
 
 export interface DeliveryOptions {
   handle: DbHandle;
@@ -23,6 +26,8 @@ export interface DeliveryOptions {
   heartbeatMs?: number;
   /** Told about database trouble that an attempt survives (a failed renewal, a retried record). */
   onWarning?: (message: string, details: Record<string, unknown>) => void;
+  /** Per-origin limits and backoff (default DEFAULT_ENDPOINT_POLICY); the same in every process. */
+  endpoints?: Partial<EndpointPolicy>;
 }
 
 export type AttemptOutcome = 'delivered' | 'retry' | 'failed' | 'lost';
@@ -35,29 +40,117 @@ const DEFAULT_TIMEOUT_MS = 10_000;
  */
 export const DEFAULT_DELIVERY_LEASE_MS = 30_000;
 
+/** Due rows of one client a claim pass reads at a time, and at most per client per pass. */
+const CLAIM_WINDOW = 64;
+const CLAIM_ROWS_PER_CLIENT = 4 * CLAIM_WINDOW;
+/** Passes (one transaction each) a claim makes while they hold rows back and claim nothing. */
+const CLAIM_PASSES = 8;
+
 /**
  * Claims the next due delivery under a lease: its next_attempt_at moves a lease ahead and
  * lease_owner names this process. The attempt renews the lease until its outcome is recorded,
  * so another process only sends it again if this one dies (or stalls past the lease). The claim
  * is a conditional update, so two processes never send the same attempt.
+ *
+ * Which one (webhooks/endpoints.ts, share.ts): clients with due deliveries are found one index
+ * probe each, those this pool may not take more of are skipped, and the one with the fewest
+ * attempts in flight (across all processes) goes first, then the one waiting longest. Its due
+ * rows are read earliest first, a window at a time; the first whose origin has room is claimed.
+ * Rows of origins without room (at their cap, or blocked) are held back on the way, so they leave
+ * the due range: a later claim, or an idle poll (which only reads), never meets them again until
+ * their origin has room. Each pass reads a bounded number of rows per client, then tries the
+ * next client, so a backlog behind blocked receivers is cleared over a few passes while other
+ * clients are served in the first. The count and the claim are one transaction under
+ * lockDeliveryCounts.
  */
-export async function claimDueDelivery(opts: DeliveryOptions): Promise<WebhookDeliveriesTable | null> {
-  const { db } = opts.handle;
+export async function claimDueDelivery(opts: DeliveryOptions, share?: ClientShare): Promise<WebhookDeliveriesTable | null> {
+  for (let pass = 0; pass < CLAIM_PASSES; pass++) {
+    const { claimed, held } = await claimPass(opts, share);
+    if (claimed || !held) return claimed;
+  }
+  return null;
+}
+
+async function claimPass(opts: DeliveryOptions, share: ClientShare | undefined): Promise<{ claimed: WebhookDeliveriesTable | null; held: boolean }> {
   const now = opts.clock.now();
   // Read first: idle senders poll, and a read never takes SQLite's write lock.
-  const due = await db.selectFrom('webhook_deliveries').select('id').where('next_attempt_at', '<=', now).limit(1).executeTakeFirst();
-  if (!due) return null;
-  let next = db.selectFrom('webhook_deliveries').select('id').where('next_attempt_at', '<=', now).orderBy('next_attempt_at').limit(1);
-  if (opts.handle.dialect === 'postgres') next = next.forUpdate().skipLocked();
-  const row = await db
+  const waiting = (await dueClients(opts.handle, now)).filter((c) => share?.mayTake(c.clientId) ?? true);
+  if (waiting.length === 0) return { claimed: null, held: false };
+  const policy = policyOf(opts);
+  return withTransaction(opts.handle, async (tx) => {
+    await lockDeliveryCounts(opts.handle, tx);
+    const busy = await inFlight(tx, now);
+    const order = [...waiting].sort((a, b) => (busy.byClient.get(a.clientId) ?? 0) - (busy.byClient.get(b.clientId) ?? 0) || a.head - b.head);
+    const states = new Map<string, EndpointState | undefined>();
+    let held = false;
+    for (const { clientId } of order) {
+      for (let seen = 0; seen < CLAIM_ROWS_PER_CLIENT; ) {
+        const rows = await tx
+          .selectFrom('webhook_deliveries')
+          .select(['id', 'origin'])
+          .where('client_id', '=', clientId)
+          .where('next_attempt_at', '<=', now)
+          .orderBy('next_attempt_at')
+          .limit(CLAIM_WINDOW)
+          .execute();
+        seen += rows.length;
+        const unknown = [...new Set(rows.map((r) => r.origin))].filter((o) => !states.has(o));
+        const found = await endpointStates(tx, unknown);
+        for (const origin of unknown) states.set(origin, found.get(origin));
+        // Origins without room: held back until the block ends, or until the origin's earliest
+        // lease would lapse (its sender died); an attempt of the origin that ends lets one go sooner.
+        const hold = new Map<string, number>();
+        for (const row of rows) {
+          if (hold.has(row.origin)) continue;
+          const state = states.get(row.origin);
+          const cap = capOf(policy, state, now);
+          const flying = busy.byOrigin.get(row.origin);
+          if ((flying?.count ?? 0) < cap) {
+            const claimed = await claimRow(tx, opts, row.id, now);
+            if (claimed) {
+              await holdDue(tx, hold, now);
+              return { claimed, held: held || hold.size > 0 };
+            }
+            continue;
+          }
+          hold.set(row.origin, cap === 0 ? Number(state?.blocked_until) : (flying?.earliestLeaseEnd ?? now + leaseMsOf(opts)));
+        }
+        await holdDue(tx, hold, now);
+        held ||= hold.size > 0;
+        if (rows.length < CLAIM_WINDOW || hold.size === 0) break;
+      }
+    }
+    return { claimed: null, held };
+  });
+}
+
+function claimRow(tx: Tx, opts: DeliveryOptions, id: string, now: number) {
+  return tx
     .updateTable('webhook_deliveries')
-    .set((eb) => ({ next_attempt_at: now + leaseMsOf(opts), lease_owner: opts.owner, attempts: eb('attempts', '+', 1) }))
-    .where('id', '=', next)
+    .set((eb) => ({ next_attempt_at: now + leaseMsOf(opts), lease_owner: opts.owner, attempts: eb('attempts', '+', 1), held_due_at: null }))
+    .where('id', '=', id)
     .where('next_attempt_at', '<=', now)
     .returningAll()
     .executeTakeFirst();
-  return row ?? null;
 }
+
+/**
+ * The clients with a due delivery and their earliest due time, one index probe per client with
+ * any pending delivery (a loose index scan of webhook_deliveries_client_due), never their rows.
+ */
+async function dueClients(handle: DbHandle, now: number): Promise<{ clientId: string; head: number }[]> {
+  const { rows } = await sql<{ client_id: string; head: number | string | null }>`
+    with recursive c(client_id) as (
+      select min(client_id) from webhook_deliveries where next_attempt_at is not null
+      union all
+      select (select min(client_id) from webhook_deliveries where next_attempt_at is not null and client_id > c.client_id) from c where c.client_id is not null
+    )
+    select client_id, (select min(next_attempt_at) from webhook_deliveries where next_attempt_at is not null and client_id = c.client_id) as head
+    from c where client_id is not null`.execute(handle.db);
+  return rows.map((r) => ({ clientId: r.client_id, head: Number(r.head) })).filter((r) => r.head <= now);
+}
+
+const policyOf = (opts: DeliveryOptions): EndpointPolicy => ({ ...DEFAULT_ENDPOINT_POLICY, ...opts.endpoints });
 
 const leaseMsOf = (opts: DeliveryOptions) => opts.leaseMs ?? DEFAULT_DELIVERY_LEASE_MS;
 
@@ -156,6 +249,8 @@ interface Answer {
   finishedAt: number;
   statusCode: number | null;
   error: string | null;
+  /** No (whole) answer: a timeout or a connection error, also after a status line came. */
+  unreachable: boolean;
 }
 
 async function send(opts: DeliveryOptions, delivery: WebhookDeliveriesTable): Promise<Answer> {
@@ -170,6 +265,7 @@ async function send(opts: DeliveryOptions, delivery: WebhookDeliveriesTable): Pr
 
   let statusCode: number | null = null;
   let error: string | null = null;
+  let unreachable = false;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const deadline = deadlineSignal(timeoutMs);
   try {
@@ -186,26 +282,29 @@ async function send(opts: DeliveryOptions, delivery: WebhookDeliveriesTable): Pr
     if (statusCode < 200 || statusCode > 299) error = `receiver answered HTTP ${statusCode}`;
   } catch (e) {
     const err = e as Error & { code?: string };
+    unreachable = true;
     error = deadline.signal.aborted || err.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : `${err.code ?? err.name}: ${err.message}`;
   } finally {
     deadline.clear();
   }
-  return { startedAt, finishedAt: opts.clock.now(), statusCode, error };
+  return { startedAt, finishedAt: opts.clock.now(), statusCode, error, unreachable };
 }
 
 /**
  * Records the attempt and settles the delivery, only while the claim is still ours (the
- * conditional update: two processes never both record one delivery). A failed write is
- * retried with backoff while the lease holds; the heartbeat keeps it meanwhile.
+ * conditional update: two processes never both record one delivery), with what it means for
+ * the receiver's origin (endpoints.ts: failures, block, held deliveries let go). A failed write
+ * is retried with backoff while the lease holds; the heartbeat keeps it meanwhile.
  */
 async function recordOutcome(opts: DeliveryOptions, delivery: WebhookDeliveriesTable, lease: Lease, answer: Answer): Promise<AttemptOutcome> {
-  const { startedAt, finishedAt, statusCode, error } = answer;
+  const { startedAt, finishedAt, statusCode, error, unreachable } = answer;
   const outcome = error === null ? 'delivered' : delivery.attempts >= MAX_DELIVERY_ATTEMPTS ? 'failed' : 'retry';
   const delay = outcome === 'retry' ? (retryDelayMs(delivery.attempts) ?? 0) : 0;
   for (let failures = 0; ; ) {
     if (lease.lost) return 'lost';
     try {
       const recorded = await withTransaction(opts.handle, async (tx) => {
+        await lockDeliveryCounts(opts.handle, tx);
         const res = await tx
           .updateTable('webhook_deliveries')
           .set({
@@ -233,6 +332,7 @@ async function recordOutcome(opts: DeliveryOptions, delivery: WebhookDeliveriesT
           })
           .onConflict((oc) => oc.columns(['delivery_id', 'attempt']).doNothing())
           .execute();
+        await afterAttempt(tx, policyOf(opts), delivery.origin, error === null ? 'delivered' : unreachable ? 'unreachable' : 'answered', finishedAt, opts.clock.now());
         return true;
       });
       return recorded ? outcome : 'lost';

@@ -1,5 +1,6 @@
 import type { Tx } from '../db/index.ts';
 import { newId } from '../lib/ids.ts';
+import { originOf } from './endpoints.ts';
 
 const WEBHOOK_EVENTS = ['generation.succeeded', 'generation.failed', 'generation.expired', 'generation.cancelled'] as const;
 export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
@@ -27,6 +28,8 @@ export async function enqueueWebhook(tx: Tx, input: { jobId: string; clientId: s
       last_error: null,
       created_at: input.now,
       delivered_at: null,
+      origin: originOf(input.url),
+      held_due_at: null,
     })
     .onConflict((oc) => oc.columns(['job_id', 'event']).doNothing())
     .execute();
