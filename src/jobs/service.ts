@@ -12,7 +12,7 @@ import { isId, newId } from '../lib/ids.ts';
 import type { Notifier } from '../lib/notifier.ts';
 import { createGroupCommit } from '../lib/group-commit.ts';
 import { parseWith } from '../lib/validate.ts';
-import { insertQueuedJob, settleJob } from '../queue/index.ts';
+import { fairKeys, insertQueuedJob, settleJob } from '../queue/index.ts';
 import { takeRateSlot } from './rate-limit.ts';
 import { listJobsQuerySchema, withoutNullFields } from './request.ts';
 import { validateJobRequest, type ValidatedJob } from './validate.ts';
@@ -72,6 +72,7 @@ export function createJobService(deps: JobServiceDeps) {
     retryOnSortKeyConflict(() =>
       withTransaction(handle, async (tx) => {
         const rows: (JobsTable | RateLimited | null)[] = [];
+        const keys = fairKeys(tx);
         for (const { clientId, idempotencyKey, requestHash, v, limits, now } of items) {
           const rateLimit = limits.rateLimitJobsPerMinute;
           const id = newId('job');
@@ -95,20 +96,25 @@ export function createJobService(deps: JobServiceDeps) {
             }
           }
           rows.push(
-            await insertQueuedJob(tx, handle.dialect, {
-              id,
-              clientId,
-              capability: v.capability,
-              prompt: v.prompt,
-              params: v.params,
-              inputAssetIds: v.inputAssetIds,
-              engine: v.engine,
-              enginePinned: v.enginePinned,
-              webhookUrl: v.webhookUrl,
-              metadata: v.metadata,
-              weight: limits.weight,
-              now,
-            }),
+            await insertQueuedJob(
+              tx,
+              handle.dialect,
+              {
+                id,
+                clientId,
+                capability: v.capability,
+                prompt: v.prompt,
+                params: v.params,
+                inputAssetIds: v.inputAssetIds,
+                engine: v.engine,
+                enginePinned: v.enginePinned,
+                webhookUrl: v.webhookUrl,
+                metadata: v.metadata,
+                weight: limits.weight,
+                now,
+              },
+              { fairKey: await keys.next(v.engine, clientId, limits.weight) },
+            ),
           );
         }
         return rows;

@@ -1,5 +1,5 @@
 import { nextSortKey, type DbHandle, type JobsTable, type Tx } from '../db/index.ts';
-import { fairKeyFor } from './fair-order.ts';
+import { fairKeys } from './fair-order.ts';
 import type { Capability, JobParams } from '../contract/index.ts';
 
 export interface NewJob {
@@ -18,8 +18,12 @@ export interface NewJob {
   now: number;
 }
 
-/** Inserts a job, queued and claimable at once; its per-client sort key and its place in the fair order are taken here. */
+/**
+ * Inserts a job, queued and claimable at once; its per-client sort key is taken here, and its
+ * place in the fair order too unless given (a batch passes keys from one `fairKeys(tx)`).
+ */
 export async function insertQueuedJob(tx: Tx, dialect: DbHandle['dialect'], job: NewJob, opts: { fairKey?: number } = {}): Promise<JobsTable> {
+  const fairKey = opts.fairKey ?? (await fairKeys(tx).next(job.engine, job.clientId, job.weight));
   return tx
     .insertInto('jobs')
     .values({
@@ -46,7 +50,7 @@ export async function insertQueuedJob(tx: Tx, dialect: DbHandle['dialect'], job:
       lease_owner: null,
       engine_state: null,
       engine_pinned: job.enginePinned ? 1 : 0,
-      fair_key: opts.fairKey ?? fairKeyFor(dialect, job),
+      fair_key: fairKey,
     })
     .returningAll()
     .executeTakeFirstOrThrow();

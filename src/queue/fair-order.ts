@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { DbHandle, Tx } from '../db/index.ts';
+import type { Tx } from '../db/index.ts';
 
 /**
  * The fair order of queued jobs: start-time fair queuing (Goyal et al., 1996), per engine.
@@ -8,8 +8,9 @@ import type { DbHandle, Tx } from '../db/index.ts';
  *
  *   key = max(V, min(last + stride, tail + stride))      stride = FAIR_STRIDE / weight
  *
- * - `V`, the engine's virtual time: the key of its newest running job (the newest claim), or
- *   with none running the head of its queue; a job keyed V goes next.
+ * - `V`, the engine's virtual time: the highest key among its running jobs (claims take the
+ *   lowest queued key, so that is the newest claim), or with none running the head of its
+ *   queue; a job keyed V goes next.
  * - `last`: the client's last key on that engine (any status): a client's jobs stay FIFO, and
  *   each further job of a client goes one stride (one round) after its previous one, so clients
  *   with a backlog take turns (weight 2: two turns per round) and a client that keeps
@@ -27,23 +28,41 @@ export const FAIR_STRIDE = 1_000_000;
 const MAX_WEIGHT = 1000;
 
 /**
- * The key for a new queued job of `clientId` on `engine`, as an expression for the job's own
- * INSERT (no extra round trip). Statuses are literals, not parameters, so that the partial
- * indexes apply on both databases. The newest running job holds the highest running key, since
- * a claim takes the lowest queued one. With a backlog `last <= tail`: the client stays FIFO.
+ * Keys for the jobs queued in one transaction (a group commit's batch). The first job of each
+ * (engine, client) looks up V, last and tail; later ones of the batch follow from what this
+ * batch already assigned, without a statement. Statuses are literals, not parameters, so that
+ * the partial indexes apply on both databases; each lookup is `ORDER BY … LIMIT 1` on an index
+ * in that order (not min/max), which PostgreSQL plans as one index probe even with stale
+ * statistics (a young table being flooded). With a backlog `last <= tail`: FIFO per client.
  */
-export function fairKeyFor(dialect: DbHandle['dialect'], input: { engine: string; clientId: string; weight: number }) {
-  const { engine, clientId } = input;
-  // SQLite's scalar max/min are PostgreSQL's greatest/least (which would skip a null: none is passed).
-  const [max, min] = dialect === 'postgres' ? [sql.raw('greatest'), sql.raw('least')] : [sql.raw('max'), sql.raw('min')];
-  return sql<number>`(
-    select case when last is null then coalesce(v, 0) else ${max}(coalesce(v, 0), ${min}(last, coalesce(tail, last)) + ${strideOf(input.weight)}) end
-    from (select
+export function fairKeys(tx: Tx) {
+  const lanes = new Map<string, Map<string, { v: number; last: number | null; tail: number | null }>>();
+  return {
+    async next(engine: string, clientId: string, weight: number): Promise<number> {
+      let clients = lanes.get(engine);
+      if (!clients) lanes.set(engine, (clients = new Map()));
+      let lane = clients.get(clientId);
+      // The transaction sees its own inserts, so a lookup counts this batch's earlier jobs too.
+      if (!lane) clients.set(clientId, (lane = await lookUp(tx, engine, clientId)));
+      const key = lane.last === null ? lane.v : Math.max(lane.v, Math.min(lane.last, lane.tail ?? lane.last) + strideOf(weight));
+      // From here on the client has a backlog ending at `key`: tail no longer matters to it.
+      lane.last = key;
+      lane.tail = Math.max(lane.tail ?? key, key);
+      return key;
+    },
+  };
+}
+
+async function lookUp(tx: Tx, engine: string, clientId: string) {
+  const { rows } = await sql<Record<'v' | 'last' | 'tail', number | string | null>>`
+    select
       coalesce(
-        (select fair_key from jobs where status = 'running' and engine = ${engine} order by started_at desc limit 1),
-        (select min(fair_key) from jobs where status = 'queued' and engine = ${engine})) as v,
-      (select max(fair_key) from jobs where engine = ${engine} and client_id = ${clientId}) as last,
-      (select max(fair_key) from jobs where status = 'queued' and engine = ${engine}) as tail) fair)`;
+        (select fair_key from jobs where status = 'running' and engine = ${engine} order by fair_key desc limit 1),
+        (select fair_key from jobs where status = 'queued' and engine = ${engine} order by fair_key limit 1)) as v,
+      (select fair_key from jobs where engine = ${engine} and client_id = ${clientId} order by fair_key desc limit 1) as last,
+      (select fair_key from jobs where status = 'queued' and engine = ${engine} order by fair_key desc limit 1) as tail`.execute(tx);
+  const num = (x: number | string | null | undefined) => (x === null || x === undefined ? null : Number(x));
+  return { v: num(rows[0]?.v) ?? 0, last: num(rows[0]?.last), tail: num(rows[0]?.tail) };
 }
 
 function strideOf(weight: number): number {

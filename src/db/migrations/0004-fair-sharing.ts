@@ -6,7 +6,7 @@ import { sql, type Kysely } from 'kysely';
  *   the env default). A client without a row has the env defaults.
  * - `jobs.fair_key`: a queued job's place in its engine's fair order (see queue/fair-order.ts);
  *   jobs queued before this migration keep their FIFO order.
- * - Claim indexes: queued jobs by (engine, fair_key), all jobs by (engine, client, fair_key); jobs
+ * - Claim indexes: queued and running jobs by (engine, fair_key), all jobs by (engine, client, fair_key); jobs
  *   by (status, run_at) for takeovers and the queue TTL sweep. They replace the run_at indexes.
  * - `rate_windows` gains a scope (`jobs` or `requests`): it is rebuilt, losing at most a
  *   minute of counts.
@@ -32,6 +32,8 @@ export async function up(db: Kysely<any>): Promise<void> {
   await db.schema.dropIndex('jobs_engine_run_at').execute();
   // Partial: only queued jobs are in them (kysely writes the value as a literal, as both databases need).
   await db.schema.createIndex('jobs_queued_fair').on('jobs').columns(['engine', 'fair_key']).where(sql.ref('status'), '=', 'queued').execute();
+  // Running jobs by key: the fair order's virtual time (the highest running key).
+  await db.schema.createIndex('jobs_running_fair').on('jobs').columns(['engine', 'fair_key']).where(sql.ref('status'), '=', 'running').execute();
   // Every job: a client's last key on an engine, and the clients that queued on it.
   await db.schema.createIndex('jobs_engine_client_fair').on('jobs').columns(['engine', 'client_id', 'fair_key']).execute();
   await db.schema.createIndex('jobs_status_run_at').on('jobs').columns(['status', 'run_at']).where(sql.ref('run_at'), 'is not', null).execute();
