@@ -207,9 +207,9 @@ async function windowEdge(db: Tx, engine: string): Promise<number | undefined> {
 async function nextUncappedClient(db: Tx, engine: string, capped: readonly string[]): Promise<string | null> {
   const { rows } = await sql<{ client_id: string }>`
     with recursive c(client_id) as (
-      select min(client_id) from jobs where engine = ${engine}
+      select * from (select client_id from jobs where engine = ${engine} order by client_id limit 1) seed
       union all
-      select (select min(client_id) from jobs where engine = ${engine} and client_id > c.client_id) from c where c.client_id is not null
+      select (select client_id from jobs where engine = ${engine} and client_id > c.client_id order by client_id limit 1) from c where c.client_id is not null
     )
     select client_id from (
       select client_id, (select fair_key from jobs where client_id = c.client_id and status = 'queued' and engine = ${engine} order by created_at_us limit 1) as head

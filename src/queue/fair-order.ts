@@ -77,8 +77,8 @@ function strideOf(weight: number): number {
 export async function fairKeyShift(tx: Tx, from: string, to: string): Promise<number> {
   const { rows } = await sql<{ src: number | string | null; dst: number | string | null }>`
     select
-      (select min(fair_key) from jobs where status = 'queued' and engine = ${from}) as src,
-      (select min(fair_key) from jobs where status = 'queued' and engine = ${to}) as dst`.execute(tx);
+      (select fair_key from jobs where status = 'queued' and engine = ${from} order by fair_key limit 1) as src,
+      (select fair_key from jobs where status = 'queued' and engine = ${to} order by fair_key limit 1) as dst`.execute(tx);
   const { src, dst } = rows[0] ?? { src: null, dst: null };
   return src === null || dst === null ? 0 : Number(dst) - Number(src);
 }

@@ -141,11 +141,11 @@ function claimRow(tx: Tx, opts: DeliveryOptions, id: string, now: number) {
 async function dueClients(handle: DbHandle, now: number): Promise<{ clientId: string; head: number }[]> {
   const { rows } = await sql<{ client_id: string; head: number | string | null }>`
     with recursive c(client_id) as (
-      select min(client_id) from webhook_deliveries where next_attempt_at is not null
+      select * from (select client_id from webhook_deliveries where next_attempt_at is not null order by client_id limit 1) seed
       union all
-      select (select min(client_id) from webhook_deliveries where next_attempt_at is not null and client_id > c.client_id) from c where c.client_id is not null
+      select (select client_id from webhook_deliveries where next_attempt_at is not null and client_id > c.client_id order by client_id limit 1) from c where c.client_id is not null
     )
-    select client_id, (select min(next_attempt_at) from webhook_deliveries where next_attempt_at is not null and client_id = c.client_id) as head
+    select client_id, (select next_attempt_at from webhook_deliveries where next_attempt_at is not null and client_id = c.client_id order by next_attempt_at limit 1) as head
     from c where client_id is not null`.execute(handle.db);
   return rows.map((r) => ({ clientId: r.client_id, head: Number(r.head) })).filter((r) => r.head <= now);
 }
