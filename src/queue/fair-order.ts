@@ -36,14 +36,15 @@ const MAX_WEIGHT = 1000;
  * statistics (a young table being flooded). With a backlog `last <= tail`: FIFO per client.
  */
 export function fairKeys(tx: Tx) {
-  const lanes = new Map<string, Map<string, { v: number; last: number | null; tail: number | null }>>();
+  type Lane = { v: number; last: number | null; tail: number | null };
+  const lanes = new Map<string, Map<string, Lane>>();
   return {
     async next(engine: string, clientId: string, weight: number): Promise<number> {
-      let clients = lanes.get(engine);
-      if (!clients) lanes.set(engine, (clients = new Map()));
-      let lane = clients.get(clientId);
+      const clients = lanes.get(engine) ?? new Map<string, Lane>();
+      lanes.set(engine, clients);
       // The transaction sees its own inserts, so a lookup counts this batch's earlier jobs too.
-      if (!lane) clients.set(clientId, (lane = await lookUp(tx, engine, clientId)));
+      const lane = clients.get(clientId) ?? (await lookUp(tx, engine, clientId));
+      clients.set(clientId, lane);
       const key = lane.last === null ? lane.v : Math.max(lane.v, Math.min(lane.last, lane.tail ?? lane.last) + strideOf(weight));
       // From here on the client has a backlog ending at `key`: tail no longer matters to it.
       lane.last = key;
