@@ -422,7 +422,7 @@ describe('scale-out on one database', () => {
       assert.equal(d.event, `generation.${job.status}`);
       assert.equal(d.url, job.webhook_url);
       // The event carries the job as it is now: a terminal job never changed after it.
-      assert.deepEqual(JSON.parse(d.payload), { event: d.event, job: toJob(job) }, `${job.id}: the event shows the final job`);
+      assert.deepEqual(JSON.parse(d.payload), { event: d.event, job: toJob(job), clientId: job.client_id }, `${job.id}: the event shows the final job`);
 
       const got = receiver.byDelivery.get(d.id) ?? [];
       for (const r of got) {

@@ -180,6 +180,7 @@ describe('webhook retries', () => {
     assert.equal(hooks[0].headers['x-zhinian-event'], 'generation.succeeded');
     const current = (await stack.api(`/api/v1/jobs/${job.id}`)).body.job;
     assert.deepEqual(hooks[0].body.job, current, 'the body carries the job as the API shows it');
+    assert.equal(hooks[0].body.clientId, 'client-a', 'and the client it belongs to');
   });
 
   test('a pending retry survives a restart and is sent by the next process under the same id', async (t) => {
@@ -377,7 +378,7 @@ describe('webhook headers and events', () => {
       assert.ok(TERMINAL.includes(hook.body.job.status));
       assert.ok(hook.body.job.finishedAt);
       assert.equal(hook.headers['x-zhinian-signature'], sign(hook.raw));
-      assert.deepEqual(Object.keys(hook.body).sort(), ['event', 'job']);
+      assert.deepEqual(Object.keys(hook.body).sort(), ['clientId', 'event', 'job']);
     }
     const events = await h.db.selectFrom('webhook_deliveries').select(['job_id', 'event']).execute();
     assert.equal(events.length, expected.length, 'one delivery per event');

@@ -19,7 +19,7 @@ export async function enqueueWebhook(tx: Tx, input: { jobId: string; clientId: s
       client_id: input.clientId,
       event: input.event,
       url: input.url,
-      payload: JSON.stringify({ event: input.event, job: input.job }),
+      payload: JSON.stringify({ event: input.event, job: input.job, clientId: input.clientId }),
       status: 'pending',
       attempts: 0,
       next_attempt_at: input.now,
