@@ -294,7 +294,7 @@ describe('running caps per client', () => {
     await h.db.updateTable('clients').set({ max_running: null, updated_at: Date.now() }).where('id', '=', 'client-c').execute();
     const { createClientDirectory } = await import('../src/clients/index.ts');
     const directory = createClientDirectory(h, { maxRunning: 2, rateLimitJobsPerMinute: 0, rateLimitRequestsPerMinute: 0 });
-    assert.equal((await directory.limitsOf('client-c')).maxRunning, 2);
+    assert.equal((await directory.settingsOf('client-c')).maxRunning, 2);
   });
 });
 

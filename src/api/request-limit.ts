@@ -48,7 +48,7 @@ export async function registerRequestLimit(app: FastifyInstance, deps: { db: Db;
     keyGenerator: (request) => request.clientId ?? '',
     allowList: async (request) => {
       if (request.clientId === null) return true;
-      const limit = (await deps.clients.limitsOf(request.clientId)).rateLimitRequestsPerMinute;
+      const limit = (await deps.clients.settingsOf(request.clientId)).rateLimitRequestsPerMinute;
       limitOf.set(request, limit);
       return limit <= 0;
     },

@@ -1,7 +1,8 @@
+import type { Selectable } from 'kysely';
 import type { ClientsTable, DbHandle } from '../db/index.ts';
 
-/** A client's limits in effect: its own overrides where set, else the env defaults. */
-export interface ClientLimits {
+/** A client's settings in effect: its own overrides where set, else the env defaults. */
+export interface ClientSettings {
   /** Jobs running at once across every worker; 0: unlimited. */
   maxRunning: number;
   /** Share of the workers while clients compete (2: twice the turns of a weight-1 client). */
@@ -10,18 +11,24 @@ export interface ClientLimits {
   rateLimitJobsPerMinute: number;
   /** `/api/v1` requests per sliding minute; 0: unlimited. */
   rateLimitRequestsPerMinute: number;
+  /** Every key of the client is refused (401). */
+  disabled: boolean;
+  /** Engines the client may use; null: every engine. */
+  allowedEngines: string[] | null;
+  /** Secrets signing the client's webhooks, newest first (two while a rotation overlaps); empty: ZHINIAN_WEBHOOK_SECRET. */
+  webhookSecrets: string[];
 }
 
 /** Overrides that reach every process within this long (the console promises 5 s). */
 const SETTINGS_REFRESH_MS = 2000;
 
 export interface ClientDirectory {
-  /** Limits in effect for `clientId`, from a snapshot at most SETTINGS_REFRESH_MS old. */
-  limitsOf(clientId: string): Promise<ClientLimits>;
+  /** Settings in effect for `clientId`, from a snapshot at most SETTINGS_REFRESH_MS old. */
+  settingsOf(clientId: string): Promise<ClientSettings>;
   /** Whether any client may have a running cap now (when none, a claim need not count). */
   anyRunningCap(): Promise<boolean>;
   /** The env defaults. */
-  readonly defaults: ClientLimits;
+  readonly defaults: ClientSettings;
 }
 
 /**
@@ -30,37 +37,24 @@ export interface ClientDirectory {
  * reloaded when older than SETTINGS_REFRESH_MS on the next read, so the hot paths (each
  * request, each job creation, each claim) read memory, not the database.
  */
-export function createClientDirectory(handle: DbHandle, defaults: Omit<ClientLimits, 'weight'> & { weight?: number }): ClientDirectory {
-  const base: ClientLimits = { weight: 1, ...defaults };
-  let snapshot = new Map<string, ClientLimits>();
+export function createClientDirectory(
+  handle: DbHandle,
+  defaults: Pick<ClientSettings, 'maxRunning' | 'rateLimitJobsPerMinute' | 'rateLimitRequestsPerMinute'> & { weight?: number },
+): ClientDirectory {
+  const base: ClientSettings = { weight: 1, disabled: false, allowedEngines: null, webhookSecrets: [], ...defaults };
+  let snapshot = new Map<string, ClientSettings>();
   let loadedAt = Number.NEGATIVE_INFINITY;
   let loading: Promise<void> | null = null;
 
-  const effective = (row: ClientsTable): ClientLimits => ({
-    maxRunning: row.max_running ?? base.maxRunning,
-    weight: row.weight ?? base.weight,
-    rateLimitJobsPerMinute: row.rate_limit_jobs_per_minute ?? base.rateLimitJobsPerMinute,
-    rateLimitRequestsPerMinute: row.rate_limit_requests_per_minute ?? base.rateLimitRequestsPerMinute,
-  });
-
   async function load(): Promise<void> {
-    const rows = await handle.db
-      .selectFrom('clients')
-      .selectAll()
-      .where((eb) =>
-        eb.or([
-          eb('max_running', 'is not', null),
-          eb('weight', 'is not', null),
-          eb('rate_limit_jobs_per_minute', 'is not', null),
-          eb('rate_limit_requests_per_minute', 'is not', null),
-        ]),
-      )
-      .execute();
-    snapshot = new Map(rows.map((row) => [row.id, effective(row)]));
+    // One row per client that has a setting: a few thousand at most, read whole.
+    const rows = await handle.db.selectFrom('clients').selectAll().execute();
+    const now = Date.now();
+    snapshot = new Map(rows.map((row) => [row.id, effectiveSettings(row, base, now)]));
     loadedAt = performance.now();
   }
 
-  async function fresh(): Promise<Map<string, ClientLimits>> {
+  async function fresh(): Promise<Map<string, ClientSettings>> {
     if (performance.now() - loadedAt >= SETTINGS_REFRESH_MS) {
       loading ??= load().finally(() => (loading = null));
       // A failed reload keeps serving the last snapshot; the next read tries again.
@@ -71,7 +65,7 @@ export function createClientDirectory(handle: DbHandle, defaults: Omit<ClientLim
 
   return {
     defaults: base,
-    async limitsOf(clientId) {
+    async settingsOf(clientId) {
       return (await fresh()).get(clientId) ?? base;
     },
     async anyRunningCap() {
@@ -79,5 +73,20 @@ export function createClientDirectory(handle: DbHandle, defaults: Omit<ClientLim
       for (const limits of (await fresh()).values()) if (limits.maxRunning > 0) return true;
       return false;
     },
+  };
+}
+
+/** A client row's settings in effect at `now` (epoch ms): its overrides, else `base`. */
+export function effectiveSettings(row: Selectable<ClientsTable>, base: ClientSettings, now: number): ClientSettings {
+  const secrets = [row.webhook_secret];
+  if (row.webhook_secret_previous_until !== null && Number(row.webhook_secret_previous_until) > now) secrets.push(row.webhook_secret_previous);
+  return {
+    maxRunning: row.max_running ?? base.maxRunning,
+    weight: row.weight ?? base.weight,
+    rateLimitJobsPerMinute: row.rate_limit_jobs_per_minute ?? base.rateLimitJobsPerMinute,
+    rateLimitRequestsPerMinute: row.rate_limit_requests_per_minute ?? base.rateLimitRequestsPerMinute,
+    disabled: Number(row.disabled) === 1,
+    allowedEngines: row.allowed_engines === null ? null : (JSON.parse(row.allowed_engines) as string[]),
+    webhookSecrets: secrets.filter((secret): secret is string => secret !== null),
   };
 }

@@ -80,6 +80,18 @@ const envSchema = z.object({
   ZHINIAN_S3_FORCE_PATH_STYLE: bool.default(false),
   ZHINIAN_S3_PRESIGN: bool.default(false),
   ZHINIAN_S3_PREFIX: z.string().optional(),
+  // The browser console (/admin): SSO through any OpenID Connect provider, or one-time links.
+  ZHINIAN_OIDC_ISSUER: z.url({ protocol: /^https?$/ }).optional(),
+  ZHINIAN_OIDC_CLIENT_ID: z.string().min(1).optional(),
+  ZHINIAN_OIDC_CLIENT_SECRET: z.string().min(1).optional(),
+  ZHINIAN_OIDC_SCOPES: z.string().min(1).default('openid email profile'),
+  ZHINIAN_ADMIN_EMAILS: z.string().optional(),
+  ZHINIAN_VIEWER_EMAILS: z.string().optional(),
+  ZHINIAN_OIDC_GROUPS_CLAIM: z.string().min(1).optional(),
+  ZHINIAN_ADMIN_GROUPS: z.string().optional(),
+  ZHINIAN_VIEWER_GROUPS: z.string().optional(),
+  ZHINIAN_SESSION_SECRET: z.string().min(32, 'at least 32 characters').optional(),
+  ZHINIAN_SESSION_TTL_SECONDS: int(60, 30 * 86_400).default(28_800),
 });
 
 /** Every environment variable the app reads (deployment files are checked against this). */
@@ -132,6 +144,47 @@ export interface Config {
   /** Engine preference per capability, when configured (`ZHINIAN_ENGINES_<CAPABILITY>`). */
   enginePreference: Partial<Record<'image.generate' | 'image.inpaint' | 'image.upscale' | 'video.generate', string[]>>;
   storage: StorageConfig;
+  console: ConsoleConfig;
+}
+
+/** Who may sign in to the console, and how. */
+export interface ConsoleConfig {
+  /** null: no identity provider; sign-in is by one-time link (`npm run admin-link`). */
+  oidc: { issuer: string; clientId: string; clientSecret: string | null; scopes: string } | null;
+  /** Lower-cased addresses or `*@domain` patterns. */
+  adminEmails: string[];
+  viewerEmails: string[];
+  /** A claim whose values give roles, with the groups that give each. */
+  groupsClaim: string | null;
+  adminGroups: string[];
+  viewerGroups: string[];
+  /** Key of session cookies; null: generated once and kept in the data dir. */
+  sessionSecret: string | null;
+  sessionTtlMs: number;
+}
+
+const list = (value: string | undefined, lowerCase = false) =>
+  (value ?? '')
+    .split(',')
+    .map((s) => (lowerCase ? s.trim().toLowerCase() : s.trim()))
+    .filter(Boolean);
+
+function consoleFromEnv(e: z.infer<typeof envSchema>): ConsoleConfig {
+  if (e.ZHINIAN_OIDC_ISSUER && !e.ZHINIAN_OIDC_CLIENT_ID) {
+    throw new ConfigError('Invalid configuration:\n  ZHINIAN_OIDC_CLIENT_ID: required when ZHINIAN_OIDC_ISSUER is set');
+  }
+  return {
+    oidc: e.ZHINIAN_OIDC_ISSUER
+      ? { issuer: e.ZHINIAN_OIDC_ISSUER, clientId: e.ZHINIAN_OIDC_CLIENT_ID!, clientSecret: e.ZHINIAN_OIDC_CLIENT_SECRET ?? null, scopes: e.ZHINIAN_OIDC_SCOPES }
+      : null,
+    adminEmails: list(e.ZHINIAN_ADMIN_EMAILS, true),
+    viewerEmails: list(e.ZHINIAN_VIEWER_EMAILS, true),
+    groupsClaim: e.ZHINIAN_OIDC_GROUPS_CLAIM ?? null,
+    adminGroups: list(e.ZHINIAN_ADMIN_GROUPS),
+    viewerGroups: list(e.ZHINIAN_VIEWER_GROUPS),
+    sessionSecret: e.ZHINIAN_SESSION_SECRET ?? null,
+    sessionTtlMs: e.ZHINIAN_SESSION_TTL_SECONDS * 1000,
+  };
 }
 
 /** Where asset bytes live: `<dataDir>/assets`, or a bucket when `ZHINIAN_S3_BUCKET` is set. */
@@ -263,6 +316,7 @@ export function loadConfig(env: Env): Readonly<Config> {
         ]),
     ),
     storage: storageFromEnv(e),
+    console: consoleFromEnv(e),
   });
 }
 

@@ -5,6 +5,7 @@ import * as m0002 from './migrations/0002-engine-routing.ts';
 import * as m0003 from './migrations/0003-rate-limits.ts';
 import * as m0004 from './migrations/0004-fair-sharing.ts';
 import * as m0005 from './migrations/0005-webhook-isolation.ts';
+import * as m0006 from './migrations/0006-console.ts';
 
 /** Append-only: never edit a migration once merged; add the next number instead. */
 const migrations: Record<string, Migration> = {
@@ -13,6 +14,7 @@ const migrations: Record<string, Migration> = {
   '0003-rate-limits': m0003,
   '0004-fair-sharing': m0004,
   '0005-webhook-isolation': m0005,
+  '0006-console': m0006,
 };
 
 /**

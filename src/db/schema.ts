@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import type { Generated, Kysely } from 'kysely';
 
 /**
  * Table shapes. SQL is snake_case; only repo modules convert rows to API objects.
@@ -46,6 +46,53 @@ export interface ClientsTable {
   rate_limit_requests_per_minute: number | null;
   created_at: number;
   updated_at: number;
+  /** Display name in the console; null: the id. */
+  name: string | null;
+  /** 1: every key of the client is refused. */
+  disabled: Generated<number>;
+  /** JSON array of engine names the client may use; null: every engine. */
+  allowed_engines: string | null;
+  /** `console`: created in the console (its keys live in `keys`); `settings`: a row that only holds settings (e.g. of an env client). */
+  source: Generated<string>;
+  /** Signs this client's webhooks instead of ZHINIAN_WEBHOOK_SECRET. */
+  webhook_secret: string | null;
+  /** The secret before the last rotation, signing beside the new one until `webhook_secret_previous_until`. */
+  webhook_secret_previous: string | null;
+  webhook_secret_previous_until: number | null;
+}
+
+/** An API key made in the console: `zk_<id>_<secret>`, kept as the SHA-256 hex of the whole key. */
+export interface KeysTable {
+  id: string;
+  client_id: string;
+  secret_hash: string;
+  created_at: number;
+  expires_at: number | null;
+  revoked_at: number | null;
+  last_used_at: number | null;
+}
+
+/** A console session (@fastify/session's data as JSON); deleted on sign-out. */
+interface ConsoleSessionsTable {
+  id: string;
+  data: string;
+  expires_at: number;
+}
+
+/** A one-time sign-in link, by the SHA-256 hex of its token; deleted when used. */
+interface ConsoleLoginTokensTable {
+  token_hash: string;
+  expires_at: number;
+}
+
+/** One change made in the console. `detail`: JSON (before/after where there is one). */
+export interface AuditLogTable {
+  id: string;
+  at: number;
+  actor: string;
+  action: string;
+  target: string;
+  detail: string;
 }
 
 interface EngineCircuitsTable {
@@ -145,6 +192,10 @@ export interface Database {
   engine_circuits: EngineCircuitsTable;
   rate_windows: RateWindowsTable;
   clients: ClientsTable;
+  keys: KeysTable;
+  console_sessions: ConsoleSessionsTable;
+  console_login_tokens: ConsoleLoginTokensTable;
+  audit_log: AuditLogTable;
 }
 
 export type Db = Kysely<Database>;

@@ -1,4 +1,4 @@
-import type { ClientDirectory, ClientLimits } from '../clients/index.ts';
+import type { ClientDirectory, ClientSettings } from '../clients/index.ts';
 import type { AssetService } from '../assets/index.ts';
 import { isTerminal, toJob, type Job } from '../contract/index.ts';
 import type { DbHandle, JobsTable } from '../db/index.ts';
@@ -58,7 +58,7 @@ export function createJobService(deps: JobServiceDeps) {
     idempotencyKey: string | undefined;
     requestHash: string;
     v: ValidatedJob;
-    limits: ClientLimits;
+    limits: ClientSettings;
     now: number;
   }
 
@@ -145,7 +145,7 @@ export function createJobService(deps: JobServiceDeps) {
         allowPrivateUrls: deps.allowPrivateUrls,
       });
       const now = clock.now();
-      const created = await insertJob({ clientId, idempotencyKey, requestHash, v, limits: await deps.clients.limitsOf(clientId), now });
+      const created = await insertJob({ clientId, idempotencyKey, requestHash, v, limits: await deps.clients.settingsOf(clientId), now });
       if (created instanceof RateLimited) throw created;
       if (!created) {
         const winner = await findByKey(clientId, idempotencyKey!, requestHash);

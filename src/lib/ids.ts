@@ -23,7 +23,7 @@ function random10(): Buffer {
  * Within one millisecond the random part is incremented, so ids made by one process sort in
  * creation order.
  */
-export function newId(prefix: 'job' | 'asset' | 'whd' | 'wrk'): string {
+export function newId(prefix: 'job' | 'asset' | 'whd' | 'wrk' | 'key' | 'aud'): string {
   const now = Date.now();
   if (now <= lastMs) {
     incrementInPlace(lastRandom);
@@ -40,7 +40,7 @@ const ID_SHAPE = /^[0-9a-hjkmnp-tv-z]{26}$/;
  * True for a well-formed id of that kind. Ids from a URL or a body are checked before any
  * query, so text no id can be (NUL, a megabyte) never reaches the database.
  */
-export function isId(prefix: 'job' | 'asset', value: string): boolean {
+export function isId(prefix: 'job' | 'asset' | 'key' | 'whd', value: string): boolean {
   return value.length === prefix.length + 27 && value.startsWith(`${prefix}_`) && ID_SHAPE.test(value.slice(prefix.length + 1));
 }
 
