@@ -38,4 +38,8 @@ await build({
 for (const file of fs.readdirSync(path.join(root, 'src/engines/local'))) {
   if (file.endsWith('.mjs')) fs.copyFileSync(path.join(root, 'src/engines/local', file), path.join(out, 'cli', file));
 }
+// The console's templates and browser files are read at run time from dist/console.
+for (const dir of ['views', 'static']) {
+  fs.cpSync(path.join(root, 'src/console', dir), path.join(out, 'console', dir), { recursive: true });
+}
 fs.writeFileSync(stamp, new Date().toISOString());

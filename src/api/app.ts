@@ -1,4 +1,5 @@
 import type { ClientDirectory } from '../clients/index.ts';
+import type { ConsoleDeps } from '../console/index.ts';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -34,6 +35,8 @@ export interface AppDeps {
   /** A request whose headers and body have not fully arrived by then is answered 408. */
   requestTimeoutMs: number;
   baseUrl: () => string;
+  /** The browser console under /admin (absent: no console, e.g. in tests of the API alone). */
+  console?: ConsoleDeps;
 }
 
 /** JSON bodies are small (a prompt, some URLs, ≤ 4 KiB metadata); files go through multipart. */
@@ -88,5 +91,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerMetaRoutes(app, { db: deps.db, store: deps.store, engines: deps.engines, baseUrl: deps.baseUrl });
   registerJobRoutes(app, deps.jobs);
   registerAssetRoutes(app, deps.assets, deps.store);
+  if (deps.console) {
+    const { registerConsole } = await import('../console/index.ts');
+    await registerConsole(app, deps.console);
+  }
   return app;
 }

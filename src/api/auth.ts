@@ -13,8 +13,10 @@ import { readOrCreateSecret } from '../lib/secret-file.ts';
  *  - `key` (the default for every route that says nothing): a valid API key.
  *  - `key-or-signed-link`: a key, or a valid signed link for the asset named by the route's `:id`.
  *  - `public`: nobody needs to be anyone (health, the OpenAPI document, the 404 answer).
+ *  - `console`, `console-public`: the browser console's routes, guarded by its session
+ *    (console/index.ts); an API key opens none of them.
  */
-type Access = 'key' | 'key-or-signed-link' | 'public';
+type Access = 'key' | 'key-or-signed-link' | 'public' | 'console' | 'console-public';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -35,7 +37,7 @@ export function registerAccessControl(app: FastifyInstance, deps: { auth: Authen
     // The not-found answer reveals nothing, so unknown paths answer 404 with or without a key.
     if (request.is404) return;
     const access = request.routeOptions.config.access ?? 'key';
-    if (access === 'public') return;
+    if (access === 'public' || access === 'console' || access === 'console-public') return;
     if (access === 'key-or-signed-link') {
       const query = request.query as Record<string, unknown>;
       if (query.signature !== undefined || query.expires !== undefined) {

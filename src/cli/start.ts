@@ -18,4 +18,13 @@ Try it:
     -H "Authorization: Bearer ${key.key}" -H "Content-Type: application/json" \\
     -d '{"capability":"image.generate","prompt":"a red fox in the snow","width":768,"height":512}'
   curl -s -H "Authorization: Bearer ${key.key}" ${running.url}/api/v1/jobs
-`);
+${
+  running.adminLink
+    ? `
+Console (one-time sign-in link, valid 15 minutes; \`npm run admin-link\` prints a fresh one):
+  ${running.adminLink}
+`
+    : `
+Console: ${running.url}/admin (sign-in through ${running.config.console.oidc?.issuer})
+`
+}`);

@@ -36,6 +36,11 @@ export const ERROR_CODES = {
   },
   request_aborted: { kind: 'api', http: 400, description: 'The client hung up mid-request (the answer is not expected to arrive).' },
   unauthorized: { kind: 'api', http: 401, description: 'API key missing or wrong; a bad or expired signed link.' },
+  forbidden: {
+    kind: 'api',
+    http: 403,
+    description: 'Console: a change without the `X-CSRF-Token` of the session, a change by a `viewer`, or a signed-in user with no role. API: the client may not use that engine (its allowed engines).',
+  },
   not_found: { kind: 'api', http: 404, description: "No such job, asset or route, or another client's." },
   request_timeout: { kind: 'api', http: 408, description: 'The request did not fully arrive within `ZHINIAN_REQUEST_TIMEOUT_SECONDS` (the connection is then closed).' },
   conflict: { kind: 'api', http: 409, description: 'The job changed while being cancelled; try again.' },

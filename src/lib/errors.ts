@@ -49,6 +49,13 @@ export class Unauthorized extends AppError {
   }
 }
 
+/** Known, but not allowed to do this (a viewer changing something, a client using an engine it may not). */
+export class Forbidden extends AppError {
+  constructor(message: string) {
+    super(ERR.forbidden, message);
+  }
+}
+
 export class RateLimited extends AppError {
   constructor(
     readonly retryAfterSeconds: number,

@@ -1,0 +1,26 @@
+import type { AssetService, Store } from '../assets/index.ts';
+import type { ClientDirectory } from '../clients/index.ts';
+import type { Config } from '../config/index.ts';
+import type { DbHandle } from '../db/index.ts';
+import type { EngineRegistry } from '../engines/registry.ts';
+import type { JobService } from '../jobs/index.ts';
+import type { Clock } from '../lib/clock.ts';
+import type { LoginTokens } from './login-tokens.ts';
+import type { Sessions } from './session.ts';
+
+/** What the console's routes work with (wired in cli/boot.ts). */
+export interface ConsoleDeps {
+  handle: DbHandle;
+  config: Readonly<Config>;
+  /** Key of the console's signed cookies (ZHINIAN_SESSION_SECRET, or the data dir's). */
+  sessionSecret: string;
+  sessions: Sessions;
+  loginTokens: LoginTokens;
+  clock: Clock;
+  baseUrl: () => string;
+  jobs: JobService;
+  assets: AssetService;
+  store: Store;
+  engines: EngineRegistry;
+  clients: ClientDirectory;
+}
