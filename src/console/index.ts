@@ -2,7 +2,7 @@ import fastifyCookie from '@fastify/cookie';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sendError } from '../api/errors.ts';
 import { ERR } from '../lib/error-codes.ts';
-import { registerConsoleApi } from './api.ts';
+import { registerConsoleApi } from './api/index.ts';
 import { registerAuthRoutes } from './auth-routes.ts';
 import type { ConsoleDeps } from './deps.ts';
 import { registerPages } from './pages.ts';
