@@ -1,0 +1,127 @@
+import type { Selectable } from 'kysely';
+import { z } from 'zod';
+import { CAPABILITIES, JOB_STATUSES, toJob, type Job } from '../../contract/index.ts';
+import type { DbHandle, JobsTable } from '../../db/index.ts';
+import { iso } from '../../lib/clock.ts';
+import { isId } from '../../lib/ids.ts';
+import { parseWith } from '../../lib/validate.ts';
+
+/** A job as the console shows it: the API's job, and whose it is. */
+export type AdminJob = Job & { clientId: string };
+
+const toAdminJob = (row: Selectable<JobsTable>): AdminJob => ({ ...toJob(row as JobsTable), clientId: row.client_id });
+
+const timeParam = z.union([z.iso.datetime({ offset: true }), z.iso.datetime({ local: true }), z.iso.date()]).transform((v) => Date.parse(v));
+
+/** Filters of the jobs list (query parameters of `GET /admin/api/jobs` and `/admin/jobs`); empty strings mean "any". */
+export const jobFilterSchema = z
+  .object({
+    clientId: z.string().max(128).optional(),
+    status: z.enum(JOB_STATUSES).optional(),
+    capability: z.enum(CAPABILITIES).optional(),
+    engine: z.string().max(64).optional(),
+    /** Created at or after (ISO 8601). */
+    from: timeParam.optional(),
+    /** Created before (ISO 8601). */
+    to: timeParam.optional(),
+    id: z.string().max(64).optional(),
+    /** The `nextBefore` of the previous page. */
+    before: z.string().max(64).optional(),
+    limit: z.coerce.number().int().min(1).max(200).optional(),
+  })
+  .strict();
+
+export type JobFilter = z.infer<typeof jobFilterSchema>;
+
+/** Query parameters as a filter; an empty value is no filter. Throws Invalid naming the parameter. */
+export function parseJobFilter(query: unknown): JobFilter {
+  const given = Object.fromEntries(Object.entries((query ?? {}) as Record<string, unknown>).filter(([, v]) => v !== '' && v !== undefined));
+  return parseWith(jobFilterSchema, given, 'query parameter');
+}
+
+/**
+ * Jobs across clients, newest first. Job ids are time-ordered (ULIDs), so paging walks the
+ * primary key backwards: `before` is the last id of the previous page, exclusive.
+ */
+export async function listJobs(handle: DbHandle, filter: JobFilter): Promise<{ jobs: AdminJob[]; nextBefore: string | null }> {
+  const limit = filter.limit ?? 50;
+  let select = handle.db.selectFrom('jobs').selectAll();
+  if (filter.id !== undefined) select = select.where('id', '=', filter.id);
+  if (filter.clientId !== undefined) select = select.where('client_id', '=', filter.clientId);
+  if (filter.status !== undefined) select = select.where('status', '=', filter.status);
+  if (filter.capability !== undefined) select = select.where('capability', '=', filter.capability);
+  if (filter.engine !== undefined) select = select.where('engine', '=', filter.engine);
+  if (filter.from !== undefined) select = select.where('created_at_us', '>=', filter.from * 1000);
+  if (filter.to !== undefined) select = select.where('created_at_us', '<', filter.to * 1000);
+  if (filter.before !== undefined) select = select.where('id', '<', filter.before);
+  const rows = await select
+    .orderBy('id', 'desc')
+    .limit(limit + 1)
+    .execute();
+  const kept = rows.slice(0, limit);
+  return { jobs: kept.map(toAdminJob), nextBefore: rows.length > limit ? kept[kept.length - 1].id : null };
+}
+
+export interface DeliveryView {
+  id: string;
+  event: string;
+  url: string;
+  status: 'pending' | 'delivered' | 'failed';
+  createdAt: string;
+  /** When the next attempt is due (a delivery held back for its receiver keeps its own due time). */
+  nextAttemptAt: string | null;
+  attempts: { at: string; statusCode: number | null; durationMs: number; error: string | null }[];
+}
+
+export interface JobDetail {
+  job: AdminJob;
+  row: Selectable<JobsTable>;
+  /** What the platform knows of the job's runs: attempts used, the current lease. */
+  attempts: { count: number; leaseOwner: string | null; leaseUntil: string | null; startedAt: string | null };
+  deliveries: DeliveryView[];
+}
+
+/** One job of any client with its webhook deliveries and their attempts; null when there is none. */
+export async function jobDetail(handle: DbHandle, id: string): Promise<JobDetail | null> {
+  if (!isId('job', id)) return null;
+  const { db } = handle;
+  const row = await db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+  if (!row) return null;
+  const deliveries = await db.selectFrom('webhook_deliveries').selectAll().where('job_id', '=', id).orderBy('id').execute();
+  const attempts =
+    deliveries.length === 0
+      ? []
+      : await db
+          .selectFrom('webhook_attempts')
+          .selectAll()
+          .where(
+            'delivery_id',
+            'in',
+            deliveries.map((d) => d.id),
+          )
+          .orderBy('delivery_id')
+          .orderBy('attempt')
+          .execute();
+  const running = row.status === 'running';
+  return {
+    job: toAdminJob(row),
+    row,
+    attempts: {
+      count: Number(row.attempts),
+      leaseOwner: running ? row.lease_owner : null,
+      leaseUntil: running && row.run_at !== null ? iso(Number(row.run_at)) : null,
+      startedAt: row.started_at === null ? null : iso(Number(row.started_at)),
+    },
+    deliveries: deliveries.map((d) => ({
+      id: d.id,
+      event: d.event,
+      url: d.url,
+      status: d.status as DeliveryView['status'],
+      createdAt: iso(Number(d.created_at)),
+      nextAttemptAt: d.status === 'pending' ? iso(Number(d.held_due_at ?? d.next_attempt_at ?? d.created_at)) : null,
+      attempts: attempts
+        .filter((a) => a.delivery_id === d.id)
+        .map((a) => ({ at: iso(Number(a.started_at)), statusCode: a.status_code, durationMs: Number(a.duration_ms), error: a.error })),
+    })),
+  };
+}
