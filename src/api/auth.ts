@@ -2,7 +2,10 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import path from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { UrlSigner } from '../assets/index.ts';
+import { keyIdOf, type ClientDirectory } from '../clients/index.ts';
 import type { ApiKey } from '../config/index.ts';
+import type { DbHandle } from '../db/index.ts';
+import type { Clock } from '../lib/clock.ts';
 import { Unauthorized } from '../lib/errors.ts';
 import { readOrCreateSecret } from '../lib/secret-file.ts';
 
@@ -50,40 +53,129 @@ export function registerAccessControl(app: FastifyInstance, deps: { auth: Authen
         return;
       }
     }
-    request.clientId = deps.auth.authenticate(request.headers);
+    request.clientId = await deps.auth.authenticate(request.headers);
   });
 }
 
 /** The authenticated client of a request. A handler reached without one refuses: there is no default client. */
 export function clientOf(request: FastifyRequest): string {
-  if (!request.clientId) throw new Unauthorized('Missing API key: send Authorization: Bearer <API_KEY> or X-Zhinian-Api-Key.');
+  if (!request.clientId) throw new Unauthorized(MISSING_KEY);
   return request.clientId;
 }
 
 export interface Authenticator {
   /** The client id owning the request's key; throws Unauthorized. */
-  authenticate(headers: Record<string, string | string[] | undefined>): string;
+  authenticate(headers: Record<string, string | string[] | undefined>): Promise<string>;
+  /** Writes the pending last-used times (at close). */
+  close(): Promise<void>;
 }
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
+const MISSING_KEY = 'Missing API key: send Authorization: Bearer <API_KEY> or X-Zhinian-Api-Key.';
+
+/** How long a process trusts what it read of a console key: revocation reaches every instance within this (CONTRACT: 5 s). */
+const KEY_CACHE_MS = 2000;
+/** Cached key rows at most (unknown ids are cached too, so a flood of made-up keys cannot grow it without bound). */
+const KEY_CACHE_MAX = 10_000;
+/** Last-used times are written this often, in one statement, not per request. */
+const LAST_USED_FLUSH_MS = 5000;
+
+interface KeyEntry {
+  clientId: string;
+  hash: Buffer;
+  expiresAt: number | null;
+  revokedAt: number | null;
+}
 
 /**
- * Keys are compared as SHA-256 digests with timingSafeEqual, against every configured key
- * without stopping at a match, so response time reveals neither a key's prefix nor its position.
+ * Two kinds of key. Console keys (`zk_<id>_<secret>`, clients/keys.ts) are found by their id
+ * (one indexed row, cached for KEY_CACHE_MS) and compared as SHA-256 digests with
+ * timingSafeEqual. Keys from ZHINIAN_API_KEYS (or the data dir's default key) are compared
+ * the same way against every configured key without stopping at a match, so response time
+ * reveals neither a key's prefix nor its position. A disabled client's keys are all refused.
  */
-export function createAuthenticator(keys: ApiKey[]): Authenticator {
-  const known = keys.map((k) => ({ clientId: k.clientId, digest: digest(k.key) }));
+export function createAuthenticator(opts: { envKeys: ApiKey[]; handle: DbHandle; clients: ClientDirectory; clock: Clock }): Authenticator {
+  const known = opts.envKeys.map((k) => ({ clientId: k.clientId, digest: digest(k.key) }));
+  const { db } = opts.handle;
+  const cache = new Map<string, { entry: KeyEntry | null; loadedAt: number }>();
+  const loading = new Map<string, Promise<KeyEntry | null>>();
+  const lastUsed = new Map<string, number>();
+
+  async function loadKey(id: string): Promise<KeyEntry | null> {
+    const row = await db.selectFrom('keys').select(['client_id', 'secret_hash', 'expires_at', 'revoked_at']).where('id', '=', id).executeTakeFirst();
+    const entry = row
+      ? {
+          clientId: row.client_id,
+          hash: Buffer.from(row.secret_hash, 'hex'),
+          expiresAt: row.expires_at === null ? null : Number(row.expires_at),
+          revokedAt: row.revoked_at === null ? null : Number(row.revoked_at),
+        }
+      : null;
+    if (cache.size >= KEY_CACHE_MAX) cache.clear();
+    cache.set(id, { entry, loadedAt: performance.now() });
+    return entry;
+  }
+
+  async function keyEntry(id: string): Promise<KeyEntry | null> {
+    const cached = cache.get(id);
+    if (cached && performance.now() - cached.loadedAt < KEY_CACHE_MS) return cached.entry;
+    let pending = loading.get(id);
+    if (!pending) {
+      pending = loadKey(id).finally(() => loading.delete(id));
+      loading.set(id, pending);
+    }
+    return pending;
+  }
+
+  async function flushLastUsed(): Promise<void> {
+    if (lastUsed.size === 0) return;
+    const byTime = new Map<number, string[]>();
+    for (const [id, at] of lastUsed) byTime.set(at, [...(byTime.get(at) ?? []), id]);
+    lastUsed.clear();
+    for (const [at, ids] of byTime) {
+      await db
+        .updateTable('keys')
+        .set({ last_used_at: at })
+        .where('id', 'in', ids)
+        .where((eb) => eb.or([eb('last_used_at', 'is', null), eb('last_used_at', '<', at)]))
+        .execute();
+    }
+  }
+  const flusher = setInterval(() => {
+    flushLastUsed().catch(() => {});
+  }, LAST_USED_FLUSH_MS);
+  flusher.unref();
+
+  async function consoleKeyClient(id: string, candidate: Buffer): Promise<string | null> {
+    const entry = await keyEntry(id);
+    if (!entry || !timingSafeEqual(candidate, entry.hash)) return null;
+    const now = opts.clock.now();
+    if (entry.revokedAt !== null) throw new Unauthorized('This API key has been revoked.');
+    if (entry.expiresAt !== null && entry.expiresAt <= now) throw new Unauthorized('This API key has expired.');
+    // Minute resolution: enough for "last used", and most requests change nothing.
+    lastUsed.set(id, Math.floor(now / 60_000) * 60_000);
+    return entry.clientId;
+  }
+
   return {
-    authenticate(headers) {
+    async authenticate(headers) {
       const presented = presentedKey(headers);
-      if (presented === null) throw new Unauthorized('Missing API key: send Authorization: Bearer <API_KEY> or X-Zhinian-Api-Key.');
+      if (presented === null) throw new Unauthorized(MISSING_KEY);
       const candidate = digest(presented);
-      let clientId: string | null = null;
-      for (const k of known) {
-        if (timingSafeEqual(candidate, k.digest) && clientId === null) clientId = k.clientId;
+      const id = keyIdOf(presented);
+      let clientId = id === null ? null : await consoleKeyClient(id, candidate);
+      if (clientId === null) {
+        for (const k of known) {
+          if (timingSafeEqual(candidate, k.digest) && clientId === null) clientId = k.clientId;
+        }
       }
       if (clientId === null) throw new Unauthorized('Invalid API key.');
+      if ((await opts.clients.settingsOf(clientId)).disabled) throw new Unauthorized('This client is disabled.');
       return clientId;
+    },
+    async close() {
+      clearInterval(flusher);
+      await flushLastUsed();
     },
   };
 }

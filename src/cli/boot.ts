@@ -1,4 +1,4 @@
-import { createClientDirectory } from '../clients/index.ts';
+import { createClientAdmin, createClientDirectory } from '../clients/index.ts';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import sharp from 'sharp';
@@ -127,9 +127,10 @@ export async function boot(opts: BootOptions): Promise<Running> {
     const { createSessions } = await import('../console/session.ts');
     const { createLoginTokens } = await import('../console/login-tokens.ts');
     const loginTokens = createLoginTokens(handle, clock);
+    const auth = createAuthenticator({ envKeys: apiKeys, handle, clients, clock });
     const app = await buildApp({
       logger,
-      auth: createAuthenticator(apiKeys),
+      auth,
       signer,
       jobs,
       assets,
@@ -153,6 +154,8 @@ export async function boot(opts: BootOptions): Promise<Running> {
         store,
         engines,
         clients,
+        clientAdmin: createClientAdmin({ handle, clock, envKeys: apiKeys, engineNames: () => engines.all().map((e) => e.name) }),
+        notifier,
       },
     });
     await app.listen({ port: config.http.port, host: config.http.host });
@@ -166,6 +169,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
       const cutOff = setTimeout(() => app.server.closeAllConnections(), config.shutdownGraceMs);
       await app.close();
       clearTimeout(cutOff);
+      await auth.close();
     });
   }
   if (opts.worker) {

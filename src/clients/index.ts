@@ -1,1 +1,3 @@
 export * from './settings.ts';
+export * from './keys.ts';
+export * from './admin.ts';

@@ -1,10 +1,11 @@
 import type { AssetService, Store } from '../assets/index.ts';
-import type { ClientDirectory } from '../clients/index.ts';
+import type { ClientAdmin, ClientDirectory } from '../clients/index.ts';
 import type { Config } from '../config/index.ts';
 import type { DbHandle } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import type { JobService } from '../jobs/index.ts';
 import type { Clock } from '../lib/clock.ts';
+import type { Notifier } from '../lib/notifier.ts';
 import type { LoginTokens } from './login-tokens.ts';
 import type { Sessions } from './session.ts';
 
@@ -23,4 +24,8 @@ export interface ConsoleDeps {
   store: Store;
   engines: EngineRegistry;
   clients: ClientDirectory;
+  /** Clients and keys as the console manages them. */
+  clientAdmin: ClientAdmin;
+  /** Wakes workers when a job or delivery becomes due (a redelivery). */
+  notifier: Notifier;
 }

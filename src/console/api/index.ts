@@ -1,7 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import type { ConsoleDeps } from '../deps.ts';
 import { registerAuditApi } from './audit.ts';
+import { registerClientApi } from './clients.ts';
 import { registerDeliveryApi } from './deliveries.ts';
+import { registerJobApi } from './jobs.ts';
 import { registerUsageApi } from './usage.ts';
 
 /** The console's JSON API under /admin/api (CONTRACT "Browser console"). */
@@ -10,6 +12,8 @@ export function registerConsoleApi(admin: FastifyInstance, deps: ConsoleDeps): v
     const session = request.consoleSession!;
     return { user: session.user, csrfToken: session.csrfToken };
   });
+  registerClientApi(admin, deps);
+  registerJobApi(admin, deps);
   registerUsageApi(admin, deps);
   registerAuditApi(admin, deps);
   registerDeliveryApi(admin, deps);
