@@ -1,0 +1,5 @@
+import type { FastifyInstance } from 'fastify';
+import type { ConsoleDeps } from '../deps.ts';
+import type { Render } from '../render.ts';
+
+export function registerEnginePages(_admin: FastifyInstance, _deps: ConsoleDeps, _render: Render): void {}

@@ -1,0 +1,100 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { DEFAULT_LOCALE, isLocale, LANG_COOKIE, type Locale, type Translate, translator } from './i18n/index.ts';
+import { CONSOLE_PATH } from './session.ts';
+
+/** The screens of the top navigation: key (also the `nav` a page passes), path, label key. */
+export const NAV = [
+  { key: 'overview', path: `${CONSOLE_PATH}`, label: 'nav.overview' },
+  { key: 'jobs', path: `${CONSOLE_PATH}/jobs`, label: 'nav.jobs' },
+  { key: 'assets', path: `${CONSOLE_PATH}/assets`, label: 'nav.assets' },
+  { key: 'clients', path: `${CONSOLE_PATH}/clients`, label: 'nav.clients' },
+  { key: 'webhooks', path: `${CONSOLE_PATH}/webhooks`, label: 'nav.webhooks' },
+  { key: 'engines', path: `${CONSOLE_PATH}/engines`, label: 'nav.engines' },
+  { key: 'usage', path: `${CONSOLE_PATH}/usage`, label: 'nav.usage' },
+  { key: 'audit', path: `${CONSOLE_PATH}/audit`, label: 'nav.audit' },
+  { key: 'settings', path: `${CONSOLE_PATH}/settings`, label: 'nav.settings' },
+] as const;
+
+export type NavKey = (typeof NAV)[number]['key'];
+
+/** What every view gets beside its own data (as `it.<name>`). */
+export interface CommonData {
+  user: { email: string; name: string; role: 'admin' | 'viewer' } | null;
+  csrfToken: string;
+  locale: Locale;
+  t: Translate;
+  nav: NavKey | null;
+  navItems: typeof NAV;
+  /** The page's path and query without `lang`, for the language links. */
+  here: string;
+  /** Whether the signed-in user may change things (role admin). */
+  canChange: boolean;
+  /** An ISO time as `<time>` markup (console.js shows it in the viewer's locale); '—' for null. Raw HTML: print with `<%~ %>`. */
+  time: (iso: string | null | undefined) => string;
+  /** JSON, pretty-printed (print escaped, with `<%= %>`). */
+  json: (value: unknown) => string;
+  /** Builds a query string from `params` (empty values dropped), e.g. for paging links. */
+  qs: (params: Record<string, string | number | null | undefined>) => string;
+}
+
+/**
+ * Renders `view` (a file under views/, without `.eta`) inside views/layout.eta. `data` is
+ * passed as `it`, together with CommonData; `data.title` (already translated) names the page
+ * and `data.nav` picks the highlighted navigation item.
+ */
+export type Render = (reply: FastifyReply, request: FastifyRequest, view: string, data: object & { nav?: NavKey | null; title?: string }) => Promise<FastifyReply>;
+
+const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/** The viewer's locale: `?lang=` (remembered in a cookie), else the cookie, else zh-CN. */
+export function localeOf(request: FastifyRequest, reply: FastifyReply): Locale {
+  const asked = (request.query as Record<string, unknown> | undefined)?.lang;
+  if (isLocale(asked)) {
+    reply.setCookie(LANG_COOKIE, asked, { path: CONSOLE_PATH, sameSite: 'lax', httpOnly: false, maxAge: 365 * 24 * 3600 });
+    return asked;
+  }
+  const saved = request.cookies?.[LANG_COOKIE];
+  return isLocale(saved) ? saved : DEFAULT_LOCALE;
+}
+
+export function qs(params: Record<string, string | number | null | undefined>): string {
+  const search = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') search.set(k, String(v));
+  const s = search.toString();
+  return s ? `?${s}` : '';
+}
+
+export function commonData(request: FastifyRequest, reply: FastifyReply, nav: NavKey | null = null): CommonData {
+  const locale = localeOf(request, reply);
+  const session = request.consoleSession;
+  const url = new URL(request.url, 'http://x');
+  url.searchParams.delete('lang');
+  const search = url.searchParams.toString();
+  return {
+    user: session ? session.user : null,
+    csrfToken: session?.csrfToken ?? '',
+    locale,
+    t: translator(locale),
+    nav,
+    navItems: NAV,
+    here: `${url.pathname}${search ? `?${search}&` : '?'}`,
+    canChange: session?.user.role === 'admin',
+    time: (value) => (value ? `<time datetime="${escapeHtml(value)}">${escapeHtml(value)}</time>` : '—'),
+    json: (value) => JSON.stringify(value, null, 2),
+    qs,
+  };
+}
+
+export const render: Render = async (reply, request, view, data) => {
+  const common = commonData(request, reply, data.nav ?? null);
+  const it = { ...common, ...data };
+  const body = await reply.viewAsync(view, it);
+  const html = await reply.viewAsync('layout', { ...it, body });
+  return reply.type('text/html; charset=utf-8').send(html);
+};
+
+/** A fragment (no layout), e.g. a table row htmx swaps in. */
+export async function renderFragment(reply: FastifyReply, request: FastifyRequest, view: string, data: object): Promise<FastifyReply> {
+  const it = { ...commonData(request, reply), ...data };
+  return reply.type('text/html; charset=utf-8').send(await reply.viewAsync(view, it));
+}

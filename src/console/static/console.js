@@ -1,0 +1,128 @@
+// The console's only script (an ES module; the CSP allows no inline code). It adds the CSRF
+// header to htmx requests and to its own, runs `data-action-url` buttons against the JSON API,
+// shows one-time secrets in a dialog, and prints <time> elements in the viewer's locale.
+
+const csrf = () => document.querySelector('meta[name="csrf-token"]')?.getAttribute('content') ?? '';
+const strings = () => document.querySelector('[data-i18n-failed]')?.dataset ?? {};
+
+document.addEventListener('htmx:configRequest', (event) => {
+  event.detail.headers['X-CSRF-Token'] = csrf();
+});
+
+function localTimes(root) {
+  const lang = document.documentElement.lang || undefined;
+  for (const el of root.querySelectorAll('time[datetime]')) {
+    if (el.dataset.local === '1') continue;
+    const date = new Date(el.getAttribute('datetime'));
+    if (Number.isNaN(date.getTime())) continue;
+    el.title = el.getAttribute('datetime');
+    el.textContent = date.toLocaleString(lang);
+    el.dataset.local = '1';
+  }
+}
+
+function flash(message) {
+  const region = document.querySelector('[data-flash]');
+  if (!region) return;
+  region.textContent = message;
+  region.hidden = false;
+}
+
+async function post(url, body) {
+  const response = await fetch(url, {
+    method: 'POST',
+    credentials: 'same-origin',
+    headers: { 'content-type': 'application/json', 'x-csrf-token': csrf(), accept: 'application/json' },
+    body: JSON.stringify(body ?? {}),
+  });
+  let data = null;
+  try {
+    data = await response.json();
+  } catch {
+    data = null;
+  }
+  return { response, data };
+}
+
+function showSecret(secret) {
+  const dialog = document.querySelector('[data-secret-dialog]');
+  if (!dialog) return false;
+  dialog.querySelector('[data-secret-value]').textContent = secret;
+  dialog.addEventListener('close', () => location.reload(), { once: true });
+  dialog.showModal();
+  return true;
+}
+
+async function runAction(button) {
+  const confirmText = button.dataset.confirm;
+  if (confirmText !== undefined && !window.confirm(confirmText || strings().i18nConfirm || '?')) return;
+  let body = {};
+  if (button.dataset.actionBody) {
+    try {
+      body = JSON.parse(button.dataset.actionBody);
+    } catch {
+      body = {};
+    }
+  }
+  button.disabled = true;
+  try {
+    const { response, data } = await post(button.dataset.actionUrl, body);
+    if (!response.ok) {
+      flash(`${strings().i18nFailed ?? 'Failed'}: ${data?.error ?? response.status}${data?.code ? ` (${data.code})` : ''}`);
+      return;
+    }
+    const secret = data?.secret ?? data?.key?.secret;
+    if (typeof secret === 'string' && showSecret(secret)) return;
+    location.reload();
+  } catch (error) {
+    flash(`${strings().i18nFailed ?? 'Failed'}: ${error}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+document.addEventListener('click', async (event) => {
+  const target = event.target instanceof Element ? event.target : null;
+  if (!target) return;
+  const action = target.closest('[data-action-url]');
+  if (action) {
+    event.preventDefault();
+    await runAction(action);
+    return;
+  }
+  if (target.closest('[data-signout]')) {
+    event.preventDefault();
+    try {
+      await post('/admin/auth/logout', {});
+    } finally {
+      location.href = '/admin/auth/login';
+    }
+    return;
+  }
+  const copy = target.closest('[data-copy-secret]');
+  if (copy) {
+    const value = document.querySelector('[data-secret-value]')?.textContent ?? '';
+    try {
+      await navigator.clipboard.writeText(value);
+      copy.textContent = copy.dataset.copiedLabel || copy.textContent;
+    } catch {
+      const range = document.createRange();
+      range.selectNodeContents(document.querySelector('[data-secret-value]'));
+      getSelection()?.removeAllRanges();
+      getSelection()?.addRange(range);
+    }
+    return;
+  }
+  if (target.closest('[data-close-secret]')) target.closest('dialog')?.close();
+});
+
+// Selects that submit their form when changed (e.g. the overview's range switch), without inline handlers.
+document.addEventListener('change', (event) => {
+  const el = event.target;
+  if (el instanceof HTMLSelectElement && el.dataset.autosubmit !== undefined) el.form?.requestSubmit();
+});
+
+document.addEventListener('htmx:afterSwap', (event) => localTimes(event.target instanceof Element ? event.target : document));
+document.addEventListener('htmx:oobAfterSwap', (event) => localTimes(event.target instanceof Element ? event.target : document));
+if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', () => localTimes(document));
+else localTimes(document);
