@@ -201,6 +201,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
       clock,
       owner: worker.id,
       secret: config.webhookSecret,
+      clientSecrets: async (clientId) => (await clients.settingsOf(clientId)).webhookSecrets,
       allowPrivateUrls: config.allowPrivateUrls,
       notifier,
       logger: logger.child({ component: 'webhooks' }),

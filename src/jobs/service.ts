@@ -138,14 +138,16 @@ export function createJobService(deps: JobServiceDeps) {
         const existing = await findByKey(clientId, idempotencyKey, requestHash);
         if (existing) return { job: existing, reused: true };
       }
+      const settings = await deps.clients.settingsOf(clientId);
       const v = await validateJobRequest(body, {
         assetKinds: deps.assetKinds,
         clientId,
         engines: deps.engines,
         allowPrivateUrls: deps.allowPrivateUrls,
+        allowedEngines: settings.allowedEngines,
       });
       const now = clock.now();
-      const created = await insertJob({ clientId, idempotencyKey, requestHash, v, limits: await deps.clients.settingsOf(clientId), now });
+      const created = await insertJob({ clientId, idempotencyKey, requestHash, v, limits: settings, now });
       if (created instanceof RateLimited) throw created;
       if (!created) {
         const winner = await findByKey(clientId, idempotencyKey!, requestHash);

@@ -2,7 +2,7 @@ import { checkUrl, FetchError } from '../net/index.ts';
 import type { AssetService } from '../assets/index.ts';
 import type { Capability, JobParams, Material } from '../contract/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
-import { Invalid } from '../lib/errors.ts';
+import { Forbidden, Invalid } from '../lib/errors.ts';
 import { parseWith } from '../lib/validate.ts';
 import { createJobBodySchema, type CreateJobBody } from './request.ts';
 
@@ -36,6 +36,8 @@ export interface ValidateContext {
   clientId: string;
   engines: EngineRegistry;
   allowPrivateUrls: boolean;
+  /** Engines the client may use (its console setting); null: every engine. */
+  allowedEngines: string[] | null;
 }
 
 type InputKind = 'image' | 'video' | 'audio' | 'other';
@@ -72,7 +74,16 @@ export async function validateJobRequest(raw: unknown, ctx: ValidateContext): Pr
   const inputKinds = await resolveInputKinds(body, ctx);
   checkInputsFor(capability, body, inputKinds);
 
-  const engineName = body.engine ?? ctx.engines.defaultFor(capability)?.name;
+  const allowed = ctx.allowedEngines === null ? null : new Set(ctx.allowedEngines);
+  if (body.engine !== undefined && allowed !== null && !allowed.has(body.engine)) {
+    throw new Forbidden(`engine: "${body.engine}" is not among the engines this client may use.`);
+  }
+  const choices = ctx.engines.namesFor(capability);
+  const permitted = allowed === null ? choices : choices.filter((name) => allowed.has(name));
+  if (body.engine === undefined && choices.length > 0 && permitted.length === 0) {
+    throw new Forbidden(`engine: none of the engines this client may use runs ${capability}.`);
+  }
+  const engineName = body.engine ?? (allowed === null ? ctx.engines.defaultFor(capability)?.name : permitted[0]);
   const engine = engineName === undefined ? undefined : ctx.engines.get(engineName);
   if (!engine) {
     throw body.engine === undefined
@@ -89,7 +100,8 @@ export async function validateJobRequest(raw: unknown, ctx: ValidateContext): Pr
     webhookUrl: body.webhookUrl ?? null,
     metadata: body.metadata ?? null,
     engine: engine.name,
-    enginePinned: body.engine !== undefined,
+    // A client kept to some engines is never rerouted to another (failover picks among all engines).
+    enginePinned: body.engine !== undefined || (allowed !== null && permitted.length < choices.length),
   };
 }
 

@@ -6,7 +6,7 @@ import type { DbHandle, Tx, WebhookDeliveriesTable } from '../db/index.ts';
 import { withTransaction } from '../db/index.ts';
 import { outageBackoffMs } from '../lib/retry-ladders.ts';
 import type { Clock } from '../lib/clock.ts';
-import { signPayload } from './sign.ts';
+import { signatureHeaders } from './sign.ts';
 import { afterAttempt, capOf, DEFAULT_ENDPOINT_POLICY, type EndpointPolicy, type EndpointState, endpointStates, holdDue, inFlight, lockDeliveryCounts } from './endpoints.ts';
 import { MAX_DELIVERY_ATTEMPTS, retryDelayMs } from './schedule.ts';
 import type { ClientShare } from './share.ts';
@@ -16,7 +16,10 @@ export interface DeliveryOptions {
   clock: Clock;
   /** Who holds a claimed delivery (worker id). */
   owner: string;
+  /** ZHINIAN_WEBHOOK_SECRET: signs the deliveries of clients without a secret of their own. */
   secret: string | null;
+  /** A client's own secrets (console), newest first; empty: `secret`. */
+  clientSecrets?: (clientId: string) => Promise<string[]>;
   allowPrivateUrls: boolean;
   /** The receiver's whole answer must come within this (contract: 10 s). */
   timeoutMs?: number;
@@ -261,7 +264,9 @@ async function send(opts: DeliveryOptions, delivery: WebhookDeliveriesTable): Pr
     'x-zhinian-event': delivery.event,
     'x-zhinian-delivery': delivery.id,
   };
-  if (opts.secret) headers['x-zhinian-signature'] = signPayload(opts.secret, delivery.payload);
+  const own = (await opts.clientSecrets?.(delivery.client_id)) ?? [];
+  const secrets = own.length > 0 ? own : opts.secret ? [opts.secret] : [];
+  Object.assign(headers, signatureHeaders(secrets, delivery.id, Math.floor(startedAt / 1000), delivery.payload));
 
   let statusCode: number | null = null;
   let error: string | null = null;
