@@ -185,7 +185,8 @@ test('the API and worker commands run entries the build produces', () => {
   const imported = new Set<string>();
   for (const file of readdirSync(path.join(ROOT, 'dist/cli')).filter((f) => f.endsWith('.mjs'))) {
     const code = read(path.join('dist/cli', file));
-    for (const m of code.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)["']([^"'./][^"']*)["']/g)) {
+    // A package name has no spaces or commas (so `["from", "to"]` in the code is no import).
+    for (const m of code.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)["']([^"'./\s,][^"'\s,]*)["']/g)) {
       const spec = m[1];
       if (spec.startsWith('node:') || builtinModules.includes(spec)) continue;
       imported.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]);
