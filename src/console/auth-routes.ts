@@ -1,5 +1,145 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { sendError } from '../api/errors.ts';
+import { ERR } from '../lib/error-codes.ts';
 import type { ConsoleDeps } from './deps.ts';
+import { createOidcClient, type OidcClient, OidcError, type OidcFlow } from './oidc.ts';
+import { roleFor } from './roles.ts';
+import { CONSOLE_PATH, csrfMatches, type ConsoleUser } from './session.ts';
+
+/** The sign-in flow's own cookie (state, nonce, PKCE verifier), signed, for 10 minutes, only on /admin/auth. */
+export const FLOW_COOKIE = 'zhinian_oidc';
+const FLOW_PATH = `${CONSOLE_PATH}/auth`;
+const FLOW_MAX_AGE_S = 600;
+
+/** Who a one-time sign-in link signs in. */
+const LOCAL_ADMIN: ConsoleUser = { email: 'admin@localhost', name: 'Local admin', role: 'admin' };
+
+const PUBLIC = { config: { access: 'console-public' as const } };
+
+const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/** A small page of its own (no script, no inline style: the console's CSP holds). */
+function sendPage(reply: FastifyReply, status: number, title: string, paragraphs: string[]) {
+  const body = paragraphs.map((p) => `<p>${escapeHtml(p)}</p>`).join('\n');
+  return reply
+    .status(status)
+    .header('cache-control', 'no-store')
+    .type('text/html; charset=utf-8')
+    .send(
+      `<!doctype html>\n<html lang="zh-CN">\n<head>\n<meta charset="utf-8">\n<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>${escapeHtml(title)} · Zhinian</title>\n<link rel="stylesheet" href="${CONSOLE_PATH}/static/console.css">\n</head>\n<body>\n<main>\n<h1>${escapeHtml(title)}</h1>\n${body}\n</main>\n</body>\n</html>\n`,
+    );
+}
+
+function readFlow(request: FastifyRequest): OidcFlow | null {
+  const raw = request.cookies[FLOW_COOKIE];
+  if (raw === undefined || raw.length > 2048) return null;
+  const unsigned = request.unsignCookie(raw);
+  if (!unsigned.valid || unsigned.value === null) return null;
+  try {
+    const flow = JSON.parse(unsigned.value) as Partial<OidcFlow>;
+    if (typeof flow.state !== 'string' || typeof flow.nonce !== 'string' || typeof flow.codeVerifier !== 'string') return null;
+    return { state: flow.state, nonce: flow.nonce, codeVerifier: flow.codeVerifier };
+  } catch {
+    return null;
+  }
+}
+
+const clearFlow = (reply: FastifyReply) => reply.clearCookie(FLOW_COOKIE, { path: FLOW_PATH });
 
 /** Sign-in and sign-out: OIDC (`/auth/login`, `/auth/callback`), one-time links (`/login`), `/auth/logout`. */
-export function registerAuthRoutes(_admin: FastifyInstance, _deps: ConsoleDeps): void {}
+export function registerAuthRoutes(admin: FastifyInstance, deps: ConsoleDeps): void {
+  const consoleConfig = deps.config.console;
+  const redirectUri = () => `${deps.baseUrl()}${CONSOLE_PATH}/auth/callback`;
+  const oidc: OidcClient | null = consoleConfig.oidc ? createOidcClient({ oidc: consoleConfig.oidc, groupsClaim: consoleConfig.groupsClaim, redirectUri }) : null;
+
+  const unavailable = (reply: FastifyReply, error: OidcError) => {
+    admin.log.warn({ err: error.cause ?? error }, 'console sign-in: identity provider unreachable');
+    return sendPage(reply, 503, 'Sign-in unavailable / 暂时无法登录', [
+      'The identity provider cannot be reached right now. Try again in a moment.',
+      '暂时无法连接身份提供方，请稍后再试。',
+    ]);
+  };
+
+  admin.get('/auth/login', PUBLIC, async (_request, reply) => {
+    if (!oidc) {
+      return sendPage(reply, 200, 'Sign in / 登录', [
+        'This console signs in with a one-time link: `npm start` prints one when it starts, and `npm run admin-link` prints a fresh one (valid 15 minutes, single use).',
+        '本控制台使用一次性登录链接：`npm start` 启动时会打印一个，`npm run admin-link` 可随时生成新的链接（15 分钟内有效，仅可使用一次）。',
+      ]);
+    }
+    try {
+      const { url, flow } = await oidc.start();
+      reply.setCookie(FLOW_COOKIE, JSON.stringify(flow), {
+        signed: true,
+        httpOnly: true,
+        sameSite: 'lax',
+        path: FLOW_PATH,
+        secure: deps.sessions.secure,
+        maxAge: FLOW_MAX_AGE_S,
+      });
+      return reply.header('cache-control', 'no-store').redirect(url, 302);
+    } catch (error) {
+      if (error instanceof OidcError) return unavailable(reply, error);
+      throw error;
+    }
+  });
+
+  admin.get('/auth/callback', PUBLIC, async (request, reply) => {
+    reply.header('cache-control', 'no-store');
+    if (!oidc) return sendError(reply, ERR.not_found, 'Single sign-on is not configured (ZHINIAN_OIDC_ISSUER is unset).');
+    const query = request.query as Record<string, unknown>;
+    const flow = readFlow(request);
+    if (!flow) return sendError(reply, ERR.invalid_request, 'The sign-in flow is missing or was tampered with; start again at /admin/auth/login.');
+    clearFlow(reply);
+    if (typeof query.error === 'string') {
+      const description = typeof query.error_description === 'string' ? `: ${query.error_description.slice(0, 200)}` : '';
+      return sendError(reply, ERR.invalid_request, `The identity provider refused the sign-in (${query.error.slice(0, 100)}${description}).`);
+    }
+    if (typeof query.state !== 'string' || !csrfMatches(query.state, flow.state)) {
+      return sendError(reply, ERR.invalid_request, 'The sign-in response does not belong to this sign-in (state mismatch); start again at /admin/auth/login.');
+    }
+    const search = request.url.includes('?') ? request.url.slice(request.url.indexOf('?')) : '';
+    let identity: Awaited<ReturnType<OidcClient['finish']>>;
+    try {
+      identity = await oidc.finish(new URL(redirectUri() + search), flow);
+    } catch (error) {
+      if (error instanceof OidcError && error.kind === 'unavailable') return unavailable(reply, error);
+      request.log.info({ err: error }, 'console sign-in refused');
+      const message = error instanceof OidcError ? error.message : 'The sign-in response could not be validated.';
+      return sendError(reply, ERR.invalid_request, message.slice(0, 300));
+    }
+    const role = roleFor(identity, consoleConfig);
+    if (!role) {
+      request.log.info({ email: identity.email }, 'console sign-in: no role');
+      return sendError(
+        reply,
+        ERR.forbidden,
+        `${identity.email ?? 'This account'} has no role in this console (ZHINIAN_ADMIN_EMAILS, ZHINIAN_VIEWER_EMAILS or the groups settings).`,
+      );
+    }
+    await deps.sessions.start(reply, { email: identity.email ?? identity.name, name: identity.name, role });
+    return reply.redirect(CONSOLE_PATH, 302);
+  });
+
+  admin.get('/login', PUBLIC, async (request, reply) => {
+    reply.header('cache-control', 'no-store');
+    if (oidc) return sendError(reply, ERR.forbidden, 'Sign-in links are off: this console signs in through single sign-on (/admin/auth/login).');
+    const token = (request.query as Record<string, unknown>).token;
+    if (typeof token !== 'string' || !(await deps.loginTokens.consume(token))) {
+      return sendError(reply, ERR.unauthorized, 'This sign-in link is invalid, used or expired; `npm run admin-link` prints a fresh one.');
+    }
+    await deps.sessions.start(reply, LOCAL_ADMIN);
+    return reply.redirect(CONSOLE_PATH, 302);
+  });
+
+  admin.post('/auth/logout', PUBLIC, async (request, reply) => {
+    const session = request.consoleSession;
+    if (session) {
+      if (!csrfMatches(request.headers['x-csrf-token'], session.csrfToken)) {
+        return sendError(reply, ERR.forbidden, 'Missing or wrong X-CSRF-Token (GET /admin/api/me gives it).');
+      }
+      await deps.sessions.end(request, reply);
+    }
+    return reply.header('hx-redirect', `${CONSOLE_PATH}/auth/login`).status(204).send();
+  });
+}
