@@ -23,7 +23,7 @@ const builtAt = fs.existsSync(stamp) ? fs.statSync(stamp).mtimeMs : 0;
 if (builtAt > Math.max(newestSource(path.join(root, 'src')), fs.statSync(path.join(root, 'package-lock.json')).mtimeMs)) process.exit(0);
 
 await build({
-  entryPoints: ['start', 'server', 'worker', 'migrate'].map((name) => path.join(root, 'src/cli', `${name}.ts`)),
+  entryPoints: ['start', 'server', 'worker', 'migrate', 'admin-link'].map((name) => path.join(root, 'src/cli', `${name}.ts`)),
   outdir: path.join(out, 'cli'),
   outExtension: { '.js': '.mjs' },
   bundle: true,
