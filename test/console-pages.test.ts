@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { dictionaries, LOCALES } from '../src/console/i18n/index.ts';
-import { openTestDb, startStack, type Stack } from './helpers.ts';
+import { KEY_B, openTestDb, startStack, waitForJob, type Stack } from './helpers.ts';
 
 const SESSION_SECRET = 'console-pages-test-session-secret-0123456789';
 
@@ -32,6 +32,9 @@ async function signIn(stack: Stack): Promise<string> {
 describe('console pages', () => {
   let stack: Stack;
   let cookie: string;
+  let imageJob: string;
+  let otherJob: string;
+  let videoJob: string;
   const page = async (path: string, init: RequestInit = {}) => {
     const res = await fetch(stack.url + path, { redirect: 'manual', ...init, headers: { cookie, ...(init.headers as Record<string, string>) } });
     return { res, html: await res.text() };
@@ -40,6 +43,16 @@ describe('console pages', () => {
   before(async () => {
     stack = await startStack({ env: { ZHINIAN_SESSION_SECRET: SESSION_SECRET } });
     cookie = await signIn(stack);
+    const make = async (json: object, key?: string) => {
+      const created = await stack.api('/api/v1/jobs', { method: 'POST', json, key });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      return created.body.job.id as string;
+    };
+    imageJob = await make({ capability: 'image.generate', prompt: '<script>alert(1)</script>', width: 96, height: 64 });
+    otherJob = await make({ capability: 'image.generate', prompt: 'b 的任务', width: 64, height: 64 }, KEY_B);
+    videoJob = await make({ capability: 'video.generate', prompt: '短视频', settings: { ratio: '16:9', duration: 4, resolution: '480p' } });
+    for (const id of [imageJob, videoJob]) assert.equal((await waitForJob(stack, id)).status, 'succeeded');
+    assert.equal((await waitForJob(stack, otherJob, undefined, undefined, KEY_B)).status, 'succeeded');
   });
   after(async () => {
     await stack?.stop();
@@ -61,5 +74,96 @@ describe('console pages', () => {
     assert.match(en.html, /<html lang="en">/);
     assert.match(en.html, /Overview/);
     assert.match(en.res.headers.getSetCookie().join('\n'), /zhinian_lang=en/);
+  });
+
+  /** A page that must render: 200, HTML, the CSP, nothing left undefined. */
+  async function good(path: string) {
+    const { res, html } = await page(path);
+    assert.equal(res.status, 200, `${path}: ${html.slice(0, 500)}`);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/html/);
+    assert.match(res.headers.get('content-security-policy') ?? '', /script-src 'self'/);
+    assert.doesNotMatch(html, /undefined|NaN|\[object Object\]/, path);
+    assert.doesNotMatch(html, / style=| on[a-z]+=|hx-on/i, `${path}: inline style or handler`);
+    assert.doesNotMatch(html, /<script>/, path);
+    return html;
+  }
+
+  test('every screen renders in both locales, with no untranslated key', async () => {
+    for (const path of ['/admin', '/admin?range=7d', '/admin/jobs', `/admin/jobs/${imageJob}`, `/admin/jobs/${videoJob}`, '/admin/assets', '/admin/engines', '/admin/settings']) {
+      const zh = await good(path);
+      assert.match(zh, /<html lang="zh-CN">/);
+      const en = await good(`${path}${path.includes('?') ? '&' : '?'}lang=en`);
+      assert.match(en, /<html lang="en">/);
+      for (const html of [zh, en])
+        assert.doesNotMatch(
+          html,
+          />\s*(nav|jobs|job|status|capability|common|assets|delivery|engines|overview|settings|shell)\.[a-zA-Z.]+\s*</,
+          `${path}: a key shows untranslated`,
+        );
+    }
+  });
+
+  test('the jobs list shows jobs of every client, filters narrow it, paging walks it', async () => {
+    const all = await good('/admin/jobs');
+    for (const id of [imageJob, otherJob, videoJob]) assert.ok(all.includes(id), id);
+    const b = await good('/admin/jobs?clientId=client-b');
+    assert.ok(b.includes(otherJob));
+    assert.ok(!b.includes(imageJob));
+    const video = await good('/admin/jobs?capability=video.generate&status=succeeded');
+    assert.ok(video.includes(videoJob) && !video.includes(imageJob));
+    const byId = await good(`/admin/jobs?id=${imageJob}`);
+    assert.ok(byId.includes(imageJob) && !byId.includes(videoJob));
+    const future = await good('/admin/jobs?from=2999-01-01T00:00');
+    assert.ok(!future.includes(imageJob));
+    const bad = await page('/admin/jobs?status=bogus');
+    assert.equal(bad.res.status, 400);
+    // Paging, one per page, keeps the filter.
+    const first = await good('/admin/jobs?clientId=client-a&limit=1');
+    const older = /href="(\/admin\/jobs\?[^"]*before=[^"]*)"/.exec(first)?.[1].replaceAll('&amp;', '&');
+    assert.ok(older, 'an Older link');
+    assert.match(older, /clientId=client-a/);
+    const rows = (html: string) => html.slice(html.indexOf('<tbody>'), html.indexOf('</tbody>'));
+    const second = rows(await good(older));
+    assert.ok(rows(first).includes(videoJob) && second.includes(imageJob) && !second.includes(videoJob));
+  });
+
+  test('the job page shows the output previews, escapes the prompt, offers cancel/redeliver per role', async () => {
+    const image = await good(`/admin/jobs/${imageJob}`);
+    assert.match(image, /<img src="\/admin\/assets\/asset_[^"]+\/content"[^>]*data-test="output-image"/);
+    assert.ok(image.includes('&lt;script&gt;alert(1)&lt;/script&gt;'));
+    assert.ok(!image.includes('<script>alert(1)'));
+    assert.ok(!image.includes('data-test="cancel-job"'), 'no cancel on a finished job');
+    const video = await good(`/admin/jobs/${videoJob}`);
+    assert.match(video, /<video controls preload="metadata" src="\/admin\/assets\/asset_[^"]+\/content" data-test="output-video"/);
+    assert.equal((await page('/admin/jobs/job_nope')).res.status, 404);
+    const row = await page(`/admin/jobs/${imageJob}/row`);
+    assert.equal(row.res.status, 200);
+    assert.match(row.html, /^\s*<tr id="job-/);
+    assert.ok(!row.html.includes('hx-trigger'), 'a finished row does not poll');
+  });
+
+  test('asset content: whole, ranged (206), conditional (304); the assets list pages', async () => {
+    const html = await good(`/admin/jobs/${videoJob}`);
+    const src = /src="(\/admin\/assets\/asset_[^"]+\/content)"/.exec(html)?.[1];
+    assert.ok(src);
+    const whole = await page(src);
+    assert.equal(whole.res.status, 200);
+    assert.equal(whole.res.headers.get('content-type'), 'video/mp4');
+    assert.equal(whole.res.headers.get('accept-ranges'), 'bytes');
+    const size = Number(whole.res.headers.get('content-length'));
+    const part = await fetch(stack.url + src, { headers: { cookie, range: 'bytes=0-99' } });
+    assert.equal(part.status, 206);
+    assert.equal(part.headers.get('content-range'), `bytes 0-99/${size}`);
+    assert.equal((await part.arrayBuffer()).byteLength, 100);
+    const again = await fetch(stack.url + src, { headers: { cookie, 'if-none-match': whole.res.headers.get('etag') ?? '' } });
+    assert.equal(again.status, 304);
+    assert.equal((await fetch(stack.url + src, { redirect: 'manual' })).status, 302, 'no session: to sign-in');
+    const list = await good('/admin/assets');
+    assert.match(list, /<img src="\/admin\/assets\/asset_[^"]+\/content"[^>]*loading="lazy"/);
+    assert.match(list, /<video preload="none"/);
+    const videos = await good('/admin/assets?kind=video');
+    assert.ok(!videos.includes('<img src="/admin/assets/'));
+    const onePerPage = await good('/admin/assets?limit=1');
+    assert.match(onePerPage, /data-test="older"/);
   });
 });

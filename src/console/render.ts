@@ -35,6 +35,12 @@ export interface CommonData {
   json: (value: unknown) => string;
   /** Builds a query string from `params` (empty values dropped), e.g. for paging links. */
   qs: (params: Record<string, string | number | null | undefined>) => string;
+  /** A duration in milliseconds, short ("850 ms", "12.3 s", "4 min 05 s", "2 h 10 min"); '—' for null. */
+  duration: (ms: number | null | undefined) => string;
+  /** A byte count ("1.2 MB"). */
+  bytes: (n: number | null | undefined) => string;
+  /** A share 0–1 as a percentage ("12.5%"); '—' for null. */
+  percent: (share: number | null | undefined) => string;
 }
 
 /**
@@ -42,7 +48,7 @@ export interface CommonData {
  * passed as `it`, together with CommonData; `data.title` (already translated) names the page
  * and `data.nav` picks the highlighted navigation item.
  */
-export type Render = (reply: FastifyReply, request: FastifyRequest, view: string, data: object & { nav?: NavKey | null; title?: string }) => Promise<FastifyReply>;
+export type Render = (reply: FastifyReply, request: FastifyRequest, view: string, data: { nav?: NavKey | null; title?: string; [key: string]: unknown }) => Promise<FastifyReply>;
 
 const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -82,7 +88,33 @@ export function commonData(request: FastifyRequest, reply: FastifyReply, nav: Na
     time: (value) => (value ? `<time datetime="${escapeHtml(value)}">${escapeHtml(value)}</time>` : '—'),
     json: (value) => JSON.stringify(value, null, 2),
     qs,
+    duration: formatDuration,
+    bytes: formatBytes,
+    percent: (share) => (share === null || share === undefined || !Number.isFinite(share) ? '—' : `${(share * 100).toFixed(share < 0.1 && share > 0 ? 1 : 0)}%`),
   };
+}
+
+export function formatDuration(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined || !Number.isFinite(ms) || ms < 0) return '—';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(1)} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${String(Math.floor(s % 60)).padStart(2, '0')} s`;
+  return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`;
+}
+
+export function formatBytes(n: number | null | undefined): string {
+  if (n === null || n === undefined || !Number.isFinite(n)) return '—';
+  if (n < 1024) return `${n} B`;
+  const units = ['KB', 'MB', 'GB', 'TB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
 }
 
 export const render: Render = async (reply, request, view, data) => {
