@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { dictionaries, LOCALES } from '../src/console/i18n/index.ts';
-import { KEY_B, openTestDb, startStack, waitForJob, type Stack } from './helpers.ts';
+import { KEY_A, KEY_B, openTestDb, WEBHOOK_SECRET, startStack, waitForJob, type Stack } from './helpers.ts';
 
 const SESSION_SECRET = 'console-pages-test-session-secret-0123456789';
 
@@ -165,5 +165,31 @@ describe('console pages', () => {
     assert.ok(!videos.includes('<img src="/admin/assets/'));
     const onePerPage = await good('/admin/assets?limit=1');
     assert.match(onePerPage, /data-test="older"/);
+  });
+
+  test('the overview counts the jobs, charts them, and gives run-time percentiles per engine', async () => {
+    for (const range of ['24h', '7d']) {
+      const html = await good(`/admin?range=${range}&lang=en`);
+      assert.match(html, /data-stat="total"><div class="value">3</);
+      assert.match(html, /data-test="jobs-chart"/);
+      assert.equal((html.match(/<rect class="bar" /g) ?? []).length, range === '24h' ? 24 : 7);
+      assert.match(html, /<td class="mono">local<\/td><td class="num">3<\/td>/);
+      assert.match(html, /Failure rate[^<]*/);
+      assert.match(html, /data-stat="failure-rate"><div class="value">0%</);
+    }
+  });
+
+  test('the engines page lists the configured engines with their circuit', async () => {
+    const html = await good('/admin/engines?lang=en');
+    assert.match(html, /data-engine="local"/);
+    assert.match(html, /data-circuit="closed"/);
+  });
+
+  test('the settings page shows the configuration with every secret masked', async () => {
+    const html = await good('/admin/settings?lang=en');
+    for (const secret of [KEY_A, KEY_B, WEBHOOK_SECRET, SESSION_SECRET]) assert.ok(!html.includes(secret), 'a secret leaked');
+    assert.match(html, /webhookSecret<\/td><td class="small"><span data-secret-setting>••••<\/span> <span class="badge s-succeeded">set</);
+    assert.match(html, /apiKeys\[0\] client-a/);
+    assert.match(html, /workerConcurrency/);
   });
 });
