@@ -3,21 +3,17 @@ import assert from 'node:assert/strict';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { dictionaries, LOCALES } from '../src/console/i18n/index.ts';
-import { KEY_A, KEY_B, openTestDb, WEBHOOK_SECRET, startStack, waitForJob, type Stack } from './helpers.ts';
+import { newId } from '../src/lib/ids.ts';
+import { KEY_A, KEY_B, openTestDb, queuedJobRow, startStack, type Stack, WEBHOOK_SECRET, waitFor, waitForJob } from './helpers.ts';
 
 const SESSION_SECRET = 'console-pages-test-session-secret-0123456789';
 
-/** A console session cookie: through the one-time sign-in link, else (no sign-in route yet) a row of our own. */
-async function signIn(stack: Stack): Promise<string> {
-  if (stack.adminLink) {
-    const res = await fetch(stack.adminLink, { redirect: 'manual' });
-    const cookie = res.headers.getSetCookie().find((c) => c.startsWith('zhinian_console='));
-    if (cookie) return cookie.split(';')[0];
-  }
+/** A console session of `role`, made the way sessions.start does (a row by the id's hash, the id signed in the cookie). */
+async function sessionCookie(stack: Stack, role: 'admin' | 'viewer'): Promise<string> {
   const handle = await openTestDb(stack.dataDir);
   try {
     const id = randomBytes(32).toString('base64url');
-    const data = { user: { email: 'ops@example.com', name: 'Ops', role: 'admin' }, csrfToken: randomBytes(24).toString('base64url') };
+    const data = { user: { email: `${role}@example.com`, name: role, role }, csrfToken: randomBytes(24).toString('base64url') };
     await handle.db
       .insertInto('console_sessions')
       .values({ id: createHash('sha256').update(id).digest('hex'), data: JSON.stringify(data), expires_at: Date.now() + 3_600_000 })
@@ -29,12 +25,24 @@ async function signIn(stack: Stack): Promise<string> {
   }
 }
 
+/** An admin's session cookie: through the one-time sign-in link (the zero-config path), else made directly. */
+async function signIn(stack: Stack): Promise<string> {
+  if (stack.adminLink) {
+    const res = await fetch(stack.adminLink, { redirect: 'manual' });
+    const cookie = res.headers.getSetCookie().find((c) => c.startsWith('zhinian_console='));
+    if (cookie) return cookie.split(';')[0];
+  }
+  return sessionCookie(stack, 'admin');
+}
+
 describe('console pages', () => {
   let stack: Stack;
   let cookie: string;
   let imageJob: string;
   let otherJob: string;
   let videoJob: string;
+  let hookJob: string;
+  let heldJob: string;
   const page = async (path: string, init: RequestInit = {}) => {
     const res = await fetch(stack.url + path, { redirect: 'manual', ...init, headers: { cookie, ...(init.headers as Record<string, string>) } });
     return { res, html: await res.text() };
@@ -53,6 +61,21 @@ describe('console pages', () => {
     videoJob = await make({ capability: 'video.generate', prompt: '短视频', settings: { ratio: '16:9', duration: 4, resolution: '480p' } });
     for (const id of [imageJob, videoJob]) assert.equal((await waitForJob(stack, id)).status, 'succeeded');
     assert.equal((await waitForJob(stack, otherJob, undefined, undefined, KEY_B)).status, 'succeeded');
+    // A job whose webhook receiver is down (its delivery stays pending), and one held back until later.
+    hookJob = await make({ capability: 'image.generate', prompt: 'hook', width: 64, height: 64, webhookUrl: 'http://127.0.0.1:9/hook' });
+    await waitForJob(stack, hookJob);
+    const handle = await openTestDb(stack.dataDir);
+    try {
+      const now = Date.now();
+      heldJob = newId('job');
+      await handle.db
+        .insertInto('jobs')
+        .values(queuedJobRow({ id: heldJob, engine: 'local', created_at_us: now * 1000, run_at: now + 3_600_000, prompt: 'held' }))
+        .execute();
+      await waitFor(async () => (await handle.db.selectFrom('webhook_deliveries').select('id').where('job_id', '=', hookJob).executeTakeFirst()) ?? null, { what: 'a delivery' });
+    } finally {
+      await handle.db.destroy();
+    }
   });
   after(async () => {
     await stack?.stop();
@@ -118,13 +141,14 @@ describe('console pages', () => {
     const bad = await page('/admin/jobs?status=bogus');
     assert.equal(bad.res.status, 400);
     // Paging, one per page, keeps the filter.
-    const first = await good('/admin/jobs?clientId=client-a&limit=1');
+    const first = await good('/admin/jobs?clientId=client-a&status=succeeded&limit=1');
     const older = /href="(\/admin\/jobs\?[^"]*before=[^"]*)"/.exec(first)?.[1].replaceAll('&amp;', '&');
     assert.ok(older, 'an Older link');
-    assert.match(older, /clientId=client-a/);
+    assert.match(older, /clientId=client-a&status=succeeded&limit=1&before=job_/);
     const rows = (html: string) => html.slice(html.indexOf('<tbody>'), html.indexOf('</tbody>'));
     const second = rows(await good(older));
-    assert.ok(rows(first).includes(videoJob) && second.includes(imageJob) && !second.includes(videoJob));
+    assert.ok(rows(first).includes(hookJob) && !rows(first).includes(videoJob));
+    assert.ok(second.includes(videoJob) && !second.includes(hookJob));
   });
 
   test('the job page shows the output previews, escapes the prompt, offers cancel/redeliver per role', async () => {
@@ -170,10 +194,12 @@ describe('console pages', () => {
   test('the overview counts the jobs, charts them, and gives run-time percentiles per engine', async () => {
     for (const range of ['24h', '7d']) {
       const html = await good(`/admin?range=${range}&lang=en`);
-      assert.match(html, /data-stat="total"><div class="value">3</);
+      assert.match(html, /data-stat="total"><div class="value">5</);
+      assert.match(html, /data-stat="queued"><div class="value"><a href="\/admin\/jobs\?status=queued">1</);
+      assert.doesNotMatch(html, /data-stat="backlog"><div class="value">0</);
       assert.match(html, /data-test="jobs-chart"/);
       assert.equal((html.match(/<rect class="bar" /g) ?? []).length, range === '24h' ? 24 : 7);
-      assert.match(html, /<td class="mono">local<\/td><td class="num">3<\/td>/);
+      assert.match(html, /<td class="mono">local<\/td><td class="num">4<\/td>/);
       assert.match(html, /Failure rate[^<]*/);
       assert.match(html, /data-stat="failure-rate"><div class="value">0%</);
     }
@@ -191,5 +217,26 @@ describe('console pages', () => {
     assert.match(html, /webhookSecret<\/td><td class="small"><span data-secret-setting>••••<\/span> <span class="badge s-succeeded">set</);
     assert.match(html, /apiKeys\[0\] client-a/);
     assert.match(html, /workerConcurrency/);
+  });
+
+  test('a waiting job says what it waits for, polls its row, and offers cancel; viewers get no buttons', async () => {
+    const html = await good(`/admin/jobs/${heldJob}?lang=en`);
+    assert.match(html, /data-test="waiting"/);
+    assert.match(html, /retry backoff or provider rate limit/);
+    assert.match(html, /data-test="cancel-job" data-action-url="\/admin\/api\/jobs\/job_[^"]+\/cancel"/);
+    const list = await good('/admin/jobs');
+    assert.match(list, new RegExp(`<tr id="job-${heldJob}" data-status="queued" hx-get="/admin/jobs/${heldJob}/row" hx-trigger="every 2s" hx-swap="outerHTML">`));
+    const hook = await good(`/admin/jobs/${hookJob}`);
+    assert.match(hook, /data-test="redeliver" data-action-url="\/admin\/api\/deliveries\/whd_[^"]+\/redeliver"/);
+    assert.match(hook, /http:\/\/127\.0\.0\.1:9\/hook/);
+
+    const viewer = await sessionCookie(stack, 'viewer');
+    for (const id of [heldJob, hookJob]) {
+      const res = await fetch(`${stack.url}/admin/jobs/${id}`, { headers: { cookie: viewer } });
+      assert.equal(res.status, 200);
+      const text = await res.text();
+      assert.ok(!text.includes('data-test="cancel-job"') && !text.includes('data-test="redeliver"'), 'a viewer sees no action');
+      assert.match(text, /role-viewer/);
+    }
   });
 });
