@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { KEY_A, KEY_B, startReceiver, startStack, WEBHOOK_SECRET, waitFor, type Stack } from './helpers.ts';
+import { callApi, KEY_A, KEY_B, startReceiver, startStack, tempDir, WEBHOOK_SECRET, waitFor, type Stack } from './helpers.ts';
 
 /** A console session made from the stack's one-time link: its cookie and CSRF token. */
 async function signIn(stack: Stack) {
@@ -134,6 +134,41 @@ describe('console: clients and keys', () => {
     await admin('PATCH', '/admin/api/clients/client-b', { allowedEngines: ['local'] });
     await waitFor(async () => (await stack.api('/api/v1/jobs', { key: KEY_B, method: 'POST', json: job })).status === 201, { timeoutMs: 5000, what: 'engine allowed' });
     await admin('PATCH', '/admin/api/clients/client-b', { allowedEngines: null });
+  });
+});
+
+describe('console: two API instances on one database', () => {
+  let first: Stack;
+  let second: Stack;
+  before(async () => {
+    const dataDir = tempDir();
+    first = await startStack({ dataDir, worker: false });
+    second = await startStack({ dataDir, worker: false });
+  });
+  after(async () => {
+    await first.stop();
+    await second.stop();
+  });
+
+  test('a session made on one instance works on the other, and signing out on one ends it on both', async () => {
+    const res = await fetch(first.adminLink!, { redirect: 'manual' });
+    const jar = res.headers.getSetCookie()[0].split(';')[0];
+    const me = await fetch(`${second.url}/admin/api/me`, { headers: { cookie: jar } });
+    assert.equal(me.status, 200);
+    const { csrfToken } = (await me.json()) as { csrfToken: string };
+    const out = await fetch(`${second.url}/admin/auth/logout`, { method: 'POST', headers: { cookie: jar, 'x-csrf-token': csrfToken } });
+    assert.equal(out.status, 204);
+    assert.equal((await fetch(`${first.url}/admin/api/me`, { headers: { cookie: jar } })).status, 401);
+  });
+
+  test('a key made and revoked on one instance is refused by the other within 5 s', async () => {
+    // first.adminLink was used above (one use only); second's link signs in just as well.
+    const admin = await signIn(second);
+    const { body } = await admin('POST', '/admin/api/clients', { id: 'partner-x' });
+    assert.equal((await callApi(first.url, '/api/v1/jobs', { key: body.key.secret })).status, 200);
+    // Revoked through the second instance, refused by the first.
+    await admin('POST', `/admin/api/keys/${body.key.id}/revoke`);
+    await waitFor(async () => (await callApi(first.url, '/api/v1/jobs', { key: body.key.secret })).status === 401, { timeoutMs: 5000, what: 'refused on the other instance' });
   });
 });
 

@@ -9,7 +9,7 @@ import { iso, type Clock } from '../lib/clock.ts';
 import { Conflict, Invalid, NotFound } from '../lib/errors.ts';
 import { isId } from '../lib/ids.ts';
 import { parseWith } from '../lib/validate.ts';
-import { hashKey, makeKey } from './keys.ts';
+import { hashKey, keyPrefix, makeKey } from './keys.ts';
 
 /** A previous webhook secret keeps signing beside the new one this long after a rotation. */
 const WEBHOOK_SECRET_OVERLAP_MS = 24 * 3_600_000;
@@ -82,7 +82,7 @@ function keyView(row: Selectable<KeysTable>): KeyView {
   const at = (v: number | null) => (v === null ? null : iso(Number(v)));
   return {
     id: row.id,
-    prefix: `zk_${row.id.slice(4)}`,
+    prefix: keyPrefix(row.id),
     createdAt: at(row.created_at),
     lastUsedAt: at(row.last_used_at),
     expiresAt: at(row.expires_at),

@@ -77,7 +77,7 @@ export function createClientDirectory(
 }
 
 /** A client row's settings in effect at `now` (epoch ms): its overrides, else `base`. */
-export function effectiveSettings(row: Selectable<ClientsTable>, base: ClientSettings, now: number): ClientSettings {
+function effectiveSettings(row: Selectable<ClientsTable>, base: ClientSettings, now: number): ClientSettings {
   const secrets = [row.webhook_secret];
   if (row.webhook_secret_previous_until !== null && Number(row.webhook_secret_previous_until) > now) secrets.push(row.webhook_secret_previous);
   return {

@@ -20,7 +20,7 @@ export interface ConsoleSession {
 }
 
 /** The session cookie. Path /admin keeps it off `/api/v1` altogether. */
-export const SESSION_COOKIE = 'zhinian_console';
+const SESSION_COOKIE = 'zhinian_console';
 export const CONSOLE_PATH = '/admin';
 
 export interface Sessions {

@@ -86,7 +86,7 @@ interface ConsoleLoginTokensTable {
 }
 
 /** One change made in the console. `detail`: JSON (before/after where there is one). */
-export interface AuditLogTable {
+interface AuditLogTable {
   id: string;
   at: number;
   actor: string;

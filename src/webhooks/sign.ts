@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 
 /** `X-Zhinian-Signature` value: `sha256=` + hex HMAC-SHA256 of the exact raw body, the secret's UTF-8 bytes as key. */
-export function signPayload(secret: string, rawBody: string | Buffer): string {
+function signPayload(secret: string, rawBody: string | Buffer): string {
   return `sha256=${createHmac('sha256', secret).update(rawBody).digest('hex')}`;
 }
 
@@ -10,7 +10,7 @@ export function signPayload(secret: string, rawBody: string | Buffer): string {
  * of `{id}.{timestamp}.{body}`. A `whsec_<base64>` secret is base64-decoded, as that spec says;
  * any other secret is used as its UTF-8 bytes.
  */
-export function signStandard(secret: string, id: string, timestampSeconds: number, rawBody: string): string {
+function signStandard(secret: string, id: string, timestampSeconds: number, rawBody: string): string {
   const key = secret.startsWith('whsec_') ? Buffer.from(secret.slice('whsec_'.length), 'base64') : Buffer.from(secret, 'utf8');
   return `v1,${createHmac('sha256', key).update(`${id}.${timestampSeconds}.${rawBody}`).digest('base64')}`;
 }

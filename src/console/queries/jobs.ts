@@ -14,7 +14,7 @@ const toAdminJob = (row: Selectable<JobsTable>): AdminJob => ({ ...toJob(row as 
 const timeParam = z.union([z.iso.datetime({ offset: true }), z.iso.datetime({ local: true }), z.iso.date()]).transform((v) => Date.parse(v));
 
 /** Filters of the jobs list (query parameters of `GET /admin/api/jobs` and `/admin/jobs`); empty strings mean "any". */
-export const jobFilterSchema = z
+const jobFilterSchema = z
   .object({
     clientId: z.string().max(128).optional(),
     status: z.enum(JOB_STATUSES).optional(),
@@ -62,7 +62,7 @@ export async function listJobs(handle: DbHandle, filter: JobFilter): Promise<{ j
   return { jobs: kept.map(toAdminJob), nextBefore: rows.length > limit ? kept[kept.length - 1].id : null };
 }
 
-export interface DeliveryView {
+interface DeliveryView {
   id: string;
   event: string;
   url: string;
