@@ -139,10 +139,7 @@ export function createClientAdmin(opts: { handle: DbHandle; clock: Clock; envKey
 
   async function addKey(tx: typeof db, clientId: string, expiresAt: number | null) {
     const key = makeKey();
-    await tx
-      .insertInto('keys')
-      .values({ id: key.id, client_id: clientId, secret_hash: key.hash, created_at: clock.now(), expires_at: expiresAt })
-      .execute();
+    await tx.insertInto('keys').values({ id: key.id, client_id: clientId, secret_hash: key.hash, created_at: clock.now(), expires_at: expiresAt }).execute();
     return key;
   }
 
@@ -172,7 +169,11 @@ export function createClientAdmin(opts: { handle: DbHandle; clock: Clock; envKey
         const taken = await tx.selectFrom('clients').select('source').where('id', '=', input.id).executeTakeFirst();
         if (taken?.source === 'console') throw new Conflict(`Client "${input.id}" exists.`);
         if (taken) {
-          await tx.updateTable('clients').set({ source: 'console', name: input.name ?? null, updated_at: now }).where('id', '=', input.id).execute();
+          await tx
+            .updateTable('clients')
+            .set({ source: 'console', name: input.name ?? null, updated_at: now })
+            .where('id', '=', input.id)
+            .execute();
         } else {
           await tx
             .insertInto('clients')
@@ -275,7 +276,11 @@ export function createClientAdmin(opts: { handle: DbHandle; clock: Clock; envKey
             .insertInto('clients')
             .values({ id: clientId, ...rotation, created_at: now })
             .execute();
-        await recordAudit(tx, { actor: actor.email, action: 'client.webhook_secret.rotate', target: clientId, detail: { previousKeptUntil: iso(rotation.webhook_secret_previous_until) } }, now);
+        await recordAudit(
+          tx,
+          { actor: actor.email, action: 'client.webhook_secret.rotate', target: clientId, detail: { previousKeptUntil: iso(rotation.webhook_secret_previous_until) } },
+          now,
+        );
       });
       return { secret };
     },
