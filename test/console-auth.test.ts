@@ -166,6 +166,18 @@ describe('console sign-in through OpenID Connect (public client, PKCE)', () => {
     });
   }
 
+  test('a browser (Accept: text/html) gets the refusal as a page, with the same status and no cookie', async () => {
+    const result = await signInOverHttp(stack.url, 'nobody@example.com', TEST_PASSWORD, { callbackHeaders: { accept: 'text/html,application/xhtml+xml,*/*;q=0.8' } });
+    assert.equal(result.kind, 'callback');
+    if (result.kind !== 'callback') return;
+    assert.equal(result.response.status, 403);
+    assert.match(result.response.headers.get('content-type') ?? '', /text\/html/);
+    assert.match(result.body, /nobody@example\.com has no role/);
+    assert.match(result.body, /href="\/admin\/auth\/login"/);
+    assert.doesNotMatch(result.body, /<script|style=/);
+    assert.ok(!setsCookie(result.response, SESSION_COOKIE));
+  });
+
   test('a wrong password is refused at the provider', async () => {
     const result = await signInOverHttp(stack.url, 'admin@example.com', 'not-the-password');
     assert.equal(result.kind, 'login-refused');

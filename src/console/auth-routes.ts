@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sendError } from '../api/errors.ts';
-import { ERR } from '../lib/error-codes.ts';
+import { type ApiErrorCode, ERR, httpStatus } from '../lib/error-codes.ts';
 import type { ConsoleDeps } from './deps.ts';
 import { createOidcClient, type OidcClient, OidcError, type OidcFlow } from './oidc.ts';
 import { roleFor } from './roles.ts';
@@ -19,8 +19,8 @@ const PUBLIC = { config: { access: 'console-public' as const } };
 const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** A small page of its own (no script, no inline style: the console's CSP holds). */
-function sendPage(reply: FastifyReply, status: number, title: string, paragraphs: string[]) {
-  const body = paragraphs.map((p) => `<p>${escapeHtml(p)}</p>`).join('\n');
+function sendPage(reply: FastifyReply, status: number, title: string, paragraphs: string[], link?: { href: string; label: string }) {
+  const body = [...paragraphs.map((p) => `<p>${escapeHtml(p)}</p>`), ...(link ? [`<p><a href="${escapeHtml(link.href)}">${escapeHtml(link.label)}</a></p>`] : [])].join('\n');
   return reply
     .status(status)
     .header('cache-control', 'no-store')
@@ -44,6 +44,16 @@ function readFlow(request: FastifyRequest): OidcFlow | null {
   }
 }
 
+/**
+ * A refused sign-in: a page for a browser (it navigated here), `{ error, code }` for anything
+ * else (as on /api/v1), with the catalogue's status either way.
+ */
+function refuse(request: FastifyRequest, reply: FastifyReply, code: ApiErrorCode, message: string) {
+  const accept = request.headers.accept ?? '';
+  if (!/\btext\/html\b/.test(accept)) return sendError(reply, code, message);
+  return sendPage(reply, httpStatus(code), 'Sign-in refused / 登录被拒绝', [message, `(${code})`], { href: `${CONSOLE_PATH}/auth/login`, label: 'Sign in again / 重新登录' });
+}
+
 const clearFlow = (reply: FastifyReply) => reply.clearCookie(FLOW_COOKIE, { path: FLOW_PATH });
 
 /** Sign-in and sign-out: OIDC (`/auth/login`, `/auth/callback`), one-time links (`/login`), `/auth/logout`. */
@@ -63,8 +73,8 @@ export function registerAuthRoutes(admin: FastifyInstance, deps: ConsoleDeps): v
   admin.get('/auth/login', PUBLIC, async (_request, reply) => {
     if (!oidc) {
       return sendPage(reply, 200, 'Sign in / 登录', [
-        'This console signs in with a one-time link: `npm start` prints one when it starts, and `npm run admin-link` prints a fresh one (valid 15 minutes, single use).',
-        '本控制台使用一次性登录链接：`npm start` 启动时会打印一个，`npm run admin-link` 可随时生成新的链接（15 分钟内有效，仅可使用一次）。',
+        'This console signs in with a one-time link: npm start prints one when it starts, and npm run admin-link prints a fresh one (valid 15 minutes, single use).',
+        '本控制台使用一次性登录链接：npm start 启动时会打印一个，npm run admin-link 可随时生成新的链接（15 分钟内有效，仅可使用一次）。',
       ]);
     }
     try {
@@ -86,17 +96,17 @@ export function registerAuthRoutes(admin: FastifyInstance, deps: ConsoleDeps): v
 
   admin.get('/auth/callback', PUBLIC, async (request, reply) => {
     reply.header('cache-control', 'no-store');
-    if (!oidc) return sendError(reply, ERR.not_found, 'Single sign-on is not configured (ZHINIAN_OIDC_ISSUER is unset).');
+    if (!oidc) return refuse(request, reply, ERR.not_found, 'Single sign-on is not configured (ZHINIAN_OIDC_ISSUER is unset).');
     const query = request.query as Record<string, unknown>;
     const flow = readFlow(request);
-    if (!flow) return sendError(reply, ERR.invalid_request, 'The sign-in flow is missing or was tampered with; start again at /admin/auth/login.');
+    if (!flow) return refuse(request, reply, ERR.invalid_request, 'The sign-in flow is missing or was tampered with; start again at /admin/auth/login.');
     clearFlow(reply);
     if (typeof query.error === 'string') {
       const description = typeof query.error_description === 'string' ? `: ${query.error_description.slice(0, 200)}` : '';
-      return sendError(reply, ERR.invalid_request, `The identity provider refused the sign-in (${query.error.slice(0, 100)}${description}).`);
+      return refuse(request, reply, ERR.invalid_request, `The identity provider refused the sign-in (${query.error.slice(0, 100)}${description}).`);
     }
     if (typeof query.state !== 'string' || !csrfMatches(query.state, flow.state)) {
-      return sendError(reply, ERR.invalid_request, 'The sign-in response does not belong to this sign-in (state mismatch); start again at /admin/auth/login.');
+      return refuse(request, reply, ERR.invalid_request, 'The sign-in response does not belong to this sign-in (state mismatch); start again at /admin/auth/login.');
     }
     const search = request.url.includes('?') ? request.url.slice(request.url.indexOf('?')) : '';
     let identity: Awaited<ReturnType<OidcClient['finish']>>;
@@ -106,12 +116,13 @@ export function registerAuthRoutes(admin: FastifyInstance, deps: ConsoleDeps): v
       if (error instanceof OidcError && error.kind === 'unavailable') return unavailable(reply, error);
       request.log.info({ err: error }, 'console sign-in refused');
       const message = error instanceof OidcError ? error.message : 'The sign-in response could not be validated.';
-      return sendError(reply, ERR.invalid_request, message.slice(0, 300));
+      return refuse(request, reply, ERR.invalid_request, message.slice(0, 300));
     }
     const role = roleFor(identity, consoleConfig);
     if (!role) {
       request.log.info({ email: identity.email }, 'console sign-in: no role');
-      return sendError(
+      return refuse(
+        request,
         reply,
         ERR.forbidden,
         `${identity.email ?? 'This account'} has no role in this console (ZHINIAN_ADMIN_EMAILS, ZHINIAN_VIEWER_EMAILS or the groups settings).`,
@@ -123,10 +134,10 @@ export function registerAuthRoutes(admin: FastifyInstance, deps: ConsoleDeps): v
 
   admin.get('/login', PUBLIC, async (request, reply) => {
     reply.header('cache-control', 'no-store');
-    if (oidc) return sendError(reply, ERR.forbidden, 'Sign-in links are off: this console signs in through single sign-on (/admin/auth/login).');
+    if (oidc) return refuse(request, reply, ERR.forbidden, 'Sign-in links are off: this console signs in through single sign-on (/admin/auth/login).');
     const token = (request.query as Record<string, unknown>).token;
     if (typeof token !== 'string' || !(await deps.loginTokens.consume(token))) {
-      return sendError(reply, ERR.unauthorized, 'This sign-in link is invalid, used or expired; `npm run admin-link` prints a fresh one.');
+      return refuse(request, reply, ERR.unauthorized, 'This sign-in link is invalid, used or expired; npm run admin-link prints a fresh one.');
     }
     await deps.sessions.start(reply, LOCAL_ADMIN);
     return reply.redirect(CONSOLE_PATH, 302);

@@ -257,13 +257,14 @@ export type SignInResult =
 /**
  * Drives a sign-in over plain HTTP, as a browser would: `/admin/auth/login`, the provider's
  * redirects, its login form, back to the console's callback (whose answer is returned, not
- * followed). `beforeCallback` may rewrite the callback URL (to tamper with `state`).
+ * followed). `beforeCallback` may rewrite the callback URL (to tamper with `state`);
+ * `callbackHeaders` go with that last request (e.g. a browser's Accept).
  */
 export async function signInOverHttp(
   appUrl: string,
   login: string,
   password: string,
-  opts: { jar?: CookieJar; beforeCallback?: (url: URL) => URL } = {},
+  opts: { jar?: CookieJar; beforeCallback?: (url: URL) => URL; callbackHeaders?: Record<string, string> } = {},
 ): Promise<SignInResult & { jar: CookieJar }> {
   const jar = opts.jar ?? new CookieJar();
   const request = async (url: string, init: RequestInit = {}) => {
@@ -282,7 +283,7 @@ export async function signInOverHttp(
   for (let hop = 0; hop < 20; hop++) {
     if (url.startsWith(`${appUrl}/admin/auth/callback`)) {
       const callbackUrl = opts.beforeCallback ? opts.beforeCallback(new URL(url)) : new URL(url);
-      const response = await request(callbackUrl.href);
+      const response = await request(callbackUrl.href, { headers: opts.callbackHeaders });
       return { kind: 'callback', response, body: await response.text(), authorizeUrl, callbackUrl, jar };
     }
     let response = await request(url);
