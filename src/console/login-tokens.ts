@@ -30,11 +30,7 @@ export function createLoginTokens(handle: DbHandle, clock: Clock): LoginTokens {
     },
     async consume(token) {
       if (token.length === 0 || token.length > 128) return false;
-      const deleted = await db
-        .deleteFrom('console_login_tokens')
-        .where('token_hash', '=', sha256(token))
-        .where('expires_at', '>', clock.now())
-        .executeTakeFirst();
+      const deleted = await db.deleteFrom('console_login_tokens').where('token_hash', '=', sha256(token)).where('expires_at', '>', clock.now()).executeTakeFirst();
       return Number(deleted.numDeletedRows) === 1;
     },
   };

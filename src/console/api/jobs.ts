@@ -22,7 +22,11 @@ export function registerJobApi(admin: FastifyInstance, deps: ConsoleDeps): void 
     // The same cancel as the client's own (queue/settle.ts): one state machine for both.
     const job = await deps.jobs.cancel(detail.job.clientId, detail.job.id);
     await withTransaction(deps.handle, (tx) =>
-      recordAudit(tx, { actor: actorOf(request).email, action: 'job.cancel', target: job.id, detail: { clientId: detail.job.clientId, before: detail.job.status } }, deps.clock.now()),
+      recordAudit(
+        tx,
+        { actor: actorOf(request).email, action: 'job.cancel', target: job.id, detail: { clientId: detail.job.clientId, before: detail.job.status } },
+        deps.clock.now(),
+      ),
     );
     return { job: { ...job, clientId: detail.job.clientId } };
   });
