@@ -65,6 +65,17 @@ describe('console: clients and keys', () => {
     assert.equal((await stack.api('/api/v1/jobs', { key: forged })).status, 401);
   });
 
+  test('a key with an expiry stops working then; an expiry in the past is refused', async () => {
+    const past = await admin('POST', '/admin/api/clients/partner-c/keys', { expiresAt: new Date(Date.now() - 1000).toISOString() });
+    assert.equal(past.status, 400);
+    assert.match(past.body.error, /^expiresAt: /);
+    const soon = await admin('POST', '/admin/api/clients/partner-c/keys', { expiresAt: new Date(Date.now() + 1500).toISOString() });
+    assert.equal(soon.status, 201);
+    await waitFor(async () => (await stack.api('/api/v1/jobs', { key: soon.body.key.secret })).status === 401, { timeoutMs: 15_000, what: 'expired key refused' });
+    const { body } = await admin('GET', '/admin/api/clients/partner-c');
+    assert.ok(body.client.keys.find((k: { id: string }) => k.id === soon.body.key.id).expiresAt);
+  });
+
   test('lastUsedAt is written in batches, not per request', async () => {
     const { body } = await admin('POST', '/admin/api/clients', { id: 'partner-used' });
     assert.equal((await stack.api('/api/v1/jobs', { key: body.key.secret })).status, 200);
