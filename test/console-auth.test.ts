@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { roleFor } from '../src/console/roles.ts';
 import { KEY_A, startStack, testEnv, type Stack } from './helpers.ts';
-import { CookieJar, signInOverHttp, startOidcProvider, type TestOidcProvider, TEST_PASSWORD } from './support/oidc-provider.ts';
+import { CookieJar, signInOverHttp, startOidcProvider, type TestOidcProvider, TEST_PASSWORD, TEST_USERS } from './support/oidc-provider.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const SESSION_COOKIE = 'zhinian_console';
@@ -141,7 +141,7 @@ describe('console sign-in through OpenID Connect (public client, PKCE)', () => {
   test('a viewer signs in with the viewer role', async () => {
     const { status, body } = await me(stack, await signIn(stack, 'viewer@example.com'));
     assert.equal(status, 200);
-    assert.deepEqual(body.user, { email: 'viewer@example.com', name: 'Vic Viewer', role: 'viewer' });
+    assert.deepEqual(body.user, { email: 'viewer@example.com', name: TEST_USERS['viewer@example.com'].name, role: 'viewer' });
   });
 
   test('the groups claim gives the admin role to an address in no list', async () => {
@@ -349,6 +349,20 @@ describe('console sign-in through OpenID Connect (confidential client)', () => {
     assert.match(await login.text(), /cannot be reached/);
     assert.equal((await stack.api('/api/v1/jobs')).status, 200, 'the API serves on');
     assert.equal((await fetch(`${stack.url}/admin/auth/login`, { redirect: 'manual' })).status, 503, 'tried again, not cached');
+  });
+
+  test('discovery is tried again at the next sign-in once the provider is back', async (t) => {
+    let stack: Stack | undefined;
+    const idp = await startOidcProvider({ redirectUris: () => [`${stack!.url}/admin/auth/callback`] });
+    t.after(() => idp.close());
+    idp.setDown(true);
+    stack = await startStack({ env: idp.env(), worker: false });
+    t.after(() => stack!.stop());
+    assert.equal((await fetch(`${stack.url}/admin/auth/login`, { redirect: 'manual' })).status, 503);
+    idp.setDown(false);
+    const { status, body } = await me(stack, await signIn(stack, 'admin@example.com'));
+    assert.equal(status, 200);
+    assert.equal(body.user.role, 'admin');
   });
 });
 

@@ -7,7 +7,7 @@ import { roleFor } from './roles.ts';
 import { CONSOLE_PATH, csrfMatches, type ConsoleUser } from './session.ts';
 
 /** The sign-in flow's own cookie (state, nonce, PKCE verifier), signed, for 10 minutes, only on /admin/auth. */
-export const FLOW_COOKIE = 'zhinian_oidc';
+const FLOW_COOKIE = 'zhinian_oidc';
 const FLOW_PATH = `${CONSOLE_PATH}/auth`;
 const FLOW_MAX_AGE_S = 600;
 

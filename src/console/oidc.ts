@@ -11,7 +11,7 @@ export interface OidcFlow {
   codeVerifier: string;
 }
 
-export interface SignedInIdentity extends Identity {
+interface SignedInIdentity extends Identity {
   name: string;
 }
 

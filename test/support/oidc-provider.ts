@@ -17,10 +17,10 @@ import ProviderModule from 'oidc-provider';
  * Consent is never asked: the client is first-party, its grant is made at sign-in.
  */
 
-export const TEST_CLIENT_ID = 'zhinian-console';
+const TEST_CLIENT_ID = 'zhinian-console';
 export const TEST_PASSWORD = 'secret';
 
-export interface TestUser {
+interface TestUser {
   email: string;
   name: string;
   emailVerified: boolean;
@@ -46,6 +46,8 @@ export interface TestOidcProvider {
   clientSecret: string | null;
   /** Env for a stack signing in here (issuer, client, the role lists for the test users). */
   env(): Record<string, string>;
+  /** While down, every request has its connection dropped (a provider that is unreachable). */
+  setDown(down: boolean): void;
   close(): Promise<void>;
 }
 
@@ -162,7 +164,9 @@ export async function startOidcProvider(opts: ProviderOptions): Promise<TestOidc
     return provider;
   };
 
+  let down = false;
   server.on('request', async (req, res) => {
+    if (down) return req.socket.destroy();
     try {
       const p = providerOf();
       const match = /^\/interaction\/([^/?]+)(?:\?.*)?$/.exec(req.url ?? '');
@@ -211,6 +215,9 @@ export async function startOidcProvider(opts: ProviderOptions): Promise<TestOidc
       ZHINIAN_OIDC_GROUPS_CLAIM: 'groups',
       ZHINIAN_ADMIN_GROUPS: 'zhinian-admins',
     }),
+    setDown: (value) => {
+      down = value;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
