@@ -288,7 +288,7 @@ describe('console sign-in through OpenID Connect (public client, PKCE)', () => {
       body: '{}',
     });
     assert.equal(ok.status, 204);
-    assert.equal(ok.headers.get('hx-redirect'), '/admin/auth/login');
+    assert.equal(ok.headers.get('hx-redirect'), '/admin/auth/signed-out');
     const cleared = setCookie(ok, SESSION_COOKIE);
     assert.ok(cleared && !setsCookie(ok, SESSION_COOKIE), 'the cookie is cleared');
     // The browser might keep the old cookie: the server refuses it anyway.

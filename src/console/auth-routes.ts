@@ -143,6 +143,11 @@ export function registerAuthRoutes(admin: FastifyInstance, deps: ConsoleDeps): v
     return reply.redirect(CONSOLE_PATH, 302);
   });
 
+  // Not straight to /auth/login: with SSO that would sign a user still signed in at the provider back in at once.
+  admin.get('/auth/signed-out', PUBLIC, async (_request, reply) =>
+    sendPage(reply, 200, '已退出 · Signed out', ['您已退出控制台。', 'You have signed out of the console.'], { href: `${CONSOLE_PATH}/auth/login`, label: '重新登录 · Sign in again' }),
+  );
+
   admin.post('/auth/logout', PUBLIC, async (request, reply) => {
     const session = request.consoleSession;
     if (session) {
@@ -151,6 +156,6 @@ export function registerAuthRoutes(admin: FastifyInstance, deps: ConsoleDeps): v
       }
       await deps.sessions.end(request, reply);
     }
-    return reply.header('hx-redirect', `${CONSOLE_PATH}/auth/login`).status(204).send();
+    return reply.header('hx-redirect', `${CONSOLE_PATH}/auth/signed-out`).status(204).send();
   });
 }

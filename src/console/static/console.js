@@ -95,7 +95,7 @@ document.addEventListener('click', async (event) => {
     try {
       await post('/admin/auth/logout', {});
     } finally {
-      location.href = '/admin/auth/login';
+      location.href = '/admin/auth/signed-out';
     }
     return;
   }
@@ -126,3 +126,47 @@ document.addEventListener('htmx:afterSwap', (event) => localTimes(event.target i
 document.addEventListener('htmx:oobAfterSwap', (event) => localTimes(event.target instanceof Element ? event.target : document));
 if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', () => localTimes(document));
 else localTimes(document);
+
+// Time filters: a datetime-local input is zone-less, so the form sends ISO times with the
+// viewer's offset instead (hidden fields), and shows a bookmarked ISO time in local time.
+const pad = (n) => String(n).padStart(2, '0');
+function localInputValue(date) {
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+function isoWithOffset(date) {
+  const offset = -date.getTimezoneOffset();
+  const sign = offset >= 0 ? '+' : '-';
+  const abs = Math.abs(offset);
+  return `${localInputValue(date)}:${pad(date.getSeconds())}${sign}${pad(Math.floor(abs / 60))}:${pad(abs % 60)}`;
+}
+for (const input of document.querySelectorAll('form[data-local-times] input[type="datetime-local"][data-iso-value]')) {
+  const given = input.dataset.isoValue;
+  if (given && /[zZ]|[+-]\d\d:\d\d$/.test(given)) {
+    const date = new Date(given);
+    if (!Number.isNaN(date.getTime())) input.value = localInputValue(date);
+  }
+}
+document.addEventListener('submit', (event) => {
+  const form = event.target;
+  if (!(form instanceof HTMLFormElement) || form.dataset.localTimes === undefined) return;
+  for (const input of form.querySelectorAll('input[type="datetime-local"]')) {
+    if (!input.value) continue;
+    const date = new Date(input.value);
+    if (Number.isNaN(date.getTime())) continue;
+    const hidden = document.createElement('input');
+    hidden.type = 'hidden';
+    hidden.name = input.name;
+    hidden.value = isoWithOffset(date);
+    input.disabled = true;
+    form.append(hidden);
+  }
+  // Empty fields stay out of the bookmarkable URL.
+  for (const el of form.elements) if ((el instanceof HTMLInputElement || el instanceof HTMLSelectElement) && el.name && el.value === '' && !el.disabled) el.disabled = true;
+});
+// Back from the next page (bfcache): the form as the user left it.
+window.addEventListener('pageshow', () => {
+  for (const form of document.querySelectorAll('form[data-local-times]')) {
+    for (const hidden of form.querySelectorAll('input[type="hidden"]')) if (form.querySelector(`input[type="datetime-local"][name="${hidden.name}"]`)) hidden.remove();
+    for (const el of form.elements) el.disabled = false;
+  }
+});
