@@ -79,6 +79,8 @@ export function registerJobPages(admin: FastifyInstance, deps: ConsoleDeps, rend
       form,
       /** The filters and page size, for the paging links. */
       keep: { ...form, limit: str(q.limit) },
+      /** A datetime-local input shows only a zone-less value; console.js fills in an ISO one with an offset. */
+      localValue: (v: string) => (/^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d)?$/.test(v) ? v : ''),
       error,
       rows: page.jobs.map((j) => rowData(j, now)),
       nextBefore: page.nextBefore,

@@ -34,7 +34,7 @@ function bars(buckets: readonly Bucket[], label: (b: Bucket, i: number) => strin
         failed: b.failed,
         start: b.start,
         label: label(b, i),
-        labelX: (i * slot + slot / 2).toFixed(1),
+        labelX: Math.min(CHART_W - 14, Math.max(14, i * slot + slot / 2)).toFixed(1),
       };
     }),
   };
