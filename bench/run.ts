@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --backend=sqlite|postgres] [-- --only=create,get,limit,pickup,throughput,assets,remote,scaling,list,fairness]`
+ * `npm run bench [-- --backend=sqlite|postgres] [-- --only=create,get,limit,pickup,throughput,assets,remote,scaling,list,fairness,keys]`
  *
  * --backend=sqlite (default): every Zhinian instance gets a fresh SQLite file in a temp dir.
  * --backend=postgres: every Zhinian instance gets a fresh schema `zb_<random>` on the local
@@ -31,6 +31,7 @@ import os from 'node:os';
 import path from 'node:path';
 import assets from './assets.ts';
 import fairness from './fairness.ts';
+import consoleKeys from './console-keys.ts';
 import httpCreate from './http-create.ts';
 import httpGet from './http-get.ts';
 import { cleanupSync, markdownTable, psqlSync, ROOT, setBackend, takeNotes, textTable, type Backend, type Row } from './lib.ts';
@@ -52,6 +53,7 @@ const SCENARIOS: Record<string, () => Promise<Row[]>> = {
   scaling,
   list,
   fairness,
+  keys: consoleKeys,
 };
 
 process.on('exit', cleanupSync);
