@@ -87,7 +87,8 @@ const counted = (responses: Record<string, object>) =>
   );
 const ERROR_TEXT: Record<number, string> = {
   400: 'Bad request; the message names the field',
-  401: 'Missing or wrong API key',
+  401: 'Missing, wrong, expired or revoked API key, or a disabled client',
+  403: 'The client may not use that engine (its allowed engines, set in the console)',
   408: 'The request did not fully arrive within ZHINIAN_REQUEST_TIMEOUT_SECONDS',
   404: "Not found, or not this client's",
   409: 'Idempotency conflict, or the job is already terminal',
@@ -141,7 +142,7 @@ export function buildOpenApi(serverUrl: string): object {
           responses: counted({
             201: { description: 'Created', content: json({ type: 'object', properties: { job: ref('Job'), reused: { const: false } } }) },
             200: { description: 'Same Idempotency-Key and body: the existing job', content: json({ type: 'object', properties: { job: ref('Job'), reused: { const: true } } }) },
-            ...errors(400, 401, 408, 409, 413),
+            ...errors(400, 401, 403, 408, 409, 413),
           }),
         },
         get: {
