@@ -1,0 +1,419 @@
+// @backends sqlite
+// The console in a real browser (Debian's chromium through playwright-core) against a real OpenID
+// provider on loopback: sign-in, roles, CSRF, keys, previews, actions, sign-out, cookies, the
+// zero-config link and every screen in both languages. One backend: the database paths are the
+// other console tests' business; this file is about what the browser sees.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { newId } from '../src/lib/ids.ts';
+import { KEY_A, openTestDb, queuedJobRow, startReceiver, startStack, type Stack, waitFor, waitForJob } from './helpers.ts';
+import { chromiumInstalled, launchBrowser, newContext, Recorder, screenshot } from './support/browser.ts';
+import { startOidcProvider, TEST_PASSWORD, type TestOidcProvider } from './support/oidc-provider.ts';
+
+const SESSION_COOKIE = 'zhinian_console';
+const haveBrowser = chromiumInstalled();
+// Locally a missing browser skips the file; in CI (which installs it) it fails.
+const skip = !haveBrowser && !process.env.CI ? '/usr/bin/chromium is missing: apt-get install chromium fonts-wqy-microhei (CI installs them)' : false;
+
+describe('console in a browser', { skip, timeout: 240_000 }, () => {
+  let idp: TestOidcProvider;
+  let sso: Stack;
+  let plain: Stack;
+  let browser: Browser;
+  let receiver: Awaited<ReturnType<typeof startReceiver>>;
+  const recorder = new Recorder();
+  const contexts: BrowserContext[] = [];
+  let imageJob: string;
+  let videoJob: string;
+  let hookJob: string;
+  let heldJob: string;
+
+  const context = async (options: Parameters<typeof newContext>[2] = {}) => {
+    const made = await newContext(browser, recorder, options);
+    contexts.push(made);
+    return made;
+  };
+  // The cookie's Path is /admin: ask for the cookies a URL under it gets.
+  const sessionOf = async (ctx: BrowserContext, base = sso.url) => (await ctx.cookies(`${base}/admin`)).find((c) => c.name === SESSION_COOKIE);
+  const me = (cookie: string, base = sso.url) => fetch(`${base}/admin/api/me`, { headers: { cookie }, redirect: 'manual' });
+
+  /** Opens /admin, is sent to the provider's form, fills it in; returns once the form is submitted. */
+  async function submitProviderForm(page: Page, login: string, password: string, start = `${sso.url}/admin`) {
+    await page.goto(start);
+    await page.waitForURL((url) => url.origin === idp.issuer && url.pathname.startsWith('/interaction/'));
+    await page.locator('input[name="login"]').fill(login);
+    await page.locator('input[name="password"]').fill(password);
+    await page.locator('form#login button[type="submit"]').click();
+  }
+
+  /** A page signed in through the provider's form as `login`, on the overview. */
+  async function signedIn(login: string): Promise<{ ctx: BrowserContext; page: Page }> {
+    const ctx = await context();
+    const page = await ctx.newPage();
+    await submitProviderForm(page, login, TEST_PASSWORD);
+    await page.waitForURL(`${sso.url}/admin`);
+    return { ctx, page };
+  }
+
+  /** fetch() run inside the page (same origin, the session cookie goes along). */
+  const fetchInPage = (page: Page, url: string, init: { method?: string; csrf?: boolean; body?: unknown } = {}) =>
+    page.evaluate(
+      async ({ url, method, csrf, body }) => {
+        const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' };
+        if (csrf) {
+          const who = await (await fetch('/admin/api/me', { credentials: 'same-origin' })).json();
+          headers['x-csrf-token'] = who.csrfToken;
+        }
+        const response = await fetch(url, { method, credentials: 'same-origin', headers, body: method === 'GET' ? undefined : JSON.stringify(body) });
+        const text = await response.text();
+        let json: unknown = null;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = text;
+        }
+        return { status: response.status, body: json as any };
+      },
+      { url, method: init.method ?? 'POST', csrf: init.csrf ?? false, body: init.body ?? {} },
+    );
+
+  before(async () => {
+    if (!haveBrowser) throw new Error('CI is set but /usr/bin/chromium is missing: .ci/run installs chromium and fonts-wqy-microhei');
+    idp = await startOidcProvider({ redirectUris: () => [`${sso.url}/admin/auth/callback`] });
+    receiver = await startReceiver();
+    [sso, plain, browser] = await Promise.all([startStack({ env: idp.env() }), startStack({ worker: false }), launchBrowser()]);
+    const make = async (json: object) => {
+      const created = await sso.api('/api/v1/jobs', { method: 'POST', json, key: KEY_A });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      return created.body.job.id as string;
+    };
+    imageJob = await make({ capability: 'image.generate', prompt: '浏览器测试 image', width: 64, height: 64 });
+    videoJob = await make({ capability: 'video.generate', prompt: '浏览器测试 video', settings: { ratio: '16:9', duration: 4, resolution: '480p' } });
+    hookJob = await make({ capability: 'image.generate', prompt: 'hook', width: 64, height: 64, webhookUrl: receiver.url });
+    // A job that stays queued: due in an hour, so the worker leaves it alone until it is cancelled.
+    const handle = await openTestDb(sso.dataDir);
+    try {
+      const now = Date.now();
+      heldJob = newId('job');
+      await handle.db
+        .insertInto('jobs')
+        .values(queuedJobRow({ id: heldJob, engine: 'local', created_at_us: now * 1000, run_at: now + 3_600_000, prompt: '等待中' }))
+        .execute();
+    } finally {
+      await handle.db.destroy();
+    }
+    for (const id of [imageJob, videoJob, hookJob]) assert.equal((await waitForJob(sso, id, undefined, 90_000)).status, 'succeeded', id);
+  });
+
+  after(async () => {
+    for (const ctx of contexts) await ctx.close().catch(() => {});
+    await browser?.close().catch(() => {});
+    await sso?.stop();
+    await plain?.stop();
+    await receiver?.close();
+    await idp?.close();
+  });
+
+  test('an admin signs in through the provider form and lands on the overview', async () => {
+    const { ctx, page } = await signedIn('admin@example.com');
+    await page.locator('header.top nav a', { hasText: '任务' }).waitFor();
+    await page.locator('.who .email', { hasText: 'admin@example.com' }).waitFor();
+    assert.ok(await sessionOf(ctx), 'a session cookie');
+    const cookie = await sessionOf(ctx);
+    const who = await (await me(`${SESSION_COOKIE}=${cookie!.value}`)).json();
+    assert.equal(who.user.role, 'admin');
+  });
+
+  test('a wrong password is refused at the provider: still its form, no session', async () => {
+    const ctx = await context();
+    const page = await ctx.newPage();
+    await submitProviderForm(page, 'admin@example.com', 'not-the-password');
+    await page.locator('p.error', { hasText: 'Invalid login or password' }).waitFor();
+    assert.equal(new URL(page.url()).origin, idp.issuer);
+    await page.locator('form#login input[name="password"]').waitFor();
+    assert.equal(await sessionOf(ctx), undefined);
+    assert.equal((await ctx.request.get(`${sso.url}/admin/api/me`)).status(), 401);
+  });
+
+  test('a user with no role gets 403 from the callback and no session', async () => {
+    const ctx = await context();
+    const page = await ctx.newPage();
+    const callback = page.waitForResponse((r) => r.url().startsWith(`${sso.url}/admin/auth/callback`));
+    await submitProviderForm(page, 'nobody@example.com', TEST_PASSWORD);
+    const response = await callback;
+    assert.equal(response.status(), 403);
+    assert.match(await response.text(), /no role[\s\S]*\(forbidden\)/);
+    assert.equal(await sessionOf(ctx), undefined);
+    assert.equal((await ctx.request.get(`${sso.url}/admin/api/me`)).status(), 401);
+  });
+
+  test('a viewer sees the pages but no change buttons, and a change from the page is 403', async () => {
+    const { page } = await signedIn('viewer@example.com');
+    await page.locator('.who .email', { hasText: 'viewer@example.com' }).waitFor();
+    await page.goto(`${sso.url}/admin/jobs/${heldJob}`);
+    await page.locator('[data-test="job-status"]').waitFor();
+    assert.equal(await page.locator('[data-test="cancel-job"]').count(), 0, 'no cancel button');
+    await page.goto(`${sso.url}/admin/jobs/${hookJob}`);
+    await page.locator('[data-delivery]').first().waitFor();
+    assert.equal(await page.locator('[data-test="redeliver"]').count(), 0, 'no redeliver button');
+    for (const path of ['/admin/clients', '/admin/clients/client-a']) {
+      const response = await page.goto(`${sso.url}${path}`);
+      // A missing screen is the screens test's failure; here only what a viewer is shown counts.
+      if (response?.status() !== 200) continue;
+      await page.locator('header.top nav').waitFor();
+      for (const button of ['create-key', 'revoke-key', 'rotate-webhook-secret']) {
+        assert.equal(await page.locator(`[data-test="${button}"]`).count(), 0, `${path}: no ${button}`);
+      }
+    }
+    const cancel = await fetchInPage(page, `/admin/api/jobs/${heldJob}/cancel`, { csrf: true });
+    assert.equal(cancel.status, 403, JSON.stringify(cancel.body));
+    assert.equal(cancel.body.code, 'forbidden');
+    const created = await fetchInPage(page, '/admin/api/clients', { csrf: true, body: { id: 'viewer-made' } });
+    assert.equal(created.status, 403, JSON.stringify(created.body));
+    const job = await sso.api(`/api/v1/jobs/${heldJob}`, { key: KEY_A });
+    assert.equal(job.body.job.status, 'queued');
+  });
+
+  test('a change without X-CSRF-Token is 403', async () => {
+    const { page } = await signedIn('admin@example.com');
+    const created = await fetchInPage(page, '/admin/api/clients', { csrf: false, body: { id: 'no-csrf' } });
+    assert.equal(created.status, 403, JSON.stringify(created.body));
+    const cancel = await fetchInPage(page, `/admin/api/jobs/${heldJob}/cancel`, { csrf: false });
+    assert.equal(cancel.status, 403, JSON.stringify(cancel.body));
+    const list = await fetchInPage(page, '/admin/api/clients', { method: 'GET' });
+    assert.equal(list.status, 200);
+    assert.ok(!list.body.clients.some((c: { id: string }) => c.id === 'no-csrf'), 'nothing was created');
+    assert.equal((await sso.api(`/api/v1/jobs/${heldJob}`, { key: KEY_A })).body.job.status, 'queued');
+  });
+
+  test('a key made in the Clients screen shows once, works on /api/v1, and is refused within 5 s of its revocation in the UI', async () => {
+    const { page } = await signedIn('admin@example.com');
+    page.on('dialog', (dialog) => dialog.accept());
+    // The client (the API answer's first key is not used); its new key is made with the screen's button.
+    const client = await fetchInPage(page, '/admin/api/clients', { csrf: true, body: { id: 'browser-partner', name: '浏览器伙伴' } });
+    assert.equal(client.status, 201, JSON.stringify(client.body));
+    const screen = await page.goto(`${sso.url}/admin/clients/browser-partner`);
+    assert.equal(screen?.status(), 200, 'the client screen /admin/clients/:id');
+    await page.locator('[data-test="create-key"]').first().click();
+    const dialog = page.locator('dialog[data-secret-dialog]');
+    await dialog.waitFor({ state: 'visible' });
+    const secret = (await dialog.locator('[data-secret-value]').textContent())?.trim() ?? '';
+    assert.match(secret, /^zk_[0-9a-z]{26}_[A-Za-z0-9_-]{43}$/);
+    await screenshot(page, 'clients-secret-dialog');
+    const keyId = `key_${secret.slice(3, 29)}`;
+    const prefix = secret.slice(0, 29);
+
+    const used = await fetch(`${sso.url}/api/v1/jobs`, { headers: { authorization: `Bearer ${secret}` } });
+    assert.equal(used.status, 200, await used.text());
+
+    // Closing the dialog reloads the page; the secret is not on it any more.
+    await Promise.all([page.waitForEvent('load'), dialog.locator('[data-close-secret]').click()]);
+    assert.ok(!(await page.content()).includes(secret), 'the secret is shown once');
+    const revoke = page
+      .locator(`[data-test="revoke-key"][data-action-url*="${keyId}"]`)
+      .or(page.locator('tr', { hasText: prefix }).locator('[data-test="revoke-key"]'))
+      .first();
+    const revokedAt = Date.now();
+    await Promise.all([page.waitForEvent('load'), revoke.click()]);
+    await waitFor(async () => (await fetch(`${sso.url}/api/v1/jobs`, { headers: { authorization: `Bearer ${secret}` } })).status === 401, {
+      timeoutMs: 5_000,
+      intervalMs: 100,
+      what: 'the revoked key to be refused',
+    });
+    assert.ok(Date.now() - revokedAt <= 5_500);
+  });
+
+  test('the job pages show the output image and a playable video (served with Range)', async () => {
+    const { page } = await signedIn('admin@example.com');
+    await page.goto(`${sso.url}/admin/jobs/${imageJob}`);
+    const image = page.locator('img[data-test="output-image"]').first();
+    await image.waitFor();
+    await image.scrollIntoViewIfNeeded();
+    await page.waitForFunction((el) => el instanceof HTMLImageElement && el.complete && el.naturalWidth > 0, await image.elementHandle(), { timeout: 20_000 });
+    assert.equal(await image.evaluate((el) => (el as HTMLImageElement).naturalWidth), 64);
+    await screenshot(page, 'job-image');
+
+    await page.goto(`${sso.url}/admin/jobs/${videoJob}`);
+    const video = page.locator('video[data-test="output-video"]').first();
+    await video.waitFor();
+    const src = await video.evaluate((el) => (el as HTMLVideoElement).currentSrc || (el as HTMLVideoElement).src);
+    // preload=metadata may stop short of a frame: ask for one, muted so autoplay rules allow it.
+    await video.evaluate((el) => {
+      const v = el as HTMLVideoElement;
+      v.muted = true;
+      v.preload = 'auto';
+      void v.play().catch(() => {});
+    });
+    await page.waitForFunction((el) => el instanceof HTMLVideoElement && el.readyState >= 2 && el.videoWidth > 0, await video.elementHandle(), { timeout: 30_000 });
+    assert.ok(await video.evaluate((el) => (el as HTMLVideoElement).error === null));
+    await screenshot(page, 'job-video');
+    const partial = recorder.responses.filter((r) => r.url === src && r.status === 206);
+    assert.ok(partial.length > 0, `a 206 for ${src}; seen: ${JSON.stringify(recorder.responses.filter((r) => r.url === src).map((r) => r.status))}`);
+  });
+
+  test('cancel a queued job from its page', async () => {
+    const { page } = await signedIn('admin@example.com');
+    page.on('dialog', (dialog) => dialog.accept());
+    await page.goto(`${sso.url}/admin/jobs/${heldJob}`);
+    await page.locator('[data-test="job-status"].s-queued').waitFor();
+    await Promise.all([page.waitForEvent('load'), page.locator('[data-test="cancel-job"]').click()]);
+    await page.locator('[data-test="job-status"].s-cancelled').waitFor();
+    assert.equal(await page.locator('[data-test="cancel-job"]').count(), 0);
+    assert.equal((await sso.api(`/api/v1/jobs/${heldJob}`, { key: KEY_A })).body.job.status, 'cancelled');
+  });
+
+  test('redeliver a webhook from the job page: the receiver gets the same delivery again', async () => {
+    const { ctx, page } = await signedIn('admin@example.com');
+    page.on('dialog', (dialog) => dialog.accept());
+    const ofJob = () => receiver.hooks.filter((h) => h.body?.job?.id === hookJob);
+    const first = await waitFor(() => ofJob()[0], { what: 'the first delivery' });
+    // Wait until the first attempt is recorded (an attempt in flight is left as it is).
+    await waitFor(
+      async () => {
+        const detail = await (await ctx.request.get(`${sso.url}/admin/api/jobs/${hookJob}`)).json();
+        return detail.deliveries?.length > 0 && detail.deliveries.every((d: { status: string }) => d.status === 'delivered');
+      },
+      { what: 'the delivery to be recorded as delivered' },
+    );
+    const before = ofJob().length;
+    await page.goto(`${sso.url}/admin/jobs/${hookJob}`);
+    await Promise.all([page.waitForEvent('load'), page.locator('[data-test="redeliver"]').first().click()]);
+    const again = await waitFor(() => ofJob()[before], { what: 'the redelivery', timeoutMs: 20_000 });
+    assert.equal(again.headers['x-zhinian-delivery'], first.headers['x-zhinian-delivery']);
+    assert.equal(again.body.event, first.body.event);
+  });
+
+  test('sign-out ends the session on the server', async () => {
+    const { ctx, page } = await signedIn('admin@example.com');
+    const old = await sessionOf(ctx);
+    assert.ok(old);
+    const oldCookie = `${SESSION_COOKIE}=${old.value}`;
+    assert.equal((await me(oldCookie)).status, 200);
+    const logout = page.waitForResponse((r) => r.url() === `${sso.url}/admin/auth/logout`);
+    await page.locator('[data-test="sign-out"]').click();
+    assert.equal((await logout).status(), 204);
+    // console.js goes on to /admin/auth/login (the provider may sign the browser in again: a new session).
+    await page.waitForURL((url) => url.pathname !== '/admin' || url.origin !== sso.url);
+    assert.equal((await me(oldCookie)).status, 401);
+  });
+
+  test('a tampered session cookie is refused', async () => {
+    const signed = await signedIn('admin@example.com');
+    const cookie = await sessionOf(signed.ctx);
+    assert.ok(cookie);
+    const value = decodeURIComponent(cookie.value);
+    const tampered = value.slice(0, -1) + (value.endsWith('A') ? 'B' : 'A');
+    // A browser that has only the tampered cookie (no provider session to sign it in again).
+    const ctx = await context();
+    await ctx.addCookies([{ ...cookie, value: encodeURIComponent(tampered) }]);
+    assert.equal((await ctx.request.get(`${sso.url}/admin/api/me`)).status(), 401);
+    const page = await ctx.newPage();
+    const first = page.waitForResponse((r) => r.url() === `${sso.url}/admin`);
+    await page.goto(`${sso.url}/admin`);
+    const response = await first;
+    assert.equal(response.status(), 302);
+    assert.equal(new URL(response.headers().location, sso.url).pathname, '/admin/auth/login');
+    await page.waitForURL((url) => url.origin === idp.issuer && url.pathname.startsWith('/interaction/'));
+    await page.locator('form#login').waitFor();
+  });
+
+  test('a callback whose state does not match is 400 and signs nobody in', async () => {
+    const ctx = await context();
+    const page = await ctx.newPage();
+    let callbackUrl: URL | null = null;
+    // Hold the provider's redirect back (a route sees only a redirect chain's first request, so
+    // the submitted form's chain is followed here, with the context's cookies, up to the callback).
+    await page.route(
+      (url) => url.origin === idp.issuer && url.pathname.startsWith('/interaction/'),
+      async (route) => {
+        if (route.request().method() !== 'POST') return route.continue();
+        let response = await ctx.request.fetch(route.request(), { maxRedirects: 0 });
+        for (let hop = 0; hop < 10; hop++) {
+          const location = response.headers().location;
+          if (!location) break;
+          const next = new URL(location, response.url());
+          if (next.href.startsWith(`${sso.url}/admin/auth/callback`)) {
+            callbackUrl = next;
+            break;
+          }
+          response = await ctx.request.get(next.href, { maxRedirects: 0 });
+        }
+        await route.fulfill({ status: 200, contentType: 'text/plain', body: 'held by the test' });
+      },
+    );
+    await submitProviderForm(page, 'admin@example.com', TEST_PASSWORD);
+    const held = await waitFor(() => callbackUrl, { what: 'the callback' });
+    await page.unrouteAll();
+    assert.ok(held.searchParams.get('code'), 'the provider gave a code');
+    const state = held.searchParams.get('state') ?? '';
+    held.searchParams.set('state', state.slice(0, -1) + (state.endsWith('x') ? 'y' : 'x'));
+    const response = await page.goto(held.href);
+    assert.equal(response?.status(), 400);
+    assert.match((await response!.text()) ?? '', /state mismatch/);
+    assert.equal(await sessionOf(ctx), undefined);
+    assert.equal((await ctx.request.get(`${sso.url}/admin/api/me`)).status(), 401);
+  });
+
+  test('zero-config: the one-time link opens the overview, and not twice', async () => {
+    assert.ok(plain.adminLink, 'a stack without an issuer has a sign-in link');
+    const ctx = await context();
+    const page = await ctx.newPage();
+    await page.goto(plain.adminLink);
+    await page.waitForURL(`${plain.url}/admin`);
+    await page.locator('header.top nav a', { hasText: '概览' }).waitFor();
+    await screenshot(page, 'zero-config-overview');
+    const other = await context();
+    const again = await (await other.newPage()).goto(plain.adminLink);
+    assert.equal(again?.status(), 401);
+    assert.equal((await other.request.get(`${plain.url}/admin/api/me`)).status(), 401);
+  });
+
+  test('every screen renders in zh-CN (and one in English), screenshotted', async () => {
+    const { page } = await signedIn('admin@example.com');
+    const screens: [string, string, RegExp][] = [
+      ['overview', '/admin', /概览/],
+      ['jobs', '/admin/jobs', /任务/],
+      ['job', `/admin/jobs/${imageJob}`, /任务/],
+      ['assets', '/admin/assets', /资产/],
+      ['clients', '/admin/clients', /客户端与密钥/],
+      ['client', '/admin/clients/client-a', /客户端/],
+      ['webhooks', '/admin/webhooks', /Webhooks/],
+      ['engines', '/admin/engines', /引擎/],
+      ['usage', '/admin/usage', /用量/],
+      ['audit', '/admin/audit', /审计日志/],
+      ['settings', '/admin/settings', /设置/],
+    ];
+    const failed: string[] = [];
+    for (const [name, path, heading] of screens) {
+      const response = await page.goto(`${sso.url}${path}`);
+      await screenshot(page, `zh-CN-${name}`);
+      if (response?.status() !== 200) {
+        failed.push(`${path}: ${response?.status()}`);
+        continue;
+      }
+      assert.equal(await page.locator('html').getAttribute('lang'), 'zh-CN', path);
+      await page.locator('header.top nav a', { hasText: '任务' }).waitFor();
+      const h1 =
+        (await page
+          .locator('main h1')
+          .first()
+          .textContent({ timeout: 5_000 })
+          .catch(() => null)) ?? '';
+      if (!heading.test(h1)) failed.push(`${path}: h1 "${h1}" is not ${heading}`);
+    }
+    const en = await page.goto(`${sso.url}/admin/jobs?lang=en`);
+    assert.equal(en?.status(), 200);
+    await page.locator('header.top nav a', { hasText: 'Jobs' }).waitFor();
+    assert.equal(await page.locator('html').getAttribute('lang'), 'en');
+    await screenshot(page, 'en-jobs');
+    assert.deepEqual(failed, []);
+  });
+
+  test('no request left loopback, no CSP violation, no page error', () => {
+    assert.ok(recorder.requests.length > 50, `the run made requests (${recorder.requests.length})`);
+    assert.deepEqual(recorder.offLoopback(), []);
+    assert.deepEqual(recorder.cspViolations, []);
+    assert.deepEqual(recorder.pageErrors, []);
+  });
+});
