@@ -4,6 +4,7 @@
 // zero-config link and every screen in both languages. One backend: the database paths are the
 // other console tests' business; this file is about what the browser sees.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { newId } from '../src/lib/ids.ts';
@@ -293,8 +294,10 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     const logout = page.waitForResponse((r) => r.url() === `${sso.url}/admin/auth/logout`);
     await page.locator('[data-test="sign-out"]').click();
     assert.equal((await logout).status(), 204);
-    // console.js goes on to /admin/auth/login (the provider may sign the browser in again: a new session).
-    await page.waitForURL((url) => url.pathname !== '/admin' || url.origin !== sso.url);
+    // console.js goes on to a signed-out page (not to sign-in, where the provider would sign the browser straight back in).
+    await page.waitForURL(`${sso.url}/admin/auth/signed-out`);
+    await screenshot(page, 'signed-out');
+    assert.equal((await ctx.request.get(`${sso.url}/admin/api/me`)).status(), 401, 'the browser has no session');
     assert.equal((await me(oldCookie)).status, 401);
   });
 
@@ -384,6 +387,8 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
       ['audit', '/admin/audit', /审计日志/],
       ['settings', '/admin/settings', /设置/],
     ];
+    // The CJK font the screenshots need (fonts-wqy-microhei, or any font covering zh).
+    assert.ok(execFileSync('fc-list', [':lang=zh', 'family'], { encoding: 'utf8' }).trim().length > 0, 'a CJK font is installed (fc-list :lang=zh)');
     const failed: string[] = [];
     for (const [name, path, heading] of screens) {
       const response = await page.goto(`${sso.url}${path}`);
