@@ -107,14 +107,17 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     for (const id of [imageJob, videoJob, hookJob]) assert.equal((await waitForJob(sso, id, undefined, 90_000)).status, 'succeeded', id);
   });
 
-  after(async () => {
-    for (const ctx of contexts) await ctx.close().catch(() => {});
-    await browser?.close().catch(() => {});
-    await sso?.stop();
-    await plain?.stop();
-    await receiver?.close();
-    await idp?.close();
-  });
+  after(
+    async () => {
+      for (const ctx of contexts) await ctx.close().catch(() => {});
+      await browser?.close().catch(() => {});
+      await sso?.stop();
+      await plain?.stop();
+      await receiver?.close();
+      await idp?.close();
+    },
+    { timeout: 60_000 },
+  );
 
   test('an admin signs in through the provider form and lands on the overview', async () => {
     const { ctx, page } = await signedIn('admin@example.com');
@@ -158,12 +161,12 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     await page.goto(`${sso.url}/admin/jobs/${hookJob}`);
     await page.locator('[data-delivery]').first().waitFor();
     assert.equal(await page.locator('[data-test="redeliver"]').count(), 0, 'no redeliver button');
-    for (const path of ['/admin/clients', '/admin/clients/client-a']) {
+    for (const path of ['/admin/clients', '/admin/clients/client-a', '/admin/webhooks']) {
       const response = await page.goto(`${sso.url}${path}`);
       // A missing screen is the screens test's failure; here only what a viewer is shown counts.
       if (response?.status() !== 200) continue;
       await page.locator('header.top nav').waitFor();
-      for (const button of ['create-key', 'revoke-key', 'rotate-webhook-secret']) {
+      for (const button of ['create-key', 'revoke-key', 'rotate-webhook-secret', 'redeliver']) {
         assert.equal(await page.locator(`[data-test="${button}"]`).count(), 0, `${path}: no ${button}`);
       }
     }
