@@ -1,4 +1,11 @@
 import type { FastifyInstance } from 'fastify';
 import type { ConsoleDeps } from '../deps.ts';
+import { parseUsageFilter, usageRows } from '../queries/usage.ts';
 
-export function registerUsageApi(_admin: FastifyInstance, _deps: ConsoleDeps): void {}
+/** `GET /admin/api/usage?from&to&clientId`: jobs per client × capability × engine × UTC day, by outcome, with output bytes. */
+export function registerUsageApi(admin: FastifyInstance, deps: ConsoleDeps): void {
+  admin.get('/api/usage', async (request) => {
+    const filter = parseUsageFilter(request.query, deps.clock.now());
+    return { rows: await usageRows(deps.handle, filter) };
+  });
+}

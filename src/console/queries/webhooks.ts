@@ -1,0 +1,241 @@
+import type { ExpressionBuilder, Selectable } from 'kysely';
+import type { Database, DbHandle, WebhookDeliveriesTable } from '../../db/index.ts';
+import { iso } from '../../lib/clock.ts';
+import { Invalid } from '../../lib/errors.ts';
+
+/** A receiver origin that is failing: timeouts/connection errors in a row, or blocked. */
+export interface EndpointView {
+  origin: string;
+  consecutiveFailures: number;
+  /** While in the future no attempt starts; null: not blocked. */
+  blockedUntil: string | null;
+  blocked: boolean;
+  /** Its deliveries waiting for another attempt, and given up on. */
+  pending: number;
+  failed: number;
+}
+
+export interface AttemptView {
+  attempt: number;
+  startedAt: string;
+  durationMs: number;
+  statusCode: number | null;
+  error: string | null;
+}
+
+export interface AdminDeliveryView {
+  id: string;
+  jobId: string;
+  clientId: string;
+  event: string;
+  url: string;
+  origin: string;
+  status: 'pending' | 'delivered' | 'failed';
+  /** Attempts started (the one in flight included). */
+  attempts: number;
+  /** Failed at least once and not delivered since (pending with an error, or failed). */
+  failing: boolean;
+  /** An attempt is being sent now (its claim has not lapsed). */
+  inFlight: boolean;
+  /** When the next attempt is due: coalesce(held_due_at, next_attempt_at) of a pending delivery. */
+  nextAttemptAt: string | null;
+  lastStatusCode: number | null;
+  lastError: string | null;
+  createdAt: string;
+  deliveredAt: string | null;
+  attemptLog: AttemptView[];
+}
+
+export const DELIVERY_STATUSES = ['failing', 'pending', 'delivered', 'failed'] as const;
+export type DeliveryStatusFilter = (typeof DELIVERY_STATUSES)[number];
+
+export interface DeliveryFilter {
+  clientId?: string;
+  status?: DeliveryStatusFilter;
+  limit: number;
+  /** The `nextBefore` of the previous page: `<phase>.<delivery id>`. */
+  before?: string;
+}
+
+const DELIVERY_ID = /^whd_[0-9a-hjkmnp-tv-z]{26}$/;
+const CURSOR = /^([01])\.(whd_[0-9a-hjkmnp-tv-z]{26})$/;
+
+/** Query parameters `clientId`, `status`, `limit` (1–200, default 50), `before`. Throws Invalid naming the parameter. */
+export function parseDeliveryFilter(query: unknown): DeliveryFilter {
+  const q = (query ?? {}) as Record<string, unknown>;
+  for (const key of Object.keys(q)) {
+    if (!['clientId', 'status', 'limit', 'before', 'lang'].includes(key)) throw new Invalid(null, `unknown query parameter: ${key}`);
+  }
+  const str = (name: string): string | undefined => {
+    const v = q[name];
+    if (v === undefined || v === '') return undefined;
+    if (typeof v !== 'string') throw new Invalid(name, 'must be given once');
+    return v;
+  };
+  const clientId = str('clientId');
+  if (clientId !== undefined && clientId.length > 128) throw new Invalid('clientId', 'must be a client id');
+  const status = str('status');
+  if (status !== undefined && !(DELIVERY_STATUSES as readonly string[]).includes(status)) throw new Invalid('status', `must be one of ${DELIVERY_STATUSES.join(', ')}`);
+  const limitText = str('limit');
+  const limit = limitText === undefined ? 50 : /^\d{1,4}$/.test(limitText) ? Number(limitText) : Number.NaN;
+  if (!Number.isInteger(limit) || limit < 1 || limit > 200) throw new Invalid('limit', 'must be an integer from 1 to 200');
+  const before = str('before');
+  if (before !== undefined && !CURSOR.test(before)) throw new Invalid('before', 'must be a nextBefore of an earlier page');
+  return { clientId, status: status as DeliveryStatusFilter | undefined, limit, before };
+}
+
+type Eb = ExpressionBuilder<Database, 'webhook_deliveries'>;
+
+/** Failed, or pending after an attempt that failed. */
+const failingExpr = (eb: Eb) => eb.or([eb('status', '=', 'failed'), eb.and([eb('status', '=', 'pending'), eb('last_error', 'is not', null)])]);
+
+/**
+ * Deliveries across clients, failing ones first, then the rest, each part newest first (ids are
+ * time-ordered). Keyset paging over the two parts: the cursor names the part and the last id.
+ * A status filter makes it one part.
+ */
+export async function listDeliveries(handle: DbHandle, filter: DeliveryFilter, now: number): Promise<{ deliveries: AdminDeliveryView[]; nextBefore: string | null }> {
+  const phases: ((eb: Eb) => ReturnType<Eb['and']>)[] =
+    filter.status === undefined
+      ? [(eb) => eb.and([failingExpr(eb)]), (eb) => eb.not(failingExpr(eb))]
+      : [(eb) => (filter.status === 'failing' ? eb.and([failingExpr(eb)]) : eb.and([eb('status', '=', filter.status as string)]))];
+  const cursor = filter.before ? CURSOR.exec(filter.before) : null;
+  let phase = cursor ? Math.min(Number(cursor[1]), phases.length - 1) : 0;
+  let before = cursor ? cursor[2] : undefined;
+  const found: { phase: number; row: Selectable<WebhookDeliveriesTable> }[] = [];
+  let more = false;
+  while (phase < phases.length) {
+    const want = filter.limit + 1 - found.length;
+    let select = handle.db.selectFrom('webhook_deliveries').selectAll().where(phases[phase]);
+    if (filter.clientId !== undefined) select = select.where('client_id', '=', filter.clientId);
+    if (before !== undefined) select = select.where('id', '<', before);
+    const rows = await select.orderBy('id', 'desc').limit(want).execute();
+    for (const row of rows) found.push({ phase, row });
+    if (found.length > filter.limit) {
+      more = true;
+      break;
+    }
+    phase++;
+    before = undefined;
+  }
+  const kept = found.slice(0, filter.limit);
+  const last = kept[kept.length - 1];
+  return {
+    deliveries: await withAttempts(
+      handle,
+      kept.map((k) => k.row),
+      now,
+    ),
+    nextBefore: more && last ? `${last.phase}.${last.row.id}` : null,
+  };
+}
+
+/** One delivery with its attempts; null when there is none. */
+export async function deliveryById(handle: DbHandle, id: string, now: number): Promise<AdminDeliveryView | null> {
+  if (!DELIVERY_ID.test(id)) return null;
+  const row = await handle.db.selectFrom('webhook_deliveries').selectAll().where('id', '=', id).executeTakeFirst();
+  return row ? ((await withAttempts(handle, [row], now))[0] ?? null) : null;
+}
+
+export async function withAttempts(handle: DbHandle, rows: Selectable<WebhookDeliveriesTable>[], now: number): Promise<AdminDeliveryView[]> {
+  const attempts =
+    rows.length === 0
+      ? []
+      : await handle.db
+          .selectFrom('webhook_attempts')
+          .selectAll()
+          .where(
+            'delivery_id',
+            'in',
+            rows.map((r) => r.id),
+          )
+          .orderBy('delivery_id')
+          .orderBy('attempt')
+          .execute();
+  return rows.map((r) =>
+    toDeliveryView(
+      r,
+      attempts.filter((a) => a.delivery_id === r.id),
+      now,
+    ),
+  );
+}
+
+export function toDeliveryView(
+  r: Selectable<WebhookDeliveriesTable>,
+  attempts: { attempt: number; started_at: number; duration_ms: number; status_code: number | null; error: string | null }[],
+  now: number,
+): AdminDeliveryView {
+  const next = r.held_due_at ?? r.next_attempt_at;
+  const inFlight = r.lease_owner !== null && r.next_attempt_at !== null && Number(r.next_attempt_at) > now;
+  return {
+    id: r.id,
+    jobId: r.job_id,
+    clientId: r.client_id,
+    event: r.event,
+    url: r.url,
+    origin: r.origin,
+    status: r.status as AdminDeliveryView['status'],
+    attempts: Number(r.attempts),
+    failing: r.status === 'failed' || (r.status === 'pending' && r.last_error !== null),
+    inFlight,
+    nextAttemptAt: r.status === 'pending' && next !== null && !inFlight ? iso(Number(next)) : null,
+    lastStatusCode: r.last_status_code === null ? null : Number(r.last_status_code),
+    lastError: r.last_error,
+    createdAt: iso(Number(r.created_at)),
+    deliveredAt: r.delivered_at === null ? null : iso(Number(r.delivered_at)),
+    attemptLog: attempts.map((a) => ({
+      attempt: Number(a.attempt),
+      startedAt: iso(Number(a.started_at)),
+      durationMs: Number(a.duration_ms),
+      statusCode: a.status_code === null ? null : Number(a.status_code),
+      error: a.error,
+    })),
+  };
+}
+
+/**
+ * Receiver origins in trouble, worst first: failures in a row or a block still running, with
+ * how many of their deliveries wait or were given up on.
+ */
+export async function failingEndpoints(handle: DbHandle, now: number, limit = 100): Promise<EndpointView[]> {
+  const rows = await handle.db
+    .selectFrom('webhook_endpoints')
+    .select(['origin', 'consecutive_failures', 'blocked_until'])
+    .where((eb) => eb.or([eb('consecutive_failures', '>', 0), eb('blocked_until', '>', now)]))
+    .orderBy('consecutive_failures', 'desc')
+    .orderBy('origin')
+    .limit(limit)
+    .execute();
+  // Origins whose deliveries fail on HTTP answers (no failures counted for the origin) show too.
+  const answered = await handle.db
+    .selectFrom('webhook_deliveries')
+    .select(['origin', 'status', (eb) => eb.fn.countAll().as('n')])
+    .where((eb) => failingExpr(eb))
+    .groupBy(['origin', 'status'])
+    .execute();
+  const counts = new Map<string, { pending: number; failed: number }>();
+  for (const a of answered) {
+    const c = counts.get(a.origin) ?? { pending: 0, failed: 0 };
+    if (a.status === 'failed') c.failed += Number(a.n);
+    else c.pending += Number(a.n);
+    counts.set(a.origin, c);
+  }
+  const out: EndpointView[] = rows.map((r) => {
+    const blockedUntil = r.blocked_until === null ? null : Number(r.blocked_until);
+    return {
+      origin: r.origin,
+      consecutiveFailures: Number(r.consecutive_failures),
+      blockedUntil: blockedUntil === null ? null : iso(blockedUntil),
+      blocked: blockedUntil !== null && blockedUntil > now,
+      pending: counts.get(r.origin)?.pending ?? 0,
+      failed: counts.get(r.origin)?.failed ?? 0,
+    };
+  });
+  const known = new Set(out.map((e) => e.origin));
+  for (const [origin, c] of counts) {
+    if (known.has(origin) || out.length >= limit) continue;
+    out.push({ origin, consecutiveFailures: 0, blockedUntil: null, blocked: false, ...c });
+  }
+  return out;
+}
