@@ -145,7 +145,10 @@ export function registerAuthRoutes(admin: FastifyInstance, deps: ConsoleDeps): v
 
   // Not straight to /auth/login: with SSO that would sign a user still signed in at the provider back in at once.
   admin.get('/auth/signed-out', PUBLIC, async (_request, reply) =>
-    sendPage(reply, 200, '已退出 · Signed out', ['您已退出控制台。', 'You have signed out of the console.'], { href: `${CONSOLE_PATH}/auth/login`, label: '重新登录 · Sign in again' }),
+    sendPage(reply, 200, '已退出 · Signed out', ['您已退出控制台。', 'You have signed out of the console.'], {
+      href: `${CONSOLE_PATH}/auth/login`,
+      label: '重新登录 · Sign in again',
+    }),
   );
 
   admin.post('/auth/logout', PUBLIC, async (request, reply) => {

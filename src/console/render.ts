@@ -3,7 +3,7 @@ import { DEFAULT_LOCALE, isLocale, LANG_COOKIE, type Locale, type Translate, tra
 import { CONSOLE_PATH } from './session.ts';
 
 /** The screens of the top navigation: key (also the `nav` a page passes), path, label key. */
-export const NAV = [
+const NAV = [
   { key: 'overview', path: `${CONSOLE_PATH}`, label: 'nav.overview' },
   { key: 'jobs', path: `${CONSOLE_PATH}/jobs`, label: 'nav.jobs' },
   { key: 'assets', path: `${CONSOLE_PATH}/assets`, label: 'nav.assets' },
@@ -15,10 +15,10 @@ export const NAV = [
   { key: 'settings', path: `${CONSOLE_PATH}/settings`, label: 'nav.settings' },
 ] as const;
 
-export type NavKey = (typeof NAV)[number]['key'];
+type NavKey = (typeof NAV)[number]['key'];
 
 /** What every view gets beside its own data (as `it.<name>`). */
-export interface CommonData {
+interface CommonData {
   user: { email: string; name: string; role: 'admin' | 'viewer' } | null;
   csrfToken: string;
   locale: Locale;
@@ -53,7 +53,7 @@ export type Render = (reply: FastifyReply, request: FastifyRequest, view: string
 const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** The viewer's locale: `?lang=` (remembered in a cookie), else the cookie, else zh-CN. */
-export function localeOf(request: FastifyRequest, reply: FastifyReply): Locale {
+function localeOf(request: FastifyRequest, reply: FastifyReply): Locale {
   const asked = (request.query as Record<string, unknown> | undefined)?.lang;
   if (isLocale(asked)) {
     reply.setCookie(LANG_COOKIE, asked, { path: CONSOLE_PATH, sameSite: 'lax', httpOnly: false, maxAge: 365 * 24 * 3600 });
@@ -63,14 +63,14 @@ export function localeOf(request: FastifyRequest, reply: FastifyReply): Locale {
   return isLocale(saved) ? saved : DEFAULT_LOCALE;
 }
 
-export function qs(params: Record<string, string | number | null | undefined>): string {
+function qs(params: Record<string, string | number | null | undefined>): string {
   const search = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') search.set(k, String(v));
   const s = search.toString();
   return s ? `?${s}` : '';
 }
 
-export function commonData(request: FastifyRequest, reply: FastifyReply, nav: NavKey | null = null): CommonData {
+function commonData(request: FastifyRequest, reply: FastifyReply, nav: NavKey | null = null): CommonData {
   const locale = localeOf(request, reply);
   const session = request.consoleSession;
   const url = new URL(request.url, 'http://x');
@@ -94,7 +94,7 @@ export function commonData(request: FastifyRequest, reply: FastifyReply, nav: Na
   };
 }
 
-export function formatDuration(ms: number | null | undefined): string {
+function formatDuration(ms: number | null | undefined): string {
   if (ms === null || ms === undefined || !Number.isFinite(ms) || ms < 0) return '—';
   if (ms < 1000) return `${Math.round(ms)} ms`;
   const s = ms / 1000;
@@ -104,7 +104,7 @@ export function formatDuration(ms: number | null | undefined): string {
   return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`;
 }
 
-export function formatBytes(n: number | null | undefined): string {
+function formatBytes(n: number | null | undefined): string {
   if (n === null || n === undefined || !Number.isFinite(n)) return '—';
   if (n < 1024) return `${n} B`;
   const units = ['KB', 'MB', 'GB', 'TB'];

@@ -39,7 +39,8 @@ export const ERROR_CODES = {
   forbidden: {
     kind: 'api',
     http: 403,
-    description: 'Console: a change without the `X-CSRF-Token` of the session, a change by a `viewer`, or a signed-in user with no role. API: the client may not use that engine (its allowed engines).',
+    description:
+      'Console: a change without the `X-CSRF-Token` of the session, a change by a `viewer`, or a signed-in user with no role. API: the client may not use that engine (its allowed engines).',
   },
   not_found: { kind: 'api', http: 404, description: "No such job, asset or route, or another client's." },
   request_timeout: { kind: 'api', http: 408, description: 'The request did not fully arrive within `ZHINIAN_REQUEST_TIMEOUT_SECONDS` (the connection is then closed).' },

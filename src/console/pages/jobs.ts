@@ -21,7 +21,7 @@ function rowData(job: AdminJob, now: number) {
 }
 
 /** What a job that is not running yet waits for, as far as the platform knows. */
-export type Waiting =
+type Waiting =
   | { reason: 'backoff'; until: string }
   | { reason: 'circuit'; engine: string; until: string }
   | { reason: 'clientCap'; running: number; max: number }

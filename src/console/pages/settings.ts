@@ -6,7 +6,7 @@ import type { Render } from '../render.ts';
 /** Field names whose values are secrets: shown only as set or unset. */
 const SECRET_NAME = /secret|password|apikey|accesskey|token|credential|privatekey/i;
 
-export interface SettingRow {
+interface SettingRow {
   path: string;
   /** Display value; for a secret, null (the page shows •••• and set/unset). */
   value: string | null;
@@ -49,7 +49,7 @@ function flatten(prefix: string, value: unknown, out: SettingRow[]): void {
 }
 
 /** The effective configuration, grouped by its top-level sections; every secret masked. */
-export function settingsGroups(config: Readonly<Config>): { group: string; rows: SettingRow[] }[] {
+function settingsGroups(config: Readonly<Config>): { group: string; rows: SettingRow[] }[] {
   const general: SettingRow[] = [];
   const groups: { group: string; rows: SettingRow[] }[] = [];
   for (const [key, value] of Object.entries(config)) {

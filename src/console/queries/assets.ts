@@ -18,7 +18,7 @@ export interface AssetView {
   createdAt: string;
 }
 
-export const toAssetView = (row: Selectable<AssetsTable>): AssetView => ({
+const toAssetView = (row: Selectable<AssetsTable>): AssetView => ({
   id: row.id,
   clientId: row.client_id,
   kind: row.kind,

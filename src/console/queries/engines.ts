@@ -3,7 +3,7 @@ import { isRemoteEngine } from '../../engines/engine.ts';
 import type { EngineRegistry } from '../../engines/registry.ts';
 import { iso } from '../../lib/clock.ts';
 
-export type CircuitState = 'closed' | 'open' | 'half-open';
+type CircuitState = 'closed' | 'open' | 'half-open';
 
 export interface CircuitView {
   engine: string;

@@ -14,7 +14,7 @@ const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
  * The smallest job id made at or after `ms`: ids are `job_` + the creation time in Crockford
  * base32 (lib/ids.ts), so a time range is a range of the primary key and needs no scan.
  */
-export function jobIdFloor(ms: number): string {
+function jobIdFloor(ms: number): string {
   let out = '';
   let t = Math.max(0, Math.floor(ms));
   for (let i = 0; i < 10; i++) {
@@ -52,7 +52,7 @@ export interface Overview {
 }
 
 /** The value at quantile `q` (0–1) of sorted numbers, nearest rank. */
-export function percentile(sorted: readonly number[], q: number): number {
+function percentile(sorted: readonly number[], q: number): number {
   if (sorted.length === 0) return Number.NaN;
   const rank = Math.ceil(q * sorted.length);
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
