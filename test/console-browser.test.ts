@@ -377,13 +377,14 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
 
   test('every screen renders in zh-CN (and one in English), screenshotted', async () => {
     const { page } = await signedIn('admin@example.com');
-    const screens: [string, string, RegExp][] = [
+    // [artifact name, path, its h1, a label somewhere on it]
+    const screens: [string, string, RegExp, string?][] = [
       ['overview', '/admin', /概览/],
       ['jobs', '/admin/jobs', /任务/],
       ['job', `/admin/jobs/${imageJob}`, /任务/],
       ['assets', '/admin/assets', /资产/],
       ['clients', '/admin/clients', /客户端与密钥/],
-      ['client', '/admin/clients/client-a', /客户端/],
+      ['client', '/admin/clients/client-a', /client-a/, '密钥'],
       ['webhooks', '/admin/webhooks', /Webhooks/],
       ['engines', '/admin/engines', /引擎/],
       ['usage', '/admin/usage', /用量/],
@@ -393,7 +394,7 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     // The CJK font the screenshots need (fonts-wqy-microhei, or any font covering zh).
     assert.ok(execFileSync('fc-list', [':lang=zh', 'family'], { encoding: 'utf8' }).trim().length > 0, 'a CJK font is installed (fc-list :lang=zh)');
     const failed: string[] = [];
-    for (const [name, path, heading] of screens) {
+    for (const [name, path, heading, label] of screens) {
       const response = await page.goto(`${sso.url}${path}`);
       await screenshot(page, `zh-CN-${name}`);
       if (response?.status() !== 200) {
@@ -409,6 +410,7 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
           .textContent({ timeout: 5_000 })
           .catch(() => null)) ?? '';
       if (!heading.test(h1)) failed.push(`${path}: h1 "${h1}" is not ${heading}`);
+      if (label && !(await page.locator('main').getByText(label).first().isVisible())) failed.push(`${path}: no visible "${label}"`);
     }
     const en = await page.goto(`${sso.url}/admin/jobs?lang=en`);
     assert.equal(en?.status(), 200);
