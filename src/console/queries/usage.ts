@@ -142,7 +142,10 @@ export function totalsBy(rows: readonly UsageRow[], key: (row: UsageRow) => stri
   const out = new Map<string, UsageTotals>();
   for (const row of rows) {
     let t = out.get(key(row));
-    if (!t) out.set(key(row), (t = emptyTotals()));
+    if (!t) {
+      t = emptyTotals();
+      out.set(key(row), t);
+    }
     add(t, row);
   }
   return out;

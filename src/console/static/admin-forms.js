@@ -1,0 +1,82 @@
+// Forms of the admin screens that send JSON to the console API (no inline code: the CSP allows
+// none). A `form[data-action-form]` is sent to its `action` with `data-action-method` (default
+// POST) and the X-CSRF-Token header; fields become JSON:
+//   data-json="number"   empty → null, else a number
+//   data-json="boolean"  a checkbox: true/false
+//   data-json="optional" empty → left out
+//   data-json="list"     checked boxes of that name → array of values
+//   data-json="all"      a checkbox of the same name: checked → null (e.g. every engine)
+//   (none)               the text as it is
+// On success the page reloads, or a `secret`/`key.secret` in the answer is shown once in the
+// layout's secret dialog. To be folded into console.js by the shell.
+
+const csrf = () => document.querySelector('meta[name="csrf-token"]')?.getAttribute('content') ?? '';
+
+function serialize(form) {
+  const body = {};
+  const lists = new Map();
+  for (const el of form.elements) {
+    if (!(el instanceof HTMLInputElement || el instanceof HTMLSelectElement || el instanceof HTMLTextAreaElement) || !el.name) continue;
+    const kind = el.dataset.json;
+    if (kind === 'list') {
+      if (!lists.has(el.name)) lists.set(el.name, { all: false, values: [] });
+      if (el.checked) lists.get(el.name).values.push(el.value);
+    } else if (kind === 'all') {
+      if (!lists.has(el.name)) lists.set(el.name, { all: false, values: [] });
+      lists.get(el.name).all = el.checked;
+    } else if (kind === 'boolean') body[el.name] = el.checked;
+    else if (kind === 'number') body[el.name] = el.value.trim() === '' ? null : Number(el.value);
+    else if (kind === 'optional') {
+      if (el.value.trim() !== '') body[el.name] = el.value.trim();
+    } else body[el.name] = el.value;
+  }
+  for (const [name, list] of lists) body[name] = list.all ? null : list.values;
+  return body;
+}
+
+function flash(message) {
+  const region = document.querySelector('[data-flash]');
+  if (!region) return;
+  region.textContent = message;
+  region.hidden = false;
+}
+
+document.addEventListener('submit', async (event) => {
+  const form = event.target;
+  if (!(form instanceof HTMLFormElement) || form.dataset.actionForm === undefined) return;
+  event.preventDefault();
+  const failed = document.querySelector('[data-i18n-failed]')?.dataset.i18nFailed ?? 'Failed';
+  const button = form.querySelector('[type="submit"]');
+  if (button) button.disabled = true;
+  try {
+    const response = await fetch(form.getAttribute('action'), {
+      method: (form.dataset.actionMethod || 'POST').toUpperCase(),
+      credentials: 'same-origin',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf(), accept: 'application/json' },
+      body: JSON.stringify(serialize(form)),
+    });
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    if (!response.ok) {
+      flash(`${failed}: ${data?.error ?? response.status}${data?.code ? ` (${data.code})` : ''}`);
+      return;
+    }
+    const secret = data?.secret ?? data?.key?.secret;
+    const dialog = document.querySelector('[data-secret-dialog]');
+    if (typeof secret === 'string' && dialog) {
+      dialog.querySelector('[data-secret-value]').textContent = secret;
+      dialog.addEventListener('close', () => location.reload(), { once: true });
+      dialog.showModal();
+      return;
+    }
+    location.reload();
+  } catch (error) {
+    flash(`${failed}: ${error}`);
+  } finally {
+    if (button) button.disabled = false;
+  }
+});
