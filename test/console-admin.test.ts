@@ -1,5 +1,6 @@
 // @backends sqlite,postgres
 import assert from 'node:assert/strict';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { DbHandle } from '../src/db/index.ts';
 import { KEY_B, openTestDb, queuedJobRow, startReceiver, startStack, waitFor, waitForJob, type Stack } from './helpers.ts';
@@ -33,6 +34,19 @@ async function signIn(stack: Stack) {
 
 /** A past UTC day only the inserted rows fall on. */
 const PAST_DAY = '2025-03-10';
+const SESSION_SECRET = 'console-admin-test-session-secret-0123456789';
+
+/** A viewer's session cookie, made the way sessions.start does (a row by the id's hash, the id signed in the cookie). */
+async function viewerCookie(handle: DbHandle): Promise<string> {
+  const id = randomBytes(32).toString('base64url');
+  const data = { user: { email: 'viewer@example.com', name: 'Viewer', role: 'viewer' }, csrfToken: 'viewer-csrf' };
+  await handle.db
+    .insertInto('console_sessions')
+    .values({ id: createHash('sha256').update(id).digest('hex'), data: JSON.stringify(data), expires_at: Date.now() + 3_600_000 })
+    .execute();
+  const signature = createHmac('sha256', SESSION_SECRET).update(id).digest('base64').replace(/=+$/, '');
+  return `zhinian_console=${encodeURIComponent(`${id}.${signature}`)}`;
+}
 const pastUs = Date.UTC(2025, 2, 10, 8) * 1000;
 
 describe('console: usage, audit, webhooks and redelivery', () => {
@@ -47,7 +61,7 @@ describe('console: usage, audit, webhooks and redelivery', () => {
   before(async () => {
     failing = await startReceiver(() => 500);
     ok = await startReceiver(() => 200);
-    stack = await startStack();
+    stack = await startStack({ env: { ZHINIAN_SESSION_SECRET: SESSION_SECRET } });
     handle = await openTestDb(stack.dataDir);
     admin = await signIn(stack);
 
@@ -294,6 +308,17 @@ describe('console: usage, audit, webhooks and redelivery', () => {
     assert.equal(auditPage.status, 200);
     assert.match(auditPage.text, /delivery\.redeliver/);
     assert.match(auditPage.text, new RegExp(`before=${page1.body.nextBefore}`));
+
+    // An attempt in flight (a lease that has not lapsed) is left to its sender: answered as it is.
+    const leaseEnd = Date.now() + 600_000;
+    await handle.db.updateTable('webhook_deliveries').set({ status: 'pending', lease_owner: 'wrk_elsewhere', next_attempt_at: leaseEnd }).where('id', '=', okDelivery.id).execute();
+    const flying = await admin('POST', `/admin/api/deliveries/${okDelivery.id}/redeliver`);
+    assert.equal(flying.status, 202);
+    assert.equal(flying.body.delivery.inFlight, true);
+    const row = await handle.db.selectFrom('webhook_deliveries').select(['lease_owner', 'next_attempt_at']).where('id', '=', okDelivery.id).executeTakeFirstOrThrow();
+    assert.equal(row.lease_owner, 'wrk_elsewhere');
+    assert.equal(Number(row.next_attempt_at), leaseEnd);
+    assert.equal((await admin('GET', '/admin/api/audit?limit=1')).body.entries[0].detail.outcome, 'inFlight');
   });
 
   test('pages render in zh-CN and English, without undefined', async () => {
@@ -328,6 +353,24 @@ describe('console: usage, audit, webhooks and redelivery', () => {
     assert.match(usage.text, /<svg/);
     assert.match(usage.text, /we,&#34;ird|we,&quot;ird/);
     assert.equal((await admin('GET', '/admin/usage?from=bad')).status, 400);
+  });
+
+  test('a viewer sees no change controls and cannot redeliver', async () => {
+    const cookie = await viewerCookie(handle);
+    const get = async (p: string) => {
+      const res = await fetch(stack.url + p, { headers: { cookie }, redirect: 'manual' });
+      return { status: res.status, text: await res.text() };
+    };
+    await admin('POST', '/admin/api/clients', { json: { id: 'partner-viewed' } });
+    for (const p of ['/admin/webhooks', '/admin/clients', '/admin/clients/partner-viewed', '/admin/clients/client-a']) {
+      const page = await get(p);
+      assert.equal(page.status, 200, p);
+      assert.doesNotMatch(page.text, /data-test="(redeliver|revoke-key|create-key|rotate-webhook-secret|create-client|save-settings)"/, p);
+      assert.doesNotMatch(page.text, /data-action-url=/, p);
+    }
+    const { body } = await admin('GET', '/admin/api/deliveries');
+    const refused = await fetch(`${stack.url}/admin/api/deliveries/${body.deliveries[0].id}/redeliver`, { method: 'POST', headers: { cookie, 'x-csrf-token': 'viewer-csrf' } });
+    assert.equal(refused.status, 403);
   });
 
   test('a console client: key controls shown, created keys listed', async () => {
