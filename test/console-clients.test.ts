@@ -132,6 +132,14 @@ describe('console: clients and keys', () => {
       assert.equal(answer.body.code, 'invalid_request');
     }
     assert.equal((await admin('PATCH', '/admin/api/clients/nobody', { weight: 2 })).status, 404);
+    const { body } = await admin('GET', '/admin/api/audit?limit=200');
+    const updates = body.entries.filter((e: { action: string; target: string }) => e.action === 'client.update' && e.target === 'client-b');
+    assert.equal(updates.length, 2, 'one entry per accepted change, none for refused ones');
+    assert.equal(updates[0].detail.after.maxRunning, null);
+    assert.equal(updates[0].detail.before.maxRunning, 3);
+    for (const action of ['client.create', 'key.create', 'key.revoke']) {
+      assert.ok(body.entries.some((e: { action: string }) => e.action === action), action);
+    }
   });
 
   test('allowed engines: a client kept off every engine of a capability gets 403 naming the engine', async () => {
