@@ -138,7 +138,10 @@ describe('console: clients and keys', () => {
     assert.equal(updates[0].detail.after.maxRunning, null);
     assert.equal(updates[0].detail.before.maxRunning, 3);
     for (const action of ['client.create', 'key.create', 'key.revoke']) {
-      assert.ok(body.entries.some((e: { action: string }) => e.action === action), action);
+      assert.ok(
+        body.entries.some((e: { action: string }) => e.action === action),
+        action,
+      );
     }
   });
 

@@ -3,7 +3,7 @@ import type { DbHandle, Tx, WebhookDeliveriesTable } from '../db/index.ts';
 import { withTransaction } from '../db/index.ts';
 import { lockDeliveryCounts } from './endpoints.ts';
 
-export type DeliveryRow = Selectable<WebhookDeliveriesTable>;
+type DeliveryRow = Selectable<WebhookDeliveriesTable>;
 
 /** What a redelivery did: `due` (set due now), or `inFlight` (an attempt is being sent right now: left as it is). */
 export interface Redelivery {

@@ -7,7 +7,7 @@ import { titleOf } from './admin-screens.ts';
 const CHART = { width: 720, height: 120, top: 8, bottom: 18 };
 
 /** Bars of the per-day chart (inline SVG, no script, no style attributes): failed/expired stacked on the rest. */
-export function usageChart(rows: readonly UsageRow[], filter: UsageFilter) {
+function usageChart(rows: readonly UsageRow[], filter: UsageFilter) {
   const days = perDay(rows, filter);
   const max = Math.max(1, ...days.map((d) => d.totals.jobs));
   const plot = CHART.height - CHART.top - CHART.bottom;

@@ -31,14 +31,14 @@ const DAY_US = 86_400_000_000;
 /** A literal, not a parameter: PostgreSQL matches the select's day to the group by's only when they are the same expression. */
 const DAY_US_SQL = sql.lit(DAY_US);
 /** The longest range one request may ask for, in days. */
-export const MAX_USAGE_DAYS = 366;
+const MAX_USAGE_DAYS = 366;
 /** Without `from`: this many days up to and including `to`. */
-export const DEFAULT_USAGE_DAYS = 30;
+const DEFAULT_USAGE_DAYS = 30;
 
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
 
 /** `YYYY-MM-DD` as a UTC day number; null when it is no real date. */
-export function dayNumber(value: string): number | null {
+function dayNumber(value: string): number | null {
   const m = DATE.exec(value);
   if (!m) return null;
   const ms = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
@@ -126,7 +126,7 @@ const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 export type UsageTotals = Omit<UsageRow, 'day' | 'clientId' | 'capability' | 'engine'>;
 
-export const emptyTotals = (): UsageTotals => ({ jobs: 0, succeeded: 0, failed: 0, expired: 0, cancelled: 0, outputBytes: 0 });
+const emptyTotals = (): UsageTotals => ({ jobs: 0, succeeded: 0, failed: 0, expired: 0, cancelled: 0, outputBytes: 0 });
 
 function add(into: UsageTotals, row: UsageTotals): void {
   into.jobs += row.jobs;
@@ -159,13 +159,13 @@ export function perDay(rows: readonly UsageRow[], filter: UsageFilter): { day: s
   return out;
 }
 
-export const USAGE_COLUMNS = ['day', 'clientId', 'capability', 'engine', 'jobs', 'succeeded', 'failed', 'expired', 'cancelled', 'outputBytes'] as const;
+const USAGE_COLUMNS = ['day', 'clientId', 'capability', 'engine', 'jobs', 'succeeded', 'failed', 'expired', 'cancelled', 'outputBytes'] as const;
 
 /**
  * One CSV cell (RFC 4180): quoted when it holds a comma, quote or line break. A text starting
  * with = + - @ (or a tab/CR) gets a leading `'` so a spreadsheet never runs it as a formula.
  */
-export function csvCell(value: string | number): string {
+function csvCell(value: string | number): string {
   let s = String(value);
   if (typeof value === 'string' && /^[=+\-@\t\r]/.test(s)) s = `'${s}`;
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;

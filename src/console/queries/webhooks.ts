@@ -15,7 +15,7 @@ export interface EndpointView {
   failed: number;
 }
 
-export interface AttemptView {
+interface AttemptView {
   attempt: number;
   startedAt: string;
   durationMs: number;
@@ -47,7 +47,7 @@ export interface AdminDeliveryView {
 }
 
 export const DELIVERY_STATUSES = ['failing', 'pending', 'delivered', 'failed'] as const;
-export type DeliveryStatusFilter = (typeof DELIVERY_STATUSES)[number];
+type DeliveryStatusFilter = (typeof DELIVERY_STATUSES)[number];
 
 export interface DeliveryFilter {
   clientId?: string;
@@ -137,7 +137,7 @@ export async function deliveryById(handle: DbHandle, id: string, now: number): P
   return row ? ((await withAttempts(handle, [row], now))[0] ?? null) : null;
 }
 
-export async function withAttempts(handle: DbHandle, rows: Selectable<WebhookDeliveriesTable>[], now: number): Promise<AdminDeliveryView[]> {
+async function withAttempts(handle: DbHandle, rows: Selectable<WebhookDeliveriesTable>[], now: number): Promise<AdminDeliveryView[]> {
   const attempts =
     rows.length === 0
       ? []
@@ -161,7 +161,7 @@ export async function withAttempts(handle: DbHandle, rows: Selectable<WebhookDel
   );
 }
 
-export function toDeliveryView(
+function toDeliveryView(
   r: Selectable<WebhookDeliveriesTable>,
   attempts: { attempt: number; started_at: number; duration_ms: number; status_code: number | null; error: string | null }[],
   now: number,
