@@ -191,41 +191,54 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     assert.equal((await sso.api(`/api/v1/jobs/${heldJob}`, { key: KEY_A })).body.job.status, 'queued');
   });
 
-  test('a key made in the Clients screen shows once, works on /api/v1, and is refused within 5 s of its revocation in the UI', async () => {
+  test('a client and a key made in the Clients screen: each secret shows once, works on /api/v1, and a key revoked in the UI is refused within 5 s', async () => {
     const { page } = await signedIn('admin@example.com');
     page.on('dialog', (dialog) => dialog.accept());
-    // The client (the API answer's first key is not used); its new key is made with the screen's button.
-    const client = await fetchInPage(page, '/admin/api/clients', { csrf: true, body: { id: 'browser-partner', name: '浏览器伙伴' } });
-    assert.equal(client.status, 201, JSON.stringify(client.body));
-    const screen = await page.goto(`${sso.url}/admin/clients/browser-partner`);
-    assert.equal(screen?.status(), 200, 'the client screen /admin/clients/:id');
-    await page.locator('[data-test="create-key"]').first().click();
     const dialog = page.locator('dialog[data-secret-dialog]');
-    await dialog.waitFor({ state: 'visible' });
-    const secret = (await dialog.locator('[data-secret-value]').textContent())?.trim() ?? '';
-    assert.match(secret, /^zk_[0-9a-z]{26}_[A-Za-z0-9_-]{43}$/);
-    await screenshot(page, 'clients-secret-dialog');
-    const keyId = `key_${secret.slice(3, 29)}`;
-    const prefix = secret.slice(0, 29);
+    const status = async (secret: string) => (await fetch(`${sso.url}/api/v1/jobs`, { headers: { authorization: `Bearer ${secret}` } })).status;
+    /** Reads the secret in the dialog, then closes it (which reloads the page). */
+    const takeSecret = async (artifact: string) => {
+      await dialog.waitFor({ state: 'visible' });
+      const secret = (await dialog.locator('[data-secret-value]').textContent())?.trim() ?? '';
+      assert.match(secret, /^zk_[0-9a-z]{26}_[A-Za-z0-9_-]{43}$/);
+      await screenshot(page, artifact);
+      await Promise.all([page.waitForEvent('load'), dialog.locator('[data-close-secret]').click()]);
+      assert.ok(!(await page.content()).includes(secret), 'the secret is shown once');
+      return secret;
+    };
 
-    const used = await fetch(`${sso.url}/api/v1/jobs`, { headers: { authorization: `Bearer ${secret}` } });
-    assert.equal(used.status, 200, await used.text());
+    // The new-client form: a client with its first key.
+    const list = await page.goto(`${sso.url}/admin/clients`);
+    assert.equal(list?.status(), 200, '/admin/clients');
+    const form = page.locator('form[data-test="new-client"]');
+    await form.locator('input[name="id"]').fill('browser-partner');
+    await form.locator('input[name="name"]').fill('浏览器伙伴');
+    await form.locator('[data-test="create-client"]').click();
+    const first = await takeSecret('clients-new-client-secret');
+    assert.equal(await status(first), 200);
 
-    // Closing the dialog reloads the page; the secret is not on it any more.
-    await Promise.all([page.waitForEvent('load'), dialog.locator('[data-close-secret]').click()]);
-    assert.ok(!(await page.content()).includes(secret), 'the secret is shown once');
+    // A second key on the client's page (rotation); the first keeps working until revoked.
+    const detail = await page.goto(`${sso.url}/admin/clients/browser-partner`);
+    assert.equal(detail?.status(), 200, 'the client screen /admin/clients/:id');
+    await page.locator('[data-test="create-key"]').first().click();
+    const second = await takeSecret('client-new-key-secret');
+    assert.notEqual(second, first);
+    assert.equal(await status(second), 200);
+    assert.equal(await status(first), 200);
+
+    // Revoke the first key in the UI.
+    const keyId = `key_${first.slice(3, 29)}`;
     const revoke = page
       .locator(`[data-test="revoke-key"][data-action-url*="${keyId}"]`)
-      .or(page.locator('tr', { hasText: prefix }).locator('[data-test="revoke-key"]'))
+      .or(page.locator('tr', { hasText: first.slice(0, 29) }).locator('[data-test="revoke-key"]'))
       .first();
     const revokedAt = Date.now();
     await Promise.all([page.waitForEvent('load'), revoke.click()]);
-    await waitFor(async () => (await fetch(`${sso.url}/api/v1/jobs`, { headers: { authorization: `Bearer ${secret}` } })).status === 401, {
-      timeoutMs: 5_000,
-      intervalMs: 100,
-      what: 'the revoked key to be refused',
-    });
+    await waitFor(async () => (await status(first)) === 401, { timeoutMs: 5_000, intervalMs: 100, what: 'the revoked key to be refused' });
     assert.ok(Date.now() - revokedAt <= 5_500);
+    assert.equal(await status(second), 200, 'the other key still works');
+    assert.equal(await page.locator(`[data-test="revoke-key"][data-action-url*="${keyId}"]`).count(), 0, 'a revoked key has no revoke button');
+    await screenshot(page, 'client-key-revoked');
   });
 
   test('the job pages show the output image and a playable video (served with Range)', async () => {
