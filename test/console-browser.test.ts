@@ -191,7 +191,7 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     assert.equal((await sso.api(`/api/v1/jobs/${heldJob}`, { key: KEY_A })).body.job.status, 'queued');
   });
 
-  test('a client and a key made in the Clients screen: each secret shows once, works on /api/v1, and a key revoked in the UI is refused within 5 s', async () => {
+  test('a client and a key made in the Clients screen: each secret shows once, works on /api/v1, and a key revoked in the UI is refused within 5 s; a webhook secret shows once', async () => {
     const { page } = await signedIn('admin@example.com');
     page.on('dialog', (dialog) => dialog.accept());
     const dialog = page.locator('dialog[data-secret-dialog]');
@@ -239,6 +239,14 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     assert.equal(await status(second), 200, 'the other key still works');
     assert.equal(await page.locator(`[data-test="revoke-key"][data-action-url*="${keyId}"]`).count(), 0, 'a revoked key has no revoke button');
     await screenshot(page, 'client-key-revoked');
+
+    // The client's webhook signing secret: made in the UI, shown once.
+    await page.locator('[data-test="rotate-webhook-secret"]').click();
+    await dialog.waitFor({ state: 'visible' });
+    const whsec = (await dialog.locator('[data-secret-value]').textContent())?.trim() ?? '';
+    assert.match(whsec, /^whsec_/);
+    await Promise.all([page.waitForEvent('load'), dialog.locator('[data-close-secret]').click()]);
+    assert.ok(!(await page.content()).includes(whsec), 'the webhook secret is shown once');
   });
 
   test('the job pages show the output image and a playable video (served with Range)', async () => {
