@@ -1,3 +1,4 @@
+import { ERR } from '../../lib/error-codes.ts';
 import type { FastifyInstance } from 'fastify';
 import type { KeyView } from '../../clients/index.ts';
 import { AppError } from '../../lib/errors.ts';
@@ -49,7 +50,7 @@ export function registerClientPages(admin: FastifyInstance, deps: ConsoleDeps, r
     try {
       client = await deps.clientAdmin.get(request.params.id);
     } catch (e) {
-      if (e instanceof AppError && (e.code === 'not_found' || e.code === 'invalid_request')) {
+      if (e instanceof AppError && (e.code === ERR.not_found || e.code === ERR.invalid_request)) {
         reply.status(404);
         return render(reply, request, 'partials/not-found', { nav: 'clients', id: request.params.id });
       }
