@@ -1,58 +1,19 @@
 // @backends sqlite,postgres
 import assert from 'node:assert/strict';
-import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { DbHandle } from '../src/db/index.ts';
+import { consoleSignIn, forgedSessionCookie, TEST_SESSION_SECRET } from './console-helpers.ts';
 import { KEY_B, openTestDb, queuedJobRow, startReceiver, startStack, waitFor, waitForJob, type Stack } from './helpers.ts';
-
-/** A console session from the stack's one-time link: a caller of /admin with its cookie (and CSRF token unless told not to). */
-async function signIn(stack: Stack) {
-  assert.ok(stack.adminLink, 'the stack printed a one-time sign-in link');
-  const res = await fetch(stack.adminLink, { redirect: 'manual' });
-  assert.equal(res.status, 302);
-  const cookie = res.headers.getSetCookie().find((c) => c.startsWith('zhinian_console='));
-  assert.ok(cookie, 'a session cookie');
-  const jar = cookie.split(';')[0];
-  const me = await fetch(`${stack.url}/admin/api/me`, { headers: { cookie: jar } });
-  const { csrfToken } = (await me.json()) as { csrfToken: string };
-  const call = async (method: string, p: string, opts: { json?: unknown; csrf?: boolean } = {}) => {
-    const headers: Record<string, string> = { cookie: jar };
-    if (opts.csrf !== false) headers['x-csrf-token'] = csrfToken;
-    if (opts.json !== undefined) headers['content-type'] = 'application/json';
-    const answer = await fetch(`${stack.url}${p}`, { method, headers, body: opts.json === undefined ? undefined : JSON.stringify(opts.json), redirect: 'manual' });
-    const text = await answer.text();
-    let body: any = text;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      // HTML or CSV: kept as text
-    }
-    return { status: answer.status, body, text, headers: answer.headers };
-  };
-  return call;
-}
 
 /** A past UTC day only the inserted rows fall on. */
 const PAST_DAY = '2025-03-10';
-const SESSION_SECRET = 'console-admin-test-session-secret-0123456789';
 
-/** A viewer's session cookie, made the way sessions.start does (a row by the id's hash, the id signed in the cookie). */
-async function viewerCookie(handle: DbHandle): Promise<string> {
-  const id = randomBytes(32).toString('base64url');
-  const data = { user: { email: 'viewer@example.com', name: 'Viewer', role: 'viewer' }, csrfToken: 'viewer-csrf' };
-  await handle.db
-    .insertInto('console_sessions')
-    .values({ id: createHash('sha256').update(id).digest('hex'), data: JSON.stringify(data), expires_at: Date.now() + 3_600_000 })
-    .execute();
-  const signature = createHmac('sha256', SESSION_SECRET).update(id).digest('base64').replace(/=+$/, '');
-  return `zhinian_console=${encodeURIComponent(`${id}.${signature}`)}`;
-}
 const pastUs = Date.UTC(2025, 2, 10, 8) * 1000;
 
 describe('console: usage, audit, webhooks and redelivery', () => {
   let stack: Stack;
   let handle: DbHandle;
-  let admin: Awaited<ReturnType<typeof signIn>>;
+  let admin: Awaited<ReturnType<typeof consoleSignIn>>;
   let failing: Awaited<ReturnType<typeof startReceiver>>;
   let ok: Awaited<ReturnType<typeof startReceiver>>;
   let failingJob: string;
@@ -61,9 +22,9 @@ describe('console: usage, audit, webhooks and redelivery', () => {
   before(async () => {
     failing = await startReceiver(() => 500);
     ok = await startReceiver(() => 200);
-    stack = await startStack({ env: { ZHINIAN_SESSION_SECRET: SESSION_SECRET } });
+    stack = await startStack({ env: { ZHINIAN_SESSION_SECRET: TEST_SESSION_SECRET } });
     handle = await openTestDb(stack.dataDir);
-    admin = await signIn(stack);
+    admin = await consoleSignIn(stack);
 
     // Real jobs today: two of client-a (one with a webhook to a receiver answering 500), one of client-b.
     const make = async (json: object, key?: string) => {
@@ -356,7 +317,7 @@ describe('console: usage, audit, webhooks and redelivery', () => {
   });
 
   test('a viewer sees no change controls and cannot redeliver', async () => {
-    const cookie = await viewerCookie(handle);
+    const { cookie, csrfToken: viewerCsrf } = await forgedSessionCookie(handle, 'viewer');
     const get = async (p: string) => {
       const res = await fetch(stack.url + p, { headers: { cookie }, redirect: 'manual' });
       return { status: res.status, text: await res.text() };
@@ -369,7 +330,7 @@ describe('console: usage, audit, webhooks and redelivery', () => {
       assert.doesNotMatch(page.text, /data-action-url=/, p);
     }
     const { body } = await admin('GET', '/admin/api/deliveries');
-    const refused = await fetch(`${stack.url}/admin/api/deliveries/${body.deliveries[0].id}/redeliver`, { method: 'POST', headers: { cookie, 'x-csrf-token': 'viewer-csrf' } });
+    const refused = await fetch(`${stack.url}/admin/api/deliveries/${body.deliveries[0].id}/redeliver`, { method: 'POST', headers: { cookie, 'x-csrf-token': viewerCsrf } });
     assert.equal(refused.status, 403);
   });
 

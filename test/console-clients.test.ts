@@ -2,24 +2,13 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { consoleSignIn } from './console-helpers.ts';
 import { callApi, KEY_A, KEY_B, startReceiver, startStack, tempDir, WEBHOOK_SECRET, waitFor, type Stack } from './helpers.ts';
 
-/** A console session made from the stack's one-time link: its cookie and CSRF token. */
+/** The console's JSON API as an admin: (method, path, JSON body). */
 async function signIn(stack: Stack) {
-  assert.ok(stack.adminLink, 'the stack printed a one-time sign-in link');
-  const res = await fetch(stack.adminLink, { redirect: 'manual' });
-  assert.equal(res.status, 302);
-  const cookie = res.headers.getSetCookie().find((c) => c.startsWith('zhinian_console='));
-  assert.ok(cookie, 'a session cookie');
-  const jar = cookie.split(';')[0];
-  const me = await fetch(`${stack.url}/admin/api/me`, { headers: { cookie: jar } });
-  const { csrfToken } = (await me.json()) as { csrfToken: string };
-  return async (method: string, p: string, json?: unknown) => {
-    const headers: Record<string, string> = { cookie: jar, 'x-csrf-token': csrfToken };
-    if (json !== undefined) headers['content-type'] = 'application/json';
-    const answer = await fetch(`${stack.url}${p}`, { method, headers, body: json === undefined ? undefined : JSON.stringify(json) });
-    return { status: answer.status, body: (await answer.json()) as any };
-  };
+  const call = await consoleSignIn(stack);
+  return (method: string, p: string, json?: unknown) => call(method, p, { json });
 }
 
 const hmacHex = (secret: string | Buffer, data: string) => createHmac('sha256', secret).update(data).digest('hex');

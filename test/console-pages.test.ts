@@ -1,25 +1,16 @@
 // @backends sqlite,postgres
 import assert from 'node:assert/strict';
-import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { dictionaries, LOCALES } from '../src/console/i18n/index.ts';
 import { newId } from '../src/lib/ids.ts';
 import { KEY_A, KEY_B, openTestDb, queuedJobRow, startStack, type Stack, WEBHOOK_SECRET, waitFor, waitForJob } from './helpers.ts';
+import { forgedSessionCookie, TEST_SESSION_SECRET } from './console-helpers.ts';
 
-const SESSION_SECRET = 'console-pages-test-session-secret-0123456789';
-
-/** A console session of `role`, made the way sessions.start does (a row by the id's hash, the id signed in the cookie). */
+/** A console session of `role` (the one-time link gives only admin). */
 async function sessionCookie(stack: Stack, role: 'admin' | 'viewer'): Promise<string> {
   const handle = await openTestDb(stack.dataDir);
   try {
-    const id = randomBytes(32).toString('base64url');
-    const data = { user: { email: `${role}@example.com`, name: role, role }, csrfToken: randomBytes(24).toString('base64url') };
-    await handle.db
-      .insertInto('console_sessions')
-      .values({ id: createHash('sha256').update(id).digest('hex'), data: JSON.stringify(data), expires_at: Date.now() + 3_600_000 })
-      .execute();
-    const signature = createHmac('sha256', SESSION_SECRET).update(id).digest('base64').replace(/=+$/, '');
-    return `zhinian_console=${encodeURIComponent(`${id}.${signature}`)}`;
+    return (await forgedSessionCookie(handle, role)).cookie;
   } finally {
     await handle.db.destroy();
   }
@@ -49,7 +40,7 @@ describe('console pages', () => {
   };
 
   before(async () => {
-    stack = await startStack({ env: { ZHINIAN_SESSION_SECRET: SESSION_SECRET } });
+    stack = await startStack({ env: { ZHINIAN_SESSION_SECRET: TEST_SESSION_SECRET } });
     cookie = await signIn(stack);
     const make = async (json: object, key?: string) => {
       const created = await stack.api('/api/v1/jobs', { method: 'POST', json, key });
@@ -213,7 +204,7 @@ describe('console pages', () => {
 
   test('the settings page shows the configuration with every secret masked', async () => {
     const html = await good('/admin/settings?lang=en');
-    for (const secret of [KEY_A, KEY_B, WEBHOOK_SECRET, SESSION_SECRET]) assert.ok(!html.includes(secret), 'a secret leaked');
+    for (const secret of [KEY_A, KEY_B, WEBHOOK_SECRET, TEST_SESSION_SECRET]) assert.ok(!html.includes(secret), 'a secret leaked');
     assert.match(html, /webhookSecret<\/td><td class="small"><span data-secret-setting>••••<\/span> <span class="badge s-succeeded">set</);
     assert.match(html, /apiKeys\[0\] client-a/);
     assert.match(html, /workerConcurrency/);
