@@ -130,7 +130,11 @@ export function createAuthenticator(opts: { envKeys: ApiKey[]; handle: DbHandle;
   async function flushLastUsed(): Promise<void> {
     if (lastUsed.size === 0) return;
     const byTime = new Map<number, string[]>();
-    for (const [id, at] of lastUsed) byTime.set(at, [...(byTime.get(at) ?? []), id]);
+    for (const [id, at] of lastUsed) {
+      const ids = byTime.get(at);
+      if (ids) ids.push(id);
+      else byTime.set(at, [id]);
+    }
     lastUsed.clear();
     for (const [at, ids] of byTime) {
       await db
