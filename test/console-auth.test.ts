@@ -81,12 +81,12 @@ describe('roleFor: e-mail lists, domain patterns, groups', () => {
   test('addresses compare in ASCII lower case only: no Unicode case folding', () => {
     assert.equal(who('BOSS@EXAMPLE.COM'), 'admin');
     // U+212A KELVIN SIGN lower-cases to "k" in Unicode; it must not match a "k" in a listed address.
-    const kelvin = roleFor(
-      { subject: 's', email: '\u212Aim@example.org', emailVerified: true, groups: [] },
-      { ...config, adminEmails: ['kim@example.org'], viewerEmails: [] },
-    );
+    const kelvin = roleFor({ subject: 's', email: '\u212Aim@example.org', emailVerified: true, groups: [] }, { ...config, adminEmails: ['kim@example.org'], viewerEmails: [] });
     assert.equal(kelvin, null);
-    const dotlessI = roleFor({ subject: 's', email: 'adm\u0130n@example.org', emailVerified: true, groups: [] }, { ...config, adminEmails: ['admin@example.org'], viewerEmails: [] });
+    const dotlessI = roleFor(
+      { subject: 's', email: 'adm\u0130n@example.org', emailVerified: true, groups: [] },
+      { ...config, adminEmails: ['admin@example.org'], viewerEmails: [] },
+    );
     assert.equal(dotlessI, null);
     assert.notEqual(who(' boss@example.com'), 'admin', 'no trimming: the address is compared as sent');
   });

@@ -163,7 +163,10 @@ describe('console: two API instances on one database', () => {
 
   test('a session made on one instance works on the other, and signing out on one ends it on both', async () => {
     const res = await redeemAdminLink(first.adminLink!);
-    const jar = res.headers.getSetCookie().find((c) => c.startsWith('zhinian_console='))!.split(';')[0];
+    const jar = res.headers
+      .getSetCookie()
+      .find((c) => c.startsWith('zhinian_console='))!
+      .split(';')[0];
     const me = await fetch(`${second.url}/admin/api/me`, { headers: { cookie: jar } });
     assert.equal(me.status, 200);
     const { csrfToken } = (await me.json()) as { csrfToken: string };

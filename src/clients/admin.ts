@@ -170,10 +170,7 @@ export function createClientAdmin(opts: {
      * once). Its id must never have been used, unless the admin adopts it (audited), and must not
      * look like another (clients/ids.ts).
      */
-    async create(
-      actor: Actor,
-      body: unknown,
-    ): Promise<{ client: ClientView; key: { id: string; prefix: string; secret: string }; webhookSecret: string; adopted: boolean }> {
+    async create(actor: Actor, body: unknown): Promise<{ client: ClientView; key: { id: string; prefix: string; secret: string }; webhookSecret: string; adopted: boolean }> {
       const input = parseWith(createClientSchema, body);
       if (envClientIds.has(input.id)) throw new Conflict(`Client "${input.id}" exists (from ZHINIAN_API_KEYS).`);
       const now = clock.now();

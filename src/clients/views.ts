@@ -48,8 +48,7 @@ const at = (v: number | null) => (v === null ? null : iso(Number(v)));
  * "Last used" is kept at minute resolution: never shown before the key existed (a key made and
  * used within one minute would otherwise look used before it was made).
  */
-export const lastUsedView = (lastUsedAt: number | null, createdAt: number | null) =>
-  lastUsedAt === null ? null : iso(Math.max(Number(lastUsedAt), Number(createdAt ?? 0)));
+export const lastUsedView = (lastUsedAt: number | null, createdAt: number | null) => (lastUsedAt === null ? null : iso(Math.max(Number(lastUsedAt), Number(createdAt ?? 0))));
 
 export function keyView(row: Selectable<KeysTable>, prefix: string): KeyView {
   return {

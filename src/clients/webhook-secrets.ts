@@ -25,8 +25,7 @@ export function parsePreviousSecrets(json: string | null): PreviousSecret[] {
  * earlier one keeps the end it already had, so a quick second rotation cuts nobody's short.
  */
 export function previousAfterRotation(opts: { current: string | null; previous: PreviousSecret[]; sharedSecretSet: boolean; now: number }): PreviousSecret[] {
-  const replaced: PreviousSecret[] =
-    opts.current !== null || opts.sharedSecretSet ? [{ secret: opts.current, until: opts.now + WEBHOOK_SECRET_OVERLAP_MS }] : [];
+  const replaced: PreviousSecret[] = opts.current !== null || opts.sharedSecretSet ? [{ secret: opts.current, until: opts.now + WEBHOOK_SECRET_OVERLAP_MS }] : [];
   return [...replaced, ...opts.previous.filter((p) => p.until > opts.now)].slice(0, MAX_PREVIOUS_SECRETS);
 }
 

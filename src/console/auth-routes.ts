@@ -39,7 +39,9 @@ function sendPage(
         .map(([k, v]) => `<input type="hidden" name="${escapeHtml(k)}" value="${escapeHtml(v)}">`)
         .join('')}<button type="submit" data-test="link-sign-in">${escapeHtml(form.label)}</button></form>`
     : '';
-  const body = [...paragraphs.map((p) => `<p>${escapeHtml(p)}</p>`), ...(link ? [`<p><a href="${escapeHtml(link.href)}">${escapeHtml(link.label)}</a></p>`] : []), formHtml].join('\n');
+  const body = [...paragraphs.map((p) => `<p>${escapeHtml(p)}</p>`), ...(link ? [`<p><a href="${escapeHtml(link.href)}">${escapeHtml(link.label)}</a></p>`] : []), formHtml].join(
+    '\n',
+  );
   return reply
     .status(status)
     .header('cache-control', 'no-store')
@@ -167,11 +169,18 @@ export function registerAuthRoutes(admin: FastifyInstance, deps: ConsoleDeps): v
     }
     const nonce = randomBytes(18).toString('base64url');
     reply.setCookie(LINK_COOKIE, nonce, { signed: true, httpOnly: true, sameSite: 'strict', path: LINK_PATH, secure: deps.sessions.secure, maxAge: FLOW_MAX_AGE_S });
-    return sendPage(reply, 200, '登录控制台 · Sign in to the console', ['点击下方按钮登录（此链接仅可使用一次）。', 'Press the button to sign in (this link works once).'], undefined, {
-      action: LINK_PATH,
-      fields: { token, nonce },
-      label: '登录 · Sign in',
-    });
+    return sendPage(
+      reply,
+      200,
+      '登录控制台 · Sign in to the console',
+      ['点击下方按钮登录（此链接仅可使用一次）。', 'Press the button to sign in (this link works once).'],
+      undefined,
+      {
+        action: LINK_PATH,
+        fields: { token, nonce },
+        label: '登录 · Sign in',
+      },
+    );
   });
 
   admin.post('/login', { ...PUBLIC, bodyLimit: 4096 }, async (request, reply) => {

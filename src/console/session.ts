@@ -127,7 +127,11 @@ export function createSessions(opts: { handle: DbHandle; ttlMs: number; secure: 
       }
       if (role !== stored.user.role) {
         stored.user = { ...stored.user, role };
-        await db.updateTable('console_sessions').set({ data: JSON.stringify(stored) }).where('id', '=', key).execute();
+        await db
+          .updateTable('console_sessions')
+          .set({ data: JSON.stringify(stored) })
+          .where('id', '=', key)
+          .execute();
       }
       return { user: stored.user, csrfToken: stored.csrfToken, expiresAt: Number(row.expires_at) };
     },

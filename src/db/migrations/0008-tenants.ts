@@ -44,7 +44,11 @@ export async function up(db: Kysely<any>): Promise<void> {
     .execute();
   for (const row of rotated) {
     const previous = [{ secret: row.webhook_secret_previous, until: Number(row.webhook_secret_previous_until) }];
-    await db.updateTable('clients').set({ webhook_secrets_previous: JSON.stringify(previous) }).where('id', '=', row.id).execute();
+    await db
+      .updateTable('clients')
+      .set({ webhook_secrets_previous: JSON.stringify(previous) })
+      .where('id', '=', row.id)
+      .execute();
   }
 
   await db.schema.alterTable('console_sessions').addColumn('user_key', 'text').execute();
