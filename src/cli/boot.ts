@@ -38,6 +38,8 @@ export interface Running {
   keyCreated: boolean;
   /** With no identity provider: a one-time console sign-in link made by this start (server only). */
   adminLink: string | null;
+  /** The HTTP server's route tree as Fastify prints it (empty without a server): tests walk every route. */
+  routeTree(): string;
   logger: Logger;
   stop(): Promise<void>;
 }
@@ -122,6 +124,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
   const stoppers: (() => Promise<void>)[] = [];
   let url: string | null = null;
   let adminLink: string | null = null;
+  let routeTree = () => '';
   if (opts.server) {
     // Loaded only here: a worker process never pays for the HTTP stack's memory.
     const { buildApp } = await import('../api/app.ts');
@@ -167,6 +170,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
         notifier,
       },
     });
+    routeTree = () => app.printRoutes({ commonPrefix: false });
     await app.listen({ port: config.http.port, host: config.http.host });
     const address = app.server.address();
     listeningPort = typeof address === 'object' && address ? address.port : config.http.port;
@@ -228,6 +232,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     apiKeys,
     keyCreated,
     adminLink,
+    routeTree: () => routeTree(),
     logger,
     async stop() {
       // Server first (no new work), then the worker hands its jobs back, then the database.
