@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { createClientAdmin, createClientDirectory, rememberEnvClients } from '../clients/index.ts';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -28,6 +29,9 @@ export interface BootOptions {
   clock?: Clock;
   logger?: Logger;
 }
+
+/** The data dir's note of the last started server's public base URL (its real port, too, with PORT=0). */
+export const INSTANCE_URL_FILE = 'instance-url';
 
 export interface Running {
   config: Readonly<Config>;
@@ -175,6 +179,8 @@ export async function boot(opts: BootOptions): Promise<Running> {
     const address = app.server.address();
     listeningPort = typeof address === 'object' && address ? address.port : config.http.port;
     url = `http://${config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host}:${listeningPort}`;
+    // `npm run admin-link` runs apart from the server: it reads where the server really listens from here.
+    fs.writeFileSync(path.join(config.dataDir, INSTANCE_URL_FILE), `${baseUrl()}\n`);
     if (!config.console.oidc) adminLink = `${baseUrl()}/admin/login?token=${await loginTokens.issue()}`;
     stoppers.push(async () => {
       // Stop listening and let in-flight requests finish; past the grace period, close what is
