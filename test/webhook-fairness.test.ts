@@ -3,12 +3,19 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
+import { type Kysely, Migrator, sql } from 'kysely';
 import pino from 'pino';
 import { migrateToLatest, type DbHandle } from '../src/db/index.ts';
 import { systemClock } from '../src/lib/clock.ts';
 import { createNotifier } from '../src/lib/notifier.ts';
 import { type DeliveryOptions, enqueueWebhook, originOf, startWebhookDispatcher } from '../src/webhooks/index.ts';
-import { cleanup, openTestDb, tempDir, waitFor, WEBHOOK_SECRET } from './helpers.ts';
+import * as m0001 from '../src/db/migrations/0001-initial.ts';
+import * as m0002 from '../src/db/migrations/0002-engine-routing.ts';
+import * as m0003 from '../src/db/migrations/0003-rate-limits.ts';
+import * as m0004 from '../src/db/migrations/0004-fair-sharing.ts';
+import * as m0005 from '../src/db/migrations/0005-webhook-isolation.ts';
+import * as m0006 from '../src/db/migrations/0006-console.ts';
+import { cleanup, openTestDb, TEST_BACKEND, tempDir, waitFor, WEBHOOK_SECRET } from './helpers.ts';
 
 /**
  * Webhook fairness between clients at one receiver origin: two clients send to the same
@@ -208,6 +215,58 @@ describe('webhook fairness at one receiver origin', () => {
     assert.ok(total <= 2, `${total} attempts at once at the origin`);
     t.diagnostic(
       `both clients served until ${both - Math.min(...tries.map((x) => x.start))} ms; their last attempts started ${Math.abs(lastStart('client-a') - lastStart('client-b'))} ms apart`,
+    );
+  });
+
+  test("the migration carries an origin's running block over to each client with deliveries still to be sent there", async (t) => {
+    const add = cleanup(t);
+    const handle = add(await openTestDb(tempDir()), (h) => h.close());
+    const { rows } = await sql<{ schema: string | null }>`select current_schema() as schema`.execute(handle.db).catch(() => ({ rows: [{ schema: null }] }));
+    const before = new Migrator({
+      db: handle.db,
+      provider: {
+        getMigrations: async () => ({
+          '0001-initial': m0001,
+          '0002-engine-routing': m0002,
+          '0003-rate-limits': m0003,
+          '0004-fair-sharing': m0004,
+          '0005-webhook-isolation': m0005,
+          '0006-console': m0006,
+        }),
+      },
+      migrationTableSchema: TEST_BACKEND === 'postgres' ? (rows[0]?.schema ?? undefined) : undefined,
+    });
+    assert.ifError((await before.migrateToLatest()).error);
+    const old = handle.db as unknown as Kysely<any>;
+    const origin = 'https://hooks.example.com:443';
+    await old.insertInto('webhook_endpoints').values({ origin, consecutive_failures: 4, blocked_until: 5_000, updated_at: 1_000 }).execute();
+    const row = (id: string, clientId: string, next: number | null) => ({
+      id,
+      job_id: `job_${id}`,
+      client_id: clientId,
+      event: 'generation.succeeded',
+      url: `${origin}/hook`,
+      payload: '{}',
+      status: next === null ? 'delivered' : 'pending',
+      attempts: 1,
+      next_attempt_at: next,
+      lease_owner: null,
+      last_status_code: null,
+      last_error: null,
+      created_at: 1,
+      delivered_at: null,
+      origin,
+      held_due_at: null,
+    });
+    await old
+      .insertInto('webhook_deliveries')
+      .values([row('whd_1', 'client-a', 5_000), row('whd_2', 'client-a', 5_000), row('whd_3', 'client-b', 5_000), row('whd_4', 'client-c', null)])
+      .execute();
+    await migrateToLatest(handle);
+    const lanes = await handle.db.selectFrom('webhook_endpoints').selectAll().orderBy('client_id').execute();
+    assert.deepEqual(
+      lanes.map((l) => ({ ...l, consecutive_failures: Number(l.consecutive_failures), blocked_until: Number(l.blocked_until), updated_at: Number(l.updated_at) })),
+      ['client-a', 'client-b'].map((client_id) => ({ client_id, origin, consecutive_failures: 4, blocked_until: 5_000, updated_at: 1_000 })),
     );
   });
 });
