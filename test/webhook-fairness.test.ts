@@ -69,8 +69,8 @@ async function sharedOrigin(add: Add, modeOf: (path: string) => Mode, slowMs = 8
 /** Registers what a test started, stopped newest first (the dispatcher before the receiver and the database). */
 type Add = ReturnType<typeof cleanup>;
 
-async function freshDb(add: Add): Promise<DbHandle> {
-  const handle = add(await openTestDb(tempDir()), (h) => h.close());
+async function freshDb(add: Add, dataDir = tempDir()): Promise<DbHandle> {
+  const handle = add(await openTestDb(dataDir), (h) => h.close());
   await migrateToLatest(handle);
   return handle;
 }
@@ -81,7 +81,7 @@ function startDispatcher(add: Add, handle: DbHandle, extra: Partial<DeliveryOpti
     startWebhookDispatcher({
       handle,
       clock: systemClock,
-      owner: 'wrk_fair',
+      owner: extra.owner ?? 'wrk_fair',
       secret: WEBHOOK_SECRET,
       allowPrivateUrls: true,
       notifier,
@@ -126,19 +126,27 @@ describe('webhook fairness at one receiver origin', () => {
     assert.ok(origin.state.answered.filter((r) => r.path === '/a').length < 40, "B's event arrived while A's backlog was still being sent");
   });
 
-  test("8 hanging deliveries of client A to one path: client B's event to the same origin is delivered while A's requests still hang", async (t) => {
+  test("8 hanging deliveries of client A to one path: client B's event to the same origin is delivered while A's requests still hang (two senders)", async (t) => {
     const add = cleanup(t);
-    const handle = await freshDb(add);
+    const dataDir = tempDir();
+    const handle = await freshDb(add, dataDir);
+    // PostgreSQL: a second pool, as a second process has. SQLite: one connection (two in one
+    // process would wait on each other's write lock synchronously); processes are serialised
+    // by its single writer, which every claim's transaction takes first.
+    const other = TEST_BACKEND === 'postgres' ? add(await openTestDb(dataDir), (h) => h.close()) : handle;
     const origin = await sharedOrigin(add, (path) => (path === '/a' ? 'hang' : 'fast'));
     const idsA: string[] = [];
     for (let i = 0; i < 8; i++) idsA.push(await enqueue(handle, `${origin.base}/a`, 'client-a'));
-    const { wake } = startDispatcher(add, handle); // the contract's 10 s limit per attempt
+    // The contract's 10 s limit per attempt.
+    const { wake } = startDispatcher(add, handle, { owner: 'wrk_one' });
+    const second = startDispatcher(add, other, { owner: 'wrk_two' });
     add(origin, (o) => o.hangUp());
     await waitFor(() => origin.openAt('/a') >= 2, { timeoutMs: 30_000, what: "A's hanging requests" });
 
     const enqueuedAt = Date.now();
     const idB = await enqueue(handle, `${origin.base}/b`, 'client-b');
     wake();
+    second.wake();
     await waitFor(async () => (await status(handle, idB)) === 'delivered', { timeoutMs: 240_000, what: "B's delivery" });
     const arrivedAt = origin.state.received.find((r) => r.deliveryId === idB)!.at;
     const triedA = await handle.db.selectFrom('webhook_attempts').select('delivery_id').where('delivery_id', 'in', idsA).execute();
@@ -146,6 +154,7 @@ describe('webhook fairness at one receiver origin', () => {
     // Not a timing bound: B is delivered before any of A's hanging attempts has ended.
     assert.equal(triedA.length, 0, "no attempt of A ended (timed out) before B's delivery was recorded");
     assert.ok(origin.openAt('/a') >= 1, "A's requests still hang");
+    assert.equal(origin.state.received.filter((r) => r.path === '/a').length, 2, "A alone took the origin's 2 slots across both senders, and no more once B came");
     assert.equal(originOf(`${origin.base}/a`), originOf(`${origin.base}/b`));
   });
 
