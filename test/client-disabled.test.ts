@@ -148,6 +148,9 @@ describe('a disabled client', () => {
     // A's first goes next (its key is V), then A and B take turns (equal keys: either first).
     assert.equal(claimed[0], 'job_a_0');
     assert.deepEqual(claimed.slice(1, 3).sort(), ['job_a_1', 'job_b_1']);
-    assert.ok(claimed.slice(3).every((id) => id === 'job_a_2' || id === 'job_b_2'), `turns: ${claimed.join(', ')}`);
+    assert.ok(
+      claimed.slice(3).every((id) => id === 'job_a_2' || id === 'job_b_2'),
+      `turns: ${claimed.join(', ')}`,
+    );
   });
 });
