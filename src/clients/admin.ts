@@ -8,6 +8,7 @@ import { iso, type Clock } from '../lib/clock.ts';
 import { Conflict, Invalid, NotFound } from '../lib/errors.ts';
 import { isId } from '../lib/ids.ts';
 import { parseWith } from '../lib/validate.ts';
+import { fairKeysResume } from '../queue/index.ts';
 import { checkNewClientId, rememberClientIds } from './ids.ts';
 import { hashKey, keyPrefix, makeKey } from './keys.ts';
 import { type ClientView, type KeyView, keyView, lastUsedView, settingsView } from './views.ts';
@@ -259,6 +260,8 @@ export function createClientAdmin(opts: {
             .execute();
         }
         const snapshot = (row: Selectable<ClientsTable> | undefined) => ({ name: row?.name ?? null, disabled: Number(row?.disabled ?? 0) === 1, ...settingsView(row) });
+        // Enabled again: its jobs rejoin the fair order where the others are, not all ahead of them.
+        if (patch.disabled === false && Number(before?.disabled ?? 0) === 1) await fairKeysResume(tx, clientId);
         const after = await tx.selectFrom('clients').selectAll().where('id', '=', clientId).executeTakeFirst();
         await recordAudit(tx, { actor: actor.email, action: 'client.update', target: clientId, detail: { before: snapshot(before), after: snapshot(after) } }, now);
       });
