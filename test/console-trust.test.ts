@@ -260,6 +260,18 @@ describe('console: one-time links and session cookies', () => {
     assert.equal((await me(secure, cookie.replace(`__Host-${SESSION_COOKIE}`, SESSION_COOKIE))).status, 401);
   });
 
+  test('the sessions screen lists who is signed in, with end buttons for an admin (zh-CN and English)', async () => {
+    const admin = await consoleSignIn({ ...stack, adminLink: await freshLink(stack) });
+    for (const lang of ['zh-CN', 'en']) {
+      const page = await admin('GET', `/admin/sessions?lang=${lang}`);
+      assert.equal(page.status, 200);
+      assert.match(page.text, /admin@localhost/);
+      assert.match(page.text, /data-test="end-all-sessions"/);
+      assert.match(page.text, /data-test="end-user-sessions"/);
+      assert.doesNotMatch(page.text, /sess\.[a-z]/, 'every string translated');
+    }
+  });
+
   test('a request with two session cookies is refused (400) and both are cleared, whatever their order', async () => {
     const admin = await consoleSignIn({ ...stack, adminLink: await freshLink(stack) });
     const [name, value] = admin.cookie.split('=');

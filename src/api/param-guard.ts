@@ -1,27 +1,27 @@
 import type { FastifyRequest } from 'fastify';
-import { Invalid } from '../lib/errors.ts';
+import { ERR } from '../lib/error-codes.ts';
+import { AppError, Invalid } from '../lib/errors.ts';
 
 /** As json-body.ts checks bodies: no U+0000, no lone surrogate (neither database stores them as sent). */
 const isStorableText = (text: string) => !text.includes('\u0000') && (text as string & { isWellFormed(): boolean }).isWellFormed();
 
+const unstorable = (value: unknown) => (Array.isArray(value) ? value : [value]).some((s) => typeof s === 'string' && !isStorableText(s));
+
 /**
  * Refuses a request whose path parameters or query values hold a NUL byte (`%00`) or a lone
- * surrogate, naming the parameter, before any handler sees it. No id, filter or cursor of ours contains one, and
+ * surrogate, before any handler sees it. No id, filter or cursor of ours contains one, and
  * PostgreSQL cannot even compare a text with one (it fails the query), so refusing here keeps
- * every route's answer a 400 rather than a database error. One level only: the router and the
- * query parser give strings or arrays of strings, never deeper structures.
+ * every route's answer a 4xx rather than a database error: a path names nothing (404, as for any
+ * id that cannot exist), a query value is a 400 naming its parameter. One level only: the router
+ * and the query parser give strings or arrays of strings, never deeper structures.
  */
 export function rejectUnstorableParams(request: FastifyRequest): void {
-  for (const [where, values] of [
-    ['path', request.params],
-    ['query', request.query],
-  ] as const) {
-    if (values === null || typeof values !== 'object') continue;
-    for (const [name, value] of Object.entries(values as Record<string, unknown>)) {
-      const strings = Array.isArray(value) ? value : [value];
-      if (!isStorableText(name) || strings.some((s) => typeof s === 'string' && !isStorableText(s))) {
-        throw new Invalid(isStorableText(name) ? name : null, `must not contain NUL characters or unpaired surrogates (${where} parameter)`);
-      }
-    }
+  const params = (request.params ?? {}) as Record<string, unknown>;
+  if (Object.values(params).some(unstorable)) throw new AppError(ERR.not_found, 'Not found (the path holds a NUL character or an unpaired surrogate).');
+  const query = request.query;
+  if (query === null || typeof query !== 'object') return;
+  for (const [name, value] of Object.entries(query as Record<string, unknown>)) {
+    if (!isStorableText(name)) throw new Invalid(null, 'a query parameter name holds a NUL character or an unpaired surrogate');
+    if (unstorable(value)) throw new Invalid(name, 'must not contain NUL characters or unpaired surrogates');
   }
 }

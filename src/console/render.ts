@@ -12,6 +12,7 @@ const NAV = [
   { key: 'engines', path: `${CONSOLE_PATH}/engines`, label: 'nav.engines' },
   { key: 'usage', path: `${CONSOLE_PATH}/usage`, label: 'nav.usage' },
   { key: 'audit', path: `${CONSOLE_PATH}/audit`, label: 'nav.audit' },
+  { key: 'sessions', path: `${CONSOLE_PATH}/sessions`, label: 'nav.sessions' },
   { key: 'settings', path: `${CONSOLE_PATH}/settings`, label: 'nav.settings' },
 ] as const;
 
