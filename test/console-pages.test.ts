@@ -182,6 +182,81 @@ describe('console pages', () => {
     assert.match(onePerPage, /data-test="older"/);
   });
 
+  test('a client upload never runs on the console origin: only raster/media inline, the rest an attachment, every answer sandboxed', async () => {
+    const upload = async (name: string, body: string | Buffer, type: string) => {
+      const form = new FormData();
+      form.append('files', new Blob([typeof body === 'string' ? body : new Uint8Array(body)], { type }), name);
+      const res = await stack.api('/api/v1/assets', { method: 'POST', body: form });
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+      return res.body.assets[0].id as string;
+    };
+    const xhtml =
+      '<?xml version="1.0"?>\n<html xmlns="http://www.w3.org/1999/xhtml"><head><meta http-equiv="refresh" content="0;url=https://example.com/"/>' +
+      '<script src="/admin/static/htmx.min.js"></script></head><body hx-get="/admin/api/me" hx-trigger="load">x</body></html>';
+    const hostile = [
+      ['page.xhtml', xhtml, 'application/xhtml+xml'],
+      ['page.html', '<!doctype html><script src="/admin/static/console.js" type="module"></script><p>hi</p>', 'text/html'],
+      ['image.svg', '<svg xmlns="http://www.w3.org/2000/svg" onload="fetch(\'/admin/api/me\')"><script>alert(1)</script></svg>', 'image/svg+xml'],
+      ['feed.xml', '<?xml version="1.0"?><?xml-stylesheet href="/admin/static/console.css"?><feed/>', 'application/xml'],
+    ] as const;
+    for (const [name, body, type] of hostile) {
+      const id = await upload(name, body, type);
+      const { res, html } = await page(`/admin/assets/${id}/content`);
+      assert.equal(res.status, 200, name);
+      assert.match(res.headers.get('content-disposition') ?? '', /^attachment;/, `${name}: an attachment`);
+      assert.equal(res.headers.get('content-type'), 'application/octet-stream', `${name}: served as bytes`);
+      assert.equal(res.headers.get('x-content-type-options'), 'nosniff', name);
+      assert.match(res.headers.get('content-security-policy') ?? '', /(^|; )sandbox(;|$)/, `${name}: a sandbox CSP`);
+      assert.doesNotMatch(res.headers.get('content-security-policy') ?? '', /script-src/, `${name}: no script source`);
+      assert.equal(html, body, name);
+      // A ranged read is just as much an attachment.
+      const ranged = await fetch(`${stack.url}/admin/assets/${id}/content`, { headers: { cookie, range: 'bytes=0-9' } });
+      assert.equal(ranged.status, 206);
+      assert.match(ranged.headers.get('content-disposition') ?? '', /^attachment;/);
+      assert.match(ranged.headers.get('content-security-policy') ?? '', /sandbox/);
+    }
+    // Raster images and video play inline, still sandboxed.
+    const imageSrc = /<img src="(\/admin\/assets\/asset_[^"]+\/content)"/.exec(await good(`/admin/jobs/${imageJob}`))?.[1];
+    const videoSrc = /src="(\/admin\/assets\/asset_[^"]+\/content)"/.exec(await good(`/admin/jobs/${videoJob}`))?.[1];
+    for (const [src, type] of [
+      [imageSrc, 'image/png'],
+      [videoSrc, 'video/mp4'],
+    ] as const) {
+      assert.ok(src, type);
+      const res = await fetch(stack.url + src, { headers: { cookie } });
+      await res.arrayBuffer();
+      assert.equal(res.headers.get('content-type'), type);
+      assert.match(res.headers.get('content-disposition') ?? '', /^inline;/, type);
+      assert.match(res.headers.get('content-security-policy') ?? '', /sandbox/, type);
+      assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+    }
+    const missing = await page('/admin/assets/asset_nope/content');
+    assert.equal(missing.res.status, 404);
+    assert.match(missing.res.headers.get('content-security-policy') ?? '', /sandbox/);
+  });
+
+  test("404s and errors under /admin carry the pages' CSP and security headers", async () => {
+    const pageCsp = (await page('/admin')).res.headers.get('content-security-policy');
+    assert.match(pageCsp ?? '', /default-src 'none'/);
+    const { csrfToken } = JSON.parse((await page('/admin/api/me')).html);
+    const answers = [
+      ['no such page', await page('/admin/no-such-page'), 404],
+      ['no such page, signed out', { res: await fetch(`${stack.url}/admin/nowhere/at/all`) }, 404],
+      ['no such static file', await page('/admin/static/nope.js'), 404],
+      ['no such job', await page('/admin/jobs/job_nope'), 404],
+      ['a bad filter', await page('/admin/jobs?status=bogus'), 400],
+      ['bad JSON', await page('/admin/api/clients', { method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': csrfToken }, body: '{' }), 400],
+      ['a viewer-only change without CSRF', await page('/admin/api/clients', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }), 403],
+      ['bad percent-encoding', await page('/admin/jobs/%E0%A4%A'), 400],
+    ] as const;
+    for (const [what, { res }, status] of answers) {
+      assert.equal(res.status, status, what);
+      assert.equal(res.headers.get('content-security-policy'), pageCsp, `${what}: the CSP`);
+      assert.equal(res.headers.get('x-frame-options'), 'DENY', what);
+      assert.equal(res.headers.get('x-content-type-options'), 'nosniff', what);
+    }
+  });
+
   test('the overview counts the jobs, charts them, and gives run-time percentiles per engine', async () => {
     for (const range of ['24h', '7d']) {
       const html = await good(`/admin?range=${range}&lang=en`);

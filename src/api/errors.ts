@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { consoleSecurityHeaders, isConsoleUrl } from '../console/headers.ts';
 import { ERR, ERROR_CODES, httpStatus, type ApiErrorCode, type CodeEntry } from '../lib/error-codes.ts';
 import { AppError, RateLimited } from '../lib/errors.ts';
 
@@ -74,6 +75,8 @@ export function stampReply(request: FastifyRequest, reply: FastifyReply): void {
 /** Fastify's `frameworkErrors`: errors found while routing (bad percent-encoding, an over-long path parameter). */
 export function frameworkErrorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
   stampReply(request, reply);
+  // Refused before routing, so before the console's own hooks: its headers all the same.
+  if (isConsoleUrl(request.raw.url)) consoleSecurityHeaders(reply);
   if (error.code in FRAMEWORK_ERRORS) return sendFrameworkError(error.code, reply);
   return sendError(reply, ERR.invalid_request, 'The request is not valid.');
 }
