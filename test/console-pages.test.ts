@@ -1,7 +1,9 @@
 // @backends sqlite,postgres
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { loadConfig } from '../src/config/index.ts';
 import { dictionaries, LOCALES } from '../src/console/i18n/index.ts';
+import { maskCredentials, settingsGroups } from '../src/console/pages/settings.ts';
 import { newId } from '../src/lib/ids.ts';
 import { KEY_A, KEY_B, openTestDb, queuedJobRow, startStack, type Stack, WEBHOOK_SECRET, waitFor, waitForJob } from './helpers.ts';
 import { forgedSessionCookie, TEST_SESSION_SECRET } from './console-helpers.ts';
@@ -277,12 +279,51 @@ describe('console pages', () => {
     assert.match(html, /data-circuit="closed"/);
   });
 
-  test('the settings page shows the configuration with every secret masked', async () => {
+  test('the settings page lists the environment variables with their units, every secret masked, no character of a key', async () => {
     const html = await good('/admin/settings?lang=en');
     for (const secret of [KEY_A, KEY_B, WEBHOOK_SECRET, TEST_SESSION_SECRET]) assert.ok(!html.includes(secret), 'a secret leaked');
-    assert.match(html, /webhookSecret<\/td><td class="small"><span data-secret-setting>••••<\/span> <span class="badge s-succeeded">set</);
-    assert.match(html, /apiKeys\[0\] client-a/);
-    assert.match(html, /workerConcurrency/);
+    for (const key of [KEY_A, KEY_B]) assert.ok(!html.includes(`${key.slice(0, 4)}…`) && !html.includes(key.slice(0, 6)), 'no prefix of an env key');
+    assert.match(
+      html,
+      /data-setting="ZHINIAN_WEBHOOK_SECRET"><td><span class="mono var">ZHINIAN_WEBHOOK_SECRET<\/span><br><span class="muted mono small">webhookSecret<\/span><\/td><td class="small"><span data-secret-setting>••••<\/span> <span class="badge s-succeeded">set</,
+    );
+    // In the unit the operator sets (seconds), not the internal milliseconds.
+    assert.match(html, /data-setting="ZHINIAN_JOB_LEASE_SECONDS">.*?<span class="mono">60<\/span> <span class="muted">s<\/span>/);
+    assert.match(html, /data-setting="ZHINIAN_MAX_UPLOAD_BYTES">.*?<span class="mono">52428800<\/span> <span class="muted">bytes<\/span>/);
+    assert.match(html, /data-setting="ZHINIAN_API_KEYS">.*?data-secret-setting/);
+    assert.match(html, /href="\/admin\/clients\/client-a">client-a<\/a>/);
+    assert.match(html, /data-setting="ZHINIAN_WORKER_CONCURRENCY"/);
+    const zh = await good('/admin/settings');
+    assert.match(zh, /data-setting="ZHINIAN_JOB_LEASE_SECONDS">.*?<span class="mono">60<\/span> <span class="muted">秒<\/span>/);
+    if (process.env.ZHINIAN_TEST_BACKEND === 'postgres') {
+      // The test database URL names a user: masked.
+      assert.match(html, /data-setting="DATABASE_URL">.*?postgres:\/\/\*\*\*\*(:\*\*\*\*)?@127\.0\.0\.1/);
+    }
+  });
+
+  test('settings: credentials in URLs are masked, also odd and unparsable ones (fail closed)', () => {
+    const secrets = ['alice', 's3cret', 'sslpw', 'sig0123', 'cred0123', 'minio-user', 'minio-pass', 'tok0123', 'pw0123', 'bob'];
+    const config = loadConfig({
+      DATABASE_URL: 'postgres://alice:s3cret@db.example:5432/app?sslpassword=sslpw&sslmode=require',
+      ZHINIAN_API_KEYS: 'partner:the-env-key-value',
+      ZHINIAN_S3_BUCKET: 'bucket',
+      ZHINIAN_S3_ENDPOINT: 'https://minio-user:minio-pass@minio.example:9000',
+      ZHINIAN_S3_ACCESS_KEY_ID: 'AKIDEXAMPLE',
+      ZHINIAN_S3_SECRET_ACCESS_KEY: 'the-s3-secret',
+      ZHINIAN_OIDC_ISSUER: 'https://idp.example/?token=tok0123',
+      ZHINIAN_OIDC_CLIENT_ID: 'console',
+      ZHINIAN_PUBLIC_BASE_URL: 'https://files.example/?X-Amz-Signature=sig0123&X-Amz-Credential=cred0123',
+    });
+    const text = JSON.stringify(settingsGroups(config));
+    for (const secret of [...secrets.slice(0, 8), 'the-env-key-value', 'the-s3-secret', 'the-env']) assert.ok(!text.includes(secret), `${secret} leaked`);
+    assert.match(text, /postgres:\/\/\*\*\*\*:\*\*\*\*@db\.example:5432\/app\?sslpassword=\*\*\*\*&sslmode=require/);
+    // Not URLs a parser accepts, or not URLs at all: nothing of them shows.
+    for (const value of ['postgres://bob:pw0123@[::1', 'bob:pw0123@db.example/app', 'host=db user=bob password=pw0123', 'redis://:pw0123@h', 'mysql+x://bob:pw0123@h/db']) {
+      const masked = maskCredentials(value);
+      assert.ok(!masked.includes('pw0123') && !masked.includes('bob'), `${value} → ${masked}`);
+    }
+    assert.equal(maskCredentials('https://api.example/v3'), 'https://api.example/v3');
+    assert.equal(maskCredentials('ops@example.com'), 'ops@example.com');
   });
 
   test('a waiting job says what it waits for, polls its row, and offers cancel; viewers get no buttons', async () => {
