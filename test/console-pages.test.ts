@@ -1,9 +1,11 @@
 // @backends sqlite,postgres
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { loadConfig } from '../src/config/index.ts';
 import { dictionaries, LOCALES } from '../src/console/i18n/index.ts';
 import { maskCredentials, settingsGroups } from '../src/console/pages/settings.ts';
+import { API_ERROR_CODES } from '../src/console/render.ts';
 import { newId } from '../src/lib/ids.ts';
 import { KEY_A, KEY_B, openTestDb, queuedJobRow, startStack, type Stack, WEBHOOK_SECRET, waitFor, waitForJob } from './helpers.ts';
 import { forgedSessionCookie, TEST_SESSION_SECRET } from './console-helpers.ts';
@@ -324,6 +326,66 @@ describe('console pages', () => {
     }
     assert.equal(maskCredentials('https://api.example/v3'), 'https://api.example/v3');
     assert.equal(maskCredentials('ops@example.com'), 'ops@example.com');
+  });
+
+  test('clients: every key labelled by origin with no character of an env key, the shared webhook secret flagged with why, a new key can get an expiry', async () => {
+    const envKeyTraces = [KEY_A, KEY_B].flatMap((k) => [k.slice(0, 6), `${k.slice(0, 4)}…`, createHash('sha256').update(k).digest('hex').slice(0, 8)]);
+    const list = await good('/admin/clients?lang=en');
+    const detail = await good('/admin/clients/client-a?lang=en');
+    for (const html of [list, detail]) for (const trace of envKeyTraces) assert.ok(!html.includes(trace), `no trace of an env key (${trace})`);
+    assert.match(detail, /data-test="key" data-key-origin="env">/, 'no key id on an env key');
+    assert.match(detail, /data-test="key-origin">from ZHINIAN_API_KEYS</);
+    assert.match(detail, /data-test="shares-webhook-secret"/);
+    assert.match(detail, /data-test="shared-secret-why"[\s\S]*?must check the event&#39;s clientId/);
+    assert.match(list, /data-client-id="client-a"[\s\S]*?data-test="shares-webhook-secret"/);
+    assert.match(await good('/admin/clients'), /<title>[^<]*智念[^<]*<\/title>/);
+
+    const { csrfToken } = JSON.parse((await page('/admin/api/me')).html);
+    const post = (path: string, json: unknown) =>
+      page(path, { method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': csrfToken }, body: JSON.stringify(json) });
+    const made = await post('/admin/api/clients', { id: 'pages-partner', name: 'Pages' });
+    assert.equal(made.res.status, 201, made.html);
+    const own = await good('/admin/clients/pages-partner?lang=en');
+    assert.match(own, /<form class="filters" method="post" action="\/admin\/api\/clients\/pages-partner\/keys" data-action-form data-test="new-key">/);
+    assert.match(own, /<input type="datetime-local" name="expiresAt" data-json="datetime"/);
+    assert.match(own, /data-test="key" data-key-origin="console" data-key-id="key_/);
+    // A refused expiry names its field in the answer, for the form to point at.
+    const past = await post('/admin/api/clients/pages-partner/keys', { expiresAt: '2001-01-01T00:00:00Z' });
+    assert.equal(past.res.status, 400);
+    assert.deepEqual(JSON.parse(past.html), { error: 'expiresAt: must be in the future', code: 'invalid_request', field: 'expiresAt' });
+    const later = new Date(Date.now() + 7 * 86_400_000).toISOString();
+    const key = await post('/admin/api/clients/pages-partner/keys', { expiresAt: later });
+    assert.equal(key.res.status, 201, key.html);
+    assert.ok(
+      (await good('/admin/clients/pages-partner')).includes(`datetime="${later}"`) || (await good('/admin/clients/pages-partner')).includes(later.slice(0, 16)),
+      'the expiry shows',
+    );
+  });
+
+  test('every error code an API answer can carry reads in both languages', () => {
+    for (const code of API_ERROR_CODES) for (const locale of LOCALES) assert.ok(dictionaries[locale][`error.${code}`], `${locale} lacks error.${code}`);
+    for (const locale of LOCALES) assert.ok(!Object.values(dictionaries[locale]).some((text) => text.includes('知念')), `${locale}: the product is 智念`);
+  });
+
+  test('a console started without ZHINIAN_API_KEYS labels its default key as generated, not as from ZHINIAN_API_KEYS', async () => {
+    const generated = await startStack({ worker: false, env: { ZHINIAN_API_KEYS: '', ZHINIAN_SESSION_SECRET: TEST_SESSION_SECRET } });
+    try {
+      const admin = await signIn(generated);
+      const get = async (path: string) => {
+        const res = await fetch(generated.url + path, { headers: { cookie: admin } });
+        assert.equal(res.status, 200, path);
+        return res.text();
+      };
+      const detail = await get('/admin/clients/default?lang=en');
+      assert.match(detail, /data-test="key" data-key-origin="generated">/);
+      assert.match(detail, /data-test="key-origin">generated at first start</);
+      assert.doesNotMatch(detail, /from ZHINIAN_API_KEYS</);
+      assert.match(detail, /data-test="key-origin-note">[^<]*generated at first start/);
+      assert.match(detail, /data-test="key-last-used"/);
+      assert.match(await get('/admin/clients?lang=en'), /badge source-generated">generated</);
+    } finally {
+      await generated.stop();
+    }
   });
 
   test('a waiting job says what it waits for, polls its row, and offers cancel; viewers get no buttons', async () => {

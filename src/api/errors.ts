@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { consoleSecurityHeaders, isConsoleUrl } from '../console/headers.ts';
 import { ERR, ERROR_CODES, httpStatus, type ApiErrorCode, type CodeEntry } from '../lib/error-codes.ts';
-import { AppError, RateLimited } from '../lib/errors.ts';
+import { AppError, Invalid, RateLimited } from '../lib/errors.ts';
 
 /** The one place that turns errors into HTTP answers: `{ error, code }`, never a stack or the request's URL. */
 function statusFor(error: AppError): number {
@@ -37,6 +37,8 @@ export function registerErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError | AppError | Error, request, reply) => {
     if (error instanceof AppError) {
       if (error instanceof RateLimited) reply.header('retry-after', String(error.retryAfterSeconds));
+      // Bad input also names its field on its own, for clients (the console) that show it next to the form.
+      if (error instanceof Invalid && error.field) return reply.status(statusFor(error)).send({ error: error.message, code: error.code, field: error.field });
       return reply.status(statusFor(error)).send({ error: error.message, code: error.code });
     }
     const code = (error as FastifyError).code;

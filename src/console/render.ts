@@ -1,4 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { ERROR_CODES } from '../lib/error-codes.ts';
 import { DEFAULT_LOCALE, isLocale, LANG_COOKIE, type Locale, type Translate, translator } from './i18n/index.ts';
 import { CONSOLE_PATH } from './session.ts';
 
@@ -41,6 +42,25 @@ interface CommonData {
   bytes: (n: number | null | undefined) => string;
   /** A share 0–1 as a percentage ("12.5%"); '—' for null. */
   percent: (share: number | null | undefined) => string;
+  /** The strings console.js shows (error codes, confirmations), as JSON for a data attribute. */
+  messages: string;
+}
+
+/** Codes an API answer can carry: each has an `error.<code>` string. */
+export const API_ERROR_CODES = Object.entries(ERROR_CODES)
+  .filter(([, entry]) => entry.kind === 'api' || entry.kind === 'both')
+  .map(([code]) => code);
+
+function messagesFor(t: Translate): string {
+  return JSON.stringify({
+    failed: t('shell.actionFailed'),
+    done: t('shell.done'),
+    field: t('shell.field'),
+    detail: t('shell.detail'),
+    network: t('shell.networkError'),
+    other: t('error.other'),
+    errors: Object.fromEntries(API_ERROR_CODES.map((code) => [code, t(`error.${code}`)])),
+  });
 }
 
 /**
@@ -76,11 +96,13 @@ function commonData(request: FastifyRequest, reply: FastifyReply, nav: NavKey | 
   const url = new URL(request.url, 'http://x');
   url.searchParams.delete('lang');
   const search = url.searchParams.toString();
+  const translate = translator(locale);
   return {
     user: session ? session.user : null,
     csrfToken: session?.csrfToken ?? '',
     locale,
-    t: translator(locale),
+    t: translate,
+    messages: messagesFor(translate),
     nav,
     navItems: NAV,
     here: `${url.pathname}${search ? `?${search}&` : '?'}`,
