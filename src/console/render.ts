@@ -54,6 +54,7 @@ export const API_ERROR_CODES = Object.entries(ERROR_CODES)
 function messagesFor(t: Translate): string {
   return JSON.stringify({
     failed: t('shell.actionFailed'),
+    failedLine: t('shell.failedLine'),
     done: t('shell.done'),
     field: t('shell.field'),
     detail: t('shell.detail'),

@@ -43,9 +43,11 @@ const INLINE_TYPES = new Set([
 
 /**
  * On every asset answer, inline or not: a document made of a client's bytes gets an opaque
- * origin (`sandbox`), runs no script and loads nothing but the media itself.
+ * origin (`sandbox`), runs no script and loads nothing but the media itself. Inline style only
+ * because the browser's own image and media viewer styles itself that way; the bytes served
+ * inline are media, never markup, so no style of the client's applies.
  */
-export const ASSET_CSP = "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'none'; sandbox";
+export const ASSET_CSP = "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; sandbox";
 
 /** Whether the console may show a stored type inline (else: an attachment, as bytes). */
 export function previewInline(mimeType: string): boolean {

@@ -46,7 +46,7 @@ export function describeError(data, status, form) {
   const what = (code && m.errors?.[code]) || fill(m.other, 'status', String(status));
   let field = typeof data?.field === 'string' && data.field ? data.field : null;
   if (!field && code === 'invalid_request' && typeof data?.error === 'string') field = /^([A-Za-z_][\w.[\]]*): /.exec(data.error)?.[1] ?? null;
-  let line = `${m.failed ?? 'Failed'}: ${what}`;
+  let line = fill(fill(m.failedLine ?? '{failed}: {what}', 'failed', m.failed ?? 'Failed'), 'what', what);
   if (field) {
     const control = controlFor(form, field);
     const label = control ? labelOf(control) : null;
@@ -64,7 +64,7 @@ export function describeError(data, status, form) {
 /** A failure the request never got an answer for (network down, server gone). */
 export function describeNetworkError() {
   const m = messages();
-  return [`${m.failed ?? 'Failed'}: ${m.network ?? 'network error'}`];
+  return [fill(fill(m.failedLine ?? '{failed}: {what}', 'failed', m.failed ?? 'Failed'), 'what', m.network ?? 'network error')];
 }
 
 export function showError(lines) {
