@@ -328,6 +328,28 @@ describe('console pages', () => {
     assert.equal(maskCredentials('ops@example.com'), 'ops@example.com');
   });
 
+  test('a viewer sees no credential a client put in a URL: a webhook token masked on the job and webhook pages', async () => {
+    // user:pass@ is refused by the API itself; a token in the query string is not.
+    const refused = await stack.api('/api/v1/jobs', {
+      method: 'POST',
+      json: { capability: 'image.generate', prompt: 'creds', width: 64, height: 64, webhookUrl: 'http://hookuser:hookpass@127.0.0.1:9/hook' },
+    });
+    assert.equal(refused.status, 400);
+    const created = await stack.api('/api/v1/jobs', {
+      method: 'POST',
+      json: { capability: 'image.generate', prompt: 'creds', width: 64, height: 64, webhookUrl: 'http://127.0.0.1:9/hook?token=hooktoken&x=1' },
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const id = created.body.job.id as string;
+    const viewer = await sessionCookie(stack, 'viewer');
+    for (const path of [`/admin/jobs/${id}`, '/admin/webhooks']) {
+      const html = await (await fetch(`${stack.url}${path}`, { headers: { cookie: viewer } })).text();
+      for (const secret of ['hookuser', 'hookpass', 'hooktoken']) assert.ok(!html.includes(secret), `${path}: ${secret} shows`);
+    }
+    const html = await (await fetch(`${stack.url}/admin/jobs/${id}`, { headers: { cookie: viewer } })).text();
+    assert.match(html, /http:\/\/127\.0\.0\.1:9\/hook\?token=\*\*\*\*&amp;x=1/);
+  });
+
   test('clients: every key labelled by origin with no character of an env key, the shared webhook secret flagged with why, a new key can get an expiry', async () => {
     const envKeyTraces = [KEY_A, KEY_B].flatMap((k) => [k.slice(0, 6), `${k.slice(0, 4)}…`, createHash('sha256').update(k).digest('hex').slice(0, 8)]);
     const list = await good('/admin/clients?lang=en');

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ERROR_CODES } from '../lib/error-codes.ts';
+import { maskCredentials, maskUrlsIn } from './mask.ts';
 import { DEFAULT_LOCALE, isLocale, LANG_COOKIE, type Locale, type Translate, translator } from './i18n/index.ts';
 import { CONSOLE_PATH } from './session.ts';
 
@@ -32,8 +33,10 @@ interface CommonData {
   canChange: boolean;
   /** An ISO time as `<time>` markup (console.js shows it in the viewer's locale); '—' for null. Raw HTML: print with `<%~ %>`. */
   time: (iso: string | null | undefined) => string;
-  /** JSON, pretty-printed (print escaped, with `<%= %>`). */
+  /** JSON, pretty-printed, credentials in URLs masked (print escaped, with `<%= %>`). */
   json: (value: unknown) => string;
+  /** A URL with its credentials masked (user:pass@, token-like query parameters); see mask.ts. */
+  mask: (url: string | null | undefined) => string;
   /** Builds a query string from `params` (empty values dropped), e.g. for paging links. */
   qs: (params: Record<string, string | number | null | undefined>) => string;
   /** A duration in milliseconds, short ("850 ms", "12.3 s", "4 min 05 s", "2 h 10 min"); '—' for null. */
@@ -109,7 +112,8 @@ function commonData(request: FastifyRequest, reply: FastifyReply, nav: NavKey | 
     here: `${url.pathname}${search ? `?${search}&` : '?'}`,
     canChange: session?.user.role === 'admin',
     time: (value) => (value ? `<time datetime="${escapeHtml(value)}">${escapeHtml(value)}</time>` : '—'),
-    json: (value) => JSON.stringify(value, null, 2),
+    json: (value) => JSON.stringify(maskUrlsIn(value), null, 2),
+    mask: (url) => (url ? maskCredentials(url) : '—'),
     qs,
     duration: formatDuration,
     bytes: formatBytes,

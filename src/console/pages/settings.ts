@@ -1,13 +1,13 @@
 import type { FastifyInstance } from 'fastify';
 import { type Config, ENV_VARS, loadConfig } from '../../config/index.ts';
 import type { ConsoleDeps } from '../deps.ts';
+import { maskCredentials } from '../mask.ts';
 import type { Render } from '../render.ts';
+
+export { maskCredentials };
 
 /** Variables whose values are secrets: shown only as set or unset. */
 const SECRET_VAR = /SECRET|PASSWORD|API_KEY|ACCESS_KEY|TOKEN|CREDENTIAL/;
-/** Query parameters that carry a credential in a URL (libpq's `password`/`sslpassword`, S3's presigned `X-Amz-*`, …). */
-const SECRET_PARAM = /pass|secret|token|signature|credential|key|auth|sig$|^user(name)?$/i;
-const MASK = '****';
 
 /** The unit of a variable, from the suffix its name ends with (the env schema's convention). */
 const UNITS: [suffix: string, unit: string][] = [
@@ -31,33 +31,6 @@ export interface SettingRow {
   set: boolean;
   /** The section this variable belongs to is off (e.g. a provider without credentials). */
   inactive: boolean;
-}
-
-/**
- * A value with every credential a URL can carry masked: user and password of `user:pass@`,
- * credential-like query parameters. Anything that looks like a URL or userinfo but does not
- * parse is masked whole (fail closed).
- */
-export function maskCredentials(value: string): string {
-  const looksLikeUrl = /^[a-z][a-z0-9+.-]*:\/\//i.test(value) || value.includes('://');
-  if (!looksLikeUrl) {
-    // `user:pass@host` without a scheme, or a bare `key=value` credential.
-    if (/[^\s/@]+:[^\s/@]*@/.test(value) || /(?:^|[?&;\s])[^=&\s]*(?:pass|secret|token|signature|credential)[^=&\s]*=/i.test(value)) return MASK;
-    return value;
-  }
-  let url: URL;
-  try {
-    url = new URL(value.trim());
-  } catch {
-    return MASK;
-  }
-  if (url.username) url.username = MASK;
-  if (url.password) url.password = MASK;
-  for (const name of [...new Set(url.searchParams.keys())]) if (SECRET_PARAM.test(name)) url.searchParams.set(name, MASK);
-  if (url.hash && /=|@/.test(url.hash)) url.hash = MASK;
-  const out = url.toString();
-  // A parser that kept something between the scheme and the host that still looks like userinfo: hide it all.
-  return /:\/\/[^/]*@/.test(out.replace(`${MASK}:${MASK}@`, '').replace(`${MASK}@`, '')) ? MASK : out;
 }
 
 type Leaves = Map<string, unknown>;
