@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { loadConfig } from '../src/config/index.ts';
+import { ENV_VARS, loadConfig } from '../src/config/index.ts';
 import { dictionaries, LOCALES } from '../src/console/i18n/index.ts';
 import { maskCredentials, settingsGroups } from '../src/console/pages/settings.ts';
 import { API_ERROR_CODES } from '../src/console/render.ts';
@@ -107,7 +107,21 @@ describe('console pages', () => {
   }
 
   test('every screen renders in both locales, with no untranslated key', async () => {
-    for (const path of ['/admin', '/admin?range=7d', '/admin/jobs', `/admin/jobs/${imageJob}`, `/admin/jobs/${videoJob}`, '/admin/assets', '/admin/engines', '/admin/settings']) {
+    for (const path of [
+      '/admin',
+      '/admin?range=7d',
+      '/admin/jobs',
+      `/admin/jobs/${imageJob}`,
+      `/admin/jobs/${videoJob}`,
+      '/admin/assets',
+      '/admin/engines',
+      '/admin/settings',
+      '/admin/clients',
+      '/admin/clients/client-a',
+      '/admin/webhooks',
+      '/admin/usage',
+      '/admin/audit',
+    ]) {
       const zh = await good(path);
       assert.match(zh, /<html lang="zh-CN">/);
       const en = await good(`${path}${path.includes('?') ? '&' : '?'}lang=en`);
@@ -115,7 +129,7 @@ describe('console pages', () => {
       for (const html of [zh, en])
         assert.doesNotMatch(
           html,
-          />\s*(nav|jobs|job|status|capability|common|assets|delivery|engines|overview|settings|shell)\.[a-zA-Z.]+\s*</,
+          />\s*(nav|jobs|job|status|capability|common|assets|delivery|engines|overview|settings|shell|cl|adm|wh|usage|audit|error)\.[a-zA-Z.]+\s*</,
           `${path}: a key shows untranslated`,
         );
     }
@@ -294,7 +308,7 @@ describe('console pages', () => {
     assert.match(html, /data-setting="ZHINIAN_MAX_UPLOAD_BYTES">.*?<span class="mono">52428800<\/span> <span class="muted">bytes<\/span>/);
     assert.match(html, /data-setting="ZHINIAN_API_KEYS">.*?data-secret-setting/);
     assert.match(html, /href="\/admin\/clients\/client-a">client-a<\/a>/);
-    assert.match(html, /data-setting="ZHINIAN_WORKER_CONCURRENCY"/);
+    for (const name of ENV_VARS) assert.match(html, new RegExp(`data-setting="${name}"`), `${name} is listed`);
     const zh = await good('/admin/settings');
     assert.match(zh, /data-setting="ZHINIAN_JOB_LEASE_SECONDS">.*?<span class="mono">60<\/span> <span class="muted">秒<\/span>/);
     if (process.env.ZHINIAN_TEST_BACKEND === 'postgres') {

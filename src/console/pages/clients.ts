@@ -49,9 +49,9 @@ function shownKey(key: KeyView, source: 'env' | 'console', now: number, generate
   };
 }
 
-/** Whether the client's webhooks are signed with the shared ZHINIAN_WEBHOOK_SECRET (no origin field yet: no own secret). */
-function sharesSecret(client: { sharesWebhookSecret?: boolean; settings: { webhookSecretSet: boolean } }): boolean {
-  return typeof client.sharesWebhookSecret === 'boolean' ? client.sharesWebhookSecret : !client.settings.webhookSecretSet;
+/** Whether the client's webhooks are signed with the shared ZHINIAN_WEBHOOK_SECRET (without the view's flag: no own secret while a shared one is set). */
+function sharesSecret(client: { sharesWebhookSecret?: boolean; settings: { webhookSecretSet: boolean } }, sharedSecretSet: boolean): boolean {
+  return typeof client.sharesWebhookSecret === 'boolean' ? client.sharesWebhookSecret : sharedSecretSet && !client.settings.webhookSecretSet;
 }
 
 const latest = (values: (string | null)[]) =>
@@ -63,6 +63,7 @@ const latest = (values: (string | null)[]) =>
 /** `/admin/clients` (list, new client) and `/admin/clients/:id` (keys, settings, webhook secret, usage). Changes go through /admin/api/clients (deps.clientAdmin). */
 export function registerClientPages(admin: FastifyInstance, deps: ConsoleDeps, render: Render): void {
   const generatedDefault = deps.config.apiKeys === null;
+  const sharedSecretSet = deps.config.webhookSecret !== null;
   admin.get('/clients', async (request, reply) => {
     const now = deps.clock.now();
     const [clients, usage] = await Promise.all([deps.clientAdmin.list(), lastWeek(deps)]);
@@ -77,7 +78,7 @@ export function registerClientPages(admin: FastifyInstance, deps: ConsoleDeps, r
           source: c.source,
           disabled: c.disabled,
           generated: keys.some((k) => k.origin === 'generated'),
-          sharesWebhookSecret: sharesSecret(c),
+          sharesWebhookSecret: sharesSecret(c, sharedSecretSet),
           activeKeys: keys.filter((k) => k.state === 'active').length,
           lastUsedAt: latest(keys.map((k) => k.lastUsedAt)),
           usage: usage.byClient.get(c.id) ?? null,
@@ -104,7 +105,7 @@ export function registerClientPages(admin: FastifyInstance, deps: ConsoleDeps, r
     return render(reply, request, 'client', {
       nav: 'clients',
       title: client.name,
-      client: { ...client, keys: undefined, sharesWebhookSecret: sharesSecret(client) },
+      client: { ...client, keys: undefined, sharesWebhookSecret: sharesSecret(client, sharedSecretSet) },
       keys: client.keys.map((k) => shownKey(k, client.source, now, generatedDefault)),
       keyOrigin: client.keys.some((k) => originOf(k, client.source, generatedDefault) === 'generated') ? 'generated' : client.source === 'env' ? 'env' : 'console',
       engines: engineNames.map((name) => ({ name, checked: allowed === null || allowed.includes(name) })),
