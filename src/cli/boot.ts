@@ -1,4 +1,4 @@
-import { createClientAdmin, createClientDirectory } from '../clients/index.ts';
+import { createClientAdmin, createClientDirectory, rememberEnvClients } from '../clients/index.ts';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import sharp from 'sharp';
@@ -98,6 +98,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     maxRunning: config.clientMaxRunning,
     rateLimitJobsPerMinute: config.rateLimitJobsPerMinute,
     rateLimitRequestsPerMinute: config.rateLimitRequestsPerMinute,
+    sharedWebhookSecret: config.webhookSecret,
   });
   const jobs = createJobService({
     handle,
@@ -116,6 +117,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     apiKeys = [generated.key];
     keyCreated = generated.created;
   }
+  await rememberEnvClients(handle, apiKeys, clock.now());
 
   const stoppers: (() => Promise<void>)[] = [];
   let url: string | null = null;
@@ -145,7 +147,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
         handle,
         config,
         sessionSecret: config.console.sessionSecret ?? readOrCreateSecret(path.join(config.dataDir, 'session-secret')).value,
-        sessions: createSessions({ handle, ttlMs: config.console.sessionTtlMs, secure: baseUrl().startsWith('https:'), clock }),
+        sessions: createSessions({ handle, ttlMs: config.console.sessionTtlMs, secure: baseUrl().startsWith('https:'), clock, console: config.console }),
         loginTokens,
         clock,
         baseUrl,
@@ -154,7 +156,14 @@ export async function boot(opts: BootOptions): Promise<Running> {
         store,
         engines,
         clients,
-        clientAdmin: createClientAdmin({ handle, clock, envKeys: apiKeys, engineNames: () => engines.all().map((e) => e.name) }),
+        clientAdmin: createClientAdmin({
+          handle,
+          clock,
+          envKeys: apiKeys,
+          envKeysGenerated: !config.apiKeys,
+          sharedWebhookSecretSet: config.webhookSecret !== null,
+          engineNames: () => engines.all().map((e) => e.name),
+        }),
         notifier,
       },
     });

@@ -34,6 +34,10 @@ export async function registerConsole(app: FastifyInstance, deps: ConsoleDeps): 
   await app.register(
     async (admin) => {
       await admin.register(fastifyCookie, { secret: deps.sessionSecret });
+      // The one-time link's sign-in form is the only form post; everything else sends JSON.
+      admin.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 4096 }, (_request, body, done) => {
+        done(null, Object.fromEntries(new URLSearchParams(body as string)));
+      });
       admin.addHook('onRoute', (route) => {
         route.config = { access: 'console', ...route.config };
       });
@@ -41,6 +45,11 @@ export async function registerConsole(app: FastifyInstance, deps: ConsoleDeps): 
         consoleSecurityHeaders(reply);
         if (request.is404) return;
         const access = request.routeOptions.config.access;
+        if (deps.sessions.cookieCount(request) > 1) {
+          // Cookie tossing (a sibling subdomain planting its own): which one counts must not depend on order.
+          deps.sessions.clearCookies(reply);
+          return sendError(reply, ERR.invalid_request, 'Two console session cookies were sent; both were cleared. Sign in again.');
+        }
         request.consoleSession = await deps.sessions.load(request);
         if (access === 'console-public') return;
         reply.header('cache-control', 'no-store');
