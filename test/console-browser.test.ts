@@ -198,10 +198,14 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     const dialog = page.locator('dialog[data-secret-dialog]');
     const status = async (secret: string) => (await fetch(`${sso.url}/api/v1/jobs`, { headers: { authorization: `Bearer ${secret}` } })).status;
     /** Reads the secret in the dialog, then closes it (which reloads the page). */
-    const takeSecret = async (artifact: string) => {
+    const takeSecret = async (artifact: string, withWebhookSecret = false) => {
       await dialog.waitFor({ state: 'visible' });
       const secret = (await dialog.locator('[data-secret-value]').textContent())?.trim() ?? '';
       assert.match(secret, /^zk_[0-9a-z]{26}_[A-Za-z0-9_-]{43}$/);
+      // A new client's own webhook signing secret is shown once beside its first key; a further key has none.
+      const webhook = dialog.locator('[data-secret-webhook]');
+      assert.equal(await webhook.isVisible(), withWebhookSecret, 'the webhook secret block');
+      if (withWebhookSecret) assert.match((await webhook.textContent())?.trim() ?? '', /^whsec_/);
       await screenshot(page, artifact);
       await Promise.all([page.waitForEvent('load'), dialog.locator('[data-close-secret]').click()]);
       assert.ok(!(await page.content()).includes(secret), 'the secret is shown once');
@@ -215,7 +219,7 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     await form.locator('input[name="id"]').fill('browser-partner');
     await form.locator('input[name="name"]').fill('浏览器伙伴');
     await form.locator('[data-test="create-client"]').click();
-    const first = await takeSecret('clients-new-client-secret');
+    const first = await takeSecret('clients-new-client-secret', true);
     assert.equal(await status(first), 200);
 
     // A second key on the client's page (rotation); the first keeps working until revoked.
@@ -388,7 +392,8 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     const ctx = await context();
     const page = await ctx.newPage();
     await page.goto(plain.adminLink);
-    await page.waitForURL(`${plain.url}/admin`);
+    // The link opens a page; only its button spends the token (a link preview's GET does not).
+    await Promise.all([page.waitForURL(`${plain.url}/admin`), page.locator('[data-test="link-sign-in"]').click()]);
     await page.locator('header.top nav a', { hasText: '概览' }).waitFor();
     await screenshot(page, 'zero-config-overview');
     const other = await context();

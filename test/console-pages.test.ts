@@ -8,7 +8,7 @@ import { maskCredentials, settingsGroups } from '../src/console/pages/settings.t
 import { API_ERROR_CODES } from '../src/console/render.ts';
 import { newId } from '../src/lib/ids.ts';
 import { KEY_A, KEY_B, openTestDb, queuedJobRow, startStack, type Stack, WEBHOOK_SECRET, waitFor, waitForJob } from './helpers.ts';
-import { forgedSessionCookie, TEST_SESSION_SECRET } from './console-helpers.ts';
+import { FORGED_ROLE_ENV, forgedSessionCookie, redeemAdminLink, TEST_SESSION_SECRET } from './console-helpers.ts';
 
 /** A console session of `role` (the one-time link gives only admin). */
 async function sessionCookie(stack: Stack, role: 'admin' | 'viewer'): Promise<string> {
@@ -20,10 +20,10 @@ async function sessionCookie(stack: Stack, role: 'admin' | 'viewer'): Promise<st
   }
 }
 
-/** An admin's session cookie: through the one-time sign-in link (the zero-config path), else made directly. */
+/** An admin's session cookie: through the one-time sign-in link (its page, then its POST; the zero-config path), else made directly. */
 async function signIn(stack: Stack): Promise<string> {
   if (stack.adminLink) {
-    const res = await fetch(stack.adminLink, { redirect: 'manual' });
+    const res = await redeemAdminLink(stack.adminLink);
     const cookie = res.headers.getSetCookie().find((c) => c.startsWith('zhinian_console='));
     if (cookie) return cookie.split(';')[0];
   }
@@ -44,7 +44,7 @@ describe('console pages', () => {
   };
 
   before(async () => {
-    stack = await startStack({ env: { ZHINIAN_SESSION_SECRET: TEST_SESSION_SECRET } });
+    stack = await startStack({ env: { ZHINIAN_SESSION_SECRET: TEST_SESSION_SECRET, ...FORGED_ROLE_ENV } });
     cookie = await signIn(stack);
     const make = async (json: object, key?: string) => {
       const created = await stack.api('/api/v1/jobs', { method: 'POST', json, key });
@@ -404,7 +404,7 @@ describe('console pages', () => {
   });
 
   test('a console started without ZHINIAN_API_KEYS labels its default key as generated, not as from ZHINIAN_API_KEYS', async () => {
-    const generated = await startStack({ worker: false, env: { ZHINIAN_API_KEYS: '', ZHINIAN_SESSION_SECRET: TEST_SESSION_SECRET } });
+    const generated = await startStack({ worker: false, env: { ZHINIAN_API_KEYS: '', ZHINIAN_SESSION_SECRET: TEST_SESSION_SECRET, ...FORGED_ROLE_ENV } });
     try {
       const admin = await signIn(generated);
       const get = async (path: string) => {

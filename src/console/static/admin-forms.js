@@ -12,7 +12,7 @@
 // `secret`/`key.secret` in the answer is shown once in the layout's secret dialog. A refusal is
 // shown in the console's language, naming the field (messages.js).
 
-import { clearError, describeError, describeNetworkError, reloadWithNotice, showError } from './messages.js';
+import { clearError, describeError, describeNetworkError, reloadWithNotice, showError, showSecrets } from './messages.js';
 
 const csrf = () => document.querySelector('meta[name="csrf-token"]')?.getAttribute('content') ?? '';
 
@@ -68,14 +68,7 @@ document.addEventListener('submit', async (event) => {
       showError(describeError(data, response.status, form));
       return;
     }
-    const secret = data?.secret ?? data?.key?.secret;
-    const dialog = document.querySelector('[data-secret-dialog]');
-    if (typeof secret === 'string' && dialog) {
-      dialog.querySelector('[data-secret-value]').textContent = secret;
-      dialog.addEventListener('close', () => reloadWithNotice(form.dataset.done), { once: true });
-      dialog.showModal();
-      return;
-    }
+    if (showSecrets(data, form.dataset.done)) return;
     reloadWithNotice(form.dataset.done);
   } catch {
     showError(describeNetworkError());

@@ -2,7 +2,7 @@
 // header to htmx requests and to its own, runs `data-action-url` buttons against the JSON API,
 // shows one-time secrets in a dialog, and prints <time> elements in the viewer's locale.
 
-import { clearError, describeError, describeNetworkError, reloadWithNotice, showError, showPendingNotice } from './messages.js';
+import { clearError, describeError, describeNetworkError, reloadWithNotice, showError, showPendingNotice, showSecrets } from './messages.js';
 
 const csrf = () => document.querySelector('meta[name="csrf-token"]')?.getAttribute('content') ?? '';
 const strings = () => document.querySelector('[data-i18n-failed]')?.dataset ?? {};
@@ -39,15 +39,6 @@ async function post(url, body) {
   return { response, data };
 }
 
-function showSecret(secret, notice) {
-  const dialog = document.querySelector('[data-secret-dialog]');
-  if (!dialog) return false;
-  dialog.querySelector('[data-secret-value]').textContent = secret;
-  dialog.addEventListener('close', () => reloadWithNotice(notice), { once: true });
-  dialog.showModal();
-  return true;
-}
-
 async function runAction(button) {
   const confirmText = button.dataset.confirm;
   if (confirmText !== undefined && !window.confirm(confirmText || strings().i18nConfirm || '?')) return;
@@ -67,8 +58,7 @@ async function runAction(button) {
       showError(describeError(data, response.status, null));
       return;
     }
-    const secret = data?.secret ?? data?.key?.secret;
-    if (typeof secret === 'string' && showSecret(secret, button.dataset.done)) return;
+    if (showSecrets(data, button.dataset.done)) return;
     reloadWithNotice(button.dataset.done);
   } catch {
     showError(describeNetworkError());

@@ -112,3 +112,24 @@ export function showPendingNotice() {
   region.textContent = notice;
   region.hidden = false;
 }
+
+/**
+ * Shows the one-time secrets of an answer in the layout's dialog: a key (`secret`, `key.secret`)
+ * and, when a client was just made, its own webhook signing secret (`webhookSecret`). Closing it
+ * reloads the page with `notice`. False when the answer has no secret.
+ */
+export function showSecrets(data, notice) {
+  const secret = data?.secret ?? data?.key?.secret;
+  const webhookSecret = typeof data?.webhookSecret === 'string' ? data.webhookSecret : null;
+  const dialog = document.querySelector('[data-secret-dialog]');
+  if (typeof secret !== 'string' || !dialog) return false;
+  dialog.querySelector('[data-secret-value]').textContent = secret;
+  const block = dialog.querySelector('[data-secret-webhook-block]');
+  if (block) {
+    block.hidden = webhookSecret === null;
+    block.querySelector('[data-secret-webhook]').textContent = webhookSecret ?? '';
+  }
+  dialog.addEventListener('close', () => reloadWithNotice(notice), { once: true });
+  dialog.showModal();
+  return true;
+}
