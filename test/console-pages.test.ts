@@ -1,6 +1,8 @@
 // @backends sqlite,postgres
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ENV_VARS, loadConfig } from '../src/config/index.ts';
 import { dictionaries, LOCALES } from '../src/console/i18n/index.ts';
@@ -412,7 +414,18 @@ describe('console pages', () => {
         assert.equal(res.status, 200, path);
         return res.text();
       };
-      const detail = await get('/admin/clients/default?lang=en');
+      // The generated key in use: its last use shows (and is never before its creation).
+      const key = fs.readFileSync(path.join(generated.dataDir, 'api-key'), 'utf8').trim();
+      assert.equal((await fetch(`${generated.url}/api/v1/jobs`, { headers: { authorization: `Bearer ${key}` } })).status, 200);
+      const used = await waitFor(
+        async () => {
+          const html = await get('/admin/clients/default?lang=en');
+          return /data-test="key-last-used"><time datetime=/.test(html) ? html : null;
+        },
+        { timeoutMs: 30_000, intervalMs: 250, what: "the generated key's last use on its client page" },
+      );
+      for (const trace of [key.slice(0, 6), createHash('sha256').update(key).digest('hex').slice(0, 8)]) assert.ok(!used.includes(trace), 'no trace of the generated key');
+      const detail = used;
       assert.match(detail, /data-test="key" data-key-origin="generated">/);
       assert.match(detail, /data-test="key-origin">generated at first start</);
       assert.doesNotMatch(detail, /from ZHINIAN_API_KEYS</);
