@@ -22,36 +22,20 @@ function keyState(key: KeyView, now: number): 'active' | 'revoked' | 'expired' {
   return 'active';
 }
 
-/** Where a key comes from: made here, listed in ZHINIAN_API_KEYS, or generated at first start (no origin yet: env). */
-type KeyOrigin = 'console' | 'env' | 'generated';
-function originOf(key: KeyView, source: 'env' | 'console', generatedDefault: boolean): KeyOrigin {
-  const origin = (key as KeyView & { origin?: KeyOrigin }).origin;
-  if (origin === 'console' || origin === 'env' || origin === 'generated') return origin;
-  // Without ZHINIAN_API_KEYS the only key outside the console is the one generated at first start.
-  if (source === 'env') return generatedDefault ? 'generated' : 'env';
-  return 'console';
-}
-
 /** A key as the views print it: no character of an env or generated key, not even through its id. */
-function shownKey(key: KeyView, source: 'env' | 'console', now: number, generatedDefault: boolean) {
-  const origin = originOf(key, source, generatedDefault);
-  const own = origin === 'console';
+function shownKey(key: KeyView, now: number) {
+  const own = key.origin === 'console';
   return {
     id: own ? key.id : '',
     prefix: own ? key.prefix : '',
-    origin,
+    origin: key.origin,
     state: keyState(key, now),
     createdAt: key.createdAt,
-    // Never before its creation (a clock step or a row written before the key's).
+    // Never before its creation (a clock step, or a use recorded by another instance's clock).
     lastUsedAt: key.lastUsedAt && key.createdAt && key.lastUsedAt < key.createdAt ? key.createdAt : key.lastUsedAt,
     expiresAt: key.expiresAt,
     revokedAt: key.revokedAt,
   };
-}
-
-/** Whether the client's webhooks are signed with the shared ZHINIAN_WEBHOOK_SECRET (without the view's flag: no own secret while a shared one is set). */
-function sharesSecret(client: { sharesWebhookSecret?: boolean; settings: { webhookSecretSet: boolean } }, sharedSecretSet: boolean): boolean {
-  return typeof client.sharesWebhookSecret === 'boolean' ? client.sharesWebhookSecret : sharedSecretSet && !client.settings.webhookSecretSet;
 }
 
 const latest = (values: (string | null)[]) =>
@@ -62,8 +46,6 @@ const latest = (values: (string | null)[]) =>
 
 /** `/admin/clients` (list, new client) and `/admin/clients/:id` (keys, settings, webhook secret, usage). Changes go through /admin/api/clients (deps.clientAdmin). */
 export function registerClientPages(admin: FastifyInstance, deps: ConsoleDeps, render: Render): void {
-  const generatedDefault = deps.config.apiKeys === null;
-  const sharedSecretSet = deps.config.webhookSecret !== null;
   admin.get('/clients', async (request, reply) => {
     const now = deps.clock.now();
     const [clients, usage] = await Promise.all([deps.clientAdmin.list(), lastWeek(deps)]);
@@ -71,14 +53,14 @@ export function registerClientPages(admin: FastifyInstance, deps: ConsoleDeps, r
       nav: 'clients',
       title: titleOf(request, 'cl.title'),
       clients: clients.map((c) => {
-        const keys = c.keys.map((k) => shownKey(k, c.source, now, generatedDefault));
+        const keys = c.keys.map((k) => shownKey(k, now));
         return {
           id: c.id,
           name: c.name,
           source: c.source,
           disabled: c.disabled,
           generated: keys.some((k) => k.origin === 'generated'),
-          sharesWebhookSecret: sharesSecret(c, sharedSecretSet),
+          sharesWebhookSecret: c.sharesWebhookSecret,
           activeKeys: keys.filter((k) => k.state === 'active').length,
           lastUsedAt: latest(keys.map((k) => k.lastUsedAt)),
           usage: usage.byClient.get(c.id) ?? null,
@@ -105,9 +87,9 @@ export function registerClientPages(admin: FastifyInstance, deps: ConsoleDeps, r
     return render(reply, request, 'client', {
       nav: 'clients',
       title: client.name,
-      client: { ...client, keys: undefined, sharesWebhookSecret: sharesSecret(client, sharedSecretSet) },
-      keys: client.keys.map((k) => shownKey(k, client.source, now, generatedDefault)),
-      keyOrigin: client.keys.some((k) => originOf(k, client.source, generatedDefault) === 'generated') ? 'generated' : client.source === 'env' ? 'env' : 'console',
+      client: { ...client, keys: undefined },
+      keys: client.keys.map((k) => shownKey(k, now)),
+      keyOrigin: client.keys.some((k) => k.origin === 'generated') ? 'generated' : client.source === 'env' ? 'env' : 'console',
       engines: engineNames.map((name) => ({ name, checked: allowed === null || allowed.includes(name) })),
       allEngines: allowed === null,
       usageRows: usage.rows,

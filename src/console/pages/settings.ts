@@ -76,7 +76,14 @@ interface EnvMapping {
 let mappings: EnvMapping[] | null = null;
 function envMappings(): EnvMapping[] {
   if (mappings) return mappings;
-  const base = leaves(loadConfig(PROBE_BASE));
+  let base: Leaves;
+  try {
+    base = leaves(loadConfig(PROBE_BASE));
+  } catch {
+    // config.ts wants something the probe does not give: list the variables without their paths.
+    mappings = ENV_VARS.map((name) => ({ name, paths: [], factor: 1 }));
+    return mappings;
+  }
   mappings = ENV_VARS.map((name) => {
     for (const probe of PROBE_VALUES) {
       let changed: Leaves;
