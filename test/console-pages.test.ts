@@ -377,6 +377,7 @@ describe('console pages', () => {
     assert.match(detail, /data-test="shared-secret-why"[\s\S]*?must check the event&#39;s clientId/);
     assert.match(list, /data-client-id="client-a"[\s\S]*?data-test="shares-webhook-secret"/);
     assert.match(await good('/admin/clients'), /<title>[^<]*智念[^<]*<\/title>/);
+    assert.match(list, /<input type="checkbox" name="adopt" data-json="boolean" data-test="adopt-client">/);
 
     const { csrfToken } = JSON.parse((await page('/admin/api/me')).html);
     const post = (path: string, json: unknown) =>
