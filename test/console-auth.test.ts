@@ -434,6 +434,14 @@ describe('console sign-in by one-time link (no issuer)', () => {
     assert.equal((await getJson(`${stack.url}/admin/auth/callback?code=a&state=b`)).status, 404);
   });
 
+  test("npm run admin-link prints the instance's real port (PORT=0 here), not the configured one", async () => {
+    const cli = await runAdminLink(testEnv(stack.dataDir));
+    assert.equal(cli.code, 0, cli.stderr);
+    const link = cli.stdout.trim().split('\n').at(-1)!;
+    assert.ok(link.startsWith(`${stack.url}/admin/login?token=`), link);
+    assert.equal((await redeemAdminLink(link)).status, 303);
+  });
+
   test('npm run admin-link prints a fresh link that signs in', async () => {
     const cli = await runAdminLink(testEnv(stack.dataDir, { ZHINIAN_PUBLIC_BASE_URL: stack.url }));
     assert.equal(cli.code, 0, cli.stderr);

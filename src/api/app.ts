@@ -13,6 +13,7 @@ import { registerAccessControl, type Authenticator } from './auth.ts';
 import { clientErrorHandler, frameworkErrorHandler, registerErrorHandling, sendError, stampReply } from './errors.ts';
 import { registerJsonParser } from './json-body.ts';
 import { registerMultipartPassThrough } from './multipart.ts';
+import { rejectUnstorableParams } from './param-guard.ts';
 import { registerAbortLog, RequestLog } from './request-log.ts';
 import { registerRequestLimit } from './request-limit.ts';
 import { registerAssetRoutes } from './routes/assets.ts';
@@ -82,6 +83,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     stampReply(request, reply);
     // A request on a kept-alive connection while we shut down: the load balancer should retry it elsewhere.
     if (closing) return sendError(reply, ERR.shutting_down, 'The server is shutting down; try again.');
+    rejectUnstorableParams(request);
   });
   registerAccessControl(app, { auth: deps.auth, signer: deps.signer });
   // Before the routes: it adds its hook to each route as it is declared.

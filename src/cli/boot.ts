@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { createClientAdmin, createClientDirectory, rememberEnvClients } from '../clients/index.ts';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -29,6 +30,9 @@ export interface BootOptions {
   logger?: Logger;
 }
 
+/** The data dir's note of the last started server's public base URL (its real port, too, with PORT=0). */
+export const INSTANCE_URL_FILE = 'instance-url';
+
 export interface Running {
   config: Readonly<Config>;
   /** Where the server listens, when it runs. */
@@ -38,6 +42,8 @@ export interface Running {
   keyCreated: boolean;
   /** With no identity provider: a one-time console sign-in link made by this start (server only). */
   adminLink: string | null;
+  /** The HTTP server's route tree as Fastify prints it (empty without a server): tests walk every route. */
+  routeTree(): string;
   logger: Logger;
   stop(): Promise<void>;
 }
@@ -122,6 +128,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
   const stoppers: (() => Promise<void>)[] = [];
   let url: string | null = null;
   let adminLink: string | null = null;
+  let routeTree = () => '';
   if (opts.server) {
     // Loaded only here: a worker process never pays for the HTTP stack's memory.
     const { buildApp } = await import('../api/app.ts');
@@ -167,10 +174,13 @@ export async function boot(opts: BootOptions): Promise<Running> {
         notifier,
       },
     });
+    routeTree = () => app.printRoutes({ commonPrefix: false });
     await app.listen({ port: config.http.port, host: config.http.host });
     const address = app.server.address();
     listeningPort = typeof address === 'object' && address ? address.port : config.http.port;
     url = `http://${config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host}:${listeningPort}`;
+    // `npm run admin-link` runs apart from the server: it reads where the server really listens from here.
+    fs.writeFileSync(path.join(config.dataDir, INSTANCE_URL_FILE), `${baseUrl()}\n`);
     if (!config.console.oidc) adminLink = `${baseUrl()}/admin/login?token=${await loginTokens.issue()}`;
     stoppers.push(async () => {
       // Stop listening and let in-flight requests finish; past the grace period, close what is
@@ -228,6 +238,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     apiKeys,
     keyCreated,
     adminLink,
+    routeTree: () => routeTree(),
     logger,
     async stop() {
       // Server first (no new work), then the worker hands its jobs back, then the database.

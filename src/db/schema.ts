@@ -176,8 +176,9 @@ export interface WebhookDeliveriesTable {
   held_due_at: number | null;
 }
 
-/** Per receiver origin: timeouts and connection errors in a row, and the backoff they earned. */
+/** Per client and receiver origin (since 0009; before, per origin): timeouts and connection errors in a row, and the backoff they earned. */
 export interface WebhookEndpointsTable {
+  client_id: string;
   origin: string;
   consecutive_failures: number;
   /** While in the future no attempt to this origin starts; once passed, one probe at a time until a 2xx. */
