@@ -72,8 +72,8 @@ export function receiveFiles(request: FastifyRequest, opts: { maxFiles: number; 
       raw.unpipe(parser);
       current?.destroy(error);
       // Read and drop whatever the client still sends, so the request ends and the connection
-      // can close (or serve the next request) once we have answered; Node would not do it for a
-      // body that was being piped. ZHINIAN_REQUEST_TIMEOUT_SECONDS bounds how long that may take.
+      // can close once we have answered; Node would not do it for a body that was being piped.
+      // The lingering close (lingering-close.ts) bounds how much and how long.
       raw.resume();
       written.finally(async () => {
         await Promise.all(received.map((r) => fsp.rm(r.file.path, { force: true })));
