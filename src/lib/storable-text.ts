@@ -18,7 +18,6 @@ export function storableText(value: unknown, maxChars = MAX_STORED_TEXT): string
     (text as string & { toWellFormed(): string })
       .toWellFormed()
       .replace(/\u0000/g, '\uFFFD')
-      // biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to remove them
       .replace(/[\u0001-\u0008\u000b\u000c\u000e-\u001f\u007f]/g, ' ')
   );
 }
