@@ -72,15 +72,24 @@ async function submit(job: ClaimedJob, engine: RemoteEngine, ctx: RemoteRunConte
   if (!(await ctx.saveState({ phase: 'submitting', engine: engine.name, at: ctx.clock.now() }))) throw new Aborted();
   let handle: EngineHandle;
   try {
-    handle = await withRetries(ctx, 'submit', () => engine.submit(request, { signal: ctx.signal, idempotencyKey: `${job.id}:1` }));
+    // A submission in flight is never cut off by a cancel (or a shutdown, or a lost lease): the
+    // provider may already have made the task, and an answer we stop reading would leave it
+    // there unknown. It ends on its own (ZHINIAN_PROVIDER_HTTP_TIMEOUT_MS bounds each call); the
+    // signal still ends the waits between tries, when nothing is in flight.
+    const notCutOff = new AbortController().signal;
+    handle = await withRetries(ctx, 'submit', () => engine.submit(request, { signal: notCutOff, idempotencyKey: `${job.id}:1` }));
     checkTaskId(engine.name, handle.taskId);
   } catch (error) {
-    // The provider answered (or never got it): no task exists, so a later attempt may submit.
-    if (!ctx.signal.aborted) await ctx.saveState(null);
+    // The provider answered (or never got it), or we stopped between tries: no task exists, so
+    // a later attempt may submit (a no-op when the job is no longer ours).
+    await ctx.saveState(null);
     throw error;
   }
   if (!(await ctx.saveState({ phase: 'submitted', handle }))) {
-    await engine.cancel(handle).catch(() => {});
+    // The job was cancelled (or taken from us) while the submission was in flight: the task
+    // is ours alone to stop, and this is the only place that knows it.
+    const outcome = await engine.cancel(handle).catch((error: unknown) => `failed: ${(error as Error).message}`);
+    ctx.log.info({ taskId: handle.taskId, outcome }, 'remote task submitted after the job ended; cancelled at the provider');
     throw new Aborted();
   }
   ctx.log.info({ taskId: handle.taskId }, 'remote task submitted');
