@@ -1,5 +1,5 @@
 /** Longest text from outside kept in one column (a provider's error message, a receiver's answer). */
-export const MAX_STORED_TEXT = 2_000;
+const MAX_STORED_TEXT = 2_000;
 
 /**
  * Text that came from outside (a provider's error message or task id, a result URL, a file name
