@@ -14,12 +14,10 @@ export function storableText(value: unknown, maxChars = MAX_STORED_TEXT): string
   let text = typeof value === 'string' ? value : describe(value);
   // Cut first (a huge message costs no more than its kept part), then clean what is kept.
   if (text.length > maxChars) text = `${text.slice(0, maxChars - 1)}…`;
-  return (
-    (text as string & { toWellFormed(): string })
-      .toWellFormed()
-      .replace(/\u0000/g, '\uFFFD')
-      .replace(/[\u0001-\u0008\u000b\u000c\u000e-\u001f\u007f]/g, ' ')
-  );
+  return (text as string & { toWellFormed(): string })
+    .toWellFormed()
+    .replace(/\u0000/g, '\uFFFD')
+    .replace(/[\u0001-\u0008\u000b\u000c\u000e-\u001f\u007f]/g, ' ');
 }
 
 function describe(value: unknown): string {
