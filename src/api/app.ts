@@ -12,6 +12,7 @@ import { ERR } from '../lib/error-codes.ts';
 import { registerAccessControl, type Authenticator } from './auth.ts';
 import { clientErrorHandler, frameworkErrorHandler, registerErrorHandling, sendError, stampReply } from './errors.ts';
 import { registerJsonParser } from './json-body.ts';
+import { registerLingeringClose } from './lingering-close.ts';
 import { registerMultipartPassThrough } from './multipart.ts';
 import { rejectUnstorableParams } from './param-guard.ts';
 import { registerAbortLog, RequestLog } from './request-log.ts';
@@ -75,6 +76,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerJsonParser(app);
   registerErrorHandling(app);
   registerAbortLog(app);
+  registerLingeringClose(app);
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;

@@ -85,8 +85,10 @@ export async function boot(opts: BootOptions): Promise<Running> {
       : null;
   const notifier = pgNotifier ?? createNotifier();
   const tempDir = path.join(config.dataDir, 'tmp');
-  // Anything older than twice the job timeout cannot belong to a live run or upload.
-  await removeStaleEntries(tempDir, Math.max(2 * config.jobTimeoutMs, 3_600_000));
+  // Anything older than twice the job timeout cannot belong to a live run or upload; files of
+  // this host's processes that are gone (a kill mid-upload) go at once (temp-file.ts).
+  const staleTemp = await removeStaleEntries(tempDir, Math.max(2 * config.jobTimeoutMs, 3_600_000));
+  if (staleTemp > 0) logger.info({ removed: staleTemp }, 'removed temp files left by stopped processes');
   let listeningPort: number | undefined;
   const baseUrl = () => publicBaseUrl(config, listeningPort);
 
