@@ -1,9 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import { ERR } from '../lib/error-codes.ts';
 import { AppError, Invalid } from '../lib/errors.ts';
-
-/** As json-body.ts checks bodies: no U+0000, no lone surrogate (neither database stores them as sent). */
-const isStorableText = (text: string) => !text.includes('\u0000') && (text as string & { isWellFormed(): boolean }).isWellFormed();
+import { isStorableText } from '../lib/storable-text.ts';
 
 const unstorable = (value: unknown) => (Array.isArray(value) ? value : [value]).some((s) => typeof s === 'string' && !isStorableText(s));
 

@@ -28,3 +28,8 @@ function describe(value: unknown): string {
     return String(value);
   }
 }
+
+/** No U+0000 and no lone UTF-16 surrogate: the text survives UTF-8 storage on either database unchanged (input that fails this is refused, not cleaned). */
+export function isStorableText(text: string): boolean {
+  return !text.includes('\u0000') && (text as string & { isWellFormed(): boolean }).isWellFormed();
+}

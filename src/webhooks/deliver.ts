@@ -4,6 +4,7 @@ import { guardedDispatcher } from '../net/index.ts';
 import { sql } from 'kysely';
 import type { DbHandle, Tx, WebhookDeliveriesTable } from '../db/index.ts';
 import { withTransaction } from '../db/index.ts';
+import { storableText } from '../lib/storable-text.ts';
 import { outageBackoffMs } from '../lib/retry-ladders.ts';
 import type { Clock } from '../lib/clock.ts';
 import { signatureHeaders } from './sign.ts';
@@ -333,7 +334,7 @@ async function recordOutcome(opts: DeliveryOptions, delivery: WebhookDeliveriesT
             next_attempt_at: outcome === 'retry' ? finishedAt + delay : null,
             lease_owner: null,
             last_status_code: statusCode,
-            last_error: error?.slice(0, 500) ?? null,
+            last_error: error === null ? null : storableText(error, 500),
             delivered_at: outcome === 'delivered' ? finishedAt : null,
           })
           .where('id', '=', delivery.id)
@@ -349,7 +350,7 @@ async function recordOutcome(opts: DeliveryOptions, delivery: WebhookDeliveriesT
             started_at: startedAt,
             duration_ms: finishedAt - startedAt,
             status_code: statusCode,
-            error: error?.slice(0, 500) ?? null,
+            error: error === null ? null : storableText(error, 500),
           })
           .onConflict((oc) => oc.columns(['delivery_id', 'attempt']).doNothing())
           .execute();
