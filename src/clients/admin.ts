@@ -14,7 +14,7 @@ import { hashKey, keyPrefix, makeKey } from './keys.ts';
 import { type ClientView, type KeyView, keyView, lastUsedView, settingsView } from './views.ts';
 import { newWebhookSecret, parsePreviousSecrets, previousAfterRotation } from './webhook-secrets.ts';
 
-export type { ClientSettingsView, ClientView, KeyView } from './views.ts';
+export type { ClientView, KeyView } from './views.ts';
 
 interface EnvKeyUsage {
   first_seen_at: number;

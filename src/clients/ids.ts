@@ -3,10 +3,10 @@ import { asciiLowerCase } from '../lib/ascii.ts';
 import { Conflict, Invalid } from '../lib/errors.ts';
 
 /** Ids made in the console: lower case, so no two differ only by case (env ids keep their own rules). */
-export const CONSOLE_CLIENT_ID = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+const CONSOLE_CLIENT_ID = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
 /** The look-alike form of a client id: `Alice`, `alice.` and `ALICE` all read `alice`. */
-export const canonicalClientId = (id: string): string => asciiLowerCase(id).replace(/[^a-z0-9]/g, '');
+const canonicalClientId = (id: string): string => asciiLowerCase(id).replace(/[^a-z0-9]/g, '');
 
 /**
  * Records client ids as used (never forgotten: a later client under the same id would inherit

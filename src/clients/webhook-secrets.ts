@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 
 /** A previous webhook secret keeps signing beside the new one this long after a rotation. */
-export const WEBHOOK_SECRET_OVERLAP_MS = 24 * 3_600_000;
+const WEBHOOK_SECRET_OVERLAP_MS = 24 * 3_600_000;
 /** Previous secrets kept at most (rotations within one overlap); the oldest beyond go at once. */
 const MAX_PREVIOUS_SECRETS = 8;
 

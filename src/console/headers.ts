@@ -7,7 +7,7 @@ const CONSOLE_PREFIX = '/admin';
  * Every answer under /admin: no script, style, image or connection from anywhere but us, no
  * framing, no inline script (htmx runs with eval off; see views/layout.eta).
  */
-export const CONSOLE_CSP = [
+const CONSOLE_CSP = [
   "default-src 'none'",
   "script-src 'self'",
   "style-src 'self'",

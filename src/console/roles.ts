@@ -28,7 +28,7 @@ function emailMatches(email: string, entry: string): boolean {
  * `false` never counts. Without this, anyone whose provider lets them type an address (Entra
  * ID omits the claim by default) could take an admin's.
  */
-export function verifiedEmail(identity: Pick<Identity, 'email' | 'emailVerified'>, config: Pick<RoleConfig, 'allowUnverifiedEmail'>): string | null {
+function verifiedEmail(identity: Pick<Identity, 'email' | 'emailVerified'>, config: Pick<RoleConfig, 'allowUnverifiedEmail'>): string | null {
   if (identity.email === null || identity.email.length === 0 || identity.email.length > 320) return null;
   const trusted = identity.emailVerified === true || (identity.emailVerified === undefined && config.allowUnverifiedEmail);
   return trusted ? asciiLowerCase(identity.email) : null;

@@ -15,7 +15,7 @@ export interface ConsoleUser {
 }
 
 /** What a session was given at sign-in, kept so its role can be resolved again later. */
-export type Grant = { via: 'link' } | { via: 'oidc'; identity: Identity };
+type Grant = { via: 'link' } | { via: 'oidc'; identity: Identity };
 
 export interface ConsoleSession {
   user: ConsoleUser;
@@ -58,7 +58,7 @@ export interface Sessions {
   readonly secure: boolean;
 }
 
-export interface SessionSummary {
+interface SessionSummary {
   user: ConsoleUser;
   via: Grant['via'];
   createdAt: number | null;
@@ -74,7 +74,7 @@ interface StoredSession {
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
 
 /** The role `grant` carries under the settings in force; null: none (the session ends). */
-export function roleOfGrant(grant: Grant | undefined, config: ConsoleConfig): Role | null {
+function roleOfGrant(grant: Grant | undefined, config: ConsoleConfig): Role | null {
   if (grant?.via === 'oidc') return roleFor(grant.identity, config);
   // A one-time link makes the local admin, and only while the console has no identity provider.
   if (grant?.via === 'link') return config.oidc ? null : 'admin';

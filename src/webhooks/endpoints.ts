@@ -63,7 +63,7 @@ export function capOf(policy: EndpointPolicy, state: EndpointState | undefined, 
 }
 
 /** A client's fair part of an origin's capacity when `clients` clients have deliveries to it. */
-export function fairPart(policy: EndpointPolicy, clients: number): number {
+function fairPart(policy: EndpointPolicy, clients: number): number {
   return Math.max(1, Math.floor(policy.maxInFlight / Math.max(1, clients)));
 }
 
@@ -74,7 +74,7 @@ export function fairPart(policy: EndpointPolicy, clients: number): number {
  * others: they end and are not refilled while others wait. A client with nothing in flight there
  * may always start one.
  */
-export function roomAt(policy: EndpointPolicy, load: OriginLoad | undefined, clientId: string, laneCap: number, clients: number): number {
+function roomAt(policy: EndpointPolicy, load: OriginLoad | undefined, clientId: string, laneCap: number, clients: number): number {
   const mine = load?.byClient.get(clientId) ?? 0;
   const limit = Math.min(fairPart(policy, clients), laneCap);
   if (mine >= limit) return 0;
@@ -141,7 +141,7 @@ export async function endpointStates(tx: Tx, clientId: string, origins: readonly
  * not blocked there, not disabled. One index probe per client (a loose scan of
  * webhook_deliveries_origin_client_held), never their rows.
  */
-export async function waitingClients(tx: Tx, origin: string, now: number): Promise<string[]> {
+async function waitingClients(tx: Tx, origin: string, now: number): Promise<string[]> {
   const { rows } = await sql<{ client_id: string }>`
     with recursive c(client_id) as (
       select * from (select client_id from webhook_deliveries where origin = ${origin} and held_due_at is not null order by client_id limit 1) seed

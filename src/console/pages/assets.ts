@@ -47,10 +47,10 @@ const INLINE_TYPES = new Set([
  * because the browser's own image and media viewer styles itself that way; the bytes served
  * inline are media, never markup, so no style of the client's applies.
  */
-export const ASSET_CSP = "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; sandbox";
+const ASSET_CSP = "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; sandbox";
 
 /** Whether the console may show a stored type inline (else: an attachment, as bytes). */
-export function previewInline(mimeType: string): boolean {
+function previewInline(mimeType: string): boolean {
   return INLINE_TYPES.has(mimeType.split(';')[0].trim().toLowerCase());
 }
 
