@@ -52,6 +52,12 @@ describe('tenants: client ids', () => {
     }
   });
 
+  test('look-alikes created at the same moment: exactly one is made', async () => {
+    const ids = ['bob', 'b-ob', 'b_ob', 'bo-b', 'b--ob', 'bob-', 'bo_b', 'b-o-b'];
+    const answers = await Promise.all(ids.map((id) => admin('POST', '/admin/api/clients', { id })));
+    assert.deepEqual(answers.map((a) => a.status).sort(), [201, 409, 409, 409, 409, 409, 409, 409]);
+  });
+
   test('an id that owned jobs or assets before is refused unless adopted; adoption is audited and inherits them', async () => {
     // A client that once had a job (say, an env client since removed from ZHINIAN_API_KEYS).
     const job = await stack.api('/api/v1/jobs', { method: 'POST', json: { capability: 'image.generate', prompt: 'x', width: 64, height: 64 } });

@@ -177,8 +177,7 @@ export function createClientAdmin(opts: {
       const now = clock.now();
       const webhookSecret = newWebhookSecret();
       const { key, adopted } = await withTransaction(handle, async (tx) => {
-        const consoleIds = await tx.selectFrom('clients').select('id').where('source', '=', 'console').execute();
-        const { adopted } = await checkNewClientId(tx, input.id, { adopt: input.adopt === true, liveIds: new Set([...envClientIds, ...consoleIds.map((r) => r.id)]) });
+        const { adopted } = await checkNewClientId(handle, tx, input.id, { adopt: input.adopt === true, envIds: envClientIds });
         const fields = { name: input.name ?? null, source: 'console', webhook_secret: webhookSecret, webhook_secrets_previous: null, updated_at: now };
         const taken = await tx.selectFrom('clients').select('id').where('id', '=', input.id).executeTakeFirst();
         if (taken) await tx.updateTable('clients').set(fields).where('id', '=', input.id).execute();

@@ -1,4 +1,5 @@
-import type { Tx } from '../db/index.ts';
+import { sql } from 'kysely';
+import type { DbHandle, Tx } from '../db/index.ts';
 import { asciiLowerCase } from '../lib/ascii.ts';
 import { Conflict, Invalid } from '../lib/errors.ts';
 
@@ -27,11 +28,15 @@ export async function rememberClientIds(tx: Tx, ids: readonly string[], now: num
  * admin adopts it, taking over what it owns, knowingly), and like no other id once case and
  * punctuation are ignored. Throws Invalid or Conflict naming the reason.
  */
-export async function checkNewClientId(tx: Tx, id: string, opts: { adopt: boolean; liveIds: ReadonlySet<string> }): Promise<{ adopted: boolean }> {
+export async function checkNewClientId(handle: DbHandle, tx: Tx, id: string, opts: { adopt: boolean; envIds: ReadonlySet<string> }): Promise<{ adopted: boolean }> {
+  // Two admins creating look-alikes at once must not both pass: one at a time (SQLite's write lock does this already).
+  if (handle.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(current_schema() || ':client-ids'))`.execute(tx);
   if (!CONSOLE_CLIENT_ID.test(id)) throw new Invalid('id', 'must be 1–64 lower-case letters, digits, "_" or "-", starting with a letter or digit');
-  if (opts.liveIds.has(id)) throw new Conflict(`Client "${id}" exists.`);
+  const consoleIds = await tx.selectFrom('clients').select('id').where('source', '=', 'console').execute();
+  const liveIds = new Set([...opts.envIds, ...consoleIds.map((r) => r.id)]);
+  if (liveIds.has(id)) throw new Conflict(`Client "${id}" exists.`);
   const canonical = canonicalClientId(id);
-  const alike = [...opts.liveIds].find((other) => other !== id && canonicalClientId(other) === canonical);
+  const alike = [...liveIds].find((other) => other !== id && canonicalClientId(other) === canonical);
   const known = await tx.selectFrom('client_ids').select('id').where('canonical', '=', canonical).limit(20).execute();
   const lookAlike = alike ?? known.find((row) => row.id !== id)?.id;
   if (lookAlike !== undefined) throw new Conflict(`Client id "${id}" is too like "${lookAlike}" (ids that differ only in case or punctuation are refused).`);
