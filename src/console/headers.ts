@@ -1,7 +1,6 @@
 import type { FastifyReply } from 'fastify';
+import { CONSOLE_PATH } from './session.ts';
 
-/** Where the console lives (also in session.ts, which the sign-in code owns). */
-const CONSOLE_PREFIX = '/admin';
 
 /**
  * Every answer under /admin: no script, style, image or connection from anywhere but us, no
@@ -32,7 +31,7 @@ export function consoleSecurityHeaders(reply: FastifyReply): FastifyReply {
 
 /** Whether a raw request URL is the console's (`/admin`, `/admin/…`, `/admin?…`), as routing would see it. */
 export function isConsoleUrl(url: string | undefined): boolean {
-  if (!url?.startsWith(CONSOLE_PREFIX)) return false;
-  const next = url.charAt(CONSOLE_PREFIX.length);
+  if (!url?.startsWith(CONSOLE_PATH)) return false;
+  const next = url.charAt(CONSOLE_PATH.length);
   return next === '' || next === '/' || next === '?' || next === '#';
 }
