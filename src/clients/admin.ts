@@ -161,7 +161,11 @@ export function createClientAdmin(opts: {
       const usage = await envKeyUsage();
       const byId = new Map(rows.map((r) => [r.id, r]));
       const keysOf = new Map<string, Selectable<KeysTable>[]>();
-      for (const k of keys) keysOf.set(k.client_id, [...(keysOf.get(k.client_id) ?? []), k]);
+      for (const k of keys) {
+        const list = keysOf.get(k.client_id);
+        if (list) list.push(k);
+        else keysOf.set(k.client_id, [k]);
+      }
       const ids = new Set([...envClientIds, ...rows.filter((r) => r.source === 'console').map((r) => r.id)]);
       return [...ids].sort().map((id) => view(id, byId.get(id), keysOf.get(id) ?? [], usage));
     },
