@@ -16,8 +16,9 @@ if (system === 'zhinian') {
   const { boot } = await import('../src/cli/boot.ts');
   const { exitOnSignals, fail } = await import('../src/cli/signals.ts');
   const { instantEngine } = await import('./lib.ts');
-  const running = await boot({ env: process.env, server: false, worker: true, engines: [instantEngine()] }).catch(fail);
-  exitOnSignals(running);
+  const starting = boot({ env: process.env, server: false, worker: true, engines: [instantEngine()] });
+  exitOnSignals(starting);
+  await starting.catch(fail);
 } else if (system === 'pgboss') {
   const { default: PgBoss } = await import('pg-boss');
   const { PG_URL } = await import('./lib.ts');

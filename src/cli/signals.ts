@@ -17,29 +17,41 @@ const REPEAT_WINDOW_MS = 1_500;
 /**
  * SIGTERM/SIGINT: stop listening, let in-flight requests finish (ZHINIAN_SHUTDOWN_GRACE_SECONDS),
  * close what is left, hand unfinished jobs back, exit. A second signal, sent after
- * REPEAT_WINDOW_MS, exits at once.
+ * REPEAT_WINDOW_MS, exits at once. Installed before the process has started (`starting`), so a
+ * signal during start-up (the server may already listen) waits for the start, then stops cleanly
+ * rather than killing the process half-way.
  */
-export function exitOnSignals(running: Running): void {
+export function exitOnSignals(starting: Promise<Running>): void {
   let firstAt: number | null = null;
+  let started: Running | null = null;
+  starting.then(
+    (running) => (started = running),
+    () => {}, // the entry point reports a failed start
+  );
   const onSignal = (signal: NodeJS.Signals) => {
     if (firstAt !== null) {
-      if (performance.now() - firstAt < REPEAT_WINDOW_MS) return void running.logger.info({ signal }, 'repeated signal: already shutting down');
-      running.logger.warn({ signal }, 'second signal: exiting without finishing the shutdown');
+      if (performance.now() - firstAt < REPEAT_WINDOW_MS) return void started?.logger.info({ signal }, 'repeated signal: already shutting down');
+      if (started) started.logger.warn({ signal }, 'second signal: exiting without finishing the shutdown');
+      else console.error(`${signal}: second signal: exiting before the start finished`);
       process.exit(1);
     }
     firstAt = performance.now();
-    running.logger.info({ signal }, 'shutting down');
-    setTimeout(() => {
-      running.logger.error('shutdown did not finish in time; exiting');
-      process.exit(1);
-    }, running.config.shutdownGraceMs + STOP_MARGIN_MS).unref();
-    running
-      .stop()
-      .then(() => process.exit(0))
-      .catch((error) => {
-        running.logger.error({ err: error }, 'shutdown failed');
-        process.exit(1);
-      });
+    starting
+      .then((running) => {
+        running.logger.info({ signal }, 'shutting down');
+        setTimeout(() => {
+          running.logger.error('shutdown did not finish in time; exiting');
+          process.exit(1);
+        }, running.config.shutdownGraceMs + STOP_MARGIN_MS).unref();
+        return running.stop();
+      })
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          console.error(`shutdown failed: ${error instanceof Error ? error.message : String(error)}`);
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);

@@ -2,8 +2,9 @@ import { boot } from './boot.ts';
 import { exitOnSignals, fail } from './signals.ts';
 
 // `npm start`: the API and an embedded worker in one process, zero configuration.
-const running = await boot({ env: process.env, server: true, worker: true }).catch(fail);
-exitOnSignals(running);
+const starting = boot({ env: process.env, server: true, worker: true });
+exitOnSignals(starting);
+const running = await starting.catch(fail);
 
 const key = running.apiKeys[0];
 const keyNote = running.config.apiKeys ? `(from ZHINIAN_API_KEYS, client "${key.clientId}")` : `(client "default", kept in ${running.config.dataDir}/api-key)`;
