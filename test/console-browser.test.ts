@@ -416,6 +416,7 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
       ['engines', '/admin/engines', /引擎/],
       ['usage', '/admin/usage', /用量/],
       ['audit', '/admin/audit', /审计日志/],
+      ['sessions', '/admin/sessions', /登录会话/],
       ['settings', '/admin/settings', /设置/],
     ];
     // The CJK font the screenshots need (fonts-wqy-microhei, or any font covering zh).
@@ -511,6 +512,7 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
       ['engines', '/admin/engines'],
       ['usage', '/admin/usage'],
       ['audit', '/admin/audit'],
+      ['sessions', '/admin/sessions'],
       ['settings', '/admin/settings'],
     ];
     const problems: string[] = [];
