@@ -6,6 +6,7 @@ import * as m0003 from './migrations/0003-rate-limits.ts';
 import * as m0004 from './migrations/0004-fair-sharing.ts';
 import * as m0005 from './migrations/0005-webhook-isolation.ts';
 import * as m0006 from './migrations/0006-console.ts';
+import * as m0007 from './migrations/0007-usage-rollup.ts';
 
 /** Append-only: never edit a migration once merged; add the next number instead. */
 const migrations: Record<string, Migration> = {
@@ -15,6 +16,7 @@ const migrations: Record<string, Migration> = {
   '0004-fair-sharing': m0004,
   '0005-webhook-isolation': m0005,
   '0006-console': m0006,
+  '0007-usage-rollup': m0007,
 };
 
 /**

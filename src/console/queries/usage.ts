@@ -1,8 +1,8 @@
-import { sql } from 'kysely';
 import type { DbHandle } from '../../db/index.ts';
 import { Invalid } from '../../lib/errors.ts';
+import { readConsole } from './reader.ts';
 
-/** One client × capability × engine × UTC day of jobs (created that day), by outcome. */
+/** One client × capability × engine × UTC day of jobs (created that day, ended since), by outcome. */
 export interface UsageRow {
   /** `YYYY-MM-DD`, UTC. */
   day: string;
@@ -27,9 +27,6 @@ export interface UsageFilter {
 }
 
 const DAY_MS = 86_400_000;
-const DAY_US = 86_400_000_000;
-/** A literal, not a parameter: PostgreSQL matches the select's day to the group by's only when they are the same expression. */
-const DAY_US_SQL = sql.lit(DAY_US);
 /** The longest range one request may ask for, in days. */
 const MAX_USAGE_DAYS = 366;
 /** Without `from`: this many days up to and including `to`. */
@@ -78,34 +75,19 @@ export function parseUsageFilter(query: unknown, now: number): UsageFilter {
 export const usageQuery = (f: UsageFilter) => ({ from: dayString(f.fromDay), to: dayString(f.toDay), clientId: f.clientId ?? '' });
 
 /**
- * Usage rows, by day, then client, capability and engine. One grouped query on both dialects:
- * the day is the integer `created_at_us / 86400000000` (integer division of integers in SQLite
- * and PostgreSQL alike), formatted here; counts come back as strings on PostgreSQL.
- * Output bytes: the outputs of jobs in the range, summed per job first (assets have no index
- * on job_id, so they are read once, from a day before the range on: outputs follow their job).
+ * Usage rows, by day, then client, capability and engine, read from the daily roll-up
+ * (`usage_daily`, written by queue/usage-rollup.ts in the transaction that ends each job),
+ * never from a scan of jobs: a range of its primary key, at most one row per day × client ×
+ * capability × engine. A job counts on the UTC day it was created, once it has ended, under the
+ * engine it ended on; `jobs` is the sum of the four outcomes (queued and running jobs are on
+ * the overview). Counts come back as strings on PostgreSQL.
  */
 export async function usageRows(handle: DbHandle, filter: UsageFilter): Promise<UsageRow[]> {
-  const fromUs = filter.fromDay * DAY_US;
-  const toUs = (filter.toDay + 1) * DAY_US;
-  const client = filter.clientId === undefined ? sql`` : sql`and j.client_id = ${filter.clientId}`;
-  const count = (status: string) => sql`sum(case when j.status = ${status} then 1 else 0 end)`;
-  const { rows } = await sql<Record<string, string | number | null>>`
-    select j.client_id as client_id, j.capability as capability, j.engine as engine,
-      j.created_at_us / ${DAY_US_SQL} as day,
-      count(*) as jobs,
-      ${count('succeeded')} as succeeded,
-      ${count('failed')} as failed,
-      ${count('expired')} as expired,
-      ${count('cancelled')} as cancelled,
-      coalesce(sum(o.bytes), 0) as output_bytes
-    from jobs j
-    left join (
-      select job_id, sum(bytes) as bytes from assets
-      where source = 'output' and job_id is not null and created_at_us >= ${fromUs - DAY_US}
-      group by job_id
-    ) o on o.job_id = j.id
-    where j.created_at_us >= ${fromUs} and j.created_at_us < ${toUs} ${client}
-    group by j.client_id, j.capability, j.engine, j.created_at_us / ${DAY_US_SQL}`.execute(handle.db);
+  const rows = await readConsole(handle, (db) => {
+    let select = db.selectFrom('usage_daily').selectAll().where('day', '>=', filter.fromDay).where('day', '<=', filter.toDay);
+    if (filter.clientId !== undefined) select = select.where('client_id', '=', filter.clientId);
+    return select.execute();
+  });
   return rows
     .map((r) => ({
       day: dayString(Number(r.day)),
