@@ -19,7 +19,7 @@ const SETTLEMENT: Record<TerminalStatus, Record<'queued' | 'running', Settlement
 };
 
 /**
- * A job created at `createdAtUs`, then ended through queue/settle.ts as the platform ends jobs
+ * A job created at `createdAtUs` (its id's last 25 characters name its outputs: at most 10), then ended through queue/settle.ts as the platform ends jobs
  * (so it is counted in the usage roll-up), with output assets of the given sizes.
  */
 export async function endedJob(
@@ -37,12 +37,13 @@ export async function endedJob(
         id: job.id,
         engine: job.engine,
         created_at_us: job.createdAtUs,
-        run_at: Math.floor(job.createdAtUs / 1000),
+        // Not due and not overdue: no worker claims it or sweeps it before it is settled here.
+        run_at: Date.now() + 3_600_000,
         client_id: job.clientId,
         capability: job.capability ?? 'image.generate',
         status: from,
         lease_owner: running ? SEED_WORKER : null,
-        started_at: running ? Math.floor(job.createdAtUs / 1000) : null,
+        started_at: running ? Date.now() : null,
       }),
     )
     .execute();
