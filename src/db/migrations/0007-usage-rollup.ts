@@ -22,7 +22,15 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('output_bytes', 'bigint', (c) => c.notNull())
     .addPrimaryKeyConstraint('usage_daily_pk', ['day', 'client_id', 'capability', 'engine'])
     .execute();
-  // Integer division of integers on both dialects; ordinals keep the group by equal to the select.
+  await backfillUsage(db);
+}
+
+/**
+ * Counts every ended job in `usage_daily` (into an empty table: run once, by the migration; the
+ * bench uses it after bulk-loading jobs). Integer division of integers on both dialects;
+ * ordinals keep the group by equal to the select.
+ */
+export async function backfillUsage(db: Kysely<any>): Promise<void> {
   const count = (status: string) => sql`sum(case when j.status = ${sql.lit(status)} then 1 else 0 end)`;
   await sql`
     insert into usage_daily (day, client_id, capability, engine, jobs, succeeded, failed, expired, cancelled, output_bytes)
