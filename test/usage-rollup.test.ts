@@ -258,3 +258,62 @@ describe('usage roll-up', () => {
     assert.deepEqual((await admin('GET', `/admin/api/usage?from=${day(DAY_1)}&to=${day(DAY_2)}`)).body.rows, api.body.rows);
   });
 });
+
+describe('usage page at size', () => {
+  let stack: Stack;
+  let handle: DbHandle;
+  let admin: Awaited<ReturnType<typeof consoleSignIn>>;
+
+  before(async () => {
+    stack = await startStack({ worker: false });
+    handle = await openTestDb(stack.dataDir);
+    admin = await consoleSignIn(stack);
+  });
+  after(async () => {
+    await handle?.close();
+    await stack?.stop();
+  });
+
+  test('the page lists the first 500 rows and says so; totals, chart and CSV cover every row', async () => {
+    const first = Math.floor(Date.now() / DAY_MS) - 20;
+    // 600 roll-up rows over 3 days: 200 engines a day, one job each, 10 bytes of output.
+    const rows = [];
+    for (let d = 0; d < 3; d++) {
+      for (let e = 0; e < 200; e++) {
+        rows.push({
+          day: first + d,
+          client_id: 'wide',
+          capability: 'image.generate',
+          engine: `e${String(e).padStart(3, '0')}`,
+          jobs: 1,
+          succeeded: 1,
+          failed: 0,
+          expired: 0,
+          cancelled: 0,
+          output_bytes: 10,
+        });
+      }
+    }
+    for (let i = 0; i < rows.length; i += 100)
+      await handle.db
+        .insertInto('usage_daily')
+        .values(rows.slice(i, i + 100))
+        .execute();
+    const range = `from=${day(first * DAY_MS)}&to=${day((first + 2) * DAY_MS)}`;
+    const page = await admin('GET', `/admin/usage?${range}&lang=en`);
+    assert.equal(page.status, 200);
+    assert.match(page.text, /data-test="usage-rows-capped">Showing the first 500 of 600 rows/);
+    const table = page.text.slice(page.text.indexOf('data-test="usage-rows"'));
+    assert.equal(table.match(/<tr><td class="nowrap">/g)?.length, 500);
+    // Totals per client: all 600 jobs; the chart's bars: 200 a day.
+    assert.match(page.text, /<td><a href="\/admin\/clients\/wide">wide<\/a><\/td><td class="num">600<\/td><td class="num">600<\/td>/);
+    assert.equal(page.text.match(/: 200 jobs, 0 failed<\/title>/g)?.length, 3);
+    const csv = await admin('GET', `/admin/usage.csv?${range}`);
+    assert.equal(csv.text.trimEnd().split('\r\n').length, 601);
+    const api = await admin('GET', `/admin/api/usage?${range}`);
+    assert.equal(api.body.rows.length, 600);
+    // A range with fewer rows has no note.
+    const small = await admin('GET', `/admin/usage?from=${day(first * DAY_MS)}&to=${day(first * DAY_MS)}&lang=en`);
+    assert.doesNotMatch(small.text, /usage-rows-capped/);
+  });
+});

@@ -1,4 +1,4 @@
-import type { DbHandle } from '../../db/index.ts';
+import type { Db, DbHandle } from '../../db/index.ts';
 import { type RawBuilder, sql } from 'kysely';
 import { Invalid } from '../../lib/errors.ts';
 import { readConsole } from './reader.ts';
@@ -84,12 +84,17 @@ export const usageQuery = (f: UsageFilter) => ({ from: dayString(f.fromDay), to:
  * the overview). Counts come back as strings on PostgreSQL.
  */
 export async function usageRows(handle: DbHandle, filter: UsageFilter): Promise<UsageRow[]> {
-  const rows = await readConsole(handle, (db) => {
-    let select = db.selectFrom('usage_daily').selectAll().where('day', '>=', filter.fromDay).where('day', '<=', filter.toDay);
-    if (filter.clientId !== undefined) select = select.where('client_id', '=', filter.clientId);
-    // The primary key's order: sorted already, so the sort below (code-unit order on every dialect) is a pass.
-    return select.orderBy(['day', 'client_id', 'capability', 'engine']).execute();
-  });
+  return readConsole(handle, (db) => rowsIn(db, filter));
+}
+
+/** The filter's rows (the first `limit` of them), in order. */
+async function rowsIn(db: Db, filter: UsageFilter, limit?: number): Promise<UsageRow[]> {
+  let select = db.selectFrom('usage_daily').selectAll().where('day', '>=', filter.fromDay).where('day', '<=', filter.toDay);
+  if (filter.clientId !== undefined) select = select.where('client_id', '=', filter.clientId);
+  // The primary key's order, so the sort below (code-unit order, whatever the database's
+  // collation) has little to do; with a limit, the first rows by the database's order.
+  select = select.orderBy(['day', 'client_id', 'capability', 'engine']);
+  const rows = await (limit === undefined ? select : select.limit(limit)).execute();
   return rows
     .map((r) => ({
       day: dayString(Number(r.day)),
@@ -137,38 +142,66 @@ export async function usageJson(handle: DbHandle, filter: UsageFilter): Promise<
  * Totals per client over the filter's days, summed by the database (one row per client, not
  * one per day × capability × engine): what a list of clients shows beside each.
  */
-export async function usageTotalsByClient(handle: DbHandle, filter: UsageFilter): Promise<Map<string, UsageTotals>> {
-  const rows = await readConsole(handle, (db) => {
-    let select = db
+export function usageTotalsByClient(handle: DbHandle, filter: UsageFilter): Promise<Map<string, UsageTotals>> {
+  return readConsole(handle, (db) => totalsIn(db, filter, 'client_id'));
+}
+
+async function totalsIn(db: Db, filter: UsageFilter, by: 'client_id' | 'day'): Promise<Map<string, UsageTotals>> {
+  let select = db
+    .selectFrom('usage_daily')
+    .select((eb) => [
+      eb.ref(by).as('key'),
+      eb.fn.sum<number>('jobs').as('jobs'),
+      eb.fn.sum<number>('succeeded').as('succeeded'),
+      eb.fn.sum<number>('failed').as('failed'),
+      eb.fn.sum<number>('expired').as('expired'),
+      eb.fn.sum<number>('cancelled').as('cancelled'),
+      eb.fn.sum<number>('output_bytes').as('output_bytes'),
+    ])
+    .where('day', '>=', filter.fromDay)
+    .where('day', '<=', filter.toDay)
+    .groupBy(by);
+  if (filter.clientId !== undefined) select = select.where('client_id', '=', filter.clientId);
+  const rows = await select.execute();
+  const out = new Map<string, UsageTotals>();
+  for (const r of rows) {
+    const key = by === 'day' ? dayString(Number(r.key)) : String(r.key);
+    out.set(key, {
+      jobs: Number(r.jobs),
+      succeeded: Number(r.succeeded),
+      failed: Number(r.failed),
+      expired: Number(r.expired),
+      cancelled: Number(r.cancelled),
+      outputBytes: Number(r.output_bytes),
+    });
+  }
+  return new Map([...out].sort(([a], [b]) => cmp(a, b)));
+}
+
+/** What the usage page shows: at most `maxRows` rows (and how many there are), totals per client and per day. */
+export interface UsageSummary {
+  rows: UsageRow[];
+  rowCount: number;
+  byClient: Map<string, UsageTotals>;
+  byDay: Map<string, UsageTotals>;
+}
+
+/**
+ * The usage page's data, its sums made by the database: the page's work on the main thread
+ * stays small however many clients and days the range holds (the full rows are in the CSV).
+ */
+export function usageSummary(handle: DbHandle, filter: UsageFilter, maxRows: number): Promise<UsageSummary> {
+  return readConsole(handle, async (db) => {
+    let count = db
       .selectFrom('usage_daily')
-      .select((eb) => [
-        'client_id',
-        eb.fn.sum<number>('jobs').as('jobs'),
-        eb.fn.sum<number>('succeeded').as('succeeded'),
-        eb.fn.sum<number>('failed').as('failed'),
-        eb.fn.sum<number>('expired').as('expired'),
-        eb.fn.sum<number>('cancelled').as('cancelled'),
-        eb.fn.sum<number>('output_bytes').as('output_bytes'),
-      ])
+      .select((eb) => eb.fn.countAll<number>().as('n'))
       .where('day', '>=', filter.fromDay)
-      .where('day', '<=', filter.toDay)
-      .groupBy('client_id');
-    if (filter.clientId !== undefined) select = select.where('client_id', '=', filter.clientId);
-    return select.execute();
+      .where('day', '<=', filter.toDay);
+    if (filter.clientId !== undefined) count = count.where('client_id', '=', filter.clientId);
+    const rows = await rowsIn(db, filter, maxRows);
+    const rowCount = Number((await count.executeTakeFirst())?.n ?? 0);
+    return { rows, rowCount, byClient: await totalsIn(db, filter, 'client_id'), byDay: await totalsIn(db, filter, 'day') };
   });
-  return new Map(
-    rows.map((r) => [
-      r.client_id,
-      {
-        jobs: Number(r.jobs),
-        succeeded: Number(r.succeeded),
-        failed: Number(r.failed),
-        expired: Number(r.expired),
-        cancelled: Number(r.cancelled),
-        outputBytes: Number(r.output_bytes),
-      },
-    ]),
-  );
 }
 
 export type UsageTotals = Omit<UsageRow, 'day' | 'clientId' | 'capability' | 'engine'>;
@@ -198,9 +231,8 @@ export function totalsBy(rows: readonly UsageRow[], key: (row: UsageRow) => stri
   return out;
 }
 
-/** Every day of the filter with its totals (days without jobs too), for the chart. */
-export function perDay(rows: readonly UsageRow[], filter: UsageFilter): { day: string; totals: UsageTotals }[] {
-  const byDay = totalsBy(rows, (r) => r.day);
+/** Every day of the filter with its totals (days without jobs too), for the chart; `byDay`: totals per `YYYY-MM-DD`. */
+export function perDay(byDay: ReadonlyMap<string, UsageTotals>, filter: UsageFilter): { day: string; totals: UsageTotals }[] {
   const out: { day: string; totals: UsageTotals }[] = [];
   for (let d = filter.fromDay; d <= filter.toDay; d++) out.push({ day: dayString(d), totals: byDay.get(dayString(d)) ?? emptyTotals() });
   return out;
