@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
+import os from 'node:os';
 import { type CompiledQuery, type DatabaseConnection, type Driver, Kysely, type QueryResult, sql, SqliteAdapter, SqliteIntrospector, SqliteQueryCompiler } from 'kysely';
 import type { Database, Db, DbHandle } from '../../db/index.ts';
 import { ERR } from '../../lib/error-codes.ts';
@@ -16,7 +17,8 @@ import { AppError } from '../../lib/errors.ts';
  *    connection or core from the API.
  *  - SQLite: better-sqlite3 is synchronous, so a query on the main thread blocks every request
  *    of the process. Console queries run instead in reader processes (a child process each,
- *    holding its own read-only connection to the same WAL file: readers never block the writer),
+ *    holding its own read-only connection to the same WAL file: readers never block the writer;
+ *    run at a lower CPU priority, so on a busy machine the API's process is scheduled first),
  *    and a query past its time limit is stopped by killing its process (better-sqlite3 cannot
  *    interrupt a statement, nor can terminating a worker thread stop native code). A new
  *    process is started for the next query.
@@ -188,6 +190,8 @@ process.on('disconnect', () => process.exit(0));
 `;
 
 const SQLITE_MODULE = createRequire(import.meta.url).resolve('better-sqlite3');
+/** The reader processes' niceness (0 normal, 19 lowest): the scheduler favours the API's process over them. */
+const READER_NICENESS = 10;
 
 interface Pending {
   resolve: (rows: unknown[]) => void;
@@ -225,6 +229,12 @@ class ReaderProcess {
     };
     this.child.on('exit', (code, signal) => gone(`exited (${signal ?? code})`));
     this.child.on('error', (error) => gone(`failed: ${error.message}`));
+    // Background work: when the cores are busy, the API's process goes first.
+    try {
+      if (this.child.pid !== undefined) os.setPriority(this.child.pid, READER_NICENESS);
+    } catch {
+      // not allowed here: it runs at the server's priority
+    }
     // A reader never keeps the server's process alive.
     this.child.unref();
     (this.child.channel as { unref?: () => void } | undefined)?.unref?.();
