@@ -26,6 +26,7 @@ import http from 'node:http';
 import { sql } from 'kysely';
 import { backfillUsage } from '../src/db/migrations/0007-usage-rollup.ts';
 import { forgedSessionCookie, TEST_SESSION_SECRET } from '../test/console-helpers.ts';
+import { consolePlans } from './console-plans.ts';
 import { addNote, authHeaders, currentBackend, fmt, freshStore, info, judged, openStore, percentile, ratioOf, startZhinianServer, type Row, type Store } from './lib.ts';
 
 const JOBS = Number(process.env.BENCH_CONSOLE_JOBS ?? 1_000_000);
@@ -197,7 +198,9 @@ export default async function consoleLoad(): Promise<Row[]> {
 
   const handle = await openStore(store);
   const { cookie } = await forgedSessionCookie(handle, 'admin');
+  const someJob = await handle.db.selectFrom('jobs').select('id').limit(1).executeTakeFirstOrThrow();
   await handle.close();
+  const plans = await consolePlans(store, currentBackend(), someJob.id);
   const zhinian = await startZhinianServer(store, { ZHINIAN_SESSION_SECRET: TEST_SESSION_SECRET });
   try {
     const created = await fetch(`${zhinian.url}/api/v1/jobs`, {
@@ -243,6 +246,7 @@ export default async function consoleLoad(): Promise<Row[]> {
       ),
     ];
     const rows: Row[] = [
+      info(`console: queries that read all of jobs (EXPLAIN, in the notes)`, plans.fullScans.length === 0 ? 'none' : plans.fullScans.join('; '), ''),
       info(`console: insert ${JOBS.toLocaleString('en')} jobs (+ outputs) s / back-fill the roll-up s`, `${fmt(insertMs / 1000)} / ${fmt(backfillMs / 1000)}`, ''),
       info('console: usage query, 30 days, every client, ms (base: the scan of before the roll-up)', fmt(newMs, 1), fmt(oldMs, 0), ratioOf(newMs, oldMs)),
       ...underLoad('GET /admin/api/usage', api, PHASE_MS / 1000),
@@ -251,7 +255,8 @@ export default async function consoleLoad(): Promise<Row[]> {
     ];
     addNote(
       `### console (${currentBackend()})\n\nAPI probe requests: idle ${i.api.length}, under GET /admin/api/usage ${api.api.length}, under the screens ${merge(load).api.length}, ` +
-        `under the overview ${overview.api.length}; API errors: ${api.apiErrors + merge(load).apiErrors + overview.apiErrors}.`,
+        `under the overview ${overview.api.length}; API errors: ${api.apiErrors + merge(load).apiErrors + overview.apiErrors}.\n\n` +
+        `#### The console's queries at ${JOBS.toLocaleString('en')} jobs\n\n${plans.markdown}`,
     );
     return rows;
   } finally {

@@ -187,7 +187,7 @@ interface RateWindowsTable {
  * engine the job ended on, by outcome (queue/usage-rollup.ts). `jobs` is the sum of the four
  * outcomes; `output_bytes` the bytes of the succeeded jobs' outputs.
  */
-export interface UsageDailyTable {
+interface UsageDailyTable {
   day: number;
   client_id: string;
   capability: string;
