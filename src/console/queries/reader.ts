@@ -187,6 +187,8 @@ process.on('message', (m) => {
   }
 });
 process.on('disconnect', () => process.exit(0));
+// Ctrl-C reaches the whole process group: the server decides when to stop, and this ends with it.
+process.on('SIGINT', () => {});
 `;
 
 const SQLITE_MODULE = createRequire(import.meta.url).resolve('better-sqlite3');
