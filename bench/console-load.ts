@@ -285,7 +285,11 @@ export default async function consoleLoad(): Promise<Row[]> {
       ),
     ];
     const rows: Row[] = [
-      info(`console: queries that read all of jobs (EXPLAIN, in the notes)`, plans.fullScans.length === 0 ? 'none' : plans.fullScans.join('; '), ''),
+      info(
+        `console: queries that may read all of jobs (EXPLAIN in the notes; they run in the reader, with the time limit)`,
+        plans.fullScans.length === 0 ? 'none' : plans.fullScans.join('; '),
+        '',
+      ),
       info(`console: insert ${JOBS.toLocaleString('en')} jobs (+ outputs) s / back-fill the roll-up s`, `${fmt(insertMs / 1000)} / ${fmt(backfillMs / 1000)}`, ''),
       info('console: usage query, 30 days, every client, ms (base: the scan of before the roll-up)', fmt(newMs, 1), fmt(oldMs, 0), ratioOf(newMs, oldMs)),
       ...underLoad('GET /admin/api/usage', api, PHASE_MS / 1000),

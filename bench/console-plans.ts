@@ -106,14 +106,26 @@ export async function consolePlans(store: Store, dialect: 'sqlite' | 'postgres',
   try {
     for (const { label, query } of rec.compiled) {
       const plan = await explain(query);
-      const full = dialect === 'sqlite' ? /\bSCAN (jobs|j)\b(?! USING)/.test(plan) : /Seq Scan on jobs\b/.test(plan);
+      const full = readsAllJobs(plan, dialect);
       if (full) fullScans.push(label);
-      lines.push(`**${label}**${full ? ' — reads all of `jobs`' : ''}\n\n\`\`\`sql\n${query.sql.replace(/\s+/g, ' ').slice(0, 600)}\n\`\`\`\n\n\`\`\`\n${plan}\n\`\`\``);
+      lines.push(
+        `**${label}**${full ? ' — may read all of `jobs` (or all of one of its indexes)' : ''}\n\n\`\`\`sql\n${query.sql.replace(/\s+/g, ' ').slice(0, 600)}\n\`\`\`\n\n\`\`\`\n${plan}\n\`\`\``,
+      );
     }
   } finally {
     await explain.close();
   }
   return { markdown: lines.join('\n\n'), fullScans: [...new Set(fullScans)] };
+}
+
+/**
+ * SQLite: `SCAN` (a whole table or index; a range is `SEARCH`). PostgreSQL: a scan node on
+ * jobs with no index condition (a Seq Scan, or an index walked whole with a filter).
+ */
+function readsAllJobs(plan: string, dialect: 'sqlite' | 'postgres'): boolean {
+  if (dialect === 'sqlite') return /\bSCAN (jobs|j)\b/.test(plan);
+  const nodes = plan.split(/\n(?=\s*->)/);
+  return nodes.some((node) => / on jobs\b/.test(node.split('\n')[0]) && !/(Index|Recheck) Cond/.test(node));
 }
 
 async function explainer(store: Store, dialect: 'sqlite' | 'postgres') {
