@@ -286,7 +286,10 @@ function sqliteReader(handle: DbHandle, options: ReaderOptions): Reader {
     let proc: ReaderProcess | undefined;
     let timer: NodeJS.Timeout | undefined;
     try {
-      file ??= databaseFile();
+      file ??= databaseFile().catch((error) => {
+        file = null; // asked again next time
+        throw error;
+      });
       const path = await file;
       proc = idle.pop() ?? new ReaderProcess(path);
       all.add(proc);
