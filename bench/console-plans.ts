@@ -120,13 +120,17 @@ export async function consolePlans(store: Store, dialect: 'sqlite' | 'postgres',
 }
 
 /**
- * SQLite: `SCAN` (a whole table or index; a range is `SEARCH`). PostgreSQL: a scan node on
- * jobs with no index condition (a Seq Scan, or an index walked whole with a filter).
+ * SQLite: `SCAN` (a whole table or index, unless a LIMIT ends it first; a range is `SEARCH`).
+ * PostgreSQL: a Seq Scan on jobs, or an index of it walked with a filter and no index
+ * condition (a sparse filter reads it all before the LIMIT is met).
  */
 function readsAllJobs(plan: string, dialect: 'sqlite' | 'postgres'): boolean {
   if (dialect === 'sqlite') return /\bSCAN (jobs|j)\b/.test(plan);
   const nodes = plan.split(/\n(?=\s*->)/);
-  return nodes.some((node) => / on jobs\b/.test(node.split('\n')[0]) && !/(Index|Recheck) Cond/.test(node));
+  return nodes.some((node) => {
+    const head = node.split('\n')[0];
+    return / on jobs\b/.test(head) && (/Seq Scan/.test(head) || (/Filter:/.test(node) && !/(Index|Recheck) Cond/.test(node)));
+  });
 }
 
 async function explainer(store: Store, dialect: 'sqlite' | 'postgres') {

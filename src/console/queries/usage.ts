@@ -93,7 +93,7 @@ async function rowsIn(db: Db, filter: UsageFilter, limit?: number): Promise<Usag
   if (filter.clientId !== undefined) select = select.where('client_id', '=', filter.clientId);
   // The primary key's order, so the sort below (code-unit order, whatever the database's
   // collation) has little to do; with a limit, the first rows by the database's order.
-  select = select.orderBy(['day', 'client_id', 'capability', 'engine']);
+  select = select.orderBy('day').orderBy('client_id').orderBy('capability').orderBy('engine');
   const rows = await (limit === undefined ? select : select.limit(limit)).execute();
   return rows
     .map((r) => ({
