@@ -30,7 +30,7 @@ import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { sql } from 'kysely';
 import { backfillUsage } from '../src/db/migrations/0007-usage-rollup.ts';
-import { forgedSessionCookie, TEST_SESSION_SECRET } from '../test/console-helpers.ts';
+import { FORGED_ROLE_ENV, forgedSessionCookie, TEST_SESSION_SECRET } from '../test/console-helpers.ts';
 import { consolePlans } from './console-plans.ts';
 import { addNote, authHeaders, currentBackend, fmt, freshStore, info, judged, openStore, percentile, ratioOf, startZhinianServer, type Row, type Store } from './lib.ts';
 
@@ -240,7 +240,7 @@ export default async function consoleLoad(): Promise<Row[]> {
   const someJob = await handle.db.selectFrom('jobs').select('id').limit(1).executeTakeFirstOrThrow();
   await handle.close();
   const plans = await consolePlans(store, currentBackend(), someJob.id);
-  const zhinian = await startZhinianServer(store, { ZHINIAN_SESSION_SECRET: TEST_SESSION_SECRET });
+  const zhinian = await startZhinianServer(store, { ZHINIAN_SESSION_SECRET: TEST_SESSION_SECRET, ...FORGED_ROLE_ENV });
   try {
     const created = await fetch(`${zhinian.url}/api/v1/jobs`, {
       method: 'POST',

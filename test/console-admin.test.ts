@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { TerminalStatus } from '../src/contract/index.ts';
 import type { DbHandle } from '../src/db/index.ts';
-import { consoleSignIn, forgedSessionCookie, TEST_SESSION_SECRET } from './console-helpers.ts';
+import { consoleSignIn, FORGED_ROLE_ENV, forgedSessionCookie, TEST_SESSION_SECRET } from './console-helpers.ts';
 import { KEY_B, openTestDb, startReceiver, startStack, waitFor, waitForJob, type Stack } from './helpers.ts';
 import { endedJob } from './usage-helpers.ts';
 
@@ -24,7 +24,7 @@ describe('console: usage, audit, webhooks and redelivery', () => {
   before(async () => {
     failing = await startReceiver(() => 500);
     ok = await startReceiver(() => 200);
-    stack = await startStack({ env: { ZHINIAN_SESSION_SECRET: TEST_SESSION_SECRET } });
+    stack = await startStack({ env: { ZHINIAN_SESSION_SECRET: TEST_SESSION_SECRET, ...FORGED_ROLE_ENV } });
     handle = await openTestDb(stack.dataDir);
     admin = await consoleSignIn(stack);
 

@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { roleFor } from '../src/console/roles.ts';
 import { KEY_A, startStack, testEnv, type Stack } from './helpers.ts';
+import { redeemAdminLink } from './console-helpers.ts';
 import { CookieJar, signInOverHttp, startOidcProvider, type TestOidcProvider, TEST_PASSWORD, TEST_USERS } from './support/oidc-provider.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -49,8 +50,15 @@ async function signIn(stack: Stack, login: string): Promise<string> {
 const me = (stack: Stack, cookie: string) => getJson(`${stack.url}/admin/api/me`, { headers: { cookie } });
 
 describe('roleFor: e-mail lists, domain patterns, groups', () => {
-  const config = { adminEmails: ['boss@example.com', '*@admins.example'], viewerEmails: ['*@example.com'], adminGroups: ['ops'], viewerGroups: ['staff'] };
-  const who = (email: string | null, emailVerified: boolean | undefined = true, groups: string[] = []) => roleFor({ email, emailVerified, groups }, config);
+  const config = {
+    adminEmails: ['boss@example.com', '*@admins.example'],
+    viewerEmails: ['*@example.com'],
+    adminGroups: ['ops'],
+    viewerGroups: ['staff'],
+    allowUnverifiedEmail: false,
+  };
+  const who = (email: string | null, emailVerified: boolean | 'absent' = true, groups: string[] = [], allowUnverifiedEmail = false) =>
+    roleFor({ subject: 'sub-1', email, emailVerified: emailVerified === 'absent' ? undefined : emailVerified, groups }, { ...config, allowUnverifiedEmail });
 
   test('exact addresses and *@domain patterns, case-insensitive; admin wins over viewer', () => {
     assert.equal(who('Boss@Example.COM'), 'admin');
@@ -62,14 +70,29 @@ describe('roleFor: e-mail lists, domain patterns, groups', () => {
     assert.equal(who('someone@other.example'), null);
   });
 
-  test('an unverified e-mail gives nothing; an absent email_verified counts', () => {
+  test('only email_verified true gives an e-mail role; an absent claim counts only when the operator allows it', () => {
     assert.equal(who('boss@example.com', false), null);
-    assert.equal(who('boss@example.com', undefined), 'admin');
+    assert.equal(who('boss@example.com', 'absent'), null, 'no claim (Entra ID by default): no role');
+    assert.equal(who('boss@example.com', 'absent', [], true), 'admin', 'ZHINIAN_OIDC_ALLOW_UNVERIFIED_EMAIL=true');
+    assert.equal(who('boss@example.com', false, [], true), null, 'an explicit false never counts');
     assert.equal(who(null, true), null);
   });
 
+  test('addresses compare in ASCII lower case only: no Unicode case folding', () => {
+    assert.equal(who('BOSS@EXAMPLE.COM'), 'admin');
+    // U+212A KELVIN SIGN lower-cases to "k" in Unicode; it must not match a "k" in a listed address.
+    const kelvin = roleFor({ subject: 's', email: '\u212Aim@example.org', emailVerified: true, groups: [] }, { ...config, adminEmails: ['kim@example.org'], viewerEmails: [] });
+    assert.equal(kelvin, null);
+    const dotlessI = roleFor(
+      { subject: 's', email: 'adm\u0130n@example.org', emailVerified: true, groups: [] },
+      { ...config, adminEmails: ['admin@example.org'], viewerEmails: [] },
+    );
+    assert.equal(dotlessI, null);
+    assert.notEqual(who(' boss@example.com'), 'admin', 'no trimming: the address is compared as sent');
+  });
+
   test('groups give roles beside the e-mail lists, admin first', () => {
-    assert.equal(who(null, undefined, ['ops']), 'admin');
+    assert.equal(who(null, 'absent', ['ops']), 'admin');
     assert.equal(who('x@elsewhere.example', true, ['staff']), 'viewer');
     assert.equal(who('someone@example.com', true, ['ops']), 'admin');
     assert.equal(who('boss@example.com', false, ['staff']), 'viewer');
@@ -378,8 +401,8 @@ describe('console sign-in by one-time link (no issuer)', () => {
   test('the link npm start prints signs in once as admin; a second use is 401', async () => {
     assert.ok(stack.adminLink);
     assert.match(stack.adminLink, new RegExp(`^${stack.url}/admin/login\\?token=[A-Za-z0-9_-]+$`));
-    const first = await fetch(stack.adminLink, { redirect: 'manual' });
-    assert.equal(first.status, 302);
+    const first = await redeemAdminLink(stack.adminLink);
+    assert.equal(first.status, 303);
     assert.equal(first.headers.get('location'), '/admin');
     const line = setCookie(first, SESSION_COOKIE)!;
     assert.ok(attributes(line).includes('httponly'));
@@ -411,13 +434,21 @@ describe('console sign-in by one-time link (no issuer)', () => {
     assert.equal((await getJson(`${stack.url}/admin/auth/callback?code=a&state=b`)).status, 404);
   });
 
+  test("npm run admin-link prints the instance's real port (PORT=0 here), not the configured one", async () => {
+    const cli = await runAdminLink(testEnv(stack.dataDir));
+    assert.equal(cli.code, 0, cli.stderr);
+    const link = cli.stdout.trim().split('\n').at(-1)!;
+    assert.ok(link.startsWith(`${stack.url}/admin/login?token=`), link);
+    assert.equal((await redeemAdminLink(link)).status, 303);
+  });
+
   test('npm run admin-link prints a fresh link that signs in', async () => {
     const cli = await runAdminLink(testEnv(stack.dataDir, { ZHINIAN_PUBLIC_BASE_URL: stack.url }));
     assert.equal(cli.code, 0, cli.stderr);
     const link = cli.stdout.trim().split('\n').at(-1)!;
     assert.match(link, new RegExp(`^${stack.url}/admin/login\\?token=[A-Za-z0-9_-]+$`));
-    const response = await fetch(link, { redirect: 'manual' });
-    assert.equal(response.status, 302);
+    const response = await redeemAdminLink(link);
+    assert.equal(response.status, 303);
     const { body } = await me(stack, setCookie(response, SESSION_COOKIE)!.split(';')[0]);
     assert.equal(body.user.role, 'admin');
     assert.equal((await fetch(link, { redirect: 'manual' })).status, 401);

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
+import sharp from 'sharp';
 import { newId } from '../src/lib/ids.ts';
 import { KEY_A, openTestDb, queuedJobRow, startReceiver, startStack, type Stack, waitFor, waitForJob } from './helpers.ts';
 import { chromiumInstalled, launchBrowser, newContext, Recorder, screenshot } from './support/browser.ts';
@@ -48,9 +49,9 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     await page.locator('form#login button[type="submit"]').click();
   }
 
-  /** A page signed in through the provider's form as `login`, on the overview. */
-  async function signedIn(login: string): Promise<{ ctx: BrowserContext; page: Page }> {
-    const ctx = await context();
+  /** A page signed in through the provider's form as `login`, on the overview (the one place a browser test signs in). */
+  async function signedIn(login: string, options: Parameters<typeof newContext>[2] = {}): Promise<{ ctx: BrowserContext; page: Page }> {
+    const ctx = await context(options);
     const page = await ctx.newPage();
     await submitProviderForm(page, login, TEST_PASSWORD);
     await page.waitForURL(`${sso.url}/admin`);
@@ -197,10 +198,14 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     const dialog = page.locator('dialog[data-secret-dialog]');
     const status = async (secret: string) => (await fetch(`${sso.url}/api/v1/jobs`, { headers: { authorization: `Bearer ${secret}` } })).status;
     /** Reads the secret in the dialog, then closes it (which reloads the page). */
-    const takeSecret = async (artifact: string) => {
+    const takeSecret = async (artifact: string, withWebhookSecret = false) => {
       await dialog.waitFor({ state: 'visible' });
       const secret = (await dialog.locator('[data-secret-value]').textContent())?.trim() ?? '';
       assert.match(secret, /^zk_[0-9a-z]{26}_[A-Za-z0-9_-]{43}$/);
+      // A new client's own webhook signing secret is shown once beside its first key; a further key has none.
+      const webhook = dialog.locator('[data-secret-webhook]');
+      assert.equal(await webhook.isVisible(), withWebhookSecret, 'the webhook secret block');
+      if (withWebhookSecret) assert.match((await webhook.textContent())?.trim() ?? '', /^whsec_/);
       await screenshot(page, artifact);
       await Promise.all([page.waitForEvent('load'), dialog.locator('[data-close-secret]').click()]);
       assert.ok(!(await page.content()).includes(secret), 'the secret is shown once');
@@ -214,7 +219,7 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     await form.locator('input[name="id"]').fill('browser-partner');
     await form.locator('input[name="name"]').fill('浏览器伙伴');
     await form.locator('[data-test="create-client"]').click();
-    const first = await takeSecret('clients-new-client-secret');
+    const first = await takeSecret('clients-new-client-secret', true);
     assert.equal(await status(first), 200);
 
     // A second key on the client's page (rotation); the first keeps working until revoked.
@@ -387,7 +392,8 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     const ctx = await context();
     const page = await ctx.newPage();
     await page.goto(plain.adminLink);
-    await page.waitForURL(`${plain.url}/admin`);
+    // The link opens a page; only its button spends the token (a link preview's GET does not).
+    await Promise.all([page.waitForURL(`${plain.url}/admin`), page.locator('[data-test="link-sign-in"]').click()]);
     await page.locator('header.top nav a', { hasText: '概览' }).waitFor();
     await screenshot(page, 'zero-config-overview');
     const other = await context();
@@ -439,6 +445,159 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     assert.equal(await page.locator('html').getAttribute('lang'), 'en');
     await screenshot(page, 'en-jobs');
     assert.deepEqual(failed, []);
+  });
+
+  test('an uploaded XHTML, HTML or SVG opened in the console runs no script and calls nothing; a PNG shows inline', async () => {
+    const upload = async (name: string, body: string | Buffer, type: string) => {
+      const form = new FormData();
+      form.append('files', new Blob([typeof body === 'string' ? body : new Uint8Array(body)], { type }), name);
+      const res = await sso.api('/api/v1/assets', { method: 'POST', body: form, key: KEY_A });
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+      return res.body.assets[0].id as string;
+    };
+    // What the review used: htmx from our own origin, a request with the session, a meta refresh away.
+    const xhtml =
+      '<?xml version="1.0"?>\n<html xmlns="http://www.w3.org/1999/xhtml"><head><meta http-equiv="refresh" content="1;url=http://127.0.0.1:9/away"/>' +
+      '<script src="/admin/static/htmx.min.js"></script></head><body hx-get="/admin/api/me" hx-trigger="load" hx-target="body">pwned</body></html>';
+    const ids = [
+      await upload('attack.xhtml', xhtml, 'application/xhtml+xml'),
+      await upload(
+        'attack.html',
+        '<!doctype html><meta http-equiv="refresh" content="0;url=/admin/api/me"><script src="/admin/static/console.js" type="module"></script>',
+        'text/html',
+      ),
+      await upload('attack.svg', '<svg xmlns="http://www.w3.org/2000/svg"><script href="/admin/static/htmx.min.js"/><image href="/admin/api/me"/></svg>', 'image/svg+xml'),
+    ];
+    const { ctx, page } = await signedIn('admin@example.com', { acceptDownloads: true });
+    const seen: string[] = [];
+    ctx.on('request', (request) => seen.push(request.url()));
+    for (const id of ids) {
+      const url = `${sso.url}/admin/assets/${id}/content`;
+      const download = page.waitForEvent('download', { timeout: 20_000 });
+      // A download aborts the navigation: the page stays where it was.
+      await page.goto(url).catch(() => null);
+      const file = await download;
+      assert.equal(file.url(), url);
+      await file.cancel().catch(() => {});
+    }
+    // Anything the uploads started would have shown by the time a page of our own has loaded.
+    const during = seen.length;
+    await page.goto(`${sso.url}/admin/assets`);
+    await page.locator('main h1').waitFor();
+    const stray = seen.slice(0, during).filter((u) => u.includes('/admin/api/') || u.includes('/admin/static/htmx') || u.includes(':9/away'));
+    assert.deepEqual(stray, [], 'the uploads made no request');
+    assert.equal(new URL(page.url()).pathname, '/admin/assets');
+
+    // A raster image is shown inline, in a sandboxed document.
+    const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#3366ff' } })
+      .png()
+      .toBuffer();
+    const pngId = await upload('blue.png', png, 'image/png');
+    const response = await page.goto(`${sso.url}/admin/assets/${pngId}/content`);
+    assert.equal(response?.status(), 200);
+    assert.match(response?.headers()['content-security-policy'] ?? '', /sandbox/);
+    assert.equal(await page.evaluate(() => (document.querySelector('img') as HTMLImageElement | null)?.naturalWidth ?? 0), 8);
+  });
+
+  test('every screen at 1280 and 390 px: no sideways scroll; on a phone the menu opens and sign-out is reachable; screenshots of both', async () => {
+    const screens: [string, string][] = [
+      ['overview', '/admin'],
+      ['jobs', '/admin/jobs'],
+      ['job', `/admin/jobs/${videoJob}`],
+      ['assets', '/admin/assets'],
+      ['clients', '/admin/clients'],
+      ['client', '/admin/clients/client-a'],
+      ['webhooks', '/admin/webhooks'],
+      ['engines', '/admin/engines'],
+      ['usage', '/admin/usage'],
+      ['audit', '/admin/audit'],
+      ['settings', '/admin/settings'],
+    ];
+    const problems: string[] = [];
+    for (const width of [1280, 390]) {
+      const { page } = await signedIn('admin@example.com', { viewport: { width, height: width === 390 ? 844 : 900 } });
+      for (const [name, path] of screens) {
+        const response = await page.goto(`${sso.url}${path}`);
+        if (response?.status() !== 200) {
+          problems.push(`${width}px ${path}: ${response?.status()}`);
+          continue;
+        }
+        await page.locator('main h1').first().waitFor();
+        const { scrollWidth, innerWidth } = await page.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth }));
+        if (scrollWidth > innerWidth) problems.push(`${width}px ${path}: scrolls sideways (${scrollWidth} > ${innerWidth})`);
+        const menu = page.locator('[data-test="menu"]');
+        const signOut = page.locator('[data-test="sign-out"]');
+        if (width === 390) {
+          if (!(await menu.isVisible())) problems.push(`${path}: no menu button at 390 px`);
+          else {
+            if (await signOut.isVisible()) problems.push(`${path}: the menu is open before it is asked for`);
+            await menu.click();
+            await signOut.waitFor({ state: 'visible', timeout: 5_000 }).catch(() => problems.push(`${path}: sign-out not reachable from the menu`));
+            if (!(await page.locator('header.top nav a', { hasText: '设置' }).isVisible())) problems.push(`${path}: the navigation is not in the menu`);
+            const opened = await page.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth }));
+            if (opened.scrollWidth > opened.innerWidth) problems.push(`${path}: the open menu scrolls sideways`);
+            await screenshot(page, `w390-${name}-menu`);
+            await menu.click();
+          }
+        } else {
+          if (await menu.isVisible()) problems.push(`${path}: a menu button at 1280 px`);
+          if (!(await signOut.isVisible())) problems.push(`${path}: no sign-out at 1280 px`);
+        }
+        await screenshot(page, `w${width}-${name}`);
+      }
+    }
+    assert.deepEqual(problems, []);
+  });
+
+  test('a refused change says why in the console language and names the field; a save says it saved; a key gets an expiry', async () => {
+    const { page } = await signedIn('admin@example.com');
+    page.on('dialog', (dialog) => dialog.accept());
+    const created = await fetchInPage(page, '/admin/api/clients', { csrf: true, body: { id: 'expiry-partner' } });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    await page.goto(`${sso.url}/admin/clients/expiry-partner`);
+    const flash = page.locator('[data-flash]');
+    const notice = page.locator('[data-notice]');
+
+    // An expiry in the past: refused, in Chinese, naming the field by its label.
+    const form = page.locator('form[data-test="new-key"]');
+    await form.locator('input[name="expiresAt"]').fill('2001-01-01T00:00');
+    await form.locator('[data-test="create-key"]').click();
+    await flash.waitFor({ state: 'visible' });
+    const text = (await flash.textContent()) ?? '';
+    assert.match(text, /^操作失败：输入无效/);
+    assert.match(text, /字段“过期时间[^”]*\(expiresAt\)”/);
+    assert.equal(await form.locator('input[name="expiresAt"]').getAttribute('aria-invalid'), 'true');
+    await screenshot(page, 'client-key-expiry-refused');
+
+    // A future expiry: the key is made, its secret shown once, and the page says it is done.
+    const expires = new Date(Date.now() + 3 * 86_400_000);
+    const local = (d: Date) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}T12:00`;
+    await form.locator('input[name="expiresAt"]').fill(local(expires));
+    await form.locator('[data-test="create-key"]').click();
+    const dialog = page.locator('dialog[data-secret-dialog]');
+    await dialog.waitFor({ state: 'visible' });
+    await Promise.all([page.waitForEvent('load'), dialog.locator('[data-close-secret]').click()]);
+    await notice.waitFor({ state: 'visible' });
+    const keys = await fetchInPage(page, '/admin/api/clients', { method: 'GET' });
+    const partner = keys.body.clients.find((c: { id: string }) => c.id === 'expiry-partner');
+    const withExpiry = partner.keys.filter((k: { expiresAt: string | null }) => k.expiresAt !== null);
+    assert.equal(withExpiry.length, 1, JSON.stringify(partner.keys));
+    assert.equal(new Date(withExpiry[0].expiresAt).getDate(), expires.getDate());
+
+    // A settings save: a visible, translated confirmation.
+    const settings = page.locator('form[data-test="client-settings"]');
+    await settings.locator('input[name="maxRunning"]').fill('3');
+    await Promise.all([page.waitForEvent('load'), settings.locator('[data-test="save-settings"]').click()]);
+    await notice.waitFor({ state: 'visible' });
+    assert.equal((await notice.textContent())?.trim(), '设置已保存。');
+    assert.equal(await page.locator('form[data-test="client-settings"] input[name="maxRunning"]').inputValue(), '3');
+    await screenshot(page, 'client-settings-saved');
+    // A bad value: refused naming the field, in English on the English page.
+    await page.goto(`${sso.url}/admin/clients/expiry-partner?lang=en`);
+    await settings.locator('input[name="weight"]').fill('0');
+    await settings.locator('[data-test="save-settings"]').click();
+    await flash.waitFor({ state: 'visible' });
+    assert.match((await flash.textContent()) ?? '', /The action failed: Invalid input — field "Fair-sharing weight \(weight\)"/);
   });
 
   test('no request left loopback, no CSP violation, no page error', () => {

@@ -3,6 +3,9 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 import type { DbHandle } from '../src/db/index.ts';
 import type { Stack } from './helpers.ts';
 
+/** The role lists that give forged sessions (forgedSessionCookie) their roles. */
+export const FORGED_ROLE_ENV = { ZHINIAN_ADMIN_EMAILS: 'admin@example.com', ZHINIAN_VIEWER_EMAILS: 'viewer@example.com' };
+
 /** A session secret for stacks whose tests forge sessions (ZHINIAN_SESSION_SECRET). */
 export const TEST_SESSION_SECRET = 'console-test-session-secret-0123456789abcdef';
 
@@ -13,8 +16,8 @@ export const TEST_SESSION_SECRET = 'console-test-session-secret-0123456789abcdef
  */
 export async function consoleSignIn(stack: Stack) {
   assert.ok(stack.adminLink, 'the stack printed a one-time sign-in link');
-  const res = await fetch(stack.adminLink, { redirect: 'manual' });
-  assert.equal(res.status, 302);
+  const res = await redeemAdminLink(stack.adminLink);
+  assert.equal(res.status, 303);
   const cookie = res.headers.getSetCookie().find((c) => c.startsWith('zhinian_console='));
   assert.ok(cookie, 'a session cookie');
   const jar = cookie.split(';')[0];
@@ -38,16 +41,38 @@ export async function consoleSignIn(stack: Stack) {
 }
 
 /**
+ * Uses a one-time sign-in link as a browser does: the link's page (GET), then its form's POST
+ * with the page's cookie. The answer to the POST (303 and a session cookie when it worked).
+ */
+export async function redeemAdminLink(link: string): Promise<Response> {
+  const page = await fetch(link, { redirect: 'manual' });
+  assert.equal(page.status, 200, 'the link opens a page');
+  const html = await page.text();
+  const field = (name: string) => new RegExp(`name="${name}" value="([^"]*)"`).exec(html)?.[1] ?? '';
+  const linkCookie = page.headers.getSetCookie().find((c) => c.startsWith('zhinian_link='));
+  assert.ok(linkCookie, "the link page's cookie");
+  return fetch(new URL('/admin/login', link), {
+    method: 'POST',
+    redirect: 'manual',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: linkCookie.split(';')[0] },
+    body: new URLSearchParams({ token: field('token'), nonce: field('nonce') }).toString(),
+  });
+}
+
+/**
  * A session cookie of `role` made the way console/session.ts does (a row by the id's hash, the
  * id signed in the cookie), for roles the one-time link does not give. The stack must run with
  * ZHINIAN_SESSION_SECRET = TEST_SESSION_SECRET.
  */
 export async function forgedSessionCookie(handle: DbHandle, role: 'admin' | 'viewer'): Promise<{ cookie: string; csrfToken: string }> {
   const id = randomBytes(32).toString('base64url');
-  const data = { user: { email: `${role}@example.com`, name: role, role }, csrfToken: randomBytes(24).toString('base64url') };
+  const email = `${role}@example.com`;
+  // Signed in through a provider as `email` (verified): the stack's role lists must give it `role` (FORGED_ROLE_ENV).
+  const grant = { via: 'oidc', identity: { subject: `sub-${role}`, email, emailVerified: true, groups: [] } };
+  const data = { user: { email, name: role, role }, csrfToken: randomBytes(24).toString('base64url'), grant };
   await handle.db
     .insertInto('console_sessions')
-    .values({ id: createHash('sha256').update(id).digest('hex'), data: JSON.stringify(data), expires_at: Date.now() + 3_600_000 })
+    .values({ id: createHash('sha256').update(id).digest('hex'), data: JSON.stringify(data), expires_at: Date.now() + 3_600_000, user_key: email, created_at: Date.now() })
     .execute();
   const signature = createHmac('sha256', TEST_SESSION_SECRET).update(id).digest('base64').replace(/=+$/, '');
   return { cookie: `zhinian_console=${encodeURIComponent(`${id}.${signature}`)}`, csrfToken: data.csrfToken };

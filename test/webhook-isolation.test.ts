@@ -386,7 +386,15 @@ describe('webhook isolation', () => {
     const BLOCKED = 2_000;
     await handle.db
       .insertInto('webhook_endpoints')
-      .values(Array.from({ length: BLOCKED }, (_, i) => ({ origin: `http://dead-${i}.example:80`, consecutive_failures: 3, blocked_until: start + 3_600_000, updated_at: start })))
+      .values(
+        Array.from({ length: BLOCKED }, (_, i) => ({
+          client_id: 'client-a',
+          origin: `http://dead-${i}.example:80`,
+          consecutive_failures: 3,
+          blocked_until: start + 3_600_000,
+          updated_at: start,
+        })),
+      )
       .execute();
     // Ids in due order, as enqueue would give them: 10,000 for the blocked origins first, then
     // client A's delivery to a healthy receiver, and client B's.

@@ -12,7 +12,9 @@ import { ERR } from '../lib/error-codes.ts';
 import { registerAccessControl, type Authenticator } from './auth.ts';
 import { clientErrorHandler, frameworkErrorHandler, registerErrorHandling, sendError, stampReply } from './errors.ts';
 import { registerJsonParser } from './json-body.ts';
+import { registerLingeringClose } from './lingering-close.ts';
 import { registerMultipartPassThrough } from './multipart.ts';
+import { rejectUnstorableParams } from './param-guard.ts';
 import { registerAbortLog, RequestLog } from './request-log.ts';
 import { registerRequestLimit } from './request-limit.ts';
 import { registerAssetRoutes } from './routes/assets.ts';
@@ -74,6 +76,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerJsonParser(app);
   registerErrorHandling(app);
   registerAbortLog(app);
+  registerLingeringClose(app);
   let closing = false;
   app.addHook('preClose', async () => {
     closing = true;
@@ -82,6 +85,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     stampReply(request, reply);
     // A request on a kept-alive connection while we shut down: the load balancer should retry it elsewhere.
     if (closing) return sendError(reply, ERR.shutting_down, 'The server is shutting down; try again.');
+    rejectUnstorableParams(request);
   });
   registerAccessControl(app, { auth: deps.auth, signer: deps.signer });
   // Before the routes: it adds its hook to each route as it is declared.

@@ -96,6 +96,8 @@ interface KeyEntry {
  */
 export function createAuthenticator(opts: { envKeys: ApiKey[]; handle: DbHandle; clients: ClientDirectory; clock: Clock }): Authenticator {
   const known = opts.envKeys.map((k) => ({ clientId: k.clientId, digest: digest(k.key) }));
+  /** Env keys' last use, by their hash (their `env_keys` rows), written with the console keys'. */
+  const envLastUsed = new Map<string, number>();
   const { db } = opts.handle;
   const cache = new Map<string, { entry: KeyEntry | null; loadedAt: number }>();
   const loading = new Map<string, Promise<KeyEntry | null>>();
@@ -128,6 +130,7 @@ export function createAuthenticator(opts: { envKeys: ApiKey[]; handle: DbHandle;
   }
 
   async function flushLastUsed(): Promise<void> {
+    await flushEnvLastUsed();
     if (lastUsed.size === 0) return;
     const byTime = new Map<number, string[]>();
     for (const [id, at] of lastUsed) {
@@ -141,6 +144,18 @@ export function createAuthenticator(opts: { envKeys: ApiKey[]; handle: DbHandle;
         .updateTable('keys')
         .set({ last_used_at: at })
         .where('id', 'in', ids)
+        .where((eb) => eb.or([eb('last_used_at', 'is', null), eb('last_used_at', '<', at)]))
+        .execute();
+    }
+  }
+  async function flushEnvLastUsed(): Promise<void> {
+    const pending = [...envLastUsed];
+    envLastUsed.clear();
+    for (const [hash, at] of pending) {
+      await db
+        .updateTable('env_keys')
+        .set({ last_used_at: at })
+        .where('hash', '=', hash)
         .where((eb) => eb.or([eb('last_used_at', 'is', null), eb('last_used_at', '<', at)]))
         .execute();
     }
@@ -169,8 +184,13 @@ export function createAuthenticator(opts: { envKeys: ApiKey[]; handle: DbHandle;
       const id = keyIdOf(presented);
       let clientId = id === null ? null : await consoleKeyClient(id, candidate);
       if (clientId === null) {
+        let match: (typeof known)[number] | null = null;
         for (const k of known) {
-          if (timingSafeEqual(candidate, k.digest) && clientId === null) clientId = k.clientId;
+          if (timingSafeEqual(candidate, k.digest) && match === null) match = k;
+        }
+        if (match) {
+          clientId = match.clientId;
+          envLastUsed.set(candidate.toString('hex'), Math.floor(opts.clock.now() / 60_000) * 60_000);
         }
       }
       if (clientId === null) throw new Unauthorized('Invalid API key.');

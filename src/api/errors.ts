@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { consoleSecurityHeaders, isConsoleUrl } from '../console/headers.ts';
 import { ERR, ERROR_CODES, httpStatus, type ApiErrorCode, type CodeEntry } from '../lib/error-codes.ts';
-import { AppError, RateLimited } from '../lib/errors.ts';
+import { AppError, Invalid, RateLimited } from '../lib/errors.ts';
 
 /** The one place that turns errors into HTTP answers: `{ error, code }`, never a stack or the request's URL. */
 function statusFor(error: AppError): number {
@@ -36,6 +37,8 @@ export function registerErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError | AppError | Error, request, reply) => {
     if (error instanceof AppError) {
       if (error instanceof RateLimited) reply.header('retry-after', String(error.retryAfterSeconds));
+      // Bad input also names its field on its own, for clients (the console) that show it next to the form.
+      if (error instanceof Invalid && error.field) return reply.status(statusFor(error)).send({ error: error.message, code: error.code, field: error.field });
       return reply.status(statusFor(error)).send({ error: error.message, code: error.code });
     }
     const code = (error as FastifyError).code;
@@ -74,6 +77,8 @@ export function stampReply(request: FastifyRequest, reply: FastifyReply): void {
 /** Fastify's `frameworkErrors`: errors found while routing (bad percent-encoding, an over-long path parameter). */
 export function frameworkErrorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
   stampReply(request, reply);
+  // Refused before routing, so before the console's own hooks: its headers all the same.
+  if (isConsoleUrl(request.raw.url)) consoleSecurityHeaders(reply);
   if (error.code in FRAMEWORK_ERRORS) return sendFrameworkError(error.code, reply);
   return sendError(reply, ERR.invalid_request, 'The request is not valid.');
 }

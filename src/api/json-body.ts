@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { Invalid } from '../lib/errors.ts';
+import { isStorableText } from '../lib/storable-text.ts';
 
 /**
  * How deep a JSON body may nest. Real bodies need 4 levels (materials[i].url) plus whatever a
@@ -54,9 +55,4 @@ function checkJsonValue(value: unknown, maxDepth = MAX_JSON_DEPTH): void {
 
 function checkText(text: string, path: string): void {
   if (!isStorableText(text)) throw new Invalid(path || null, 'must not contain NUL characters or unpaired surrogates');
-}
-
-/** No U+0000 and no lone UTF-16 surrogate: the text survives UTF-8 storage on either database unchanged. */
-function isStorableText(text: string): boolean {
-  return !text.includes('\u0000') && (text as string & { isWellFormed(): boolean }).isWellFormed();
 }

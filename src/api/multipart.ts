@@ -21,9 +21,34 @@ class ClientGone extends AppError {
   }
 }
 
-/** Fastify must leave multipart bodies unread: `receiveFiles` streams them itself. */
+/** Uploads being received, per app: its close waits for their temp files to be removed. */
+const receiving = new WeakMap<FastifyInstance, Set<Promise<unknown>>>();
+
+/**
+ * Fastify must leave multipart bodies unread: `receiveFiles` streams them itself. On close (the
+ * server has stopped, and uploads still arriving past the grace period have been cut off), the
+ * app waits until every cut-off upload has removed its temp files: the process must not exit
+ * (and leave them behind) first.
+ */
 export function registerMultipartPassThrough(app: FastifyInstance): void {
   app.addContentTypeParser('multipart/form-data', (_request, _payload, done) => done(null, undefined));
+  const uploads = new Set<Promise<unknown>>();
+  receiving.set(app, uploads);
+  app.addHook('onClose', async () => {
+    await Promise.allSettled(uploads);
+  });
+}
+
+/** Tracks one upload of `request`'s app until it has settled (files stored, or removed). */
+function tracked<T>(request: FastifyRequest, upload: Promise<T>): Promise<T> {
+  const uploads = receiving.get(request.server);
+  if (!uploads) return upload;
+  const forget = () => {
+    uploads.delete(settled);
+  };
+  const settled: Promise<void> = upload.then(forget, forget);
+  uploads.add(settled);
+  return upload;
 }
 
 export function isMultipart(request: FastifyRequest): boolean {
@@ -39,6 +64,10 @@ export function isMultipart(request: FastifyRequest): boolean {
  * away, more than `maxFiles` files, an empty file, a file part in another field.
  */
 export function receiveFiles(request: FastifyRequest, opts: { maxFiles: number; receive: (stream: Readable) => Promise<WrittenFile> }): Promise<ReceivedFile[]> {
+  return tracked(request, streamFiles(request, opts));
+}
+
+function streamFiles(request: FastifyRequest, opts: { maxFiles: number; receive: (stream: Readable) => Promise<WrittenFile> }): Promise<ReceivedFile[]> {
   let parser: BusboyInstance;
   try {
     // One file more than allowed still reaches us, so we can say what is wrong.
@@ -72,8 +101,8 @@ export function receiveFiles(request: FastifyRequest, opts: { maxFiles: number; 
       raw.unpipe(parser);
       current?.destroy(error);
       // Read and drop whatever the client still sends, so the request ends and the connection
-      // can close (or serve the next request) once we have answered; Node would not do it for a
-      // body that was being piped. ZHINIAN_REQUEST_TIMEOUT_SECONDS bounds how long that may take.
+      // can close once we have answered; Node would not do it for a body that was being piped.
+      // The lingering close (lingering-close.ts) bounds how much and how long.
       raw.resume();
       written.finally(async () => {
         await Promise.all(received.map((r) => fsp.rm(r.file.path, { force: true })));

@@ -50,6 +50,7 @@ const assetSchema = z.object({
 const errorSchema = z.object({
   error: z.string().describe('What went wrong, naming the field'),
   code: z.enum(API_ERROR_CODES).describe(`Stable machine-readable code: ${codeList(API_ERROR_CODES)}`),
+  field: z.string().optional().describe('invalid_request: the field at fault, when one is (a path such as `inputs[0].url`)'),
 });
 const capabilitiesSchema = z.object({
   capabilities: z.array(z.object({ capability: z.enum(CAPABILITIES), description: z.string(), engines: z.array(z.string()), params: z.record(z.string(), z.unknown()) })),

@@ -26,10 +26,18 @@ export class RequestLog extends LogController {
   }
 }
 
-/** A request whose client hung up gets no answer, so no completed line: it gets this one instead, at info (nothing failed on our side). */
+/**
+ * A request whose client hung up gets no answer, so no completed line: it gets this one instead,
+ * at info (nothing failed on our side). Past the shutdown grace period we are the ones cutting
+ * connections (a stalled upload): the line says so, not that the client went away.
+ */
 export function registerAbortLog(app: FastifyInstance): void {
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
   app.addHook('onRequestAbort', async (request) => {
-    request.log.info(describe(request), 'request aborted by the client');
+    request.log.info(describe(request), closing ? 'request cut off by shutdown' : 'request aborted by the client');
   });
 }
 

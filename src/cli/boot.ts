@@ -1,4 +1,5 @@
-import { createClientAdmin, createClientDirectory } from '../clients/index.ts';
+import fs from 'node:fs';
+import { createClientAdmin, createClientDirectory, rememberEnvClients } from '../clients/index.ts';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import sharp from 'sharp';
@@ -29,6 +30,9 @@ export interface BootOptions {
   logger?: Logger;
 }
 
+/** The data dir's note of the last started server's public base URL (its real port, too, with PORT=0). */
+export const INSTANCE_URL_FILE = 'instance-url';
+
 export interface Running {
   config: Readonly<Config>;
   /** Where the server listens, when it runs. */
@@ -38,6 +42,8 @@ export interface Running {
   keyCreated: boolean;
   /** With no identity provider: a one-time console sign-in link made by this start (server only). */
   adminLink: string | null;
+  /** The HTTP server's route tree as Fastify prints it (empty without a server): tests walk every route. */
+  routeTree(): string;
   logger: Logger;
   stop(): Promise<void>;
 }
@@ -79,8 +85,10 @@ export async function boot(opts: BootOptions): Promise<Running> {
       : null;
   const notifier = pgNotifier ?? createNotifier();
   const tempDir = path.join(config.dataDir, 'tmp');
-  // Anything older than twice the job timeout cannot belong to a live run or upload.
-  await removeStaleEntries(tempDir, Math.max(2 * config.jobTimeoutMs, 3_600_000));
+  // Anything older than twice the job timeout cannot belong to a live run or upload; files of
+  // this host's processes that are gone (a kill mid-upload) go at once (temp-file.ts).
+  const staleTemp = await removeStaleEntries(tempDir, Math.max(2 * config.jobTimeoutMs, 3_600_000));
+  if (staleTemp > 0) logger.info({ removed: staleTemp }, 'removed temp files left by stopped processes');
   let listeningPort: number | undefined;
   const baseUrl = () => publicBaseUrl(config, listeningPort);
 
@@ -98,6 +106,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     maxRunning: config.clientMaxRunning,
     rateLimitJobsPerMinute: config.rateLimitJobsPerMinute,
     rateLimitRequestsPerMinute: config.rateLimitRequestsPerMinute,
+    sharedWebhookSecret: config.webhookSecret,
   });
   const jobs = createJobService({
     handle,
@@ -116,10 +125,12 @@ export async function boot(opts: BootOptions): Promise<Running> {
     apiKeys = [generated.key];
     keyCreated = generated.created;
   }
+  await rememberEnvClients(handle, apiKeys, clock.now());
 
   const stoppers: (() => Promise<void>)[] = [];
   let url: string | null = null;
   let adminLink: string | null = null;
+  let routeTree = () => '';
   if (opts.server) {
     // Loaded only here: a worker process never pays for the HTTP stack's memory.
     const { buildApp } = await import('../api/app.ts');
@@ -145,7 +156,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
         handle,
         config,
         sessionSecret: config.console.sessionSecret ?? readOrCreateSecret(path.join(config.dataDir, 'session-secret')).value,
-        sessions: createSessions({ handle, ttlMs: config.console.sessionTtlMs, secure: baseUrl().startsWith('https:'), clock }),
+        sessions: createSessions({ handle, ttlMs: config.console.sessionTtlMs, secure: baseUrl().startsWith('https:'), clock, console: config.console }),
         loginTokens,
         clock,
         baseUrl,
@@ -154,14 +165,24 @@ export async function boot(opts: BootOptions): Promise<Running> {
         store,
         engines,
         clients,
-        clientAdmin: createClientAdmin({ handle, clock, envKeys: apiKeys, engineNames: () => engines.all().map((e) => e.name) }),
+        clientAdmin: createClientAdmin({
+          handle,
+          clock,
+          envKeys: apiKeys,
+          envKeysGenerated: !config.apiKeys,
+          sharedWebhookSecretSet: config.webhookSecret !== null,
+          engineNames: () => engines.all().map((e) => e.name),
+        }),
         notifier,
       },
     });
+    routeTree = () => app.printRoutes({ commonPrefix: false });
     await app.listen({ port: config.http.port, host: config.http.host });
     const address = app.server.address();
     listeningPort = typeof address === 'object' && address ? address.port : config.http.port;
     url = `http://${config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host}:${listeningPort}`;
+    // `npm run admin-link` runs apart from the server: it reads where the server really listens from here.
+    fs.writeFileSync(path.join(config.dataDir, INSTANCE_URL_FILE), `${baseUrl()}\n`);
     if (!config.console.oidc) adminLink = `${baseUrl()}/admin/login?token=${await loginTokens.issue()}`;
     stoppers.push(async () => {
       // Stop listening and let in-flight requests finish; past the grace period, close what is
@@ -219,6 +240,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     apiKeys,
     keyCreated,
     adminLink,
+    routeTree: () => routeTree(),
     logger,
     async stop() {
       // Server first (no new work), then the worker hands its jobs back, then the database.

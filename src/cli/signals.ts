@@ -7,14 +7,27 @@ import type { Running } from './boot.ts';
 const STOP_MARGIN_MS = 15_000;
 
 /**
+ * Signals this soon after the first are the same request to stop, not an insistence: Ctrl-C on
+ * `npm start` reaches us twice within milliseconds (the terminal signals the whole process
+ * group, and npm forwards its own copy to its child). Counting the copy as a second signal
+ * would exit before the worker hands its jobs back (each then waits out a lease and loses an attempt).
+ */
+const REPEAT_WINDOW_MS = 1_500;
+
+/**
  * SIGTERM/SIGINT: stop listening, let in-flight requests finish (ZHINIAN_SHUTDOWN_GRACE_SECONDS),
- * close what is left, hand unfinished jobs back, exit. A second signal exits at once.
+ * close what is left, hand unfinished jobs back, exit. A second signal, sent after
+ * REPEAT_WINDOW_MS, exits at once.
  */
 export function exitOnSignals(running: Running): void {
-  let stopping = false;
+  let firstAt: number | null = null;
   const onSignal = (signal: NodeJS.Signals) => {
-    if (stopping) process.exit(1);
-    stopping = true;
+    if (firstAt !== null) {
+      if (performance.now() - firstAt < REPEAT_WINDOW_MS) return void running.logger.info({ signal }, 'repeated signal: already shutting down');
+      running.logger.warn({ signal }, 'second signal: exiting without finishing the shutdown');
+      process.exit(1);
+    }
+    firstAt = performance.now();
     running.logger.info({ signal }, 'shutting down');
     setTimeout(() => {
       running.logger.error('shutdown did not finish in time; exiting');

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type { Selectable } from 'kysely';
 import { z } from 'zod';
 import { recordAudit } from '../console/audit.ts';
@@ -9,39 +8,37 @@ import { iso, type Clock } from '../lib/clock.ts';
 import { Conflict, Invalid, NotFound } from '../lib/errors.ts';
 import { isId } from '../lib/ids.ts';
 import { parseWith } from '../lib/validate.ts';
+import { fairKeysResume } from '../queue/index.ts';
+import { checkNewClientId, rememberClientIds } from './ids.ts';
 import { hashKey, keyPrefix, makeKey } from './keys.ts';
+import { type ClientView, type KeyView, keyView, lastUsedView, settingsView } from './views.ts';
+import { newWebhookSecret, parsePreviousSecrets, previousAfterRotation } from './webhook-secrets.ts';
 
-/** A previous webhook secret keeps signing beside the new one this long after a rotation. */
-const WEBHOOK_SECRET_OVERLAP_MS = 24 * 3_600_000;
+export type { ClientView, KeyView } from './views.ts';
 
-export interface KeyView {
-  id: string;
-  prefix: string;
-  createdAt: string | null;
-  lastUsedAt: string | null;
-  expiresAt: string | null;
-  revokedAt: string | null;
+interface EnvKeyUsage {
+  first_seen_at: number;
+  last_used_at: number | null;
 }
 
-/** A client's own settings (null: the env default) as the console edits them. */
-export interface ClientSettingsView {
-  rateLimitJobsPerMinute: number | null;
-  rateLimitRequestsPerMinute: number | null;
-  maxRunning: number | null;
-  weight: number | null;
-  allowedEngines: string[] | null;
-  webhookSecretSet: boolean;
-}
-
-export interface ClientView {
-  id: string;
-  name: string;
-  /** `env`: keys from ZHINIAN_API_KEYS (read-only here); `console`: made in the console. */
-  source: 'env' | 'console';
-  disabled: boolean;
-  createdAt: string | null;
-  keys: KeyView[];
-  settings: ClientSettingsView;
+/**
+ * Start-up: the env clients' ids are remembered as used (a console client can never take one
+ * over unnoticed), and each env key gets its usage row (first seen now, last used by api/auth.ts).
+ */
+export async function rememberEnvClients(handle: DbHandle, envKeys: ApiKey[], now: number): Promise<void> {
+  await withTransaction(handle, async (tx) => {
+    await rememberClientIds(
+      tx,
+      envKeys.map((k) => k.clientId),
+      now,
+    );
+    if (envKeys.length === 0) return;
+    await tx
+      .insertInto('env_keys')
+      .values(envKeys.map((k) => ({ hash: hashKey(k.key), client_id: k.clientId, first_seen_at: now })))
+      .onConflict((oc) => oc.column('hash').doNothing())
+      .execute();
+  });
 }
 
 /** Who makes a change (for the audit log). */
@@ -49,12 +46,12 @@ export interface Actor {
   email: string;
 }
 
-const CLIENT_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-
 const createClientSchema = z
   .object({
-    id: z.string().regex(CLIENT_ID, '1–64 letters, digits, ".", "_" or "-", starting with a letter or digit'),
+    id: z.string().min(1).max(64),
     name: z.string().trim().min(1).max(200).optional(),
+    /** Take over an id used before (its jobs and assets become the new client's): audited. */
+    adopt: z.boolean().optional(),
   })
   .strict();
 
@@ -73,55 +70,67 @@ const updateClientSchema = z
   })
   .strict();
 
-function envKeyView(key: ApiKey): KeyView {
-  // Env keys have no row: a stable id from the hash, and the first characters only.
-  return { id: `env_${hashKey(key.key).slice(0, 16)}`, prefix: `${key.key.slice(0, 4)}…`, createdAt: null, lastUsedAt: null, expiresAt: null, revokedAt: null };
-}
-
-function keyView(row: Selectable<KeysTable>): KeyView {
-  const at = (v: number | null) => (v === null ? null : iso(Number(v)));
-  return {
-    id: row.id,
-    prefix: keyPrefix(row.id),
-    createdAt: at(row.created_at),
-    lastUsedAt: at(row.last_used_at),
-    expiresAt: at(row.expires_at),
-    revokedAt: at(row.revoked_at),
-  };
-}
-
-function settingsView(row: Selectable<ClientsTable> | undefined): ClientSettingsView {
-  return {
-    rateLimitJobsPerMinute: row?.rate_limit_jobs_per_minute ?? null,
-    rateLimitRequestsPerMinute: row?.rate_limit_requests_per_minute ?? null,
-    maxRunning: row?.max_running ?? null,
-    weight: row?.weight ?? null,
-    allowedEngines: row?.allowed_engines ? (JSON.parse(row.allowed_engines) as string[]) : null,
-    webhookSecretSet: Boolean(row?.webhook_secret),
-  };
-}
-
 /**
  * API clients and their keys as the console manages them. Clients of ZHINIAN_API_KEYS (and
  * the data dir's default key) are `env` clients: their keys are shown, never changed here,
  * while their settings can be. Every change is written with its audit entry in one transaction.
  */
-export function createClientAdmin(opts: { handle: DbHandle; clock: Clock; envKeys: ApiKey[]; engineNames: () => string[] }) {
+export function createClientAdmin(opts: {
+  handle: DbHandle;
+  clock: Clock;
+  envKeys: ApiKey[];
+  /** The env keys are the generated default key (no ZHINIAN_API_KEYS). */
+  envKeysGenerated: boolean;
+  /** ZHINIAN_WEBHOOK_SECRET is set: clients without their own secret share it. */
+  sharedWebhookSecretSet: boolean;
+  engineNames: () => string[];
+}) {
   const { handle, clock } = opts;
   const { db } = handle;
   const envClientIds = new Set(opts.envKeys.map((k) => k.clientId));
+  // Nothing of an env key is shown, not even a hash prefix (a weak key falls to an offline guess).
+  const envKeys = opts.envKeys.map((k, i) => ({
+    clientId: k.clientId,
+    hash: hashKey(k.key),
+    id: `env_${k.clientId}_${opts.envKeys.slice(0, i).filter((o) => o.clientId === k.clientId).length + 1}`,
+  }));
 
-  function view(id: string, row: Selectable<ClientsTable> | undefined, keys: Selectable<KeysTable>[]): ClientView {
+  function view(id: string, row: Selectable<ClientsTable> | undefined, keys: Selectable<KeysTable>[], usage: Map<string, EnvKeyUsage>): ClientView {
     const isEnv = envClientIds.has(id);
+    const ownSecret = Boolean(row?.webhook_secret);
+    const envKeyViews = envKeys
+      .filter((k) => k.clientId === id)
+      .map((k): KeyView => {
+        const used = usage.get(k.hash);
+        const createdAt = used ? Number(used.first_seen_at) : null;
+        return {
+          id: k.id,
+          prefix: '',
+          origin: opts.envKeysGenerated ? 'generated' : 'env',
+          createdAt: createdAt === null ? null : iso(createdAt),
+          lastUsedAt: used ? lastUsedView(used.last_used_at, createdAt) : null,
+          expiresAt: null,
+          revokedAt: null,
+        };
+      });
     return {
       id,
       name: row?.name ?? id,
       source: isEnv ? 'env' : 'console',
       disabled: Number(row?.disabled ?? 0) === 1,
       createdAt: row ? iso(Number(row.created_at)) : null,
-      keys: isEnv ? opts.envKeys.filter((k) => k.clientId === id).map(envKeyView) : keys.map(keyView),
+      // A console key stays listed (and revocable) if its client id later appears in the env too.
+      keys: [...envKeyViews, ...keys.map((k) => keyView(k, keyPrefix(k.id)))],
       settings: settingsView(row),
+      webhookSigning: ownSecret ? 'own' : opts.sharedWebhookSecretSet ? 'shared' : 'unsigned',
+      sharesWebhookSecret: !ownSecret && opts.sharedWebhookSecretSet,
     };
+  }
+
+  async function envKeyUsage(clientId?: string): Promise<Map<string, EnvKeyUsage>> {
+    let query = db.selectFrom('env_keys').select(['hash', 'first_seen_at', 'last_used_at']);
+    if (clientId !== undefined) query = query.where('client_id', '=', clientId);
+    return new Map((await query.execute()).map((r) => [r.hash, r]));
   }
 
   /** A client that exists: in the env, or made in the console. */
@@ -134,7 +143,7 @@ export function createClientAdmin(opts: { handle: DbHandle; clock: Clock; envKey
   async function get(id: string): Promise<ClientView> {
     const { row } = await existing(id);
     const keys = await db.selectFrom('keys').selectAll().where('client_id', '=', id).orderBy('created_at').execute();
-    return view(id, row, keys);
+    return view(id, row, keys, await envKeyUsage(id));
   }
 
   async function addKey(tx: typeof db, clientId: string, expiresAt: number | null) {
@@ -149,42 +158,45 @@ export function createClientAdmin(opts: { handle: DbHandle; clock: Clock; envKey
     async list(): Promise<ClientView[]> {
       const rows = await db.selectFrom('clients').selectAll().execute();
       const keys = await db.selectFrom('keys').selectAll().orderBy('created_at').execute();
+      const usage = await envKeyUsage();
       const byId = new Map(rows.map((r) => [r.id, r]));
+      const keysOf = new Map<string, Selectable<KeysTable>[]>();
+      for (const k of keys) {
+        const list = keysOf.get(k.client_id);
+        if (list) list.push(k);
+        else keysOf.set(k.client_id, [k]);
+      }
       const ids = new Set([...envClientIds, ...rows.filter((r) => r.source === 'console').map((r) => r.id)]);
-      return [...ids].sort().map((id) =>
-        view(
-          id,
-          byId.get(id),
-          keys.filter((k) => k.client_id === id),
-        ),
-      );
+      return [...ids].sort().map((id) => view(id, byId.get(id), keysOf.get(id) ?? [], usage));
     },
 
-    /** A new console client and its first key; the secret is returned this once. */
-    async create(actor: Actor, body: unknown): Promise<{ client: ClientView; key: { id: string; prefix: string; secret: string } }> {
+    /**
+     * A new console client, its first key and its own webhook signing secret (both returned this
+     * once). Its id must never have been used, unless the admin adopts it (audited), and must not
+     * look like another (clients/ids.ts).
+     */
+    async create(actor: Actor, body: unknown): Promise<{ client: ClientView; key: { id: string; prefix: string; secret: string }; webhookSecret: string; adopted: boolean }> {
       const input = parseWith(createClientSchema, body);
       if (envClientIds.has(input.id)) throw new Conflict(`Client "${input.id}" exists (from ZHINIAN_API_KEYS).`);
       const now = clock.now();
-      const key = await withTransaction(handle, async (tx) => {
-        const taken = await tx.selectFrom('clients').select('source').where('id', '=', input.id).executeTakeFirst();
-        if (taken?.source === 'console') throw new Conflict(`Client "${input.id}" exists.`);
-        if (taken) {
-          await tx
-            .updateTable('clients')
-            .set({ source: 'console', name: input.name ?? null, updated_at: now })
-            .where('id', '=', input.id)
-            .execute();
-        } else {
+      const webhookSecret = newWebhookSecret();
+      const { key, adopted } = await withTransaction(handle, async (tx) => {
+        const { adopted } = await checkNewClientId(handle, tx, input.id, { adopt: input.adopt === true, envIds: envClientIds });
+        const fields = { name: input.name ?? null, source: 'console', webhook_secret: webhookSecret, webhook_secrets_previous: null, updated_at: now };
+        const taken = await tx.selectFrom('clients').select('id').where('id', '=', input.id).executeTakeFirst();
+        if (taken) await tx.updateTable('clients').set(fields).where('id', '=', input.id).execute();
+        else
           await tx
             .insertInto('clients')
-            .values({ id: input.id, name: input.name ?? null, source: 'console', created_at: now, updated_at: now })
+            .values({ id: input.id, ...fields, created_at: now })
             .execute();
-        }
+        await rememberClientIds(tx, [input.id], now);
         const made = await addKey(tx, input.id, null);
-        await recordAudit(tx, { actor: actor.email, action: 'client.create', target: input.id, detail: { name: input.name ?? null, keyId: made.id } }, now);
-        return made;
+        const detail = { name: input.name ?? null, keyId: made.id, adopted };
+        await recordAudit(tx, { actor: actor.email, action: adopted ? 'client.adopt' : 'client.create', target: input.id, detail }, now);
+        return { key: made, adopted };
       });
-      return { client: await get(input.id), key: { id: key.id, prefix: key.prefix, secret: key.secret } };
+      return { client: await get(input.id), key: { id: key.id, prefix: key.prefix, secret: key.secret }, webhookSecret, adopted };
     },
 
     /** Another key for a console client; older keys keep working until revoked. */
@@ -214,7 +226,7 @@ export function createClientAdmin(opts: { handle: DbHandle; clock: Clock; envKey
         await recordAudit(tx, { actor: actor.email, action: 'key.revoke', target: keyId, detail: { clientId: before.client_id } }, now);
         return { ...before, revoked_at: now };
       });
-      return { key: keyView(row) };
+      return { key: keyView(row, keyPrefix(row.id)) };
     },
 
     /** Changes a client's settings; `null` resets one to the env default. */
@@ -251,36 +263,40 @@ export function createClientAdmin(opts: { handle: DbHandle; clock: Clock; envKey
             .execute();
         }
         const snapshot = (row: Selectable<ClientsTable> | undefined) => ({ name: row?.name ?? null, disabled: Number(row?.disabled ?? 0) === 1, ...settingsView(row) });
+        // Enabled again: its jobs rejoin the fair order where the others are, not all ahead of them.
+        if (patch.disabled === false && Number(before?.disabled ?? 0) === 1) await fairKeysResume(tx, clientId);
         const after = await tx.selectFrom('clients').selectAll().where('id', '=', clientId).executeTakeFirst();
         await recordAudit(tx, { actor: actor.email, action: 'client.update', target: clientId, detail: { before: snapshot(before), after: snapshot(after) } }, now);
       });
       return { client: await get(clientId) };
     },
 
-    /** A new webhook secret (returned this once); the previous one keeps signing beside it for 24 h. */
+    /**
+     * A new webhook secret (returned this once). The one it replaces (the client's own, or the
+     * shared ZHINIAN_WEBHOOK_SECRET on a first rotation) keeps signing beside it for 24 h, and so
+     * does each earlier one until its own overlap ends.
+     */
     async rotateWebhookSecret(actor: Actor, clientId: string): Promise<{ secret: string }> {
-      const secret = `whsec_${randomBytes(24).toString('base64')}`;
+      const secret = newWebhookSecret();
       const now = clock.now();
       await withTransaction(handle, async (tx) => {
         const before = await tx.selectFrom('clients').selectAll().where('id', '=', clientId).executeTakeFirst();
         if (!envClientIds.has(clientId) && before?.source !== 'console') throw new NotFound('Client');
-        const rotation = {
-          webhook_secret: secret,
-          webhook_secret_previous: before?.webhook_secret ?? null,
-          webhook_secret_previous_until: before?.webhook_secret ? now + WEBHOOK_SECRET_OVERLAP_MS : null,
-          updated_at: now,
-        };
+        const previous = previousAfterRotation({
+          current: before?.webhook_secret ?? null,
+          previous: parsePreviousSecrets(before?.webhook_secrets_previous ?? null),
+          sharedSecretSet: opts.sharedWebhookSecretSet,
+          now,
+        });
+        const rotation = { webhook_secret: secret, webhook_secrets_previous: JSON.stringify(previous), updated_at: now };
         if (before) await tx.updateTable('clients').set(rotation).where('id', '=', clientId).execute();
         else
           await tx
             .insertInto('clients')
             .values({ id: clientId, ...rotation, created_at: now })
             .execute();
-        await recordAudit(
-          tx,
-          { actor: actor.email, action: 'client.webhook_secret.rotate', target: clientId, detail: { previousKeptUntil: iso(rotation.webhook_secret_previous_until) } },
-          now,
-        );
+        const detail = { previousKeptUntil: previous.map((p) => iso(p.until)) };
+        await recordAudit(tx, { actor: actor.email, action: 'client.webhook_secret.rotate', target: clientId, detail }, now);
       });
       return { secret };
     },

@@ -1,5 +1,6 @@
 import type { Selectable } from 'kysely';
 import type { ClientsTable, DbHandle } from '../db/index.ts';
+import { signingSecrets } from './webhook-secrets.ts';
 
 /** A client's settings in effect: its own overrides where set, else the env defaults. */
 export interface ClientSettings {
@@ -39,9 +40,14 @@ export interface ClientDirectory {
  */
 export function createClientDirectory(
   handle: DbHandle,
-  defaults: Pick<ClientSettings, 'maxRunning' | 'rateLimitJobsPerMinute' | 'rateLimitRequestsPerMinute'> & { weight?: number },
+  defaults: Pick<ClientSettings, 'maxRunning' | 'rateLimitJobsPerMinute' | 'rateLimitRequestsPerMinute'> & {
+    weight?: number;
+    /** ZHINIAN_WEBHOOK_SECRET: it keeps signing beside a client's first own secret during the overlap. */
+    sharedWebhookSecret?: string | null;
+  },
 ): ClientDirectory {
-  const base: ClientSettings = { weight: 1, disabled: false, allowedEngines: null, webhookSecrets: [], ...defaults };
+  const { sharedWebhookSecret = null, ...limits } = defaults;
+  const base: ClientSettings = { weight: 1, disabled: false, allowedEngines: null, webhookSecrets: [], ...limits };
   let snapshot = new Map<string, ClientSettings>();
   let loadedAt = Number.NEGATIVE_INFINITY;
   let loading: Promise<void> | null = null;
@@ -50,7 +56,7 @@ export function createClientDirectory(
     // One row per client that has a setting: a few thousand at most, read whole.
     const rows = await handle.db.selectFrom('clients').selectAll().execute();
     const now = Date.now();
-    snapshot = new Map(rows.map((row) => [row.id, effectiveSettings(row, base, now)]));
+    snapshot = new Map(rows.map((row) => [row.id, effectiveSettings(row, base, { now, sharedWebhookSecret })]));
     loadedAt = performance.now();
   }
 
@@ -76,10 +82,8 @@ export function createClientDirectory(
   };
 }
 
-/** A client row's settings in effect at `now` (epoch ms): its overrides, else `base`. */
-function effectiveSettings(row: Selectable<ClientsTable>, base: ClientSettings, now: number): ClientSettings {
-  const secrets = [row.webhook_secret];
-  if (row.webhook_secret_previous_until !== null && Number(row.webhook_secret_previous_until) > now) secrets.push(row.webhook_secret_previous);
+/** A client row's settings in effect at `at.now` (epoch ms): its overrides, else `base`. */
+function effectiveSettings(row: Selectable<ClientsTable>, base: ClientSettings, at: { now: number; sharedWebhookSecret: string | null }): ClientSettings {
   return {
     maxRunning: row.max_running ?? base.maxRunning,
     weight: row.weight ?? base.weight,
@@ -87,6 +91,6 @@ function effectiveSettings(row: Selectable<ClientsTable>, base: ClientSettings, 
     rateLimitRequestsPerMinute: row.rate_limit_requests_per_minute ?? base.rateLimitRequestsPerMinute,
     disabled: Number(row.disabled) === 1,
     allowedEngines: row.allowed_engines === null ? null : (JSON.parse(row.allowed_engines) as string[]),
-    webhookSecrets: secrets.filter((secret): secret is string => secret !== null),
+    webhookSecrets: signingSecrets({ current: row.webhook_secret, previousJson: row.webhook_secrets_previous, shared: at.sharedWebhookSecret, now: at.now }),
   };
 }

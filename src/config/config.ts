@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { asciiLowerCase } from '../lib/ascii.ts';
 
 const bool = z.enum(['true', 'false']).transform((v) => v === 'true');
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
@@ -90,6 +91,7 @@ const envSchema = z.object({
   ZHINIAN_OIDC_GROUPS_CLAIM: z.string().min(1).optional(),
   ZHINIAN_ADMIN_GROUPS: z.string().optional(),
   ZHINIAN_VIEWER_GROUPS: z.string().optional(),
+  ZHINIAN_OIDC_ALLOW_UNVERIFIED_EMAIL: bool.default(false),
   ZHINIAN_SESSION_SECRET: z.string().min(32, 'at least 32 characters').optional(),
   ZHINIAN_SESSION_TTL_SECONDS: int(60, 30 * 86_400).default(28_800),
 });
@@ -154,6 +156,11 @@ export interface ConsoleConfig {
   /** Lower-cased addresses or `*@domain` patterns. */
   adminEmails: string[];
   viewerEmails: string[];
+  /**
+   * Give e-mail roles to identities whose provider sends no `email_verified` (never to one it
+   * says is unverified). Off: only `email_verified: true` counts.
+   */
+  allowUnverifiedEmail: boolean;
   /** A claim whose values give roles, with the groups that give each. */
   groupsClaim: string | null;
   adminGroups: string[];
@@ -166,7 +173,7 @@ export interface ConsoleConfig {
 const list = (value: string | undefined, lowerCase = false) =>
   (value ?? '')
     .split(',')
-    .map((s) => (lowerCase ? s.trim().toLowerCase() : s.trim()))
+    .map((s) => (lowerCase ? asciiLowerCase(s.trim()) : s.trim()))
     .filter(Boolean);
 
 function consoleFromEnv(e: z.infer<typeof envSchema>): ConsoleConfig {
@@ -179,6 +186,7 @@ function consoleFromEnv(e: z.infer<typeof envSchema>): ConsoleConfig {
       : null,
     adminEmails: list(e.ZHINIAN_ADMIN_EMAILS, true),
     viewerEmails: list(e.ZHINIAN_VIEWER_EMAILS, true),
+    allowUnverifiedEmail: e.ZHINIAN_OIDC_ALLOW_UNVERIFIED_EMAIL,
     groupsClaim: e.ZHINIAN_OIDC_GROUPS_CLAIM ?? null,
     adminGroups: list(e.ZHINIAN_ADMIN_GROUPS),
     viewerGroups: list(e.ZHINIAN_VIEWER_GROUPS),

@@ -1,15 +1,22 @@
+import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sendError } from '../api/errors.ts';
 import { type ApiErrorCode, ERR, httpStatus } from '../lib/error-codes.ts';
 import type { ConsoleDeps } from './deps.ts';
 import { createOidcClient, type OidcClient, OidcError, type OidcFlow } from './oidc.ts';
-import { roleFor } from './roles.ts';
+import { actorOf, roleFor } from './roles.ts';
 import { CONSOLE_PATH, csrfMatches, type ConsoleUser } from './session.ts';
 
 /** The sign-in flow's own cookie (state, nonce, PKCE verifier), signed, for 10 minutes, only on /admin/auth. */
 const FLOW_COOKIE = 'zhinian_oidc';
 const FLOW_PATH = `${CONSOLE_PATH}/auth`;
 const FLOW_MAX_AGE_S = 600;
+
+/** The one-time link page's cookie, repeated by its form (only that form may spend the token). */
+const LINK_COOKIE = 'zhinian_link';
+const LINK_PATH = `${CONSOLE_PATH}/login`;
+/** A link token as login-tokens.ts makes them (32 random bytes, base64url). */
+const LINK_TOKEN = /^[A-Za-z0-9_-]{16,128}$/;
 
 /** Who a one-time sign-in link signs in. */
 const LOCAL_ADMIN: ConsoleUser = { email: 'admin@localhost', name: 'Local admin', role: 'admin' };
@@ -19,14 +26,28 @@ const PUBLIC = { config: { access: 'console-public' as const } };
 const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** A small page of its own (no script, no inline style: the console's CSP holds). */
-function sendPage(reply: FastifyReply, status: number, title: string, paragraphs: string[], link?: { href: string; label: string }) {
-  const body = [...paragraphs.map((p) => `<p>${escapeHtml(p)}</p>`), ...(link ? [`<p><a href="${escapeHtml(link.href)}">${escapeHtml(link.label)}</a></p>`] : [])].join('\n');
+function sendPage(
+  reply: FastifyReply,
+  status: number,
+  title: string,
+  paragraphs: string[],
+  link?: { href: string; label: string },
+  form?: { action: string; fields: Record<string, string>; label: string },
+) {
+  const formHtml = form
+    ? `<form method="post" action="${escapeHtml(form.action)}">${Object.entries(form.fields)
+        .map(([k, v]) => `<input type="hidden" name="${escapeHtml(k)}" value="${escapeHtml(v)}">`)
+        .join('')}<button type="submit" data-test="link-sign-in">${escapeHtml(form.label)}</button></form>`
+    : '';
+  const body = [...paragraphs.map((p) => `<p>${escapeHtml(p)}</p>`), ...(link ? [`<p><a href="${escapeHtml(link.href)}">${escapeHtml(link.label)}</a></p>`] : []), formHtml].join(
+    '\n',
+  );
   return reply
     .status(status)
     .header('cache-control', 'no-store')
     .type('text/html; charset=utf-8')
     .send(
-      `<!doctype html>\n<html lang="zh-CN">\n<head>\n<meta charset="utf-8">\n<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>${escapeHtml(title)} · Zhinian</title>\n<link rel="stylesheet" href="${CONSOLE_PATH}/static/console.css">\n</head>\n<body>\n<main>\n<h1>${escapeHtml(title)}</h1>\n${body}\n</main>\n</body>\n</html>\n`,
+      `<!doctype html>\n<html lang="zh-CN">\n<head>\n<meta charset="utf-8">\n<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>${escapeHtml(title)} · 智念</title>\n<link rel="stylesheet" href="${CONSOLE_PATH}/static/console.css">\n</head>\n<body>\n<main>\n<h1>${escapeHtml(title)}</h1>\n${body}\n</main>\n</body>\n</html>\n`,
     );
 }
 
@@ -128,19 +149,55 @@ export function registerAuthRoutes(admin: FastifyInstance, deps: ConsoleDeps): v
         `${identity.email ?? 'This account'} has no role in this console (ZHINIAN_ADMIN_EMAILS, ZHINIAN_VIEWER_EMAILS or the groups settings).`,
       );
     }
-    await deps.sessions.start(reply, { email: identity.email ?? identity.name, name: identity.name, role });
+    const { name, ...grantedIdentity } = identity;
+    await deps.sessions.start(reply, { email: actorOf(identity, consoleConfig), name, role }, { via: 'oidc', identity: grantedIdentity });
     return reply.redirect(CONSOLE_PATH, 302);
   });
 
+  /**
+   * A one-time link opens a page; only its form's POST spends the token, so a link preview or a
+   * mail scanner fetching the URL (GET or HEAD) leaves it working. The page sets a short-lived
+   * SameSite=Strict cookie whose value the form repeats: a POST from any other page (a login
+   * CSRF planting the attacker's session) lacks it.
+   */
   admin.get('/login', PUBLIC, async (request, reply) => {
-    reply.header('cache-control', 'no-store');
+    reply.header('cache-control', 'no-store').header('referrer-policy', 'no-referrer');
     if (oidc) return refuse(request, reply, ERR.forbidden, 'Sign-in links are off: this console signs in through single sign-on (/admin/auth/login).');
     const token = (request.query as Record<string, unknown>).token;
-    if (typeof token !== 'string' || !(await deps.loginTokens.consume(token))) {
+    if (typeof token !== 'string' || !LINK_TOKEN.test(token) || !(await deps.loginTokens.peek(token))) {
       return refuse(request, reply, ERR.unauthorized, 'This sign-in link is invalid, used or expired; npm run admin-link prints a fresh one.');
     }
-    await deps.sessions.start(reply, LOCAL_ADMIN);
-    return reply.redirect(CONSOLE_PATH, 302);
+    const nonce = randomBytes(18).toString('base64url');
+    reply.setCookie(LINK_COOKIE, nonce, { signed: true, httpOnly: true, sameSite: 'strict', path: LINK_PATH, secure: deps.sessions.secure, maxAge: FLOW_MAX_AGE_S });
+    return sendPage(
+      reply,
+      200,
+      '登录控制台 · Sign in to the console',
+      ['点击下方按钮登录（此链接仅可使用一次）。', 'Press the button to sign in (this link works once).'],
+      undefined,
+      {
+        action: LINK_PATH,
+        fields: { token, nonce },
+        label: '登录 · Sign in',
+      },
+    );
+  });
+
+  admin.post('/login', { ...PUBLIC, bodyLimit: 4096 }, async (request, reply) => {
+    reply.header('cache-control', 'no-store');
+    if (oidc) return refuse(request, reply, ERR.forbidden, 'Sign-in links are off: this console signs in through single sign-on (/admin/auth/login).');
+    const body = (request.body ?? {}) as Record<string, unknown>;
+    const cookie = request.cookies[LINK_COOKIE];
+    const unsigned = cookie === undefined || cookie.length > 256 ? null : request.unsignCookie(cookie);
+    reply.clearCookie(LINK_COOKIE, { path: LINK_PATH });
+    if (!unsigned?.valid || unsigned.value === null || !csrfMatches(body.nonce, unsigned.value)) {
+      return refuse(request, reply, ERR.forbidden, 'Open the sign-in link itself and press its button (this form did not come from it).');
+    }
+    if (typeof body.token !== 'string' || !(await deps.loginTokens.consume(body.token))) {
+      return refuse(request, reply, ERR.unauthorized, 'This sign-in link is invalid, used or expired; npm run admin-link prints a fresh one.');
+    }
+    await deps.sessions.start(reply, LOCAL_ADMIN, { via: 'link' });
+    return reply.redirect(CONSOLE_PATH, 303);
   });
 
   // Not straight to /auth/login: with SSO that would sign a user still signed in at the provider back in at once.

@@ -4,6 +4,7 @@ import { sendError } from '../api/errors.ts';
 import { ERR } from '../lib/error-codes.ts';
 import { registerConsoleApi } from './api/index.ts';
 import { registerAuthRoutes } from './auth-routes.ts';
+import { consoleSecurityHeaders } from './headers.ts';
 import type { ConsoleDeps } from './deps.ts';
 import { registerPages } from './pages.ts';
 import { type ConsoleSession, CONSOLE_PATH, csrfMatches } from './session.ts';
@@ -17,23 +18,6 @@ declare module 'fastify' {
     consoleSession: ConsoleSession | null;
   }
 }
-
-/**
- * Every answer under /admin: no script, style, image or connection from anywhere but us, no
- * framing, no inline script (htmx runs with eval off; see views/layout.eta).
- */
-const CONTENT_SECURITY_POLICY = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data: blob:",
-  "media-src 'self' blob:",
-  "font-src 'self'",
-  "connect-src 'self'",
-  "form-action 'self'",
-  "frame-ancestors 'none'",
-  "base-uri 'none'",
-].join('; ');
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
@@ -50,22 +34,29 @@ export async function registerConsole(app: FastifyInstance, deps: ConsoleDeps): 
   await app.register(
     async (admin) => {
       await admin.register(fastifyCookie, { secret: deps.sessionSecret });
+      // The one-time link's sign-in form is the only form post; everything else sends JSON.
+      admin.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 4096 }, (_request, body, done) => {
+        done(null, Object.fromEntries(new URLSearchParams(body as string)));
+      });
       admin.addHook('onRoute', (route) => {
         route.config = { access: 'console', ...route.config };
       });
       admin.addHook('onRequest', async (request, reply) => {
-        reply
-          .header('content-security-policy', CONTENT_SECURITY_POLICY)
-          .header('x-frame-options', 'DENY')
-          .header('referrer-policy', 'same-origin')
-          .header('cross-origin-opener-policy', 'same-origin');
+        consoleSecurityHeaders(reply);
         if (request.is404) return;
         const access = request.routeOptions.config.access;
+        if (deps.sessions.cookieCount(request) > 1) {
+          // Cookie tossing (a sibling subdomain planting its own): which one counts must not depend on order.
+          deps.sessions.clearCookies(reply);
+          return sendError(reply, ERR.invalid_request, 'Two console session cookies were sent; both were cleared. Sign in again.');
+        }
         request.consoleSession = await deps.sessions.load(request);
         if (access === 'console-public') return;
         reply.header('cache-control', 'no-store');
         return guard(request, reply);
       });
+      // A path under /admin that no route has: the console's 404, after the hook above set its headers.
+      admin.setNotFoundHandler((request, reply) => sendError(reply, ERR.not_found, `No such route (${request.method}).`));
       registerStatic(admin);
       registerAuthRoutes(admin, deps);
       registerConsoleApi(admin, deps);

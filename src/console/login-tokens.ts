@@ -10,6 +10,8 @@ const sha256 = (value: string) => createHash('sha256').update(value).digest('hex
 export interface LoginTokens {
   /** A fresh token for `/admin/login?token=…` (kept only as a hash). */
   issue(): Promise<string>;
+  /** Whether `token` is valid now, without spending it (the link's page shows this). */
+  peek(token: string): Promise<boolean>;
   /** True once per valid token: consuming deletes it, so a second use (on any instance) fails. */
   consume(token: string): Promise<boolean>;
 }
@@ -27,6 +29,11 @@ export function createLoginTokens(handle: DbHandle, clock: Clock): LoginTokens {
         .values({ token_hash: sha256(token), expires_at: now + LOGIN_TOKEN_TTL_MS })
         .execute();
       return token;
+    },
+    async peek(token) {
+      if (token.length === 0 || token.length > 128) return false;
+      const row = await db.selectFrom('console_login_tokens').select('expires_at').where('token_hash', '=', sha256(token)).where('expires_at', '>', clock.now()).executeTakeFirst();
+      return row !== undefined;
     },
     async consume(token) {
       if (token.length === 0 || token.length > 128) return false;

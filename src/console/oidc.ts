@@ -127,6 +127,7 @@ export function createOidcClient(opts: { oidc: OidcConfig; groupsClaim: string |
       const groups = Array.isArray(groupsValue) ? groupsValue.filter((g): g is string => typeof g === 'string') : typeof groupsValue === 'string' ? [groupsValue] : [];
       const name = typeof info.name === 'string' && info.name.length > 0 ? info.name : (email ?? String(claims.sub));
       return {
+        subject: String(claims.sub),
         email,
         emailVerified: typeof verified === 'boolean' ? verified : verified === 'true' ? true : verified === 'false' ? false : undefined,
         groups,

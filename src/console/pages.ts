@@ -9,6 +9,7 @@ import { registerAssetPages } from './pages/assets.ts';
 import { registerEnginePages } from './pages/engines.ts';
 import { registerJobPages } from './pages/jobs.ts';
 import { registerOverview } from './pages/overview.ts';
+import { registerSessionsPage } from './pages/sessions.ts';
 import { registerSettingsPage } from './pages/settings.ts';
 import { render } from './render.ts';
 
@@ -30,5 +31,6 @@ export function registerPages(admin: FastifyInstance, deps: ConsoleDeps): void {
     registerEnginePages(pages, deps, render);
     registerSettingsPage(pages, deps, render);
     registerAdminScreens(pages, deps, render);
+    registerSessionsPage(pages, deps, render);
   });
 }

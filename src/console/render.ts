@@ -1,4 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { ERROR_CODES } from '../lib/error-codes.ts';
+import { maskCredentials, maskUrlsIn } from './mask.ts';
 import { DEFAULT_LOCALE, isLocale, LANG_COOKIE, type Locale, type Translate, translator } from './i18n/index.ts';
 import { CONSOLE_PATH } from './session.ts';
 
@@ -12,6 +14,7 @@ const NAV = [
   { key: 'engines', path: `${CONSOLE_PATH}/engines`, label: 'nav.engines' },
   { key: 'usage', path: `${CONSOLE_PATH}/usage`, label: 'nav.usage' },
   { key: 'audit', path: `${CONSOLE_PATH}/audit`, label: 'nav.audit' },
+  { key: 'sessions', path: `${CONSOLE_PATH}/sessions`, label: 'nav.sessions' },
   { key: 'settings', path: `${CONSOLE_PATH}/settings`, label: 'nav.settings' },
 ] as const;
 
@@ -31,8 +34,10 @@ interface CommonData {
   canChange: boolean;
   /** An ISO time as `<time>` markup (console.js shows it in the viewer's locale); '—' for null. Raw HTML: print with `<%~ %>`. */
   time: (iso: string | null | undefined) => string;
-  /** JSON, pretty-printed (print escaped, with `<%= %>`). */
+  /** JSON, pretty-printed, credentials in URLs masked (print escaped, with `<%= %>`). */
   json: (value: unknown) => string;
+  /** A URL with its credentials masked (user:pass@, token-like query parameters); see mask.ts. */
+  mask: (url: string | null | undefined) => string;
   /** Builds a query string from `params` (empty values dropped), e.g. for paging links. */
   qs: (params: Record<string, string | number | null | undefined>) => string;
   /** A duration in milliseconds, short ("850 ms", "12.3 s", "4 min 05 s", "2 h 10 min"); '—' for null. */
@@ -41,6 +46,26 @@ interface CommonData {
   bytes: (n: number | null | undefined) => string;
   /** A share 0–1 as a percentage ("12.5%"); '—' for null. */
   percent: (share: number | null | undefined) => string;
+  /** The strings console.js shows (error codes, confirmations), as JSON for a data attribute. */
+  messages: string;
+}
+
+/** Codes an API answer can carry: each has an `error.<code>` string. */
+export const API_ERROR_CODES = Object.entries(ERROR_CODES)
+  .filter(([, entry]) => entry.kind === 'api' || entry.kind === 'both')
+  .map(([code]) => code);
+
+function messagesFor(t: Translate): string {
+  return JSON.stringify({
+    failed: t('shell.actionFailed'),
+    failedLine: t('shell.failedLine'),
+    done: t('shell.done'),
+    field: t('shell.field'),
+    detail: t('shell.detail'),
+    network: t('shell.networkError'),
+    other: t('error.other'),
+    errors: Object.fromEntries(API_ERROR_CODES.map((code) => [code, t(`error.${code}`)])),
+  });
 }
 
 /**
@@ -76,17 +101,20 @@ function commonData(request: FastifyRequest, reply: FastifyReply, nav: NavKey | 
   const url = new URL(request.url, 'http://x');
   url.searchParams.delete('lang');
   const search = url.searchParams.toString();
+  const translate = translator(locale);
   return {
     user: session ? session.user : null,
     csrfToken: session?.csrfToken ?? '',
     locale,
-    t: translator(locale),
+    t: translate,
+    messages: messagesFor(translate),
     nav,
     navItems: NAV,
     here: `${url.pathname}${search ? `?${search}&` : '?'}`,
     canChange: session?.user.role === 'admin',
     time: (value) => (value ? `<time datetime="${escapeHtml(value)}">${escapeHtml(value)}</time>` : '—'),
-    json: (value) => JSON.stringify(value, null, 2),
+    json: (value) => JSON.stringify(maskUrlsIn(value), null, 2),
+    mask: (url) => (url ? maskCredentials(url) : '—'),
     qs,
     duration: formatDuration,
     bytes: formatBytes,

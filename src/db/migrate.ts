@@ -7,6 +7,8 @@ import * as m0004 from './migrations/0004-fair-sharing.ts';
 import * as m0005 from './migrations/0005-webhook-isolation.ts';
 import * as m0006 from './migrations/0006-console.ts';
 import * as m0007 from './migrations/0007-usage-rollup.ts';
+import * as m0008 from './migrations/0008-tenants.ts';
+import * as m0009 from './migrations/0009-webhook-fairness.ts';
 
 /** Append-only: never edit a migration once merged; add the next number instead. */
 const migrations: Record<string, Migration> = {
@@ -17,6 +19,8 @@ const migrations: Record<string, Migration> = {
   '0005-webhook-isolation': m0005,
   '0006-console': m0006,
   '0007-usage-rollup': m0007,
+  '0008-tenants': m0008,
+  '0009-webhook-fairness': m0009,
 };
 
 /**

@@ -59,6 +59,8 @@ export interface ClientsTable {
   /** The secret before the last rotation, signing beside the new one until `webhook_secret_previous_until`. */
   webhook_secret_previous: string | null;
   webhook_secret_previous_until: number | null;
+  /** JSON `[{ secret, until }]`: earlier secrets still signing until `until` (epoch ms); `secret` null is ZHINIAN_WEBHOOK_SECRET. Supersedes the two columns above. */
+  webhook_secrets_previous: string | null;
 }
 
 /** An API key made in the console: `zk_<id>_<secret>`, kept as the SHA-256 hex of the whole key. */
@@ -77,6 +79,24 @@ interface ConsoleSessionsTable {
   id: string;
   data: string;
   expires_at: number;
+  /** Whose session: the verified e-mail or the provider's subject (console/session.ts). */
+  user_key: string | null;
+  created_at: number | null;
+}
+
+/** Every client id ever used, and its look-alike form (clients/ids.ts). */
+interface ClientIdsTable {
+  id: string;
+  canonical: string;
+  first_seen_at: number;
+}
+
+/** Keys from ZHINIAN_API_KEYS or the data dir, by SHA-256: when first seen and last used. */
+interface EnvKeysTable {
+  hash: string;
+  client_id: string;
+  first_seen_at: number;
+  last_used_at: number | null;
 }
 
 /** A one-time sign-in link, by the SHA-256 hex of its token; deleted when used. */
@@ -156,8 +176,9 @@ export interface WebhookDeliveriesTable {
   held_due_at: number | null;
 }
 
-/** Per receiver origin: timeouts and connection errors in a row, and the backoff they earned. */
+/** Per client and receiver origin (since 0009; before, per origin): timeouts and connection errors in a row, and the backoff they earned. */
 export interface WebhookEndpointsTable {
+  client_id: string;
   origin: string;
   consecutive_failures: number;
   /** While in the future no attempt to this origin starts; once passed, one probe at a time until a 2xx. */
@@ -215,6 +236,8 @@ export interface Database {
   console_login_tokens: ConsoleLoginTokensTable;
   audit_log: AuditLogTable;
   usage_daily: UsageDailyTable;
+  client_ids: ClientIdsTable;
+  env_keys: EnvKeysTable;
 }
 
 export type Db = Kysely<Database>;

@@ -14,6 +14,11 @@ import { TRANSITIONS } from './transitions.ts';
  * Each claim is one conditional statement, so two workers never take the same job: PostgreSQL
  * skips rows another claimer has locked (SKIP LOCKED); SQLite has one writer at a time.
  *
+ * A disabled client's queued jobs are not claimed: they wait, as they are, and are claimed in
+ * their turn once it is enabled again (a job already running finishes normally). Each claim
+ * reads the flag from the database (the few disabled clients, through the clients_disabled
+ * index), so a change in the console holds them from the next claim on, in every worker.
+ *
  * Limits, counted in the same write transaction as the claim, so they hold across every worker:
  * an engine's concurrency cap (remote engines) and a client's running cap. SQLite's writer lock
  * serialises such transactions by itself; on PostgreSQL each takes transaction-scoped advisory
@@ -36,7 +41,7 @@ export interface ClaimOptions {
 interface Gate {
   /** Engines below their cap with a circuit that is not open. */
   open: readonly string[];
-  /** Clients at their running cap. */
+  /** Clients that may not start a job now: at their running cap, or disabled. */
   capped: readonly string[];
 }
 
@@ -50,7 +55,7 @@ export async function claimNextJob(handle: DbHandle, opts: ClaimOptions): Promis
   const clientCaps = opts.clientCaps?.active ? opts.clientCaps : null;
   if (capped.length === 0 && !clientCaps) {
     // Nothing to count: each statement below is a claim on its own, no transaction needed.
-    return claimWith(handle.db, handle.dialect, opts, engines, { open: engines, capped: [] });
+    return claimWith(handle.db, handle.dialect, opts, engines, { open: engines, capped: await disabledClients(handle.db) });
   }
   return withTransaction(handle, async (tx) => {
     if (handle.dialect === 'postgres') {
@@ -61,7 +66,8 @@ export async function claimNextJob(handle: DbHandle, opts: ClaimOptions): Promis
       if (clientCaps) await sql`select pg_advisory_xact_lock(hashtext(current_schema() || ':client-cap'))`.execute(tx);
     }
     const { open, halfOpen } = await openEngines(tx, opts, capped);
-    const job = await claimWith(tx, handle.dialect, opts, engines, { open, capped: clientCaps ? await cappedClients(tx, clientCaps.defaultMaxRunning) : [] });
+    const held = [...(clientCaps ? await cappedClients(tx, clientCaps.defaultMaxRunning) : []), ...(await disabledClients(tx))];
+    const job = await claimWith(tx, handle.dialect, opts, engines, { open, capped: held });
     if (job && halfOpen.has(job.engine)) await takeProbe(tx, job.engine, opts.now);
     return job;
   });
@@ -105,6 +111,15 @@ async function cappedClients(tx: Tx, defaultMaxRunning: number): Promise<string[
     .having((eb) => eb(eb.fn.countAll(), '>=', cap))
     .execute();
   return rows.map((r) => r.client_id);
+}
+
+/**
+ * Clients disabled in the console now. Their jobs are left out of claims like a capped client's:
+ * they can pile up at the head of the fair order, so the same bounded scan applies.
+ */
+async function disabledClients(db: Tx): Promise<string[]> {
+  const rows = await db.selectFrom('clients').select('id').where('disabled', '=', sql.lit(1)).execute();
+  return rows.map((r) => r.id);
 }
 
 /**
@@ -218,12 +233,23 @@ async function nextUncappedClient(db: Tx, engine: string, capped: readonly strin
   return rows[0]?.client_id ?? null;
 }
 
-/** Cheap check before claiming, so idle pollers read instead of write. */
+/**
+ * Cheap check before claiming, so idle pollers read instead of write. Queued jobs of disabled
+ * clients do not count, as far as the first FAIR_WINDOW queued rows tell (past them the claim's
+ * own scan decides).
+ */
 export async function hasClaimableJob(handle: DbHandle, now: number, engines: readonly string[]): Promise<boolean> {
   if (engines.length === 0) return false;
   const { db } = handle;
-  const queued = await db.selectFrom('jobs').select('id').where('status', '=', sql.lit('queued')).where('engine', 'in', engines).limit(1).executeTakeFirst();
-  if (queued) return true;
+  const disabled = new Set(await disabledClients(db));
+  const queued = await db
+    .selectFrom('jobs')
+    .select('client_id')
+    .where('status', '=', sql.lit('queued'))
+    .where('engine', 'in', engines)
+    .limit(disabled.size > 0 ? FAIR_WINDOW : 1)
+    .execute();
+  if (queued.length === FAIR_WINDOW || queued.some((j) => !disabled.has(j.client_id))) return true;
   const due = await db
     .selectFrom('jobs')
     .select('id')

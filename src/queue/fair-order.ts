@@ -83,3 +83,34 @@ export async function fairKeyShift(tx: Tx, from: string, to: string): Promise<nu
   const { src, dst } = rows[0] ?? { src: null, dst: null };
   return src === null || dst === null ? 0 : Number(dst) - Number(src);
 }
+
+/**
+ * Puts a client's queued jobs back into the fair order after they waited outside it (the client
+ * was disabled: claims skip its jobs, and the order moves on without them). On each engine its
+ * first queued job gets the engine's virtual time V (it goes next), the others keep their spacing
+ * after it, so they take turns with other clients' jobs again. Left as they were, their keys
+ * would lie far below V and the whole backlog would be claimed ahead of every other client.
+ * Call it in the transaction that enables the client.
+ */
+export async function fairKeysResume(tx: Tx, clientId: string): Promise<void> {
+  const engines = await tx.selectFrom('jobs').select('engine').distinct().where('client_id', '=', clientId).where('status', '=', sql.lit('queued')).execute();
+  for (const { engine } of engines) {
+    const { rows } = await sql<Record<'v' | 'head', number | string | null>>`
+      select
+        coalesce(
+          (select fair_key from jobs where status = 'running' and engine = ${engine} order by fair_key desc limit 1),
+          (select fair_key from jobs where status = 'queued' and engine = ${engine} and client_id <> ${clientId} order by fair_key limit 1)) as v,
+        (select fair_key from jobs where status = 'queued' and engine = ${engine} and client_id = ${clientId} order by fair_key limit 1) as head`.execute(tx);
+    const v = rows[0]?.v;
+    const head = rows[0]?.head;
+    if (v === null || v === undefined || head === null || head === undefined || Number(head) >= Number(v)) continue;
+    const shift = Number(v) - Number(head);
+    await tx
+      .updateTable('jobs')
+      .set((eb) => ({ fair_key: eb('fair_key', '+', shift) }))
+      .where('client_id', '=', clientId)
+      .where('status', '=', sql.lit('queued'))
+      .where('engine', '=', engine)
+      .execute();
+  }
+}

@@ -9,7 +9,7 @@ export * from './claimed-job.ts';
 export * from './deadlines.ts';
 export * from './decide.ts';
 export * from './enqueue.ts';
-export { fairKeys } from './fair-order.ts';
+export { fairKeys, fairKeysResume } from './fair-order.ts';
 export * from './lease.ts';
 export * from './settle.ts';
 export * from './transitions.ts';

@@ -4,10 +4,22 @@ import { guardedDispatcher } from '../net/index.ts';
 import { sql } from 'kysely';
 import type { DbHandle, Tx, WebhookDeliveriesTable } from '../db/index.ts';
 import { withTransaction } from '../db/index.ts';
+import { storableText } from '../lib/storable-text.ts';
 import { outageBackoffMs } from '../lib/retry-ladders.ts';
 import type { Clock } from '../lib/clock.ts';
 import { signatureHeaders } from './sign.ts';
-import { afterAttempt, capOf, DEFAULT_ENDPOINT_POLICY, type EndpointPolicy, type EndpointState, endpointStates, holdDue, inFlight, lockDeliveryCounts } from './endpoints.ts';
+import {
+  afterAttempt,
+  capOf,
+  DEFAULT_ENDPOINT_POLICY,
+  type EndpointPolicy,
+  type EndpointState,
+  endpointStates,
+  holdDue,
+  inFlight,
+  lockDeliveryCounts,
+  roomFor,
+} from './endpoints.ts';
 import { MAX_DELIVERY_ATTEMPTS, retryDelayMs } from './schedule.ts';
 import type { ClientShare } from './share.ts';
 
@@ -56,14 +68,16 @@ const CLAIM_PASSES = 8;
  * is a conditional update, so two processes never send the same attempt.
  *
  * Which one (webhooks/endpoints.ts, share.ts): clients with due deliveries are found one index
- * probe each, those this pool may not take more of are skipped, and the one with the fewest
+ * probe each (disabled clients are left out: their deliveries wait, untried, until the client is
+ * enabled again), those this pool may not take more of are skipped, and the one with the fewest
  * attempts in flight (across all processes) goes first, then the one waiting longest. Its due
- * rows are read earliest first, a window at a time; the first whose origin has room is claimed.
- * Rows of origins without room (at their cap, or blocked) are held back on the way, so they leave
- * the due range: a later claim, or an idle poll (which only reads), never meets them again until
- * their origin has room. Each pass reads a bounded number of rows per client, then tries the
- * next client, so a backlog behind blocked receivers is cleared over a few passes while other
- * clients are served in the first. The count and the claim are one transaction under
+ * rows are read earliest first, a window at a time; the first whose origin has room for this
+ * client (its fair part of the origin, not blocked for it) is claimed. Rows the client cannot
+ * send to their origin now are held back on the way, so they leave the due range: a later claim,
+ * or an idle poll (which only reads), never meets them again until there is room. Other clients'
+ * rows to the same origin stay due. Each pass reads a bounded number of rows per client, then
+ * tries the next client, so a backlog behind blocked receivers is cleared over a few passes while
+ * other clients are served in the first. The count and the claim are one transaction under
  * lockDeliveryCounts.
  */
 export async function claimDueDelivery(opts: DeliveryOptions, share?: ClientShare): Promise<WebhookDeliveriesTable | null> {
@@ -84,9 +98,9 @@ async function claimPass(opts: DeliveryOptions, share: ClientShare | undefined):
     await lockDeliveryCounts(opts.handle, tx);
     const busy = await inFlight(tx, now);
     const order = [...waiting].sort((a, b) => (busy.byClient.get(a.clientId) ?? 0) - (busy.byClient.get(b.clientId) ?? 0) || a.head - b.head);
-    const states = new Map<string, EndpointState | undefined>();
     let held = false;
     for (const { clientId } of order) {
+      const states = new Map<string, EndpointState | undefined>();
       for (let seen = 0; seen < CLAIM_ROWS_PER_CLIENT; ) {
         const rows = await tx
           .selectFrom('webhook_deliveries')
@@ -98,27 +112,28 @@ async function claimPass(opts: DeliveryOptions, share: ClientShare | undefined):
           .execute();
         seen += rows.length;
         const unknown = [...new Set(rows.map((r) => r.origin))].filter((o) => !states.has(o));
-        const found = await endpointStates(tx, unknown);
+        const found = await endpointStates(tx, clientId, unknown);
         for (const origin of unknown) states.set(origin, found.get(origin));
-        // Origins without room: held back until the block ends, or until the origin's earliest
-        // lease would lapse (its sender died); an attempt of the origin that ends lets one go sooner.
+        // Origins without room for this client: its rows there are held back until its block
+        // ends, or until the origin's earliest lease would lapse (its sender died); an attempt
+        // at the origin that ends lets them go sooner.
         const hold = new Map<string, number>();
         for (const row of rows) {
           if (hold.has(row.origin)) continue;
           const state = states.get(row.origin);
           const cap = capOf(policy, state, now);
-          const flying = busy.byOrigin.get(row.origin);
-          if ((flying?.count ?? 0) < cap) {
+          const load = busy.byOrigin.get(row.origin);
+          if ((await roomFor(tx, policy, load, clientId, row.origin, cap, now)) > 0) {
             const claimed = await claimRow(tx, opts, row.id, now);
             if (claimed) {
-              await holdDue(tx, hold, now);
+              await holdDue(tx, clientId, hold, now);
               return { claimed, held: held || hold.size > 0 };
             }
             continue;
           }
-          hold.set(row.origin, cap === 0 ? Number(state?.blocked_until) : (flying?.earliestLeaseEnd ?? now + leaseMsOf(opts)));
+          hold.set(row.origin, cap === 0 ? Number(state?.blocked_until) : (load?.earliestLeaseEnd ?? now + leaseMsOf(opts)));
         }
-        await holdDue(tx, hold, now);
+        await holdDue(tx, clientId, hold, now);
         held ||= hold.size > 0;
         if (rows.length < CLAIM_WINDOW || hold.size === 0) break;
       }
@@ -140,6 +155,8 @@ function claimRow(tx: Tx, opts: DeliveryOptions, id: string, now: number) {
 /**
  * The clients with a due delivery and their earliest due time, one index probe per client with
  * any pending delivery (a loose index scan of webhook_deliveries_client_due), never their rows.
+ * Disabled clients are left out, by the database's flag as it is now (the console's change
+ * holds their deliveries at the next claim in every process).
  */
 async function dueClients(handle: DbHandle, now: number): Promise<{ clientId: string; head: number }[]> {
   const { rows } = await sql<{ client_id: string; head: number | string | null }>`
@@ -149,7 +166,7 @@ async function dueClients(handle: DbHandle, now: number): Promise<{ clientId: st
       select (select client_id from webhook_deliveries where next_attempt_at is not null and client_id > c.client_id order by client_id limit 1) from c where c.client_id is not null
     )
     select client_id, (select next_attempt_at from webhook_deliveries where next_attempt_at is not null and client_id = c.client_id order by next_attempt_at limit 1) as head
-    from c where client_id is not null`.execute(handle.db);
+    from c where client_id is not null and client_id not in (select id from clients where disabled = 1)`.execute(handle.db);
   return rows.map((r) => ({ clientId: r.client_id, head: Number(r.head) })).filter((r) => r.head <= now);
 }
 
@@ -317,7 +334,7 @@ async function recordOutcome(opts: DeliveryOptions, delivery: WebhookDeliveriesT
             next_attempt_at: outcome === 'retry' ? finishedAt + delay : null,
             lease_owner: null,
             last_status_code: statusCode,
-            last_error: error?.slice(0, 500) ?? null,
+            last_error: error === null ? null : storableText(error, 500),
             delivered_at: outcome === 'delivered' ? finishedAt : null,
           })
           .where('id', '=', delivery.id)
@@ -333,11 +350,19 @@ async function recordOutcome(opts: DeliveryOptions, delivery: WebhookDeliveriesT
             started_at: startedAt,
             duration_ms: finishedAt - startedAt,
             status_code: statusCode,
-            error: error?.slice(0, 500) ?? null,
+            error: error === null ? null : storableText(error, 500),
           })
           .onConflict((oc) => oc.columns(['delivery_id', 'attempt']).doNothing())
           .execute();
-        await afterAttempt(tx, policyOf(opts), delivery.origin, error === null ? 'delivered' : unreachable ? 'unreachable' : 'answered', finishedAt, opts.clock.now());
+        await afterAttempt(
+          tx,
+          policyOf(opts),
+          delivery.client_id,
+          delivery.origin,
+          error === null ? 'delivered' : unreachable ? 'unreachable' : 'answered',
+          finishedAt,
+          opts.clock.now(),
+        );
         return true;
       });
       return recorded ? outcome : 'lost';

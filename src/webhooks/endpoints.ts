@@ -2,17 +2,28 @@ import { sql } from 'kysely';
 import type { DbHandle, Tx, WebhookEndpointsTable } from '../db/index.ts';
 
 /**
- * Receivers are isolated from each other by origin (`scheme://host:port`):
- * - at most `maxInFlight` attempts to one origin at once, across every sender process;
+ * Receivers are isolated from each other by origin (`scheme://host:port`), and clients from each
+ * other at one origin (a receiver many clients send to, or two clients' paths on one host):
+ * - an origin's capacity, `maxInFlight` attempts at once across every sender process, is divided
+ *   between the clients with deliveries to it (in flight, or held back waiting for it): each
+ *   may have its fair part, maxInFlight / clients (rounded down, at least 1), in flight there; a
+ *   client alone may use all of it. Every client may always have one attempt in flight at an
+ *   origin: an attempt cannot be taken back, so without that, a client whose requests hang there
+ *   (claimed while it was alone) would hold up every other client's events until they time out.
+ *   So an origin has at most max(maxInFlight, clients) attempts in flight once those claimed
+ *   beyond a fair part have ended; slots above a client's fair part are not refilled while others wait.
  * - timeouts and connection errors in a row (not HTTP answers: a receiver that answers, even
- *   non-2xx, is alive) block the origin after `failuresToBlock` of them, for `firstBlockMs`
- *   doubling with each further failure up to `maxBlockMs`. A blocked origin gets no attempt;
- *   once the block ends it gets one at a time (a probe) until a 2xx clears the failures.
- * Deliveries an origin cannot take now are held back (`held_due_at` keeps their own due time,
- * `next_attempt_at` moves to when they are looked at again at the latest), so they leave the due
- * range that claims scan: a backlog behind a slow or dead receiver costs the claim nothing.
- * When an attempt ends and its origin has room, that many held deliveries are let go again
- * (earliest first); when the origin is blocked, its held deliveries wait for the block's end.
+ *   non-2xx, is alive) block one client's deliveries to the origin (`webhook_endpoints`, keyed by
+ *   client and origin) after `failuresToBlock` of them, for `firstBlockMs` doubling with each
+ *   further failure up to `maxBlockMs`. A blocked client gets no attempt there; once the block
+ *   ends it gets one at a time (a probe) until a 2xx clears the failures. Keyed by client, not
+ *   path: one client's dead path never blocks another's, and a client cannot escape its backoff
+ *   by giving each job its own path (`/hook/<job id>`): a dead host is one dead host to it.
+ * Deliveries a client cannot send to an origin now are held back (`held_due_at` keeps their own
+ * due time, `next_attempt_at` moves to when they are looked at again at the latest), so they leave
+ * the due range that claims scan: a backlog behind a slow or dead receiver costs the claim nothing.
+ * When an attempt ends, as many held deliveries of each client as it has room for are let go
+ * again (earliest first); a client blocked there keeps its held deliveries until the block ends.
  */
 export interface EndpointPolicy {
   /** Attempts in flight to one origin, across all processes. */
@@ -44,11 +55,44 @@ function blockMs(policy: EndpointPolicy, failures: number): number {
   return Math.min(policy.maxBlockMs, policy.firstBlockMs * 2 ** Math.min(level - 1, 30));
 }
 
-/** How many attempts the origin may have in flight now: 0 while blocked, 1 (a probe) after a block until a 2xx. */
+/** How many attempts a client may have in flight at an origin by its failures there: 0 while blocked, 1 (a probe) after a block until a 2xx. */
 export function capOf(policy: EndpointPolicy, state: EndpointState | undefined, now: number): number {
   if (!state || state.consecutive_failures < policy.failuresToBlock) return policy.maxInFlight;
   if (state.blocked_until !== null && Number(state.blocked_until) > now) return 0;
   return Math.min(1, policy.maxInFlight);
+}
+
+/** A client's fair part of an origin's capacity when `clients` clients have deliveries to it. */
+function fairPart(policy: EndpointPolicy, clients: number): number {
+  return Math.max(1, Math.floor(policy.maxInFlight / Math.max(1, clients)));
+}
+
+/**
+ * How many more attempts `clientId` may start at an origin with `load` in flight, `clients`
+ * clients having deliveries to it and `laneCap` its own cap there (capOf). Attempts a client has
+ * beyond its fair part (claimed while it had the origin to itself) do not count against the
+ * others: they end and are not refilled while others wait. A client with nothing in flight there
+ * may always start one.
+ */
+function roomAt(policy: EndpointPolicy, load: OriginLoad | undefined, clientId: string, laneCap: number, clients: number): number {
+  const mine = load?.byClient.get(clientId) ?? 0;
+  const limit = Math.min(fairPart(policy, clients), laneCap);
+  if (mine >= limit) return 0;
+  let counted = 0;
+  for (const n of load?.byClient.values() ?? []) counted += Math.min(n, fairPart(policy, clients));
+  return Math.max(mine === 0 ? 1 : 0, Math.min(limit - mine, policy.maxInFlight - counted));
+}
+
+/**
+ * roomAt for a claim: how many clients share the origin is only looked up when it matters (the
+ * client already has an attempt there, and fewer clients than the capacity are in flight).
+ */
+export async function roomFor(tx: Tx, policy: EndpointPolicy, load: OriginLoad | undefined, clientId: string, origin: string, laneCap: number, now: number): Promise<number> {
+  if (laneCap === 0) return 0;
+  const present = new Set(load?.byClient.keys());
+  present.add(clientId);
+  if ((load?.byClient.get(clientId) ?? 0) > 0 && present.size < policy.maxInFlight) for (const id of await waitingClients(tx, origin, now)) present.add(id);
+  return roomAt(policy, load, clientId, laneCap, present.size);
 }
 
 /**
@@ -80,15 +124,47 @@ export async function lockDeliveryCounts(handle: DbHandle, tx: Tx): Promise<void
   if (handle.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(current_schema() || ':webhook-claims'))`.execute(tx);
 }
 
-export async function endpointStates(tx: Tx, origins: readonly string[]): Promise<Map<string, EndpointState>> {
+/** The failure state of `clientId`'s deliveries to each of `origins`. */
+export async function endpointStates(tx: Tx, clientId: string, origins: readonly string[]): Promise<Map<string, EndpointState>> {
   if (origins.length === 0) return new Map();
-  const rows = await tx.selectFrom('webhook_endpoints').select(['origin', 'consecutive_failures', 'blocked_until']).where('origin', 'in', origins).execute();
+  const rows = await tx
+    .selectFrom('webhook_endpoints')
+    .select(['origin', 'consecutive_failures', 'blocked_until'])
+    .where('client_id', '=', clientId)
+    .where('origin', 'in', origins)
+    .execute();
   return new Map(rows.map((r) => [r.origin, { consecutive_failures: Number(r.consecutive_failures), blocked_until: r.blocked_until === null ? null : Number(r.blocked_until) }]));
 }
 
-/** Claimed deliveries whose lease has not lapsed: per origin how many and the earliest lease end, per client how many. */
+/**
+ * Clients with deliveries held back for `origin` that could be sent now but for its capacity:
+ * not blocked there, not disabled. One index probe per client (a loose scan of
+ * webhook_deliveries_origin_client_held), never their rows.
+ */
+async function waitingClients(tx: Tx, origin: string, now: number): Promise<string[]> {
+  const { rows } = await sql<{ client_id: string }>`
+    with recursive c(client_id) as (
+      select * from (select client_id from webhook_deliveries where origin = ${origin} and held_due_at is not null order by client_id limit 1) seed
+      union all
+      select (select client_id from webhook_deliveries where origin = ${origin} and held_due_at is not null and client_id > c.client_id order by client_id limit 1) from c where c.client_id is not null
+    )
+    select client_id from c
+    where client_id is not null
+      and client_id not in (select id from clients where disabled = 1)
+      and not exists (select 1 from webhook_endpoints e where e.client_id = c.client_id and e.origin = ${origin} and e.blocked_until > ${now})`.execute(tx);
+  return rows.map((r) => r.client_id);
+}
+
+/** One origin's attempts in flight: how many, the earliest lease end, how many per client. */
+export interface OriginLoad {
+  count: number;
+  earliestLeaseEnd: number;
+  byClient: Map<string, number>;
+}
+
+/** Claimed deliveries whose lease has not lapsed: per origin (OriginLoad), per client how many. */
 export interface InFlight {
-  byOrigin: Map<string, { count: number; earliestLeaseEnd: number }>;
+  byOrigin: Map<string, OriginLoad>;
   byClient: Map<string, number>;
 }
 
@@ -99,15 +175,15 @@ export async function inFlight(tx: Tx, now: number, origin?: string): Promise<In
   let query = tx.selectFrom('webhook_deliveries').select(['origin', 'client_id', 'next_attempt_at']).where('lease_owner', 'is not', null);
   if (origin !== undefined) query = query.where('origin', '=', origin);
   const rows = (await query.execute()).filter((r) => Number(r.next_attempt_at) > now);
-  const byOrigin = new Map<string, { count: number; earliestLeaseEnd: number }>();
+  const byOrigin = new Map<string, OriginLoad>();
   const byClient = new Map<string, number>();
   for (const row of rows) {
     const end = Number(row.next_attempt_at);
-    const o = byOrigin.get(row.origin);
-    if (o) {
-      o.count++;
-      o.earliestLeaseEnd = Math.min(o.earliestLeaseEnd, end);
-    } else byOrigin.set(row.origin, { count: 1, earliestLeaseEnd: end });
+    const o = byOrigin.get(row.origin) ?? { count: 0, earliestLeaseEnd: end, byClient: new Map<string, number>() };
+    byOrigin.set(row.origin, o);
+    o.count++;
+    o.earliestLeaseEnd = Math.min(o.earliestLeaseEnd, end);
+    o.byClient.set(row.client_id, (o.byClient.get(row.client_id) ?? 0) + 1);
     byClient.set(row.client_id, (byClient.get(row.client_id) ?? 0) + 1);
   }
   return { byOrigin, byClient };
@@ -117,14 +193,20 @@ export async function inFlight(tx: Tx, now: number, origin?: string): Promise<In
 const HOLD_BATCH = 1_000;
 
 /**
- * Holds the due deliveries of each origin back until its time at the latest (one statement for
- * them all). A due row with a lease is a lapsed claim (its sender died): the claim is dropped
- * with it, as a takeover would.
+ * Holds `clientId`'s due deliveries to each origin back until its time at the latest (one
+ * statement for them all). A due row with a lease is a lapsed claim (its sender died): the claim
+ * is dropped with it, as a takeover would. Other clients' deliveries to the origin stay due.
  */
-export async function holdDue(tx: Tx, until: ReadonlyMap<string, number>, now: number): Promise<void> {
+export async function holdDue(tx: Tx, clientId: string, until: ReadonlyMap<string, number>, now: number): Promise<void> {
   if (until.size === 0) return;
   const origins = [...until.keys()];
-  const batch = tx.selectFrom('webhook_deliveries').select('id').where('origin', 'in', origins).where('next_attempt_at', '<=', now).limit(HOLD_BATCH);
+  const batch = tx
+    .selectFrom('webhook_deliveries')
+    .select('id')
+    .where('origin', 'in', origins)
+    .where('client_id', '=', clientId)
+    .where('next_attempt_at', '<=', now)
+    .limit(HOLD_BATCH);
   await tx
     .updateTable('webhook_deliveries')
     .set((eb) => ({
@@ -142,39 +224,52 @@ export async function holdDue(tx: Tx, until: ReadonlyMap<string, number>, now: n
 
 /**
  * Called in the transaction that records an attempt's outcome (under lockDeliveryCounts): updates
- * the origin's failures and block, then either lets as many held deliveries go as the origin
- * has room for, or, when this outcome blocked it, makes its held ones wait for the block's end.
+ * the failures and block of the attempt's client at its origin; when this outcome blocked it,
+ * its held deliveries there wait for the block's end. Then every client waiting for the origin
+ * gets as many held deliveries let go as it has room for now (roomAt), fewest in flight first.
  */
-export async function afterAttempt(tx: Tx, policy: EndpointPolicy, origin: string, result: AttemptResult, finishedAt: number, now: number): Promise<void> {
-  const before = (await endpointStates(tx, [origin])).get(origin);
+export async function afterAttempt(tx: Tx, policy: EndpointPolicy, clientId: string, origin: string, result: AttemptResult, finishedAt: number, now: number): Promise<void> {
+  const before = (await endpointStates(tx, clientId, [origin])).get(origin);
   const after = stateAfter(policy, before, result, finishedAt);
   if (after) {
     await tx
       .insertInto('webhook_endpoints')
-      .values({ origin, ...after, updated_at: now })
-      .onConflict((oc) => oc.column('origin').doUpdateSet({ ...after, updated_at: now }))
+      .values({ client_id: clientId, origin, ...after, updated_at: now })
+      .onConflict((oc) => oc.columns(['client_id', 'origin']).doUpdateSet({ ...after, updated_at: now }))
       .execute();
-  }
-  const state = after ?? before;
-  const cap = capOf(policy, state, now);
-  if (cap === 0) {
-    if (after?.blocked_until != null) {
-      await tx.updateTable('webhook_deliveries').set({ next_attempt_at: after.blocked_until }).where('origin', '=', origin).where('held_due_at', 'is not', null).execute();
+    if (capOf(policy, after, now) === 0 && after.blocked_until !== null) {
+      await tx
+        .updateTable('webhook_deliveries')
+        .set({ next_attempt_at: after.blocked_until })
+        .where('origin', '=', origin)
+        .where('client_id', '=', clientId)
+        .where('held_due_at', 'is not', null)
+        .execute();
     }
-    return;
   }
-  const busy = (await inFlight(tx, now, origin)).byOrigin.get(origin)?.count ?? 0;
-  if (cap - busy <= 0) return;
-  const next = tx
-    .selectFrom('webhook_deliveries')
-    .select('id')
-    .where('origin', '=', origin)
-    .where('held_due_at', 'is not', null)
-    .orderBy('held_due_at')
-    .limit(cap - busy);
-  await tx
-    .updateTable('webhook_deliveries')
-    .set((eb) => ({ next_attempt_at: eb.ref('held_due_at'), held_due_at: null }))
-    .where('id', 'in', next)
-    .execute();
+  const waiting = await waitingClients(tx, origin, now);
+  if (waiting.length === 0) return;
+  const load = (await inFlight(tx, now, origin)).byOrigin.get(origin) ?? { count: 0, earliestLeaseEnd: now, byClient: new Map<string, number>() };
+  const clients = new Set([...load.byClient.keys(), ...waiting]).size;
+  const lanes = new Map<string, EndpointState | undefined>();
+  for (const id of waiting) lanes.set(id, (await endpointStates(tx, id, [origin])).get(origin));
+  for (const id of [...waiting].sort((a, b) => (load.byClient.get(a) ?? 0) - (load.byClient.get(b) ?? 0))) {
+    const room = roomAt(policy, load, id, capOf(policy, lanes.get(id), now), clients);
+    if (room <= 0) continue;
+    const next = tx
+      .selectFrom('webhook_deliveries')
+      .select('id')
+      .where('origin', '=', origin)
+      .where('client_id', '=', id)
+      .where('held_due_at', 'is not', null)
+      .orderBy('held_due_at')
+      .limit(room);
+    const res = await tx
+      .updateTable('webhook_deliveries')
+      .set((eb) => ({ next_attempt_at: eb.ref('held_due_at'), held_due_at: null }))
+      .where('id', 'in', next)
+      .executeTakeFirst();
+    // Counted as in flight: the next client's room leaves space for them.
+    load.byClient.set(id, (load.byClient.get(id) ?? 0) + Number(res.numUpdatedRows));
+  }
 }

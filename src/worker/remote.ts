@@ -8,6 +8,7 @@ import { UPSCALE_LONG_SIDE } from '../contract/index.ts';
 import { Aborted } from '../lib/abort.ts';
 import { ERR } from '../lib/error-codes.ts';
 import type { Clock } from '../lib/clock.ts';
+import { storableText } from '../lib/storable-text.ts';
 import { OUTPUT_FETCH, outputFetchWaitMs, POLL_FAILURE_LIMIT, PROVIDER_TRANSIENT, rateLimitWaitMs, transientWaitMs } from '../lib/retry-ladders.ts';
 import { PixelLimitExceeded, probeFile } from '../media/probe.ts';
 import { DecodeLimitExceeded, resizeImageTo } from '../media/resize.ts';
@@ -71,18 +72,40 @@ async function submit(job: ClaimedJob, engine: RemoteEngine, ctx: RemoteRunConte
   if (!(await ctx.saveState({ phase: 'submitting', engine: engine.name, at: ctx.clock.now() }))) throw new Aborted();
   let handle: EngineHandle;
   try {
-    handle = await withRetries(ctx, 'submit', () => engine.submit(request, { signal: ctx.signal, idempotencyKey: `${job.id}:1` }));
+    // A submission in flight is never cut off by a cancel (or a shutdown, or a lost lease): the
+    // provider may already have made the task, and an answer we stop reading would leave it
+    // there unknown. It ends on its own (ZHINIAN_PROVIDER_HTTP_TIMEOUT_MS bounds each call); the
+    // signal still ends the waits between tries, when nothing is in flight.
+    const notCutOff = new AbortController().signal;
+    handle = await withRetries(ctx, 'submit', () => engine.submit(request, { signal: notCutOff, idempotencyKey: `${job.id}:1` }));
+    checkTaskId(engine.name, handle.taskId);
   } catch (error) {
-    // The provider answered (or never got it): no task exists, so a later attempt may submit.
-    if (!ctx.signal.aborted) await ctx.saveState(null);
+    // The provider answered (or never got it), or we stopped between tries: no task exists, so
+    // a later attempt may submit (a no-op when the job is no longer ours).
+    await ctx.saveState(null);
     throw error;
   }
   if (!(await ctx.saveState({ phase: 'submitted', handle }))) {
-    await engine.cancel(handle).catch(() => {});
+    // The job was cancelled (or taken from us) while the submission was in flight: the task
+    // is ours alone to stop, and this is the only place that knows it.
+    const outcome = await engine.cancel(handle).catch((error: unknown) => `failed: ${(error as Error).message}`);
+    ctx.log.info({ taskId: handle.taskId, outcome }, 'remote task submitted after the job ended; cancelled at the provider');
     throw new Aborted();
   }
   ctx.log.info({ taskId: handle.taskId }, 'remote task submitted');
   return handle;
+}
+
+/** Longest task id or result URL we keep (real ones are tens of characters). */
+const MAX_TASK_TEXT = 2_048;
+
+/**
+ * A task id goes into every poll's URL and into the job row: one that is not a short, clean
+ * string is not a task we could follow (like an answer without an id, it is not retried).
+ */
+function checkTaskId(engine: string, taskId: unknown): void {
+  if (typeof taskId === 'string' && taskId.length > 0 && taskId.length <= MAX_TASK_TEXT && storableText(taskId, MAX_TASK_TEXT) === taskId && taskId.trim() === taskId) return;
+  throw new EngineError(ERR.provider_error, `${engine} create: the answer's task id is not usable (${storableText(taskId, 80)})`);
 }
 
 async function pollUntilDone(job: ClaimedJob, engine: RemoteEngine, handle: EngineHandle, ctx: RemoteRunContext): Promise<EngineOutput[]> {
@@ -143,7 +166,8 @@ async function rehostOutputs(job: ClaimedJob, result: PollResult, ctx: RemoteRun
     if (output.data) {
       await fsp.writeFile(file, output.data);
     } else if (output.url) {
-      sourceUrl = output.url.split('?')[0];
+      // Kept on the asset row: the provider's text, so made storable (it is only a record).
+      sourceUrl = storableText(output.url.split('?')[0], MAX_TASK_TEXT);
       await fetchOutput(output.url, file, ctx);
     } else {
       throw new EngineError(ERR.provider_error, 'The provider returned a result with neither a URL nor data.');

@@ -12,6 +12,7 @@ import type { Clock } from '../lib/clock.ts';
 import { ERR } from '../lib/error-codes.ts';
 import { toError } from '../lib/errors.ts';
 import type { Notifier } from '../lib/notifier.ts';
+import { storableText } from '../lib/storable-text.ts';
 import { DEFAULT_MAX_INPUT_PIXELS } from '../media/probe.ts';
 import {
   decideAfterRun,
@@ -120,7 +121,11 @@ function outcomeOf(thrown: unknown, run: { signal: AbortSignal; submitted: boole
   if (run.signal.aborted || thrown instanceof Aborted) {
     return { kind: 'aborted', reason: (run.signal.reason as AbortReason | undefined) ?? 'lost', submitted: run.submitted };
   }
-  const error = thrown instanceof EngineError ? { code: thrown.code, message: thrown.message, retryable: thrown.retryable, expired: thrown.options.expired === true } : null;
+  // The one way an engine's words reach the job row: a provider's message may hold anything
+  // (NUL, which PostgreSQL refuses, lone surrogates, megabytes), and a write that fails would
+  // leave the job running until its lease lapsed, then submit it again.
+  const error =
+    thrown instanceof EngineError ? { code: thrown.code, message: storableText(thrown.message), retryable: thrown.retryable, expired: thrown.options.expired === true } : null;
   return { kind: 'failed', error, remote: engine !== undefined && isRemoteEngine(engine), submitted: run.submitted };
 }
 

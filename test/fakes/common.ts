@@ -248,6 +248,12 @@ export interface FakeServer {
   readonly inputFetches: InputFetch[];
   readonly scenarios: ScenarioSwitch;
   readonly clock: TaskClock;
+  /**
+   * Replaces or delays any API answer (tests of hostile or late providers): called with each
+   * recorded request and the answer the fake would give; what it returns is sent instead. Null
+   * (the default): the fake's own answers.
+   */
+  intercept: ((req: RecordedRequest, answer: FakeResponse) => FakeResponse | Promise<FakeResponse>) | null;
   /** Registers result file `n` of a task and returns its absolute URL (expiring in 24 h). */
   fileUrl(taskId: string, n: number, spec: FileSpec, opts?: FileOptions): string;
   /** With `fetchInputs: true`, GETs the URLs and records the outcome; else resolves to []. */
@@ -294,7 +300,7 @@ export async function createFakeServer(opts: FakeServerOptions): Promise<FakeSer
     };
     requests.push(recorded);
     const answer = await route(opts.routes, recorded, opts.fallback);
-    send(res, answer);
+    send(res, fake.intercept ? await fake.intercept(recorded, answer) : answer);
   }
 
   const server = http.createServer((req, res) => {
@@ -309,13 +315,14 @@ export async function createFakeServer(opts: FakeServerOptions): Promise<FakeSer
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
-  return {
+  const fake: FakeServer = {
     baseUrl,
     requests,
     fileRequests,
     inputFetches,
     scenarios,
     clock,
+    intercept: null,
     fileUrl(taskId, n, spec, fileOpts = {}) {
       const ext = spec.kind === 'png' ? 'png' : 'mp4';
       const path = `/files/${encodeURIComponent(taskId)}/${n}.${ext}`;
@@ -333,6 +340,7 @@ export async function createFakeServer(opts: FakeServerOptions): Promise<FakeSer
       return new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+  return fake;
 }
 
 async function route(routes: FakeRoute[], req: RecordedRequest, fallback?: (req: RecordedRequest) => FakeResponse): Promise<FakeResponse> {

@@ -23,7 +23,8 @@ export const TEST_PASSWORD = 'secret';
 interface TestUser {
   email: string;
   name: string;
-  emailVerified: boolean;
+  /** undefined: the provider sends no `email_verified` at all (Entra ID's default). */
+  emailVerified: boolean | undefined;
   groups: string[];
 }
 
@@ -36,6 +37,8 @@ export const TEST_USERS: Record<string, TestUser> = Object.fromEntries(
       { email: 'nobody@example.com', name: 'No Body', emailVerified: true, groups: [] },
       { email: 'group-admin@example.com', name: 'Gus Group', emailVerified: true, groups: ['zhinian-admins'] },
       { email: 'unverified@example.com', name: 'Una Verified', emailVerified: false, groups: [] },
+      { email: 'noclaim@example.com', name: 'Nora Noclaim', emailVerified: undefined, groups: [] },
+      { email: 'group-unverified@example.com', name: 'Gil Group', emailVerified: false, groups: ['zhinian-admins'] },
     ] satisfies TestUser[]
   ).map((u) => [u.email, u]),
 );
@@ -133,7 +136,13 @@ export async function startOidcProvider(opts: ProviderOptions): Promise<TestOidc
         return {
           accountId: sub,
           async claims() {
-            return { sub, email: user.email, email_verified: user.emailVerified, name: user.name, groups: user.groups };
+            return {
+              sub,
+              email: user.email,
+              ...(user.emailVerified === undefined ? {} : { email_verified: user.emailVerified }),
+              name: user.name,
+              groups: user.groups,
+            };
           },
         };
       },
@@ -210,7 +219,7 @@ export async function startOidcProvider(opts: ProviderOptions): Promise<TestOidc
       ZHINIAN_OIDC_ISSUER: issuer,
       ZHINIAN_OIDC_CLIENT_ID: TEST_CLIENT_ID,
       ...(clientSecret === null ? {} : { ZHINIAN_OIDC_CLIENT_SECRET: clientSecret }),
-      ZHINIAN_ADMIN_EMAILS: 'admin@example.com,unverified@example.com',
+      ZHINIAN_ADMIN_EMAILS: 'admin@example.com,unverified@example.com,noclaim@example.com,group-unverified@example.com',
       ZHINIAN_VIEWER_EMAILS: 'viewer@example.com',
       ZHINIAN_OIDC_GROUPS_CLAIM: 'groups',
       ZHINIAN_ADMIN_GROUPS: 'zhinian-admins',

@@ -4,6 +4,7 @@ import { registerAuditApi } from './audit.ts';
 import { registerClientApi } from './clients.ts';
 import { registerDeliveryApi } from './deliveries.ts';
 import { registerJobApi } from './jobs.ts';
+import { registerSessionApi } from './sessions.ts';
 import { registerUsageApi } from './usage.ts';
 
 /** The console's JSON API under /admin/api (CONTRACT "Browser console"). */
@@ -17,4 +18,5 @@ export function registerConsoleApi(admin: FastifyInstance, deps: ConsoleDeps): v
   registerUsageApi(admin, deps);
   registerAuditApi(admin, deps);
   registerDeliveryApi(admin, deps);
+  registerSessionApi(admin, deps);
 }

@@ -86,11 +86,11 @@ const zh: Record<string, string> = {
   'cl.source.env': '环境变量',
   'cl.source.console': '后台',
   'cl.new': '新建客户端',
-  'cl.new.id': 'ID（字母、数字、. _ -）',
+  'cl.new.id': 'ID（小写字母、数字、_ -）',
   'cl.new.name': '名称（可选）',
   'cl.new.submit': '创建并生成密钥',
   'cl.keys': '密钥',
-  'cl.key.id': '密钥 ID / 前缀',
+  'cl.key.id': '密钥前缀 / 来源',
   'cl.key.created': '创建时间',
   'cl.key.lastUsed': '最近使用',
   'cl.key.expires': '过期时间',
@@ -124,6 +124,25 @@ const zh: Record<string, string> = {
   'cl.usage7d': '近 7 天用量',
   'cl.back': '← 全部客户端',
   'cl.default': '默认',
+  'cl.source.generated': '自动生成',
+  'cl.new.done': '客户端已创建。',
+  'cl.new.adopt': '接管曾用过的 ID',
+  'cl.new.adoptHint':
+    '曾经用过的 ID（环境变量中的客户端、default、已删除的客户端）默认拒绝重建，以免新客户端继承旧的任务和资产；确需接管时勾选“接管曾用过的 ID”，此操作记入审计日志。',
+  'cl.key.origin.console': '后台生成',
+  'cl.key.origin.env': '来自 ZHINIAN_API_KEYS',
+  'cl.key.origin.generated': '首次启动时自动生成',
+  'cl.key.generatedNote': '此客户端的密钥是首次启动时自动生成的（未设置 ZHINIAN_API_KEYS），保存在数据目录的 api-key 文件中；不在这里显示。设置 ZHINIAN_API_KEYS 后它不再有效。',
+  'cl.key.expiresAt': '过期时间（可选，本地时间）',
+  'cl.key.expiresHint': '留空：永不过期。',
+  'cl.key.revokedDone': '密钥已吊销。',
+  'cl.settings.saved': '设置已保存。',
+  'cl.webhook.sharedBadge': '共用签名密钥',
+  'cl.webhook.sharedListWhy':
+    '标有“共用签名密钥”的客户端，其 Webhook 都用同一个 ZHINIAN_WEBHOOK_SECRET 签名：其中任何一个都能伪造出对其他客户端也验签通过的事件，接收端必须检查事件中的 clientId。在客户端页面生成新的签名密钥，即可让它使用自己的密钥。',
+  'cl.webhook.sharedWhy':
+    '此客户端的 Webhook 用共用的 ZHINIAN_WEBHOOK_SECRET 签名。任何知道这个密钥的客户端（所有共用它的客户端）都能伪造出对此客户端也验签通过的事件；接收端必须检查事件中的 clientId。',
+  'cl.webhook.sharedFix': '点击“生成新的签名密钥”给它一个自己的密钥（旧密钥在 24 小时内继续同时签名），再把新密钥交给对方。',
 };
 
 const en: Record<string, string> = {
@@ -213,11 +232,11 @@ const en: Record<string, string> = {
   'cl.source.env': 'env',
   'cl.source.console': 'console',
   'cl.new': 'New client',
-  'cl.new.id': 'Id (letters, digits, . _ -)',
+  'cl.new.id': 'Id (lower-case letters, digits, _ -)',
   'cl.new.name': 'Name (optional)',
   'cl.new.submit': 'Create with a key',
   'cl.keys': 'Keys',
-  'cl.key.id': 'Key id / prefix',
+  'cl.key.id': 'Key prefix / origin',
   'cl.key.created': 'Created',
   'cl.key.lastUsed': 'Last used',
   'cl.key.expires': 'Expires',
@@ -251,6 +270,26 @@ const en: Record<string, string> = {
   'cl.usage7d': 'Usage, last 7 days',
   'cl.back': '← All clients',
   'cl.default': 'default',
+  'cl.source.generated': 'generated',
+  'cl.new.done': 'Client created.',
+  'cl.new.adopt': 'Adopt a used id',
+  'cl.new.adoptHint':
+    'An id that was ever used (an env client, default, a deleted client) is refused, so that a new client cannot inherit its jobs and assets; tick "Adopt a used id" to take it over knowingly (audited).',
+  'cl.key.origin.console': 'made in the console',
+  'cl.key.origin.env': 'from ZHINIAN_API_KEYS',
+  'cl.key.origin.generated': 'generated at first start',
+  'cl.key.generatedNote':
+    "This client's key was generated at first start (ZHINIAN_API_KEYS is not set) and is kept in the data dir's api-key file; it is not shown here. Once ZHINIAN_API_KEYS is set it stops working.",
+  'cl.key.expiresAt': 'Expires (optional, local time)',
+  'cl.key.expiresHint': 'Empty: never expires.',
+  'cl.key.revokedDone': 'Key revoked.',
+  'cl.settings.saved': 'Settings saved.',
+  'cl.webhook.sharedBadge': 'shares the signing secret',
+  'cl.webhook.sharedListWhy':
+    "Clients marked \"shares the signing secret\" have their webhooks signed with the same ZHINIAN_WEBHOOK_SECRET: any of them can make events that verify as another's, so receivers must check the event's clientId. A new signing secret on the client's page gives it its own.",
+  'cl.webhook.sharedWhy':
+    "This client's webhooks are signed with the shared ZHINIAN_WEBHOOK_SECRET. Any client that shares it can make events that verify as this client's; receivers must check the event's clientId.",
+  'cl.webhook.sharedFix': 'Rotate ("New signing secret") to give it its own (the old secret keeps signing alongside for 24 hours), then hand the new one over.',
 };
 
 export const adminScreens: { 'zh-CN': Record<string, string>; en: Record<string, string> } = { 'zh-CN': zh, en };

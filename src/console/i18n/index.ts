@@ -1,4 +1,5 @@
 import { adminScreens } from './admin-screens.ts';
+import { sessions } from './sessions.ts';
 import { shell } from './shell.ts';
 
 export const LOCALES = ['zh-CN', 'en'] as const;
@@ -10,8 +11,8 @@ export type Translate = (key: string, params?: Record<string, string | number>) 
 
 /** Every dictionary, merged per locale (shell strings, then the admin screens'). */
 export const dictionaries: Record<Locale, Record<string, string>> = {
-  'zh-CN': { ...shell['zh-CN'], ...adminScreens['zh-CN'] },
-  en: { ...shell.en, ...adminScreens.en },
+  'zh-CN': { ...shell['zh-CN'], ...adminScreens['zh-CN'], ...sessions['zh-CN'] },
+  en: { ...shell.en, ...adminScreens.en, ...sessions.en },
 };
 
 export function isLocale(value: unknown): value is Locale {

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ConsoleDeps } from '../deps.ts';
 import { changesOf, listAudit, parseAuditFilter } from '../queries/audit.ts';
+import { filterErrorOf } from './filter-error.ts';
 import type { Render } from '../render.ts';
 import { titleOf } from './admin-screens.ts';
 
@@ -14,7 +15,7 @@ export function registerAuditPage(admin: FastifyInstance, deps: ConsoleDeps, ren
     try {
       page = await listAudit(deps.handle, parseAuditFilter(q));
     } catch (e) {
-      error = e instanceof Error ? e.message : String(e);
+      error = filterErrorOf(e);
       reply.status(400);
     }
     const show = (v: unknown) => (v === undefined ? '—' : typeof v === 'string' ? v : JSON.stringify(v));

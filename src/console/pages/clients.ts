@@ -22,6 +22,22 @@ function keyState(key: KeyView, now: number): 'active' | 'revoked' | 'expired' {
   return 'active';
 }
 
+/** A key as the views print it: no character of an env or generated key, not even through its id. */
+function shownKey(key: KeyView, now: number) {
+  const own = key.origin === 'console';
+  return {
+    id: own ? key.id : '',
+    prefix: own ? key.prefix : '',
+    origin: key.origin,
+    state: keyState(key, now),
+    createdAt: key.createdAt,
+    // Never before its creation (a clock step, or a use recorded by another instance's clock).
+    lastUsedAt: key.lastUsedAt && key.createdAt && key.lastUsedAt < key.createdAt ? key.createdAt : key.lastUsedAt,
+    expiresAt: key.expiresAt,
+    revokedAt: key.revokedAt,
+  };
+}
+
 const latest = (values: (string | null)[]) =>
   values
     .filter((v): v is string => v !== null)
@@ -37,12 +53,20 @@ export function registerClientPages(admin: FastifyInstance, deps: ConsoleDeps, r
     return render(reply, request, 'clients', {
       nav: 'clients',
       title: titleOf(request, 'cl.title'),
-      clients: clients.map((c) => ({
-        ...c,
-        activeKeys: c.keys.filter((k) => keyState(k, now) === 'active').length,
-        lastUsedAt: latest(c.keys.map((k) => k.lastUsedAt)),
-        usage: usage.get(c.id) ?? null,
-      })),
+      clients: clients.map((c) => {
+        const keys = c.keys.map((k) => shownKey(k, now));
+        return {
+          id: c.id,
+          name: c.name,
+          source: c.source,
+          disabled: c.disabled,
+          generated: keys.some((k) => k.origin === 'generated'),
+          sharesWebhookSecret: c.sharesWebhookSecret,
+          activeKeys: keys.filter((k) => k.state === 'active').length,
+          lastUsedAt: latest(keys.map((k) => k.lastUsedAt)),
+          usage: usage.get(c.id) ?? null,
+        };
+      }),
     });
   });
 
@@ -64,8 +88,9 @@ export function registerClientPages(admin: FastifyInstance, deps: ConsoleDeps, r
     return render(reply, request, 'client', {
       nav: 'clients',
       title: client.name,
-      client,
-      keys: client.keys.map((k) => ({ ...k, state: keyState(k, now) })),
+      client: { ...client, keys: undefined },
+      keys: client.keys.map((k) => shownKey(k, now)),
+      keyOrigin: client.keys.some((k) => k.origin === 'generated') ? 'generated' : client.source === 'env' ? 'env' : 'console',
       engines: engineNames.map((name) => ({ name, checked: allowed === null || allowed.includes(name) })),
       allEngines: allowed === null,
       usageRows: usage.rows,

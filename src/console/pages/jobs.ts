@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { CAPABILITIES, isTerminal, JOB_STATUSES } from '../../contract/index.ts';
 import { isRemoteEngine } from '../../engines/engine.ts';
 import { iso } from '../../lib/clock.ts';
+import { filterErrorOf } from './filter-error.ts';
 import type { ConsoleDeps } from '../deps.ts';
 import { assetsByIds } from '../queries/assets.ts';
 import { circuitOf } from '../queries/engines.ts';
@@ -70,7 +71,7 @@ export function registerJobPages(admin: FastifyInstance, deps: ConsoleDeps, rend
       const filter = parseJobFilter({ ...form, limit: str(q.limit), before: str(q.before) });
       page = await listJobs(deps.handle, filter);
     } catch (e) {
-      error = e instanceof Error ? e.message : String(e);
+      error = filterErrorOf(e);
       reply.status(400);
     }
     const now = deps.clock.now();

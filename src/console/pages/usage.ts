@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ConsoleDeps } from '../deps.ts';
 import { dayString, parseUsageFilter, perDay, type UsageFilter, type UsageTotals, usageCsv, usageQuery, usageRows, usageSummary } from '../queries/usage.ts';
+import { filterErrorOf } from './filter-error.ts';
 import type { Render } from '../render.ts';
 import { titleOf } from './admin-screens.ts';
 
@@ -42,12 +43,13 @@ export function registerUsagePages(admin: FastifyInstance, deps: ConsoleDeps, re
     try {
       filter = parseUsageFilter(request.query, deps.clock.now());
     } catch (e) {
+      const message = filterErrorOf(e);
       reply.status(400);
       const today = Math.floor(deps.clock.now() / 86_400_000);
       return render(reply, request, 'usage', {
         nav: 'usage',
         title: titleOf(request, 'usage.title'),
-        error: e instanceof Error ? e.message : String(e),
+        error: message,
         form,
         rows: [],
         totals: [],

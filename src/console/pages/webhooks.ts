@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ConsoleDeps } from '../deps.ts';
 import { DELIVERY_STATUSES, failingEndpoints, listDeliveries, parseDeliveryFilter } from '../queries/webhooks.ts';
+import { filterErrorOf } from './filter-error.ts';
 import type { Render } from '../render.ts';
 import { titleOf } from './admin-screens.ts';
 
@@ -16,7 +17,7 @@ export function registerWebhookPage(admin: FastifyInstance, deps: ConsoleDeps, r
     try {
       page = await listDeliveries(deps.handle, parseDeliveryFilter(q), now);
     } catch (e) {
-      error = e instanceof Error ? e.message : String(e);
+      error = filterErrorOf(e);
       reply.status(400);
     }
     return render(reply, request, 'webhooks', {

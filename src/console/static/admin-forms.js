@@ -6,9 +6,13 @@
 //   data-json="optional" empty → left out
 //   data-json="list"     checked boxes of that name → array of values
 //   data-json="all"      a checkbox of the same name: checked → null (e.g. every engine)
+//   data-json="datetime" a datetime-local input: empty → left out, else the ISO time (viewer's zone)
 //   (none)               the text as it is
-// On success the page reloads, or a `secret`/`key.secret` in the answer is shown once in the
-// layout's secret dialog. To be folded into console.js by the shell.
+// On success the page reloads and shows the form's `data-done` (or a plain "done"), after a
+// `secret`/`key.secret` in the answer is shown once in the layout's secret dialog. A refusal is
+// shown in the console's language, naming the field (messages.js).
+
+import { clearError, describeError, describeNetworkError, reloadWithNotice, showError, showSecrets } from './messages.js';
 
 const csrf = () => document.querySelector('meta[name="csrf-token"]')?.getAttribute('content') ?? '';
 
@@ -26,6 +30,12 @@ function serialize(form) {
       lists.get(el.name).all = el.checked;
     } else if (kind === 'boolean') body[el.name] = el.checked;
     else if (kind === 'number') body[el.name] = el.value.trim() === '' ? null : Number(el.value);
+    else if (kind === 'datetime') {
+      if (el.value === '') continue;
+      const date = new Date(el.value);
+      // An impossible date goes as typed: the server names the field.
+      body[el.name] = Number.isNaN(date.getTime()) ? el.value : date.toISOString();
+    }
     else if (kind === 'optional') {
       if (el.value.trim() !== '') body[el.name] = el.value.trim();
     } else body[el.name] = el.value;
@@ -34,20 +44,13 @@ function serialize(form) {
   return body;
 }
 
-function flash(message) {
-  const region = document.querySelector('[data-flash]');
-  if (!region) return;
-  region.textContent = message;
-  region.hidden = false;
-}
-
 document.addEventListener('submit', async (event) => {
   const form = event.target;
   if (!(form instanceof HTMLFormElement) || form.dataset.actionForm === undefined) return;
   event.preventDefault();
-  const failed = document.querySelector('[data-i18n-failed]')?.dataset.i18nFailed ?? 'Failed';
   const button = form.querySelector('[type="submit"]');
   if (button) button.disabled = true;
+  clearError(form);
   try {
     const response = await fetch(form.getAttribute('action'), {
       method: (form.dataset.actionMethod || 'POST').toUpperCase(),
@@ -62,20 +65,13 @@ document.addEventListener('submit', async (event) => {
       data = null;
     }
     if (!response.ok) {
-      flash(`${failed}: ${data?.error ?? response.status}${data?.code ? ` (${data.code})` : ''}`);
+      showError(describeError(data, response.status, form));
       return;
     }
-    const secret = data?.secret ?? data?.key?.secret;
-    const dialog = document.querySelector('[data-secret-dialog]');
-    if (typeof secret === 'string' && dialog) {
-      dialog.querySelector('[data-secret-value]').textContent = secret;
-      dialog.addEventListener('close', () => location.reload(), { once: true });
-      dialog.showModal();
-      return;
-    }
-    location.reload();
-  } catch (error) {
-    flash(`${failed}: ${error}`);
+    if (showSecrets(data, form.dataset.done)) return;
+    reloadWithNotice(form.dataset.done);
+  } catch {
+    showError(describeNetworkError());
   } finally {
     if (button) button.disabled = false;
   }

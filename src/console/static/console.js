@@ -2,6 +2,8 @@
 // header to htmx requests and to its own, runs `data-action-url` buttons against the JSON API,
 // shows one-time secrets in a dialog, and prints <time> elements in the viewer's locale.
 
+import { clearError, describeError, describeNetworkError, reloadWithNotice, showError, showPendingNotice, showSecrets } from './messages.js';
+
 const csrf = () => document.querySelector('meta[name="csrf-token"]')?.getAttribute('content') ?? '';
 const strings = () => document.querySelector('[data-i18n-failed]')?.dataset ?? {};
 
@@ -21,13 +23,6 @@ function localTimes(root) {
   }
 }
 
-function flash(message) {
-  const region = document.querySelector('[data-flash]');
-  if (!region) return;
-  region.textContent = message;
-  region.hidden = false;
-}
-
 async function post(url, body) {
   const response = await fetch(url, {
     method: 'POST',
@@ -44,15 +39,6 @@ async function post(url, body) {
   return { response, data };
 }
 
-function showSecret(secret) {
-  const dialog = document.querySelector('[data-secret-dialog]');
-  if (!dialog) return false;
-  dialog.querySelector('[data-secret-value]').textContent = secret;
-  dialog.addEventListener('close', () => location.reload(), { once: true });
-  dialog.showModal();
-  return true;
-}
-
 async function runAction(button) {
   const confirmText = button.dataset.confirm;
   if (confirmText !== undefined && !window.confirm(confirmText || strings().i18nConfirm || '?')) return;
@@ -65,17 +51,17 @@ async function runAction(button) {
     }
   }
   button.disabled = true;
+  clearError();
   try {
     const { response, data } = await post(button.dataset.actionUrl, body);
     if (!response.ok) {
-      flash(`${strings().i18nFailed ?? 'Failed'}: ${data?.error ?? response.status}${data?.code ? ` (${data.code})` : ''}`);
+      showError(describeError(data, response.status, null));
       return;
     }
-    const secret = data?.secret ?? data?.key?.secret;
-    if (typeof secret === 'string' && showSecret(secret)) return;
-    location.reload();
-  } catch (error) {
-    flash(`${strings().i18nFailed ?? 'Failed'}: ${error}`);
+    if (showSecrets(data, button.dataset.done)) return;
+    reloadWithNotice(button.dataset.done);
+  } catch {
+    showError(describeNetworkError());
   } finally {
     button.disabled = false;
   }
@@ -126,6 +112,21 @@ document.addEventListener('htmx:afterSwap', (event) => localTimes(event.target i
 document.addEventListener('htmx:oobAfterSwap', (event) => localTimes(event.target instanceof Element ? event.target : document));
 if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', () => localTimes(document));
 else localTimes(document);
+showPendingNotice();
+
+// The top menu on a narrow screen: the button opens and closes it (wide screens never show the button).
+const top = document.querySelector('[data-top]');
+function setMenu(open) {
+  top?.classList.toggle('open', open);
+  document.querySelector('[data-menu-toggle]')?.setAttribute('aria-expanded', String(open));
+}
+document.addEventListener('click', (event) => {
+  const target = event.target instanceof Element ? event.target : null;
+  if (target?.closest('[data-menu-toggle]')) setMenu(!top?.classList.contains('open'));
+});
+document.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape' && top?.classList.contains('open')) setMenu(false);
+});
 
 // Time filters: a datetime-local input is zone-less, so the form sends ISO times with the
 // viewer's offset instead (hidden fields), and shows a bookmarked ISO time in local time.
