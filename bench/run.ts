@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --backend=sqlite|postgres] [-- --only=create,get,limit,pickup,throughput,assets,remote,scaling,list,fairness,keys]`
+ * `npm run bench [-- --backend=sqlite|postgres] [-- --only=create,get,limit,pickup,throughput,assets,remote,scaling,list,fairness,keys,console]`
  *
  * --backend=sqlite (default): every Zhinian instance gets a fresh SQLite file in a temp dir.
  * --backend=postgres: every Zhinian instance gets a fresh schema `zb_<random>` on the local
@@ -13,7 +13,8 @@
  * (1/2/4 worker processes vs pg-boss and BullMQ on the local Redis), list (1,000,000 jobs of
  * one client: page latency and EXPLAIN of the queries), fairness (fair claim vs the FIFO claim:
  * drain rate, a light client's time to start during a flood, EXPLAIN at 1,000,000 queued jobs
- * over 1,000 clients).
+ * over 1,000 clients), console (GET /api/v1/jobs/:id while 8 console tabs load the usage
+ * screens and the overview at 1,000,000 jobs, against no console load).
  *
  * Every figure sits next to a baseline measured in the same run (the machine is shared and
  * noisy, so ratios mean more than absolutes). PASS/MISS compares with the targets; a miss
@@ -23,7 +24,7 @@
  * BENCH_CPU_PROF=<dir> writes a .cpuprofile of each Zhinian server child, and of each scaling
  * worker process, into <dir>; BENCH_VERBOSE=1 prints every scaling measurement as it ends.
  * Sizes: BENCH_QUEUE_JOBS (throughput), BENCH_SCALING_JOBS / BENCH_SCALING_WORKERS (scaling),
- * BENCH_LIST_JOBS (list), BENCH_REMOTE_JOBS (remote), BENCH_FAIR_JOBS / BENCH_FAIR_DRAIN_JOBS (fairness). pg-boss always runs on the local
+ * BENCH_LIST_JOBS (list), BENCH_REMOTE_JOBS (remote), BENCH_FAIR_JOBS / BENCH_FAIR_DRAIN_JOBS (fairness), BENCH_CONSOLE_JOBS (console). pg-boss always runs on the local
  * PostgreSQL and BullMQ on the local Redis (127.0.0.1:6379), whatever the backend.
  */
 import fs from 'node:fs';
@@ -32,6 +33,7 @@ import path from 'node:path';
 import assets from './assets.ts';
 import fairness from './fairness.ts';
 import consoleKeys from './console-keys.ts';
+import consoleLoad from './console-load.ts';
 import httpCreate from './http-create.ts';
 import httpGet from './http-get.ts';
 import { cleanupSync, markdownTable, psqlSync, ROOT, setBackend, takeNotes, textTable, type Backend, type Row } from './lib.ts';
@@ -54,6 +56,7 @@ const SCENARIOS: Record<string, () => Promise<Row[]>> = {
   list,
   fairness,
   keys: consoleKeys,
+  console: consoleLoad,
 };
 
 process.on('exit', cleanupSync);

@@ -1,9 +1,11 @@
 // @backends sqlite,postgres
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import type { TerminalStatus } from '../src/contract/index.ts';
 import type { DbHandle } from '../src/db/index.ts';
 import { consoleSignIn, FORGED_ROLE_ENV, forgedSessionCookie, TEST_SESSION_SECRET } from './console-helpers.ts';
-import { KEY_B, openTestDb, queuedJobRow, startReceiver, startStack, waitFor, waitForJob, type Stack } from './helpers.ts';
+import { KEY_B, openTestDb, startReceiver, startStack, waitFor, waitForJob, type Stack } from './helpers.ts';
+import { endedJob } from './usage-helpers.ts';
 
 /** A past UTC day only the inserted rows fall on. */
 const PAST_DAY = '2025-03-10';
@@ -48,36 +50,12 @@ describe('console: usage, audit, webhooks and redelivery', () => {
       { client: 'we,"ird', status: 'succeeded', engine: '=HYPERLINK("x")', bytes: [5] },
       { client: '@sum', status: 'failed', engine: 'local', bytes: [] },
     ];
+    // Ended through queue/settle.ts, as the platform ends jobs: each is counted in the usage roll-up.
     let n = 0;
     for (const r of rows) {
       n++;
       const id = `job_0${String(n).padStart(25, '0')}`;
-      await handle.db
-        .insertInto('jobs')
-        .values(queuedJobRow({ id, engine: r.engine, created_at_us: pastUs + n, run_at: null, client_id: r.client, status: r.status }))
-        .execute();
-      for (const [i, bytes] of r.bytes.entries()) {
-        await handle.db
-          .insertInto('assets')
-          .values({
-            id: `asset_0${String(n * 10 + i).padStart(25, '0')}`,
-            client_id: r.client,
-            kind: 'image',
-            name: 'out.png',
-            mime_type: 'image/png',
-            bytes,
-            sha256: '0'.repeat(64),
-            width: 1,
-            height: 1,
-            duration_seconds: null,
-            source: 'output',
-            source_url: null,
-            job_id: id,
-            storage_key: `k${n}-${i}`,
-            created_at_us: pastUs + 1000 + n * 10 + i,
-          })
-          .execute();
-      }
+      await endedJob(handle, { id, clientId: r.client, engine: r.engine, createdAtUs: pastUs + n, status: r.status as TerminalStatus, outputBytes: r.bytes });
     }
     // An input of a job (not an output): never counted.
     await handle.db

@@ -1,7 +1,6 @@
 import type { FastifyReply } from 'fastify';
 import { CONSOLE_PATH } from './session.ts';
 
-
 /**
  * Every answer under /admin: no script, style, image or connection from anywhere but us, no
  * framing, no inline script (htmx runs with eval off; see views/layout.eta).

@@ -6,6 +6,7 @@ import * as m0003 from './migrations/0003-rate-limits.ts';
 import * as m0004 from './migrations/0004-fair-sharing.ts';
 import * as m0005 from './migrations/0005-webhook-isolation.ts';
 import * as m0006 from './migrations/0006-console.ts';
+import * as m0007 from './migrations/0007-usage-rollup.ts';
 import * as m0008 from './migrations/0008-tenants.ts';
 import * as m0009 from './migrations/0009-webhook-fairness.ts';
 
@@ -17,6 +18,7 @@ const migrations: Record<string, Migration> = {
   '0004-fair-sharing': m0004,
   '0005-webhook-isolation': m0005,
   '0006-console': m0006,
+  '0007-usage-rollup': m0007,
   '0008-tenants': m0008,
   '0009-webhook-fairness': m0009,
 };

@@ -203,6 +203,24 @@ interface RateWindowsTable {
   count: number;
 }
 
+/**
+ * Ended jobs per UTC day of creation (`day`: days since 1970-01-01), client, capability and the
+ * engine the job ended on, by outcome (queue/usage-rollup.ts). `jobs` is the sum of the four
+ * outcomes; `output_bytes` the bytes of the succeeded jobs' outputs.
+ */
+interface UsageDailyTable {
+  day: number;
+  client_id: string;
+  capability: string;
+  engine: string;
+  jobs: number;
+  succeeded: number;
+  failed: number;
+  expired: number;
+  cancelled: number;
+  output_bytes: number;
+}
+
 export interface Database {
   jobs: JobsTable;
   idempotency_keys: IdempotencyKeysTable;
@@ -217,6 +235,7 @@ export interface Database {
   console_sessions: ConsoleSessionsTable;
   console_login_tokens: ConsoleLoginTokensTable;
   audit_log: AuditLogTable;
+  usage_daily: UsageDailyTable;
   client_ids: ClientIdsTable;
   env_keys: EnvKeysTable;
 }

@@ -60,6 +60,11 @@ export const ERROR_CODES = {
   headers_too_large: { kind: 'api', http: 431, description: 'The request line and headers are too large.' },
   internal_error: { kind: 'both', http: 500, retryable: false, description: 'An unexpected fault in the server or the worker (details only in its log, with the request id).' },
   shutting_down: { kind: 'api', http: 503, description: 'The server is shutting down; a request still arriving on an open connection should be sent again.' },
+  query_timeout: {
+    kind: 'api',
+    http: 503,
+    description: 'Console: a query ran past its time limit (10 s, waiting included) and was stopped, or too many were waiting; narrow the filter or try again.',
+  },
 
   // Job errors.
   invalid_input: {

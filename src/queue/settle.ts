@@ -6,6 +6,7 @@ import type { JobErrorCode } from '../lib/error-codes.ts';
 import type { Notifier } from '../lib/notifier.ts';
 import { enqueueWebhook } from '../webhooks/outbox.ts';
 import { jobUpdate, TRANSITIONS, type JobTarget, type Settlement } from './transitions.ts';
+import { addToUsage } from './usage-rollup.ts';
 
 export interface SettleInput extends JobTarget {
   jobId: string;
@@ -18,7 +19,8 @@ export interface SettleInput extends JobTarget {
 
 /**
  * Ends a job: one conditional update to its terminal state and, in the same transaction, its
- * output asset rows and its webhook event (the outbox). Returns null when the transition was
+ * output asset rows, its webhook event (the outbox) and its count in the daily usage roll-up.
+ * Every terminal transition (worker verdicts, the deadline sweep, cancel) comes through here. Returns null when the transition was
  * not allowed (cancelled meanwhile, lease lost, already finished): then nothing was written, so
  * a losing worker's outputs never become visible.
  */
@@ -47,6 +49,9 @@ export async function settleJob(handle: DbHandle, notifier: Notifier | null, inp
       if (updated.webhook_url) {
         await enqueueWebhook(tx, { jobId: updated.id, clientId: updated.client_id, url: updated.webhook_url, event: eventFor(status), job: toJob(updated), now: input.now });
       }
+      // Last: the roll-up row is shared by the day's jobs of that client, so its lock is held briefly.
+      const outputBytes = (input.outputs ?? []).reduce((sum, a) => sum + Number(a.bytes), 0);
+      await addToUsage(tx, updated, status, outputBytes);
       return updated;
     }),
   );

@@ -25,7 +25,8 @@ const zh: Record<string, string> = {
   'usage.legend.failed': '失败 / 超时',
   'usage.totals': '按客户端汇总',
   'usage.rows': '明细（客户端 × 能力 × 引擎 × 日）',
-  'usage.note': '按任务创建时间（UTC 日）统计；输出大小为这些任务的输出资产之和。',
+  'usage.note': '按任务创建时间（UTC 日）统计，任务结束时计入（排队、运行中的任务见总览）；输出大小为这些任务的输出资产之和。',
+  'usage.rowsCapped': '显示前 {shown} 行，共 {total} 行：可按客户端或日期筛选，或导出 CSV 查看全部。',
   'usage.barTitle': '{day}：{jobs} 个任务，其中失败 {failed}',
 
   'audit.title': '审计日志',
@@ -170,7 +171,8 @@ const en: Record<string, string> = {
   'usage.legend.failed': 'Failed / expired',
   'usage.totals': 'Totals per client',
   'usage.rows': 'Rows (client × capability × engine × day)',
-  'usage.note': 'Counted by the day (UTC) a job was created; output is the size of those jobs’ output assets.',
+  'usage.note': 'Counted by the day (UTC) a job was created, once it has ended (queued and running jobs are on the overview); output is the size of those jobs’ output assets.',
+  'usage.rowsCapped': 'Showing the first {shown} of {total} rows: filter by client or days, or export the CSV for all of them.',
   'usage.barTitle': '{day}: {jobs} jobs, {failed} failed',
 
   'audit.title': 'Audit log',

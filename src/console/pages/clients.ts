@@ -3,14 +3,14 @@ import type { FastifyInstance } from 'fastify';
 import type { KeyView } from '../../clients/index.ts';
 import { AppError } from '../../lib/errors.ts';
 import type { ConsoleDeps } from '../deps.ts';
-import { totalsBy, usageRows } from '../queries/usage.ts';
+import { totalsBy, usageRows, usageTotalsByClient } from '../queries/usage.ts';
 import type { Render } from '../render.ts';
 import { titleOf } from './admin-screens.ts';
 
 const DAY_MS = 86_400_000;
 
-/** Usage totals of the last 7 UTC days (today included), per client. */
-async function lastWeek(deps: ConsoleDeps, clientId?: string) {
+/** Usage of one client over the last 7 UTC days (today included): its rows and totals. */
+async function lastWeek(deps: ConsoleDeps, clientId: string) {
   const today = Math.floor(deps.clock.now() / DAY_MS);
   const rows = await usageRows(deps.handle, { fromDay: today - 6, toDay: today, clientId });
   return { rows, byClient: totalsBy(rows, (r) => r.clientId) };
@@ -48,7 +48,8 @@ const latest = (values: (string | null)[]) =>
 export function registerClientPages(admin: FastifyInstance, deps: ConsoleDeps, render: Render): void {
   admin.get('/clients', async (request, reply) => {
     const now = deps.clock.now();
-    const [clients, usage] = await Promise.all([deps.clientAdmin.list(), lastWeek(deps)]);
+    const today = Math.floor(now / DAY_MS);
+    const [clients, usage] = await Promise.all([deps.clientAdmin.list(), usageTotalsByClient(deps.handle, { fromDay: today - 6, toDay: today })]);
     return render(reply, request, 'clients', {
       nav: 'clients',
       title: titleOf(request, 'cl.title'),
@@ -63,7 +64,7 @@ export function registerClientPages(admin: FastifyInstance, deps: ConsoleDeps, r
           sharesWebhookSecret: c.sharesWebhookSecret,
           activeKeys: keys.filter((k) => k.state === 'active').length,
           lastUsedAt: latest(keys.map((k) => k.lastUsedAt)),
-          usage: usage.byClient.get(c.id) ?? null,
+          usage: usage.get(c.id) ?? null,
         };
       }),
     });

@@ -1,15 +1,17 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ConsoleDeps } from '../deps.ts';
-import { dayString, parseUsageFilter, perDay, totalsBy, type UsageFilter, type UsageRow, usageCsv, usageQuery, usageRows } from '../queries/usage.ts';
+import { dayString, parseUsageFilter, perDay, type UsageFilter, type UsageTotals, usageCsv, usageQuery, usageRows, usageSummary } from '../queries/usage.ts';
 import { filterErrorOf } from './filter-error.ts';
 import type { Render } from '../render.ts';
 import { titleOf } from './admin-screens.ts';
 
 const CHART = { width: 720, height: 120, top: 8, bottom: 18 };
+/** Rows in the page's table; the CSV has them all. */
+const PAGE_ROWS = 500;
 
 /** Bars of the per-day chart (inline SVG, no script, no style attributes): failed/expired stacked on the rest. */
-function usageChart(rows: readonly UsageRow[], filter: UsageFilter) {
-  const days = perDay(rows, filter);
+function usageChart(byDay: ReadonlyMap<string, UsageTotals>, filter: UsageFilter) {
+  const days = perDay(byDay, filter);
   const max = Math.max(1, ...days.map((d) => d.totals.jobs));
   const plot = CHART.height - CHART.top - CHART.bottom;
   const step = CHART.width / days.length;
@@ -51,20 +53,23 @@ export function registerUsagePages(admin: FastifyInstance, deps: ConsoleDeps, re
         form,
         rows: [],
         totals: [],
-        chart: usageChart([], { fromDay: today, toDay: today }),
+        rowCount: 0,
+        chart: usageChart(new Map(), { fromDay: today, toDay: today }),
         csvQuery: {},
       });
     }
-    const rows = await usageRows(deps.handle, filter);
+    // The table shows the first rows; totals and the chart cover them all (sums made by the database).
+    const summary = await usageSummary(deps.handle, filter, PAGE_ROWS);
     const q = usageQuery(filter);
     return render(reply, request, 'usage', {
       nav: 'usage',
       title: titleOf(request, 'usage.title'),
       error: null,
       form: { from: q.from, to: q.to, clientId: q.clientId },
-      rows,
-      totals: [...totalsBy(rows, (r) => r.clientId)].map(([clientId, t]) => ({ clientId, ...t })),
-      chart: usageChart(rows, filter),
+      rows: summary.rows,
+      rowCount: summary.rowCount,
+      totals: [...summary.byClient].map(([clientId, t]) => ({ clientId, ...t })),
+      chart: usageChart(summary.byDay, filter),
       csvQuery: q,
     });
   });

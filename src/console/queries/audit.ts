@@ -1,5 +1,6 @@
 import type { DbHandle } from '../../db/index.ts';
 import { iso } from '../../lib/clock.ts';
+import { readConsole } from './reader.ts';
 import { Invalid } from '../../lib/errors.ts';
 
 /** One audit entry as the console API answers it (CONTRACT "Browser console"). */
@@ -52,17 +53,19 @@ function parseDetail(text: string): Record<string, unknown> {
  * paging walks the primary key backwards: `before` is the last id of the previous page.
  */
 export async function listAudit(handle: DbHandle, filter: AuditFilter): Promise<{ entries: AuditView[]; nextBefore: string | null }> {
-  let select = handle.db.selectFrom('audit_log').selectAll();
-  if (filter.before !== undefined) select = select.where('id', '<', filter.before);
-  const rows = await select
-    .orderBy('id', 'desc')
-    .limit(filter.limit + 1)
-    .execute();
-  const kept = rows.slice(0, filter.limit);
-  return {
-    entries: kept.map((r) => ({ id: r.id, at: iso(Number(r.at)), actor: r.actor, action: r.action, target: r.target, detail: parseDetail(r.detail) })),
-    nextBefore: rows.length > filter.limit ? kept[kept.length - 1].id : null,
-  };
+  return readConsole(handle, async (db) => {
+    let select = db.selectFrom('audit_log').selectAll();
+    if (filter.before !== undefined) select = select.where('id', '<', filter.before);
+    const rows = await select
+      .orderBy('id', 'desc')
+      .limit(filter.limit + 1)
+      .execute();
+    const kept = rows.slice(0, filter.limit);
+    return {
+      entries: kept.map((r) => ({ id: r.id, at: iso(Number(r.at)), actor: r.actor, action: r.action, target: r.target, detail: parseDetail(r.detail) })),
+      nextBefore: rows.length > filter.limit ? kept[kept.length - 1].id : null,
+    };
+  });
 }
 
 /** A detail's before/after pair, when it has one, as rows of changed fields; null otherwise. */

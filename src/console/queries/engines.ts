@@ -1,7 +1,8 @@
-import type { DbHandle } from '../../db/index.ts';
+import type { Db, DbHandle } from '../../db/index.ts';
 import { isRemoteEngine } from '../../engines/engine.ts';
 import type { EngineRegistry } from '../../engines/registry.ts';
 import { iso } from '../../lib/clock.ts';
+import { readConsole } from './reader.ts';
 
 type CircuitState = 'closed' | 'open' | 'half-open';
 
@@ -26,16 +27,20 @@ function toCircuit(engine: string, row: { consecutive_failures: number; open_unt
 }
 
 export async function circuitOf(handle: DbHandle, engine: string, now = Date.now()): Promise<CircuitView> {
-  const row = await handle.db.selectFrom('engine_circuits').selectAll().where('engine', '=', engine).executeTakeFirst();
+  const row = await readConsole(handle, (db) => db.selectFrom('engine_circuits').selectAll().where('engine', '=', engine).executeTakeFirst());
   return toCircuit(engine, row, now);
 }
 
 /** Circuits of the named engines (closed for engines without a row). */
 export async function circuits(handle: DbHandle, engines: readonly string[], now: number): Promise<CircuitView[]> {
+  return readConsole(handle, (db) => circuitsIn(db, engines, now));
+}
+
+async function circuitsIn(db: Db, engines: readonly string[], now: number): Promise<CircuitView[]> {
   const rows =
     engines.length === 0
       ? []
-      : await handle.db
+      : await db
           .selectFrom('engine_circuits')
           .selectAll()
           .where('engine', 'in', [...engines])
@@ -64,45 +69,46 @@ const LAST_ERRORS = 5;
 export async function engineViews(handle: DbHandle, registry: EngineRegistry, now: number): Promise<EngineView[]> {
   const engines = registry.all();
   const names = engines.map((e) => e.name);
-  const { db } = handle;
-  const [circuitList, counts, inFlight] = await Promise.all([
-    circuits(handle, names, now),
-    db
-      .selectFrom('jobs')
-      .select(['engine', 'status', (eb) => eb.fn.countAll().as('n')])
-      .where('status', 'in', ['queued', 'running'])
-      .groupBy(['engine', 'status'])
-      .execute(),
-    db
-      .selectFrom('jobs')
-      .select(['engine', (eb) => eb.fn.countAll().as('n')])
-      .where('status', '=', 'running')
-      .where('engine_state', 'is not', null)
-      .groupBy('engine')
-      .execute(),
-  ]);
-  const count = (engine: string, status: string) => Number(counts.find((c) => c.engine === engine && c.status === status)?.n ?? 0);
-  const views: EngineView[] = [];
-  for (const [i, engine] of engines.entries()) {
-    const failed = await db
-      .selectFrom('jobs')
-      .select(['id', 'error_code', 'error_message', 'finished_at'])
-      .where('engine', '=', engine.name)
-      .where('status', '=', 'failed')
-      .orderBy('id', 'desc')
-      .limit(LAST_ERRORS)
-      .execute();
-    views.push({
-      name: engine.name,
-      kind: isRemoteEngine(engine) ? 'remote' : 'local',
-      capabilities: engine.capabilities,
-      maxConcurrency: isRemoteEngine(engine) ? engine.maxConcurrency : null,
-      circuit: circuitList[i],
-      running: count(engine.name, 'running'),
-      queued: count(engine.name, 'queued'),
-      inFlightRemote: Number(inFlight.find((r) => r.engine === engine.name)?.n ?? 0),
-      lastErrors: failed.map((f) => ({ jobId: f.id, code: f.error_code, message: f.error_message, at: iso(f.finished_at === null ? null : Number(f.finished_at)) })),
-    });
-  }
-  return views;
+  return readConsole(handle, async (db) => {
+    const [circuitList, counts, inFlight] = await Promise.all([
+      circuitsIn(db, names, now),
+      db
+        .selectFrom('jobs')
+        .select(['engine', 'status', (eb) => eb.fn.countAll().as('n')])
+        .where('status', 'in', ['queued', 'running'])
+        .groupBy(['engine', 'status'])
+        .execute(),
+      db
+        .selectFrom('jobs')
+        .select(['engine', (eb) => eb.fn.countAll().as('n')])
+        .where('status', '=', 'running')
+        .where('engine_state', 'is not', null)
+        .groupBy('engine')
+        .execute(),
+    ]);
+    const count = (engine: string, status: string) => Number(counts.find((c) => c.engine === engine && c.status === status)?.n ?? 0);
+    const views: EngineView[] = [];
+    for (const [i, engine] of engines.entries()) {
+      const failed = await db
+        .selectFrom('jobs')
+        .select(['id', 'error_code', 'error_message', 'finished_at'])
+        .where('engine', '=', engine.name)
+        .where('status', '=', 'failed')
+        .orderBy('id', 'desc')
+        .limit(LAST_ERRORS)
+        .execute();
+      views.push({
+        name: engine.name,
+        kind: isRemoteEngine(engine) ? 'remote' : 'local',
+        capabilities: engine.capabilities,
+        maxConcurrency: isRemoteEngine(engine) ? engine.maxConcurrency : null,
+        circuit: circuitList[i],
+        running: count(engine.name, 'running'),
+        queued: count(engine.name, 'queued'),
+        inFlightRemote: Number(inFlight.find((r) => r.engine === engine.name)?.n ?? 0),
+        lastErrors: failed.map((f) => ({ jobId: f.id, code: f.error_code, message: f.error_message, at: iso(f.finished_at === null ? null : Number(f.finished_at)) })),
+      });
+    }
+    return views;
+  });
 }

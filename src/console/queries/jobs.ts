@@ -5,6 +5,7 @@ import type { DbHandle, JobsTable } from '../../db/index.ts';
 import { iso } from '../../lib/clock.ts';
 import { isId } from '../../lib/ids.ts';
 import { parseWith } from '../../lib/validate.ts';
+import { readConsole } from './reader.ts';
 
 /** A job as the console shows it: the API's job, and whose it is. */
 export type AdminJob = Job & { clientId: string };
@@ -44,22 +45,24 @@ export function parseJobFilter(query: unknown): JobFilter {
  * primary key backwards: `before` is the last id of the previous page, exclusive.
  */
 export async function listJobs(handle: DbHandle, filter: JobFilter): Promise<{ jobs: AdminJob[]; nextBefore: string | null }> {
-  const limit = filter.limit ?? 50;
-  let select = handle.db.selectFrom('jobs').selectAll();
-  if (filter.id !== undefined) select = select.where('id', '=', filter.id);
-  if (filter.clientId !== undefined) select = select.where('client_id', '=', filter.clientId);
-  if (filter.status !== undefined) select = select.where('status', '=', filter.status);
-  if (filter.capability !== undefined) select = select.where('capability', '=', filter.capability);
-  if (filter.engine !== undefined) select = select.where('engine', '=', filter.engine);
-  if (filter.from !== undefined) select = select.where('created_at_us', '>=', filter.from * 1000);
-  if (filter.to !== undefined) select = select.where('created_at_us', '<', filter.to * 1000);
-  if (filter.before !== undefined) select = select.where('id', '<', filter.before);
-  const rows = await select
-    .orderBy('id', 'desc')
-    .limit(limit + 1)
-    .execute();
-  const kept = rows.slice(0, limit);
-  return { jobs: kept.map(toAdminJob), nextBefore: rows.length > limit ? kept[kept.length - 1].id : null };
+  return readConsole(handle, async (db) => {
+    const limit = filter.limit ?? 50;
+    let select = db.selectFrom('jobs').selectAll();
+    if (filter.id !== undefined) select = select.where('id', '=', filter.id);
+    if (filter.clientId !== undefined) select = select.where('client_id', '=', filter.clientId);
+    if (filter.status !== undefined) select = select.where('status', '=', filter.status);
+    if (filter.capability !== undefined) select = select.where('capability', '=', filter.capability);
+    if (filter.engine !== undefined) select = select.where('engine', '=', filter.engine);
+    if (filter.from !== undefined) select = select.where('created_at_us', '>=', filter.from * 1000);
+    if (filter.to !== undefined) select = select.where('created_at_us', '<', filter.to * 1000);
+    if (filter.before !== undefined) select = select.where('id', '<', filter.before);
+    const rows = await select
+      .orderBy('id', 'desc')
+      .limit(limit + 1)
+      .execute();
+    const kept = rows.slice(0, limit);
+    return { jobs: kept.map(toAdminJob), nextBefore: rows.length > limit ? kept[kept.length - 1].id : null };
+  });
 }
 
 interface DeliveryView {
@@ -83,45 +86,46 @@ export interface JobDetail {
 
 /** One job of any client with its webhook deliveries and their attempts; null when there is none. */
 export async function jobDetail(handle: DbHandle, id: string): Promise<JobDetail | null> {
-  if (!isId('job', id)) return null;
-  const { db } = handle;
-  const row = await db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!row) return null;
-  const deliveries = await db.selectFrom('webhook_deliveries').selectAll().where('job_id', '=', id).orderBy('id').execute();
-  const attempts =
-    deliveries.length === 0
-      ? []
-      : await db
-          .selectFrom('webhook_attempts')
-          .selectAll()
-          .where(
-            'delivery_id',
-            'in',
-            deliveries.map((d) => d.id),
-          )
-          .orderBy('delivery_id')
-          .orderBy('attempt')
-          .execute();
-  const running = row.status === 'running';
-  return {
-    job: toAdminJob(row),
-    row,
-    attempts: {
-      count: Number(row.attempts),
-      leaseOwner: running ? row.lease_owner : null,
-      leaseUntil: running && row.run_at !== null ? iso(Number(row.run_at)) : null,
-      startedAt: row.started_at === null ? null : iso(Number(row.started_at)),
-    },
-    deliveries: deliveries.map((d) => ({
-      id: d.id,
-      event: d.event,
-      url: d.url,
-      status: d.status as DeliveryView['status'],
-      createdAt: iso(Number(d.created_at)),
-      nextAttemptAt: d.status === 'pending' ? iso(Number(d.held_due_at ?? d.next_attempt_at ?? d.created_at)) : null,
-      attempts: attempts
-        .filter((a) => a.delivery_id === d.id)
-        .map((a) => ({ at: iso(Number(a.started_at)), statusCode: a.status_code, durationMs: Number(a.duration_ms), error: a.error })),
-    })),
-  };
+  return readConsole(handle, async (db) => {
+    if (!isId('job', id)) return null;
+    const row = await db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+    if (!row) return null;
+    const deliveries = await db.selectFrom('webhook_deliveries').selectAll().where('job_id', '=', id).orderBy('id').execute();
+    const attempts =
+      deliveries.length === 0
+        ? []
+        : await db
+            .selectFrom('webhook_attempts')
+            .selectAll()
+            .where(
+              'delivery_id',
+              'in',
+              deliveries.map((d) => d.id),
+            )
+            .orderBy('delivery_id')
+            .orderBy('attempt')
+            .execute();
+    const running = row.status === 'running';
+    return {
+      job: toAdminJob(row),
+      row,
+      attempts: {
+        count: Number(row.attempts),
+        leaseOwner: running ? row.lease_owner : null,
+        leaseUntil: running && row.run_at !== null ? iso(Number(row.run_at)) : null,
+        startedAt: row.started_at === null ? null : iso(Number(row.started_at)),
+      },
+      deliveries: deliveries.map((d) => ({
+        id: d.id,
+        event: d.event,
+        url: d.url,
+        status: d.status as DeliveryView['status'],
+        createdAt: iso(Number(d.created_at)),
+        nextAttemptAt: d.status === 'pending' ? iso(Number(d.held_due_at ?? d.next_attempt_at ?? d.created_at)) : null,
+        attempts: attempts
+          .filter((a) => a.delivery_id === d.id)
+          .map((a) => ({ at: iso(Number(a.started_at)), statusCode: a.status_code, durationMs: Number(a.duration_ms), error: a.error })),
+      })),
+    };
+  });
 }

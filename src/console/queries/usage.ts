@@ -1,8 +1,9 @@
-import { sql } from 'kysely';
-import type { DbHandle } from '../../db/index.ts';
+import type { Db, DbHandle } from '../../db/index.ts';
+import { type RawBuilder, sql } from 'kysely';
 import { Invalid } from '../../lib/errors.ts';
+import { readConsole } from './reader.ts';
 
-/** One client × capability × engine × UTC day of jobs (created that day), by outcome. */
+/** One client × capability × engine × UTC day of jobs (created that day, ended since), by outcome. */
 export interface UsageRow {
   /** `YYYY-MM-DD`, UTC. */
   day: string;
@@ -27,9 +28,6 @@ export interface UsageFilter {
 }
 
 const DAY_MS = 86_400_000;
-const DAY_US = 86_400_000_000;
-/** A literal, not a parameter: PostgreSQL matches the select's day to the group by's only when they are the same expression. */
-const DAY_US_SQL = sql.lit(DAY_US);
 /** The longest range one request may ask for, in days. */
 const MAX_USAGE_DAYS = 366;
 /** Without `from`: this many days up to and including `to`. */
@@ -78,34 +76,25 @@ export function parseUsageFilter(query: unknown, now: number): UsageFilter {
 export const usageQuery = (f: UsageFilter) => ({ from: dayString(f.fromDay), to: dayString(f.toDay), clientId: f.clientId ?? '' });
 
 /**
- * Usage rows, by day, then client, capability and engine. One grouped query on both dialects:
- * the day is the integer `created_at_us / 86400000000` (integer division of integers in SQLite
- * and PostgreSQL alike), formatted here; counts come back as strings on PostgreSQL.
- * Output bytes: the outputs of jobs in the range, summed per job first (assets have no index
- * on job_id, so they are read once, from a day before the range on: outputs follow their job).
+ * Usage rows, by day, then client, capability and engine, read from the daily roll-up
+ * (`usage_daily`, written by queue/usage-rollup.ts in the transaction that ends each job),
+ * never from a scan of jobs: a range of its primary key, at most one row per day × client ×
+ * capability × engine. A job counts on the UTC day it was created, once it has ended, under the
+ * engine it ended on; `jobs` is the sum of the four outcomes (queued and running jobs are on
+ * the overview). Counts come back as strings on PostgreSQL.
  */
 export async function usageRows(handle: DbHandle, filter: UsageFilter): Promise<UsageRow[]> {
-  const fromUs = filter.fromDay * DAY_US;
-  const toUs = (filter.toDay + 1) * DAY_US;
-  const client = filter.clientId === undefined ? sql`` : sql`and j.client_id = ${filter.clientId}`;
-  const count = (status: string) => sql`sum(case when j.status = ${status} then 1 else 0 end)`;
-  const { rows } = await sql<Record<string, string | number | null>>`
-    select j.client_id as client_id, j.capability as capability, j.engine as engine,
-      j.created_at_us / ${DAY_US_SQL} as day,
-      count(*) as jobs,
-      ${count('succeeded')} as succeeded,
-      ${count('failed')} as failed,
-      ${count('expired')} as expired,
-      ${count('cancelled')} as cancelled,
-      coalesce(sum(o.bytes), 0) as output_bytes
-    from jobs j
-    left join (
-      select job_id, sum(bytes) as bytes from assets
-      where source = 'output' and job_id is not null and created_at_us >= ${fromUs - DAY_US}
-      group by job_id
-    ) o on o.job_id = j.id
-    where j.created_at_us >= ${fromUs} and j.created_at_us < ${toUs} ${client}
-    group by j.client_id, j.capability, j.engine, j.created_at_us / ${DAY_US_SQL}`.execute(handle.db);
+  return readConsole(handle, (db) => rowsIn(db, filter));
+}
+
+/** The filter's rows (the first `limit` of them), in order. */
+async function rowsIn(db: Db, filter: UsageFilter, limit?: number): Promise<UsageRow[]> {
+  let select = db.selectFrom('usage_daily').selectAll().where('day', '>=', filter.fromDay).where('day', '<=', filter.toDay);
+  if (filter.clientId !== undefined) select = select.where('client_id', '=', filter.clientId);
+  // The primary key's order, so the sort below (code-unit order, whatever the database's
+  // collation) has little to do; with a limit, the first rows by the database's order.
+  select = select.orderBy('day').orderBy('client_id').orderBy('capability').orderBy('engine');
+  const rows = await (limit === undefined ? select : select.limit(limit)).execute();
   return rows
     .map((r) => ({
       day: dayString(Number(r.day)),
@@ -123,6 +112,97 @@ export async function usageRows(handle: DbHandle, filter: UsageFilter): Promise<
 }
 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * The usage rows as the JSON array `GET /admin/api/usage` answers, built by the database (the
+ * SQLite reader process, or the PostgreSQL server): the server's main thread only passes the
+ * text on, however many rows there are (30 days of 50 clients are ~14,000 rows, 1.5 MB, which
+ * would otherwise be parsed, mapped and serialised on the thread that answers /api/v1). The
+ * same rows and order as `usageRows` (ids in code-point order).
+ */
+export async function usageJson(handle: DbHandle, filter: UsageFilter): Promise<string> {
+  const client = filter.clientId === undefined ? sql`` : sql`and client_id = ${filter.clientId}`;
+  const range = sql`day >= ${filter.fromDay} and day <= ${filter.toDay} ${client}`;
+  const fields = (day: RawBuilder<unknown>) =>
+    sql`${sql.lit('day')}, ${day}, 'clientId', client_id, 'capability', capability, 'engine', engine, 'jobs', jobs, 'succeeded', succeeded,
+      'failed', failed, 'expired', expired, 'cancelled', cancelled, 'outputBytes', output_bytes`;
+  const query =
+    handle.dialect === 'postgres'
+      ? sql<{ rows: string }>`select coalesce(json_agg(json_build_object(${fields(sql`to_char(date '1970-01-01' + day, 'YYYY-MM-DD')`)})
+          order by day, client_id collate "C", capability collate "C", engine collate "C"), '[]')::text as rows
+          from usage_daily where ${range}`
+      : // SQLite aggregates a subquery's rows in its order; the primary key gives that order without sorting.
+        sql<{ rows: string }>`select coalesce(json_group_array(json_object(${fields(sql`date(day * 86400, 'unixepoch')`)})), '[]') as rows
+          from (select * from usage_daily where ${range} order by day, client_id, capability, engine)`;
+  const { rows } = await readConsole(handle, (db) => query.execute(db));
+  return rows[0]?.rows ?? '[]';
+}
+
+/**
+ * Totals per client over the filter's days, summed by the database (one row per client, not
+ * one per day × capability × engine): what a list of clients shows beside each.
+ */
+export function usageTotalsByClient(handle: DbHandle, filter: UsageFilter): Promise<Map<string, UsageTotals>> {
+  return readConsole(handle, (db) => totalsIn(db, filter, 'client_id'));
+}
+
+async function totalsIn(db: Db, filter: UsageFilter, by: 'client_id' | 'day'): Promise<Map<string, UsageTotals>> {
+  let select = db
+    .selectFrom('usage_daily')
+    .select((eb) => [
+      eb.ref(by).as('key'),
+      eb.fn.sum<number>('jobs').as('jobs'),
+      eb.fn.sum<number>('succeeded').as('succeeded'),
+      eb.fn.sum<number>('failed').as('failed'),
+      eb.fn.sum<number>('expired').as('expired'),
+      eb.fn.sum<number>('cancelled').as('cancelled'),
+      eb.fn.sum<number>('output_bytes').as('output_bytes'),
+    ])
+    .where('day', '>=', filter.fromDay)
+    .where('day', '<=', filter.toDay)
+    .groupBy(by);
+  if (filter.clientId !== undefined) select = select.where('client_id', '=', filter.clientId);
+  const rows = await select.execute();
+  const out = new Map<string, UsageTotals>();
+  for (const r of rows) {
+    const key = by === 'day' ? dayString(Number(r.key)) : String(r.key);
+    out.set(key, {
+      jobs: Number(r.jobs),
+      succeeded: Number(r.succeeded),
+      failed: Number(r.failed),
+      expired: Number(r.expired),
+      cancelled: Number(r.cancelled),
+      outputBytes: Number(r.output_bytes),
+    });
+  }
+  return new Map([...out].sort(([a], [b]) => cmp(a, b)));
+}
+
+/** What the usage page shows: at most `maxRows` rows (and how many there are), totals per client and per day. */
+export interface UsageSummary {
+  rows: UsageRow[];
+  rowCount: number;
+  byClient: Map<string, UsageTotals>;
+  byDay: Map<string, UsageTotals>;
+}
+
+/**
+ * The usage page's data, its sums made by the database: the page's work on the main thread
+ * stays small however many clients and days the range holds (the full rows are in the CSV).
+ */
+export function usageSummary(handle: DbHandle, filter: UsageFilter, maxRows: number): Promise<UsageSummary> {
+  return readConsole(handle, async (db) => {
+    let count = db
+      .selectFrom('usage_daily')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('day', '>=', filter.fromDay)
+      .where('day', '<=', filter.toDay);
+    if (filter.clientId !== undefined) count = count.where('client_id', '=', filter.clientId);
+    const rows = await rowsIn(db, filter, maxRows);
+    const rowCount = Number((await count.executeTakeFirst())?.n ?? 0);
+    return { rows, rowCount, byClient: await totalsIn(db, filter, 'client_id'), byDay: await totalsIn(db, filter, 'day') };
+  });
+}
 
 export type UsageTotals = Omit<UsageRow, 'day' | 'clientId' | 'capability' | 'engine'>;
 
@@ -151,9 +231,8 @@ export function totalsBy(rows: readonly UsageRow[], key: (row: UsageRow) => stri
   return out;
 }
 
-/** Every day of the filter with its totals (days without jobs too), for the chart. */
-export function perDay(rows: readonly UsageRow[], filter: UsageFilter): { day: string; totals: UsageTotals }[] {
-  const byDay = totalsBy(rows, (r) => r.day);
+/** Every day of the filter with its totals (days without jobs too), for the chart; `byDay`: totals per `YYYY-MM-DD`. */
+export function perDay(byDay: ReadonlyMap<string, UsageTotals>, filter: UsageFilter): { day: string; totals: UsageTotals }[] {
   const out: { day: string; totals: UsageTotals }[] = [];
   for (let d = filter.fromDay; d <= filter.toDay; d++) out.push({ day: dayString(d), totals: byDay.get(dayString(d)) ?? emptyTotals() });
   return out;

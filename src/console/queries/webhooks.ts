@@ -1,6 +1,7 @@
 import type { ExpressionBuilder, Selectable } from 'kysely';
-import type { Database, DbHandle, WebhookDeliveriesTable } from '../../db/index.ts';
+import type { Database, Db, DbHandle, WebhookDeliveriesTable } from '../../db/index.ts';
 import { iso } from '../../lib/clock.ts';
+import { readConsole } from './reader.ts';
 import { Invalid } from '../../lib/errors.ts';
 
 /** A receiver origin that is failing: timeouts/connection errors in a row, or blocked. */
@@ -95,53 +96,57 @@ const failingExpr = (eb: Eb) => eb.or([eb('status', '=', 'failed'), eb.and([eb('
  * A status filter makes it one part.
  */
 export async function listDeliveries(handle: DbHandle, filter: DeliveryFilter, now: number): Promise<{ deliveries: AdminDeliveryView[]; nextBefore: string | null }> {
-  const phases: ((eb: Eb) => ReturnType<Eb['and']>)[] =
-    filter.status === undefined
-      ? [(eb) => eb.and([failingExpr(eb)]), (eb) => eb.not(failingExpr(eb))]
-      : [(eb) => (filter.status === 'failing' ? eb.and([failingExpr(eb)]) : eb.and([eb('status', '=', filter.status as string)]))];
-  const cursor = filter.before ? CURSOR.exec(filter.before) : null;
-  let phase = cursor ? Math.min(Number(cursor[1]), phases.length - 1) : 0;
-  let before = cursor ? cursor[2] : undefined;
-  const found: { phase: number; row: Selectable<WebhookDeliveriesTable> }[] = [];
-  let more = false;
-  while (phase < phases.length) {
-    const want = filter.limit + 1 - found.length;
-    let select = handle.db.selectFrom('webhook_deliveries').selectAll().where(phases[phase]);
-    if (filter.clientId !== undefined) select = select.where('client_id', '=', filter.clientId);
-    if (before !== undefined) select = select.where('id', '<', before);
-    const rows = await select.orderBy('id', 'desc').limit(want).execute();
-    for (const row of rows) found.push({ phase, row });
-    if (found.length > filter.limit) {
-      more = true;
-      break;
+  return readConsole(handle, async (db) => {
+    const phases: ((eb: Eb) => ReturnType<Eb['and']>)[] =
+      filter.status === undefined
+        ? [(eb) => eb.and([failingExpr(eb)]), (eb) => eb.not(failingExpr(eb))]
+        : [(eb) => (filter.status === 'failing' ? eb.and([failingExpr(eb)]) : eb.and([eb('status', '=', filter.status as string)]))];
+    const cursor = filter.before ? CURSOR.exec(filter.before) : null;
+    let phase = cursor ? Math.min(Number(cursor[1]), phases.length - 1) : 0;
+    let before = cursor ? cursor[2] : undefined;
+    const found: { phase: number; row: Selectable<WebhookDeliveriesTable> }[] = [];
+    let more = false;
+    while (phase < phases.length) {
+      const want = filter.limit + 1 - found.length;
+      let select = db.selectFrom('webhook_deliveries').selectAll().where(phases[phase]);
+      if (filter.clientId !== undefined) select = select.where('client_id', '=', filter.clientId);
+      if (before !== undefined) select = select.where('id', '<', before);
+      const rows = await select.orderBy('id', 'desc').limit(want).execute();
+      for (const row of rows) found.push({ phase, row });
+      if (found.length > filter.limit) {
+        more = true;
+        break;
+      }
+      phase++;
+      before = undefined;
     }
-    phase++;
-    before = undefined;
-  }
-  const kept = found.slice(0, filter.limit);
-  const last = kept[kept.length - 1];
-  return {
-    deliveries: await withAttempts(
-      handle,
-      kept.map((k) => k.row),
-      now,
-    ),
-    nextBefore: more && last ? `${last.phase}.${last.row.id}` : null,
-  };
+    const kept = found.slice(0, filter.limit);
+    const last = kept[kept.length - 1];
+    return {
+      deliveries: await withAttempts(
+        db,
+        kept.map((k) => k.row),
+        now,
+      ),
+      nextBefore: more && last ? `${last.phase}.${last.row.id}` : null,
+    };
+  });
 }
 
 /** One delivery with its attempts; null when there is none. */
 export async function deliveryById(handle: DbHandle, id: string, now: number): Promise<AdminDeliveryView | null> {
-  if (!DELIVERY_ID.test(id)) return null;
-  const row = await handle.db.selectFrom('webhook_deliveries').selectAll().where('id', '=', id).executeTakeFirst();
-  return row ? ((await withAttempts(handle, [row], now))[0] ?? null) : null;
+  return readConsole(handle, async (db) => {
+    if (!DELIVERY_ID.test(id)) return null;
+    const row = await db.selectFrom('webhook_deliveries').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? ((await withAttempts(db, [row], now))[0] ?? null) : null;
+  });
 }
 
-async function withAttempts(handle: DbHandle, rows: Selectable<WebhookDeliveriesTable>[], now: number): Promise<AdminDeliveryView[]> {
+async function withAttempts(db: Db, rows: Selectable<WebhookDeliveriesTable>[], now: number): Promise<AdminDeliveryView[]> {
   const attempts =
     rows.length === 0
       ? []
-      : await handle.db
+      : await db
           .selectFrom('webhook_attempts')
           .selectAll()
           .where(
@@ -199,43 +204,45 @@ function toDeliveryView(
  * how many of their deliveries wait or were given up on.
  */
 export async function failingEndpoints(handle: DbHandle, now: number, limit = 100): Promise<EndpointView[]> {
-  const rows = await handle.db
-    .selectFrom('webhook_endpoints')
-    .select(['origin', 'consecutive_failures', 'blocked_until'])
-    .where((eb) => eb.or([eb('consecutive_failures', '>', 0), eb('blocked_until', '>', now)]))
-    .orderBy('consecutive_failures', 'desc')
-    .orderBy('origin')
-    .limit(limit)
-    .execute();
-  // Origins whose deliveries fail on HTTP answers (no failures counted for the origin) show too.
-  const answered = await handle.db
-    .selectFrom('webhook_deliveries')
-    .select(['origin', 'status', (eb) => eb.fn.countAll().as('n')])
-    .where((eb) => failingExpr(eb))
-    .groupBy(['origin', 'status'])
-    .execute();
-  const counts = new Map<string, { pending: number; failed: number }>();
-  for (const a of answered) {
-    const c = counts.get(a.origin) ?? { pending: 0, failed: 0 };
-    if (a.status === 'failed') c.failed += Number(a.n);
-    else c.pending += Number(a.n);
-    counts.set(a.origin, c);
-  }
-  const out: EndpointView[] = rows.map((r) => {
-    const blockedUntil = r.blocked_until === null ? null : Number(r.blocked_until);
-    return {
-      origin: r.origin,
-      consecutiveFailures: Number(r.consecutive_failures),
-      blockedUntil: blockedUntil === null ? null : iso(blockedUntil),
-      blocked: blockedUntil !== null && blockedUntil > now,
-      pending: counts.get(r.origin)?.pending ?? 0,
-      failed: counts.get(r.origin)?.failed ?? 0,
-    };
+  return readConsole(handle, async (db) => {
+    const rows = await db
+      .selectFrom('webhook_endpoints')
+      .select(['origin', 'consecutive_failures', 'blocked_until'])
+      .where((eb) => eb.or([eb('consecutive_failures', '>', 0), eb('blocked_until', '>', now)]))
+      .orderBy('consecutive_failures', 'desc')
+      .orderBy('origin')
+      .limit(limit)
+      .execute();
+    // Origins whose deliveries fail on HTTP answers (no failures counted for the origin) show too.
+    const answered = await db
+      .selectFrom('webhook_deliveries')
+      .select(['origin', 'status', (eb) => eb.fn.countAll().as('n')])
+      .where((eb) => failingExpr(eb))
+      .groupBy(['origin', 'status'])
+      .execute();
+    const counts = new Map<string, { pending: number; failed: number }>();
+    for (const a of answered) {
+      const c = counts.get(a.origin) ?? { pending: 0, failed: 0 };
+      if (a.status === 'failed') c.failed += Number(a.n);
+      else c.pending += Number(a.n);
+      counts.set(a.origin, c);
+    }
+    const out: EndpointView[] = rows.map((r) => {
+      const blockedUntil = r.blocked_until === null ? null : Number(r.blocked_until);
+      return {
+        origin: r.origin,
+        consecutiveFailures: Number(r.consecutive_failures),
+        blockedUntil: blockedUntil === null ? null : iso(blockedUntil),
+        blocked: blockedUntil !== null && blockedUntil > now,
+        pending: counts.get(r.origin)?.pending ?? 0,
+        failed: counts.get(r.origin)?.failed ?? 0,
+      };
+    });
+    const known = new Set(out.map((e) => e.origin));
+    for (const [origin, c] of counts) {
+      if (known.has(origin) || out.length >= limit) continue;
+      out.push({ origin, consecutiveFailures: 0, blockedUntil: null, blocked: false, ...c });
+    }
+    return out;
   });
-  const known = new Set(out.map((e) => e.origin));
-  for (const [origin, c] of counts) {
-    if (known.has(origin) || out.length >= limit) continue;
-    out.push({ origin, consecutiveFailures: 0, blockedUntil: null, blocked: false, ...c });
-  }
-  return out;
 }
