@@ -39,7 +39,8 @@ export function registerErrorHandling(app: FastifyInstance): void {
       if (error instanceof RateLimited) reply.header('retry-after', String(error.retryAfterSeconds));
       // Bad input also names its field on its own for the console, which shows it next to the form
       // (on /api/v1 the message names it: the seed's error body stays `{ error, code }`).
-      if (error instanceof Invalid && error.field && request.routeOptions.config?.access?.startsWith('console')) return reply.status(statusFor(error)).send({ error: error.message, code: error.code, field: error.field });
+      if (error instanceof Invalid && error.field && request.routeOptions.config?.access?.startsWith('console'))
+        return reply.status(statusFor(error)).send({ error: error.message, code: error.code, field: error.field });
       return reply.status(statusFor(error)).send({ error: error.message, code: error.code });
     }
     const code = (error as FastifyError).code;

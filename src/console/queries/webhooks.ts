@@ -6,6 +6,8 @@ import { Invalid } from '../../lib/errors.ts';
 
 /** A receiver origin that is failing: timeouts/connection errors in a row, or blocked. */
 export interface EndpointView {
+  /** Failures are counted and blocks applied per client and origin: one client's broken path holds up no one else. */
+  clientId: string;
   origin: string;
   consecutiveFailures: number;
   /** While in the future no attempt starts; null: not blocked. */
@@ -207,41 +209,46 @@ export async function failingEndpoints(handle: DbHandle, now: number, limit = 10
   return readConsole(handle, async (db) => {
     const rows = await db
       .selectFrom('webhook_endpoints')
-      .select(['origin', 'consecutive_failures', 'blocked_until'])
+      .select(['client_id', 'origin', 'consecutive_failures', 'blocked_until'])
       .where((eb) => eb.or([eb('consecutive_failures', '>', 0), eb('blocked_until', '>', now)]))
       .orderBy('consecutive_failures', 'desc')
       .orderBy('origin')
+      .orderBy('client_id')
       .limit(limit)
       .execute();
-    // Origins whose deliveries fail on HTTP answers (no failures counted for the origin) show too.
+    // Receivers whose deliveries fail on HTTP answers (no failures counted for them) show too.
     const answered = await db
       .selectFrom('webhook_deliveries')
-      .select(['origin', 'status', (eb) => eb.fn.countAll().as('n')])
+      .select(['client_id', 'origin', 'status', (eb) => eb.fn.countAll().as('n')])
       .where((eb) => failingExpr(eb))
-      .groupBy(['origin', 'status'])
+      .groupBy(['client_id', 'origin', 'status'])
       .execute();
-    const counts = new Map<string, { pending: number; failed: number }>();
+    const keyOf = (clientId: string, origin: string) => `${clientId} ${origin}`;
+    const counts = new Map<string, { clientId: string; origin: string; pending: number; failed: number }>();
     for (const a of answered) {
-      const c = counts.get(a.origin) ?? { pending: 0, failed: 0 };
+      const key = keyOf(a.client_id, a.origin);
+      const c = counts.get(key) ?? { clientId: a.client_id, origin: a.origin, pending: 0, failed: 0 };
       if (a.status === 'failed') c.failed += Number(a.n);
       else c.pending += Number(a.n);
-      counts.set(a.origin, c);
+      counts.set(key, c);
     }
     const out: EndpointView[] = rows.map((r) => {
       const blockedUntil = r.blocked_until === null ? null : Number(r.blocked_until);
+      const c = counts.get(keyOf(r.client_id, r.origin));
       return {
+        clientId: r.client_id,
         origin: r.origin,
         consecutiveFailures: Number(r.consecutive_failures),
         blockedUntil: blockedUntil === null ? null : iso(blockedUntil),
         blocked: blockedUntil !== null && blockedUntil > now,
-        pending: counts.get(r.origin)?.pending ?? 0,
-        failed: counts.get(r.origin)?.failed ?? 0,
+        pending: c?.pending ?? 0,
+        failed: c?.failed ?? 0,
       };
     });
-    const known = new Set(out.map((e) => e.origin));
-    for (const [origin, c] of counts) {
-      if (known.has(origin) || out.length >= limit) continue;
-      out.push({ origin, consecutiveFailures: 0, blockedUntil: null, blocked: false, ...c });
+    const known = new Set(out.map((e) => keyOf(e.clientId, e.origin)));
+    for (const [key, c] of counts) {
+      if (known.has(key) || out.length >= limit) continue;
+      out.push({ ...c, consecutiveFailures: 0, blockedUntil: null, blocked: false });
     }
     return out;
   });
