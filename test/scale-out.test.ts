@@ -296,9 +296,20 @@ describe('scale-out on one database', () => {
         return { done: deliveries.length === expectedIds.size && pending.length === 0, progress: deliveries.length - pending.length, waiting: waitingOnSchedule };
       },
       { stallMs: STALL_MS, what: 'every webhook to be delivered' },
-    ).catch((error) => {
-      const pending = deliveries.filter((d) => d.status === 'pending').map(({ payload, ...d }) => ({ ...d, dueInMs: Number(d.next_attempt_at) - Date.now() }));
-      throw new Error(failWith(`${error.message}: ${deliveries.length} rows, pending: ${JSON.stringify(pending.slice(0, 5))}`));
+    ).catch(async (error) => {
+      const now = Date.now();
+      const pending = deliveries.filter((d) => d.status === 'pending').map(({ payload, ...d }) => ({ ...d, dueInMs: Number(d.next_attempt_at) - now }));
+      // The overdue ones first, then what stands in their way: blocks and attempts in flight.
+      pending.sort((a, b) => Number(a.held_due_at ?? a.next_attempt_at) - Number(b.held_due_at ?? b.next_attempt_at));
+      const endpoints = await h.db.selectFrom('webhook_endpoints').selectAll().execute();
+      const leased = pending.filter((d) => d.lease_owner !== null);
+      const held = pending.filter((d) => d.held_due_at !== null).length;
+      throw new Error(
+        failWith(
+          `${error.message}: ${deliveries.length} rows, ${pending.length} pending (${held} held, ${leased.length} leased), now ${now}, earliest: ${JSON.stringify(pending.slice(0, 5))}; ` +
+            `leased: ${JSON.stringify(leased.slice(0, 8))}; endpoints: ${JSON.stringify(endpoints)}`,
+        ),
+      );
     });
     const deliveredMs = Date.now() - createStart;
     // Every delivery row is settled: nothing can send any more. Stop the processes before looking.
@@ -384,6 +395,40 @@ describe('scale-out on one database', () => {
     const { maxLoopLagMs: receiverLagMs } = await receiver.flush();
     const attemptRows = await h.db.selectFrom('webhook_attempts').selectAll().execute();
     const attemptsByDelivery = groupBy(attemptRows, (a) => a.delivery_id);
+    {
+      // How long each client's events waited for their first attempt, by when they were created.
+      const lag = new Map<string, number[]>();
+      const t0 = Math.min(...deliveries.map((d) => Number(d.created_at)));
+      for (const d of deliveries) {
+        const first = attemptRows.find((a) => a.delivery_id === d.id && Number(a.attempt) === 1);
+        if (!first) continue;
+        const bucket = `${d.client_id}@${Math.floor((Number(d.created_at) - t0) / 10_000) * 10}s`;
+        lag.set(bucket, [...(lag.get(bucket) ?? []), Number(first.started_at) - Number(d.created_at)]);
+      }
+      t.diagnostic(
+        `webhook first-attempt lag (max ms) by client and creation: ${[...lag]
+          .sort()
+          .map(([k, v]) => `${k}:${Math.max(...v)}`)
+          .join(' ')}`,
+      );
+      // How busy the one receiver origin was: attempts started and mean attempts in flight per 10 s.
+      const s0 = Math.min(...attemptRows.map((a) => Number(a.started_at)));
+      const use = new Map<number, { n: number; busy: number; dur: number[] }>();
+      for (const a of attemptRows) {
+        const k = Math.floor((Number(a.started_at) - s0) / 10_000) * 10;
+        const u = use.get(k) ?? { n: 0, busy: 0, dur: [] };
+        use.set(k, u);
+        u.n++;
+        u.busy += Number(a.duration_ms) / 10_000;
+        u.dur.push(Number(a.duration_ms));
+      }
+      t.diagnostic(
+        `webhook attempts per 10 s (count, mean in flight, median ms): ${[...use]
+          .sort((x, y) => x[0] - y[0])
+          .map(([k, u]) => `${k}s:${u.n}/${u.busy.toFixed(2)}/${u.dur.sort((x, y) => x - y)[u.dur.length >> 1]}`)
+          .join(' ')}`,
+      );
+    }
     const deliveryByJob = groupBy(deliveries, (d) => d.job_id);
     const deliveryIds = new Set(deliveries.map((d) => d.id));
     const strays = receiver.receipts.filter((r) => !deliveryIds.has(r.deliveryId));

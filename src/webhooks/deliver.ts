@@ -17,6 +17,7 @@ import {
   endpointStates,
   holdDue,
   inFlight,
+  type Liveness,
   lockDeliveryCounts,
   roomFor,
 } from './endpoints.ts';
@@ -96,7 +97,7 @@ async function claimPass(opts: DeliveryOptions, share: ClientShare | undefined):
   const policy = policyOf(opts);
   return withTransaction(opts.handle, async (tx) => {
     await lockDeliveryCounts(opts.handle, tx);
-    const busy = await inFlight(tx, now);
+    const busy = await inFlight(tx, now, livenessOf(opts));
     const order = [...waiting].sort((a, b) => (busy.byClient.get(a.clientId) ?? 0) - (busy.byClient.get(b.clientId) ?? 0) || a.head - b.head);
     let held = false;
     for (const { clientId } of order) {
@@ -115,8 +116,8 @@ async function claimPass(opts: DeliveryOptions, share: ClientShare | undefined):
         const found = await endpointStates(tx, clientId, unknown);
         for (const origin of unknown) states.set(origin, found.get(origin));
         // Origins without room for this client: its rows there are held back until its block
-        // ends, or until the origin's earliest lease would lapse (its sender died); an attempt
-        // at the origin that ends lets them go sooner.
+        // ends, or until the origin's earliest attempt in flight would stop counting (its sender
+        // stopped renewing it); an attempt at the origin that ends lets them go sooner.
         const hold = new Map<string, number>();
         for (const row of rows) {
           if (hold.has(row.origin)) continue;
@@ -131,7 +132,7 @@ async function claimPass(opts: DeliveryOptions, share: ClientShare | undefined):
             }
             continue;
           }
-          hold.set(row.origin, cap === 0 ? Number(state?.blocked_until) : (load?.earliestLeaseEnd ?? now + leaseMsOf(opts)));
+          hold.set(row.origin, cap === 0 ? Number(state?.blocked_until) : (load?.earliestRelease ?? now + livenessOf(opts).staleAfterMs));
         }
         await holdDue(tx, clientId, hold, now);
         held ||= hold.size > 0;
@@ -174,6 +175,14 @@ const policyOf = (opts: DeliveryOptions): EndpointPolicy => ({ ...DEFAULT_ENDPOI
 
 const leaseMsOf = (opts: DeliveryOptions) => opts.leaseMs ?? DEFAULT_DELIVERY_LEASE_MS;
 
+const heartbeatMsOf = (opts: DeliveryOptions) => opts.heartbeatMs ?? Math.max(1, Math.floor(leaseMsOf(opts) / 6));
+
+/** A claim counts as in flight while renewed within two heartbeats (a third of the lease by default): endpoints.ts Liveness. */
+const livenessOf = (opts: DeliveryOptions): Liveness => {
+  const leaseMs = leaseMsOf(opts);
+  return { leaseMs, staleAfterMs: Math.min(leaseMs, Math.max(Math.floor(leaseMs / 3), 2 * heartbeatMsOf(opts))) };
+};
+
 /** One claim (delivery and attempt number) held by `opts.owner`. */
 const heldClaim = (opts: DeliveryOptions, delivery: WebhookDeliveriesTable) =>
   opts.handle.db.updateTable('webhook_deliveries').where('id', '=', delivery.id).where('lease_owner', '=', opts.owner).where('attempts', '=', delivery.attempts);
@@ -205,13 +214,10 @@ function holdLease(opts: DeliveryOptions, delivery: WebhookDeliveriesTable): Lea
       opts.onWarning?.('webhook lease renewal failed', { deliveryId: delivery.id, err: error });
     }
   };
-  const timer = setInterval(
-    () => {
-      if (lost) return clearInterval(timer);
-      beat ??= renew().finally(() => (beat = null));
-    },
-    opts.heartbeatMs ?? Math.max(1, Math.floor(leaseMs / 6)),
-  );
+  const timer = setInterval(() => {
+    if (lost) return clearInterval(timer);
+    beat ??= renew().finally(() => (beat = null));
+  }, heartbeatMsOf(opts));
   timer.unref();
   return {
     get expiresAt() {
@@ -357,6 +363,7 @@ async function recordOutcome(opts: DeliveryOptions, delivery: WebhookDeliveriesT
         await afterAttempt(
           tx,
           policyOf(opts),
+          livenessOf(opts),
           delivery.client_id,
           delivery.origin,
           error === null ? 'delivered' : unreachable ? 'unreachable' : 'answered',

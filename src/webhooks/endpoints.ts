@@ -155,34 +155,50 @@ async function waitingClients(tx: Tx, origin: string, now: number): Promise<stri
   return rows.map((r) => r.client_id);
 }
 
-/** One origin's attempts in flight: how many, the earliest lease end, how many per client. */
+/**
+ * When a claim counts as an attempt in flight. A live sender renews its lease every heartbeat
+ * (a sixth of it by default), so a claim not renewed for `staleAfterMs` has lost its sender
+ * (killed, or stalled that long): it no longer counts against its client's part of the origin or
+ * the origin's capacity, though nobody may send it again until its lease lapses. Without this,
+ * one killed sender took its client's whole part of an origin (one attempt, with two clients
+ * there) for the rest of its lease: that client sent nothing there meanwhile, and with senders
+ * killed every few seconds its deliveries fell minutes behind while the origin stood idle.
+ */
+export interface Liveness {
+  leaseMs: number;
+  staleAfterMs: number;
+}
+
+/** One origin's attempts in flight: how many, when the earliest stops counting (ends, or its sender is presumed dead), how many per client. */
 export interface OriginLoad {
   count: number;
-  earliestLeaseEnd: number;
+  earliestRelease: number;
   byClient: Map<string, number>;
 }
 
-/** Claimed deliveries whose lease has not lapsed: per origin (OriginLoad), per client how many. */
+/** Claims that count as in flight (Liveness): per origin (OriginLoad), per client how many. */
 export interface InFlight {
   byOrigin: Map<string, OriginLoad>;
   byClient: Map<string, number>;
 }
 
 /** Reads the attempts in flight (few rows: at most every sender's pool, plus lapsed claims), optionally of one origin. */
-export async function inFlight(tx: Tx, now: number, origin?: string): Promise<InFlight> {
+export async function inFlight(tx: Tx, now: number, liveness: Liveness, origin?: string): Promise<InFlight> {
   // Only `lease_owner is not null` (webhook_deliveries_leased): a condition on next_attempt_at
   // could lead the planner to the due index, whose future part holds every scheduled retry.
   let query = tx.selectFrom('webhook_deliveries').select(['origin', 'client_id', 'next_attempt_at']).where('lease_owner', 'is not', null);
   if (origin !== undefined) query = query.where('origin', '=', origin);
-  const rows = (await query.execute()).filter((r) => Number(r.next_attempt_at) > now);
+  // A lease ends leaseMs after its last renewal: renewed within staleAfterMs, it ends after this.
+  const shift = liveness.leaseMs - Math.min(liveness.staleAfterMs, liveness.leaseMs);
+  const rows = (await query.execute()).filter((r) => Number(r.next_attempt_at) - shift > now);
   const byOrigin = new Map<string, OriginLoad>();
   const byClient = new Map<string, number>();
   for (const row of rows) {
-    const end = Number(row.next_attempt_at);
-    const o = byOrigin.get(row.origin) ?? { count: 0, earliestLeaseEnd: end, byClient: new Map<string, number>() };
+    const release = Number(row.next_attempt_at) - shift;
+    const o = byOrigin.get(row.origin) ?? { count: 0, earliestRelease: release, byClient: new Map<string, number>() };
     byOrigin.set(row.origin, o);
     o.count++;
-    o.earliestLeaseEnd = Math.min(o.earliestLeaseEnd, end);
+    o.earliestRelease = Math.min(o.earliestRelease, release);
     o.byClient.set(row.client_id, (o.byClient.get(row.client_id) ?? 0) + 1);
     byClient.set(row.client_id, (byClient.get(row.client_id) ?? 0) + 1);
   }
@@ -228,7 +244,16 @@ export async function holdDue(tx: Tx, clientId: string, until: ReadonlyMap<strin
  * its held deliveries there wait for the block's end. Then every client waiting for the origin
  * gets as many held deliveries let go as it has room for now (roomAt), fewest in flight first.
  */
-export async function afterAttempt(tx: Tx, policy: EndpointPolicy, clientId: string, origin: string, result: AttemptResult, finishedAt: number, now: number): Promise<void> {
+export async function afterAttempt(
+  tx: Tx,
+  policy: EndpointPolicy,
+  liveness: Liveness,
+  clientId: string,
+  origin: string,
+  result: AttemptResult,
+  finishedAt: number,
+  now: number,
+): Promise<void> {
   const before = (await endpointStates(tx, clientId, [origin])).get(origin);
   const after = stateAfter(policy, before, result, finishedAt);
   if (after) {
@@ -249,7 +274,7 @@ export async function afterAttempt(tx: Tx, policy: EndpointPolicy, clientId: str
   }
   const waiting = await waitingClients(tx, origin, now);
   if (waiting.length === 0) return;
-  const load = (await inFlight(tx, now, origin)).byOrigin.get(origin) ?? { count: 0, earliestLeaseEnd: now, byClient: new Map<string, number>() };
+  const load = (await inFlight(tx, now, liveness, origin)).byOrigin.get(origin) ?? { count: 0, earliestRelease: now, byClient: new Map<string, number>() };
   const clients = new Set([...load.byClient.keys(), ...waiting]).size;
   const lanes = new Map<string, EndpointState | undefined>();
   for (const id of waiting) lanes.set(id, (await endpointStates(tx, id, [origin])).get(origin));
