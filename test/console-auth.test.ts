@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { roleFor } from '../src/console/roles.ts';
 import { KEY_A, startStack, testEnv, type Stack } from './helpers.ts';
-import { redeemAdminLink } from './console-helpers.ts';
+import { getJson, redeemAdminLink } from './console-helpers.ts';
 import { CookieJar, signInOverHttp, startOidcProvider, type TestOidcProvider, TEST_PASSWORD, TEST_USERS } from './support/oidc-provider.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -24,18 +24,6 @@ const attributes = (line: string) =>
     .split(';')
     .slice(1)
     .map((a) => a.trim().toLowerCase());
-
-async function getJson(url: string, init: RequestInit = {}) {
-  const response = await fetch(url, { redirect: 'manual', ...init });
-  const text = await response.text();
-  let body: any = text;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    // not JSON
-  }
-  return { status: response.status, body, headers: response.headers };
-}
 
 /** A signed-in session cookie (`name=value`) for `login`. */
 async function signIn(stack: Stack, login: string): Promise<string> {

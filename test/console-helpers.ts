@@ -77,3 +77,16 @@ export async function forgedSessionCookie(handle: DbHandle, role: 'admin' | 'vie
   const signature = createHmac('sha256', TEST_SESSION_SECRET).update(id).digest('base64').replace(/=+$/, '');
   return { cookie: `zhinian_console=${encodeURIComponent(`${id}.${signature}`)}`, csrfToken: data.csrfToken };
 }
+
+/** A request without following redirects; the body parsed as JSON when it is JSON, else the text. */
+export async function getJson(url: string, init: RequestInit = {}) {
+  const response = await fetch(url, { redirect: 'manual', ...init });
+  const text = await response.text();
+  let body: any = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON
+  }
+  return { status: response.status, body, headers: response.headers };
+}

@@ -4,25 +4,13 @@
 // POST, the __Host- cookie behind https, and two session cookies are refused.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { consoleSignIn, redeemAdminLink } from './console-helpers.ts';
+import { consoleSignIn, getJson, redeemAdminLink } from './console-helpers.ts';
 import { createLoginTokens } from '../src/console/login-tokens.ts';
 import { systemClock } from '../src/lib/clock.ts';
 import { openTestDb, startStack, tempDir, type Stack } from './helpers.ts';
 import { signInOverHttp, startOidcProvider, type TestOidcProvider, TEST_PASSWORD } from './support/oidc-provider.ts';
 
 const SESSION_COOKIE = 'zhinian_console';
-
-async function getJson(url: string, init: RequestInit = {}) {
-  const response = await fetch(url, { redirect: 'manual', ...init });
-  const text = await response.text();
-  let body: any = text;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    // not JSON
-  }
-  return { status: response.status, body, headers: response.headers };
-}
 
 /** A new one-time link for `stack` (as npm run admin-link makes one). */
 async function freshLink(stack: Stack): Promise<string> {

@@ -6,6 +6,7 @@ import { iso } from '../../lib/clock.ts';
 import { isId } from '../../lib/ids.ts';
 import { parseWith } from '../../lib/validate.ts';
 import { readConsole } from './reader.ts';
+import { attemptsOf } from './webhooks.ts';
 
 /** A job as the console shows it: the API's job, and whose it is. */
 export type AdminJob = Job & { clientId: string };
@@ -91,20 +92,10 @@ export async function jobDetail(handle: DbHandle, id: string): Promise<JobDetail
     const row = await db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
     if (!row) return null;
     const deliveries = await db.selectFrom('webhook_deliveries').selectAll().where('job_id', '=', id).orderBy('id').execute();
-    const attempts =
-      deliveries.length === 0
-        ? []
-        : await db
-            .selectFrom('webhook_attempts')
-            .selectAll()
-            .where(
-              'delivery_id',
-              'in',
-              deliveries.map((d) => d.id),
-            )
-            .orderBy('delivery_id')
-            .orderBy('attempt')
-            .execute();
+    const attempts = await attemptsOf(
+      db,
+      deliveries.map((d) => d.id),
+    );
     const running = row.status === 'running';
     return {
       job: toAdminJob(row),

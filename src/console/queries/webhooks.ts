@@ -145,20 +145,10 @@ export async function deliveryById(handle: DbHandle, id: string, now: number): P
 }
 
 async function withAttempts(db: Db, rows: Selectable<WebhookDeliveriesTable>[], now: number): Promise<AdminDeliveryView[]> {
-  const attempts =
-    rows.length === 0
-      ? []
-      : await db
-          .selectFrom('webhook_attempts')
-          .selectAll()
-          .where(
-            'delivery_id',
-            'in',
-            rows.map((r) => r.id),
-          )
-          .orderBy('delivery_id')
-          .orderBy('attempt')
-          .execute();
+  const attempts = await attemptsOf(
+    db,
+    rows.map((r) => r.id),
+  );
   return rows.map((r) =>
     toDeliveryView(
       r,
@@ -166,6 +156,12 @@ async function withAttempts(db: Db, rows: Selectable<WebhookDeliveriesTable>[], 
       now,
     ),
   );
+}
+
+/** Every attempt of the given deliveries, by delivery then attempt number. */
+export async function attemptsOf(db: Db, deliveryIds: string[]) {
+  if (deliveryIds.length === 0) return [];
+  return db.selectFrom('webhook_attempts').selectAll().where('delivery_id', 'in', deliveryIds).orderBy('delivery_id').orderBy('attempt').execute();
 }
 
 function toDeliveryView(
