@@ -456,7 +456,14 @@ describe('cancel', () => {
     const hook = await waitFor(() => receiver.hooks.find((x) => x.body.job.id === job.id), { what: 'cancel webhook' });
     assert.equal(hook.body.event, 'generation.cancelled');
     assert.equal(hook.body.job.status, 'cancelled');
-    const deliveries = await h.db.selectFrom('webhook_deliveries').select(['event', 'status']).where('job_id', '=', job.id).execute();
+    // The sender records the answer after the receiver has it: wait for the record, not just the request.
+    const deliveries = await waitFor(
+      async () => {
+        const rows = await h.db.selectFrom('webhook_deliveries').select(['event', 'status']).where('job_id', '=', job.id).execute();
+        return rows.every((r) => r.status !== 'pending') ? rows : null;
+      },
+      { what: 'the delivery recorded' },
+    );
     assert.deepEqual(deliveries, [{ event: 'generation.cancelled', status: 'delivered' }]);
     assert.equal(receiver.hooks.filter((x) => x.body.job.id === job.id).length, 1);
 
