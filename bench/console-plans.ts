@@ -28,6 +28,9 @@ import { usageJson, usageRows, usageSummary, usageTotalsByClient } from '../src/
 import { failingEndpoints, listDeliveries } from '../src/console/queries/webhooks.ts';
 import type { Database, DbHandle } from '../src/db/index.ts';
 import type { EngineRegistry } from '../src/engines/registry.ts';
+import { createClientDirectory } from '../src/clients/index.ts';
+import { createJobPresenter } from '../src/jobs/index.ts';
+import { systemClock } from '../src/lib/clock.ts';
 import { openStore, type Store } from './lib.ts';
 
 /** A DbHandle whose queries are recorded, not run (PostgreSQL's code path: one transaction per call). */
@@ -73,7 +76,17 @@ function recorder(dialect: 'sqlite' | 'postgres') {
 
 const registry = {
   all: () => ['local', 'jimeng', 'seedance'].map((name) => ({ name, capabilities: ['image.generate'], run: async () => [] })),
+  get: () => undefined,
 } as unknown as EngineRegistry;
+
+/** Job rows as the console shows them, with the client settings of `handle`'s database. */
+const presenter = (handle: DbHandle) =>
+  createJobPresenter({
+    engines: registry,
+    clients: createClientDirectory(handle, { maxRunning: 0, rateLimitJobsPerMinute: 0, rateLimitRequestsPerMinute: 0 }),
+    clock: systemClock,
+    maxAttempts: 3,
+  });
 
 /** Markdown: every console statement with its plan; and how many read all of `jobs`. */
 export async function consolePlans(store: Store, dialect: 'sqlite' | 'postgres', jobId: string): Promise<{ markdown: string; fullScans: string[] }> {
@@ -84,13 +97,13 @@ export async function consolePlans(store: Store, dialect: 'sqlite' | 'postgres',
   await rec.record('overview 24h', (h) => overview(h, '24h', now));
   await rec.record('overview 7d', (h) => overview(h, '7d', now));
   await rec.record('engines', (h) => engineViews(h, registry, now));
-  await rec.record('jobs list, no filter', (h) => listJobs(h, {}));
-  await rec.record('jobs list, status=expired & engine=local', (h) => listJobs(h, { status: 'expired', engine: 'local' }));
-  await rec.record('jobs list, client-7, status=failed', (h) => listJobs(h, { clientId: 'client-7', status: 'failed' }));
+  await rec.record('jobs list, no filter', (h) => listJobs(h, presenter(h), {}));
+  await rec.record('jobs list, status=expired & engine=local', (h) => listJobs(h, presenter(h), { status: 'expired', engine: 'local' }));
+  await rec.record('jobs list, client-7, status=failed', (h) => listJobs(h, presenter(h), { clientId: 'client-7', status: 'failed' }));
   await rec.record('jobs list, capability=video.generate & engine=jimeng, from 3 days ago', (h) =>
-    listJobs(h, { capability: 'video.generate', engine: 'jimeng', from: now - 3 * 86_400_000 }),
+    listJobs(h, presenter(h), { capability: 'video.generate', engine: 'jimeng', from: now - 3 * 86_400_000 }),
   );
-  await rec.record('job detail', (h) => jobDetail(h, jobId));
+  await rec.record('job detail', (h) => jobDetail(h, presenter(h), jobId));
   await rec.record('usage rows, 30 days', (h) => usageRows(h, month));
   // Recorded on the PostgreSQL code path, usageJson writes PostgreSQL's JSON functions; on SQLite it reads the same range as the rows.
   if (dialect === 'postgres') await rec.record('usage JSON, 30 days', (h) => usageJson(h, month));

@@ -8,9 +8,11 @@ import { ENV_VARS, loadConfig } from '../src/config/index.ts';
 import { dictionaries, LOCALES } from '../src/console/i18n/index.ts';
 import { maskCredentials, settingsGroups } from '../src/console/pages/settings.ts';
 import { API_ERROR_CODES } from '../src/console/render.ts';
+import { ERR } from '../src/lib/error-codes.ts';
 import { newId } from '../src/lib/ids.ts';
+import { claimNextJob, retryJobLater } from '../src/queue/index.ts';
 import { KEY_A, KEY_B, openTestDb, queuedJobRow, startStack, type Stack, WEBHOOK_SECRET, waitFor, waitForJob } from './helpers.ts';
-import { FORGED_ROLE_ENV, forgedSessionCookie, redeemAdminLink, TEST_SESSION_SECRET } from './console-helpers.ts';
+import { FORGED_ROLE_ENV, forgedSessionCookie, getJson, redeemAdminLink, TEST_SESSION_SECRET } from './console-helpers.ts';
 
 /** A console session of `role` (the one-time link gives only admin). */
 async function sessionCookie(stack: Stack, role: 'admin' | 'viewer'): Promise<string> {
@@ -58,7 +60,9 @@ describe('console pages', () => {
     videoJob = await make({ capability: 'video.generate', prompt: '短视频', settings: { ratio: '16:9', duration: 4, resolution: '480p' } });
     for (const id of [imageJob, videoJob]) assert.equal((await waitForJob(stack, id)).status, 'succeeded');
     assert.equal((await waitForJob(stack, otherJob, undefined, undefined, KEY_B)).status, 'succeeded');
-    // A job whose webhook receiver is down (its delivery stays pending), and one held back until later.
+    // A job whose webhook receiver is down (its delivery stays pending), and one waiting to retry:
+    // queued for an engine this stack's worker does not run, taken by a worker of that engine
+    // (the claim transition), which failed it transiently (retryLater), as a remote worker would.
     hookJob = await make({ capability: 'image.generate', prompt: 'hook', width: 64, height: 64, webhookUrl: 'http://127.0.0.1:9/hook' });
     await waitForJob(stack, hookJob);
     const handle = await openTestDb(stack.dataDir);
@@ -67,8 +71,12 @@ describe('console pages', () => {
       heldJob = newId('job');
       await handle.db
         .insertInto('jobs')
-        .values(queuedJobRow({ id: heldJob, engine: 'local', created_at_us: now * 1000, run_at: now + 3_600_000, prompt: 'held' }))
+        .values(queuedJobRow({ id: heldJob, engine: 'elsewhere', created_at_us: now * 1000, run_at: now, prompt: 'held' }))
         .execute();
+      const claimed = await claimNextJob(handle, { workerId: 'wrk_elsewhere', now, leaseMs: 60_000, engines: [{ engine: 'elsewhere' }] });
+      assert.equal(claimed?.id, heldJob);
+      const error = { code: ERR.provider_error, message: 'the provider answered 502' };
+      await retryJobLater({ handle, notifier: null, jobId: heldJob, workerId: 'wrk_elsewhere', now, delayMs: 3_600_000, error });
       await waitFor(async () => (await handle.db.selectFrom('webhook_deliveries').select('id').where('job_id', '=', hookJob).executeTakeFirst()) ?? null, { what: 'a delivery' });
     } finally {
       await handle.db.destroy();
@@ -281,7 +289,9 @@ describe('console pages', () => {
     for (const range of ['24h', '7d']) {
       const html = await good(`/admin?range=${range}&lang=en`);
       assert.match(html, /data-stat="total"><div class="value">5</);
-      assert.match(html, /data-stat="queued"><div class="value"><a href="\/admin\/jobs\?status=queued">1</);
+      // The job waiting to retry is running (given back, not queued).
+      assert.match(html, /data-stat="queued"><div class="value"><a href="\/admin\/jobs\?status=queued">0</);
+      assert.match(html, /data-stat="running"><div class="value"><a href="\/admin\/jobs\?status=running">1</);
       assert.doesNotMatch(html, /data-stat="backlog"><div class="value">0</);
       assert.match(html, /data-test="jobs-chart"/);
       assert.equal((html.match(/<rect class="bar" /g) ?? []).length, range === '24h' ? 24 : 7);
@@ -440,11 +450,23 @@ describe('console pages', () => {
 
   test('a waiting job says what it waits for, polls its row, and offers cancel; viewers get no buttons', async () => {
     const html = await good(`/admin/jobs/${heldJob}?lang=en`);
-    assert.match(html, /data-test="waiting"/);
-    assert.match(html, /retry backoff or provider rate limit/);
+    assert.match(html, /data-test="waiting" data-code="retry_backoff"/);
+    assert.match(html, /the retry after a transient failure · next try/);
+    assert.match(html, /Attempt 1 of 3 failed with a transient error/);
+    // Its history: the one attempt, ended to be retried, with the error it ended with.
+    assert.match(html, /<tr data-outcome="retry"><td>1<\/td><td>elsewhere<\/td>/);
+    assert.match(html, /provider_error<\/span>: the provider answered 502/);
+    const api = (await getJson(`${stack.url}/admin/api/jobs/${heldJob}`, { headers: { cookie } })).body;
+    assert.equal(api.job.statusDetail.code, 'retry_backoff');
+    assert.equal(api.attempts.length, 1);
+    assert.deepEqual(Object.keys(api.attempts[0]).sort(), ['endedAt', 'engine', 'error', 'n', 'outcome', 'providerTaskId', 'startedAt']);
+    assert.deepEqual(
+      { ...api.attempts[0], startedAt: 0, endedAt: 0 },
+      { n: 1, engine: 'elsewhere', startedAt: 0, endedAt: 0, outcome: 'retry', error: { code: 'provider_error', message: 'the provider answered 502' }, providerTaskId: null },
+    );
     assert.match(html, /data-test="cancel-job" data-action-url="\/admin\/api\/jobs\/job_[^"]+\/cancel"/);
     const list = await good('/admin/jobs');
-    assert.match(list, new RegExp(`<tr id="job-${heldJob}" data-status="queued" hx-get="/admin/jobs/${heldJob}/row" hx-trigger="every 2s" hx-swap="outerHTML">`));
+    assert.match(list, new RegExp(`<tr id="job-${heldJob}" data-status="running" hx-get="/admin/jobs/${heldJob}/row" hx-trigger="every 2s" hx-swap="outerHTML">`));
     const hook = await good(`/admin/jobs/${hookJob}`);
     assert.match(hook, /data-test="redeliver" data-action-url="\/admin\/api\/deliveries\/whd_[^"]+\/redeliver"/);
     assert.match(hook, /http:\/\/127\.0\.0\.1:9\/hook/);

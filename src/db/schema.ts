@@ -44,7 +44,7 @@ export interface JobsTable {
 }
 
 /** One time a worker took a job (queue/transitions.ts writes it): the job's history. */
-export interface JobAttemptsTable {
+interface JobAttemptsTable {
   job_id: string;
   /** 1, 2, … in the order workers took the job. */
   n: number;
@@ -60,7 +60,7 @@ export interface JobAttemptsTable {
 }
 
 /** SQLite's change log of jobs, polled by other processes (queue/changes.ts); pruned after a minute. */
-export interface JobChangesTable {
+interface JobChangesTable {
   seq: Generated<number>;
   job_id: string;
   version: number;

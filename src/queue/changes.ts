@@ -5,7 +5,7 @@ import type { Notifier } from '../lib/notifier.ts';
 import type { Step } from './transitions.ts';
 
 /** A job and the version a transition gave it. */
-export type JobChange = readonly [jobId: string, version: number];
+type JobChange = readonly [jobId: string, version: number];
 export type ChangeLog = JobChange[];
 
 /** Ids per NOTIFY: its payload must stay under PostgreSQL's 8,000 bytes. */

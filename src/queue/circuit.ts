@@ -1,4 +1,5 @@
 import type { DbHandle, Tx } from '../db/index.ts';
+import { iso } from '../lib/clock.ts';
 import type { Notifier } from '../lib/notifier.ts';
 import { transact } from './changes.ts';
 import { fairKeyShift } from './fair-order.ts';
@@ -30,6 +31,26 @@ export async function circuitStates(tx: Tx, engines: readonly string[], now: num
     else halfOpen.add(row.engine);
   }
   return { open, halfOpen };
+}
+
+export interface CircuitView {
+  engine: string;
+  state: 'closed' | 'open' | 'half-open';
+  consecutiveFailures: number;
+  /** While open: when the cool-down ends (then one probe is let through). */
+  openUntil: string | null;
+}
+
+/** The circuits of `engines` as the claim sees them (closed for engines without a row), for display. */
+export async function circuitViews(db: Tx, engines: readonly string[], now: number): Promise<CircuitView[]> {
+  const rows = engines.length === 0 ? [] : await db.selectFrom('engine_circuits').selectAll().where('engine', 'in', engines).execute();
+  const { open, halfOpen } = await circuitStates(db, engines, now);
+  const failures = new Map(rows.map((r) => [r.engine, Number(r.consecutive_failures)]));
+  return engines.map((engine) => {
+    const until = open.get(engine);
+    const state = until !== undefined ? 'open' : halfOpen.has(engine) ? 'half-open' : 'closed';
+    return { engine, state, consecutiveFailures: failures.get(engine) ?? 0, openUntil: until === undefined ? null : iso(until) };
+  });
 }
 
 /** A half-open circuit lets one job through: this claims that probe (the circuit is open again until it reports). */

@@ -13,3 +13,5 @@ export { fairKeys, fairKeysResume } from './fair-order.ts';
 export * from './lease.ts';
 export * from './settle.ts';
 export * from './transitions.ts';
+export * from './history.ts';
+export * from './status-detail.ts';

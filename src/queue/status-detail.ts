@@ -7,7 +7,7 @@ import { runningCounts } from './claim.ts';
 import { WAITING } from './transitions.ts';
 
 /** What the queue knows beyond the job rows themselves, read by `queueFactsFor`. */
-export interface QueueFacts {
+interface QueueFacts {
   now: number;
   /** ZHINIAN_MAX_ATTEMPTS, for "attempt n of m". */
   maxAttempts: number;

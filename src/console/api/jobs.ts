@@ -6,18 +6,18 @@ import type { ConsoleDeps } from '../deps.ts';
 import { jobDetail, listJobs, parseJobFilter } from '../queries/jobs.ts';
 import { actorOf } from './clients.ts';
 
-/** Jobs across clients: list, detail (attempts, deliveries), cancel. */
+/** Jobs across clients: list, detail (history, lease, deliveries), cancel. */
 export function registerJobApi(admin: FastifyInstance, deps: ConsoleDeps): void {
-  admin.get('/api/jobs', async (request) => listJobs(deps.handle, parseJobFilter(request.query)));
+  admin.get('/api/jobs', async (request) => listJobs(deps.handle, deps.jobs.present, parseJobFilter(request.query)));
 
   admin.get<{ Params: { id: string } }>('/api/jobs/:id', async (request) => {
-    const detail = await jobDetail(deps.handle, request.params.id);
+    const detail = await jobDetail(deps.handle, deps.jobs.present, request.params.id);
     if (!detail) throw new NotFound('Job');
-    return { job: detail.job, attempts: detail.attempts, deliveries: detail.deliveries };
+    return { job: detail.job, attempts: detail.attempts, lease: detail.lease, deliveries: detail.deliveries };
   });
 
   admin.post<{ Params: { id: string } }>('/api/jobs/:id/cancel', async (request) => {
-    const detail = await jobDetail(deps.handle, request.params.id);
+    const detail = await jobDetail(deps.handle, deps.jobs.present, request.params.id);
     if (!detail) throw new NotFound('Job');
     // The same cancel as the client's own (queue/settle.ts): one state machine for both.
     const job = await deps.jobs.cancel(detail.job.clientId, detail.job.id);

@@ -1,11 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { CAPABILITIES, isTerminal, JOB_STATUSES } from '../../contract/index.ts';
 import { isRemoteEngine } from '../../engines/engine.ts';
-import { iso } from '../../lib/clock.ts';
 import { filterErrorOf } from './filter-error.ts';
 import type { ConsoleDeps } from '../deps.ts';
 import { assetsByIds } from '../queries/assets.ts';
-import { circuitOf } from '../queries/engines.ts';
 import { type AdminJob, jobDetail, listJobs, parseJobFilter } from '../queries/jobs.ts';
 import { renderFragment, type Render } from '../render.ts';
 
@@ -21,45 +19,6 @@ function rowData(job: AdminJob, now: number) {
   return { job, durationMs: started === null ? null : (finished ?? now) - started, live: !isTerminal(job.status) };
 }
 
-/** What a job that is not running yet waits for, as far as the platform knows. */
-type Waiting =
-  | { reason: 'backoff'; until: string }
-  | { reason: 'circuit'; engine: string; until: string }
-  | { reason: 'clientCap'; running: number; max: number }
-  | { reason: 'engineCap'; engine: string; running: number; max: number }
-  | { reason: 'worker' };
-
-async function waitingOn(deps: ConsoleDeps, job: AdminJob, runAt: number | null): Promise<Waiting | null> {
-  if (job.status !== 'queued') return null;
-  const now = deps.clock.now();
-  if (runAt !== null && runAt > now) return { reason: 'backoff', until: iso(runAt) ?? '' };
-  const circuit = await circuitOf(deps.handle, job.engine, now);
-  if (circuit.state === 'open' && circuit.openUntil) return { reason: 'circuit', engine: job.engine, until: circuit.openUntil };
-  const { maxRunning } = await deps.clients.settingsOf(job.clientId);
-  if (maxRunning > 0) {
-    const row = await deps.handle.db
-      .selectFrom('jobs')
-      .select((eb) => eb.fn.countAll().as('n'))
-      .where('client_id', '=', job.clientId)
-      .where('status', '=', 'running')
-      .executeTakeFirst();
-    const running = Number(row?.n ?? 0);
-    if (running >= maxRunning) return { reason: 'clientCap', running, max: maxRunning };
-  }
-  const engine = deps.engines.get(job.engine);
-  if (engine && isRemoteEngine(engine)) {
-    const row = await deps.handle.db
-      .selectFrom('jobs')
-      .select((eb) => eb.fn.countAll().as('n'))
-      .where('engine', '=', job.engine)
-      .where('status', '=', 'running')
-      .executeTakeFirst();
-    const running = Number(row?.n ?? 0);
-    if (running >= engine.maxConcurrency) return { reason: 'engineCap', engine: job.engine, running, max: engine.maxConcurrency };
-  }
-  return { reason: 'worker' };
-}
-
 export function registerJobPages(admin: FastifyInstance, deps: ConsoleDeps, render: Render): void {
   admin.get('/jobs', async (request: FastifyRequest, reply: FastifyReply) => {
     const q = request.query as Record<string, unknown>;
@@ -69,7 +28,7 @@ export function registerJobPages(admin: FastifyInstance, deps: ConsoleDeps, rend
     let page: Awaited<ReturnType<typeof listJobs>> = { jobs: [], nextBefore: null };
     try {
       const filter = parseJobFilter({ ...form, limit: str(q.limit), before: str(q.before) });
-      page = await listJobs(deps.handle, filter);
+      page = await listJobs(deps.handle, deps.jobs.present, filter);
     } catch (e) {
       error = filterErrorOf(e);
       reply.status(400);
@@ -94,23 +53,19 @@ export function registerJobPages(admin: FastifyInstance, deps: ConsoleDeps, rend
 
   /** One row of the jobs table, for htmx to poll while the job is live (a terminal row stops polling). */
   admin.get<{ Params: { id: string } }>('/jobs/:id/row', async (request, reply) => {
-    const detail = await jobDetail(deps.handle, request.params.id);
+    const detail = await jobDetail(deps.handle, deps.jobs.present, request.params.id);
     if (!detail) return reply.status(404).type('text/html; charset=utf-8').send('');
     return renderFragment(reply, request, 'partials/job-row', { row: rowData(detail.job, deps.clock.now()) });
   });
 
   admin.get<{ Params: { id: string } }>('/jobs/:id', async (request, reply) => {
-    const detail = await jobDetail(deps.handle, request.params.id);
+    const detail = await jobDetail(deps.handle, deps.jobs.present, request.params.id);
     if (!detail) {
       reply.status(404);
       return render(reply, request, 'partials/not-found', { nav: 'jobs', id: request.params.id });
     }
     const { job, row } = detail;
-    const [inputs, outputs, waiting] = await Promise.all([
-      assetsByIds(deps.handle, job.inputAssetIds),
-      assetsByIds(deps.handle, job.outputAssetIds),
-      waitingOn(deps, job, row.run_at === null ? null : Number(row.run_at)),
-    ]);
+    const [inputs, outputs] = await Promise.all([assetsByIds(deps.handle, job.inputAssetIds), assetsByIds(deps.handle, job.outputAssetIds)]);
     const engine = deps.engines.get(job.engine);
     return render(reply, request, 'job', {
       nav: 'jobs',
@@ -118,12 +73,14 @@ export function registerJobPages(admin: FastifyInstance, deps: ConsoleDeps, rend
       job,
       row: rowData(job, deps.clock.now()),
       attempts: detail.attempts,
+      lease: detail.lease,
       deliveries: detail.deliveries,
       engineState: row.engine_state,
       engineKind: engine ? (isRemoteEngine(engine) ? 'remote' : 'local') : null,
       pinned: Number(row.engine_pinned) === 1,
       terminal: isTerminal(job.status),
-      waiting,
+      /** A queued job without a reason to wait (statusDetail null) waits for a free worker. */
+      waitsForWorker: job.status === 'queued' && job.statusDetail === null,
       inputs,
       outputs,
     });

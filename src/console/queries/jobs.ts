@@ -1,17 +1,22 @@
 import type { Selectable } from 'kysely';
 import { z } from 'zod';
-import { CAPABILITIES, JOB_STATUSES, toJob, type Job } from '../../contract/index.ts';
-import type { DbHandle, JobsTable } from '../../db/index.ts';
+import { CAPABILITIES, JOB_STATUSES, type Job, type JobAttempt } from '../../contract/index.ts';
+import type { Db, DbHandle, JobsTable } from '../../db/index.ts';
+import type { JobPresenter } from '../../jobs/index.ts';
+import { jobAttemptsOf } from '../../queue/index.ts';
 import { iso } from '../../lib/clock.ts';
 import { isId } from '../../lib/ids.ts';
 import { parseWith } from '../../lib/validate.ts';
 import { readConsole } from './reader.ts';
 import { attemptsOf } from './webhooks.ts';
 
-/** A job as the console shows it: the API's job, and whose it is. */
+/** A job as the console shows it: the API's job (with `statusDetail`), and whose it is. */
 export type AdminJob = Job & { clientId: string };
 
-const toAdminJob = (row: Selectable<JobsTable>): AdminJob => ({ ...toJob(row as JobsTable), clientId: row.client_id });
+async function toAdminJobs(db: Db, present: JobPresenter, rows: readonly Selectable<JobsTable>[]): Promise<AdminJob[]> {
+  const jobs = await present.jobs(db, rows as JobsTable[]);
+  return jobs.map((job, i) => ({ ...job, clientId: rows[i]!.client_id }));
+}
 
 const timeParam = z.union([z.iso.datetime({ offset: true }), z.iso.datetime({ local: true }), z.iso.date()]).transform((v) => Date.parse(v));
 
@@ -45,7 +50,7 @@ export function parseJobFilter(query: unknown): JobFilter {
  * Jobs across clients, newest first. Job ids are time-ordered (ULIDs), so paging walks the
  * primary key backwards: `before` is the last id of the previous page, exclusive.
  */
-export async function listJobs(handle: DbHandle, filter: JobFilter): Promise<{ jobs: AdminJob[]; nextBefore: string | null }> {
+export async function listJobs(handle: DbHandle, present: JobPresenter, filter: JobFilter): Promise<{ jobs: AdminJob[]; nextBefore: string | null }> {
   return readConsole(handle, async (db) => {
     const limit = filter.limit ?? 50;
     let select = db.selectFrom('jobs').selectAll();
@@ -62,7 +67,7 @@ export async function listJobs(handle: DbHandle, filter: JobFilter): Promise<{ j
       .limit(limit + 1)
       .execute();
     const kept = rows.slice(0, limit);
-    return { jobs: kept.map(toAdminJob), nextBefore: rows.length > limit ? kept[kept.length - 1].id : null };
+    return { jobs: await toAdminJobs(db, present, kept), nextBefore: rows.length > limit ? kept[kept.length - 1]!.id : null };
   });
 }
 
@@ -80,13 +85,15 @@ interface DeliveryView {
 export interface JobDetail {
   job: AdminJob;
   row: Selectable<JobsTable>;
-  /** What the platform knows of the job's runs: attempts used, the current lease. */
-  attempts: { count: number; leaseOwner: string | null; leaseUntil: string | null; startedAt: string | null };
+  /** One entry per time a worker took the job, oldest first (CONTRACT "Why a job waits, and its history"). */
+  attempts: JobAttempt[];
+  /** The current run: attempts counted against ZHINIAN_MAX_ATTEMPTS, who holds the lease and until when. */
+  lease: { counted: number; owner: string | null; until: string | null };
   deliveries: DeliveryView[];
 }
 
 /** One job of any client with its webhook deliveries and their attempts; null when there is none. */
-export async function jobDetail(handle: DbHandle, id: string): Promise<JobDetail | null> {
+export async function jobDetail(handle: DbHandle, present: JobPresenter, id: string): Promise<JobDetail | null> {
   return readConsole(handle, async (db) => {
     if (!isId('job', id)) return null;
     const row = await db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
@@ -96,16 +103,13 @@ export async function jobDetail(handle: DbHandle, id: string): Promise<JobDetail
       db,
       deliveries.map((d) => d.id),
     );
-    const running = row.status === 'running';
+    const held = row.status === 'running' && row.lease_owner !== null;
+    const [job] = await toAdminJobs(db, present, [row]);
     return {
-      job: toAdminJob(row),
+      job: job!,
       row,
-      attempts: {
-        count: Number(row.attempts),
-        leaseOwner: running ? row.lease_owner : null,
-        leaseUntil: running && row.run_at !== null ? iso(Number(row.run_at)) : null,
-        startedAt: row.started_at === null ? null : iso(Number(row.started_at)),
-      },
+      attempts: await jobAttemptsOf(db, id),
+      lease: { counted: Number(row.attempts), owner: held ? row.lease_owner : null, until: held && row.run_at !== null ? iso(Number(row.run_at)) : null },
       deliveries: deliveries.map((d) => ({
         id: d.id,
         event: d.event,
