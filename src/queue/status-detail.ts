@@ -69,23 +69,24 @@ function detail(code: StatusDetail['code'], message: string, retryAt: number | n
 
 /**
  * Reads what `statusDetailOf` needs for `rows`, with the queue's own functions (the claim's
- * running counts, the circuit breaker's states): nothing when no row waits to be claimed, else
- * one query each for circuits, clients' and engines' running jobs.
+ * running counts, the circuit breaker's states), and only what can matter: nothing when no row
+ * waits to be claimed; circuits and slots only of capped (remote) engines, the only ones that
+ * have them; running counts only of clients with a cap.
  */
 export async function queueFactsFor(db: Tx, rows: readonly JobsTable[], ctx: QueueFactsContext): Promise<QueueFacts> {
   const facts = { now: ctx.now, maxAttempts: ctx.maxAttempts, openCircuits: new Map<string, number>(), clients: new Map(), engines: new Map() };
   const waiting = rows.filter((r) => waitsForClaim(r, ctx.now));
   if (waiting.length === 0) return facts;
-  const engineNames = [...new Set(waiting.map((r) => r.engine))];
+  const capped = [...new Set(waiting.map((r) => r.engine))].filter((e) => ctx.engineCapOf(e) !== undefined);
   const clientIds = [...new Set(waiting.map((r) => r.client_id))];
-  const capped = engineNames.filter((e) => ctx.engineCapOf(e) !== undefined);
-  const [circuits, clientRunning, engineRunning, clientMax] = await Promise.all([
-    circuitStates(db, engineNames, ctx.now),
-    runningCounts(db, 'client_id', clientIds),
+  const caps = await Promise.all(clientIds.map((id) => ctx.maxRunningOf(id)));
+  const cappedClients = clientIds.filter((_, i) => (caps[i] ?? 0) > 0);
+  const [circuits, clientRunning, engineRunning] = await Promise.all([
+    circuitStates(db, capped, ctx.now),
+    runningCounts(db, 'client_id', cappedClients),
     runningCounts(db, 'engine', capped),
-    Promise.all(clientIds.map((id) => ctx.maxRunningOf(id))),
   ]);
-  clientIds.forEach((id, i) => facts.clients.set(id, { running: clientRunning.get(id) ?? 0, max: clientMax[i] ?? 0 }));
+  clientIds.forEach((id, i) => facts.clients.set(id, { running: clientRunning.get(id) ?? 0, max: caps[i] ?? 0 }));
   for (const e of capped) facts.engines.set(e, { running: engineRunning.get(e) ?? 0, max: ctx.engineCapOf(e) ?? 0 });
   return { ...facts, openCircuits: circuits.open };
 }
