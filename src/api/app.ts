@@ -1,5 +1,4 @@
 import type { ClientDirectory } from '../clients/index.ts';
-import type { ConsoleDeps } from '../console/index.ts';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -37,8 +36,6 @@ export interface AppDeps {
   /** A request whose headers and body have not fully arrived by then is answered 408. */
   requestTimeoutMs: number;
   baseUrl: () => string;
-  /** The browser console under /admin (absent: no console, e.g. in tests of the API alone). */
-  console?: ConsoleDeps;
 }
 
 /** JSON bodies are small (a prompt, some URLs, ≤ 4 KiB metadata); files go through multipart. */
@@ -48,7 +45,11 @@ const CLIENT_REQUEST_ID = /^[\x21-\x7e]{1,64}$/;
 /** Headers must arrive within this (or the request timeout, if shorter); the body gets the rest. */
 const HEADERS_TIMEOUT_MS = 30_000;
 
-/** Builds the HTTP app. It never listens: `cli/` does. */
+/**
+ * Builds the HTTP app: its hooks, error handling and the `/api/v1` routes. It never listens:
+ * `cli/` does, after registering the console (console/index.ts) on it. The hooks declared here
+ * run for the console's routes too, since they are added before it.
+ */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
@@ -95,9 +96,5 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerMetaRoutes(app, { db: deps.db, store: deps.store, engines: deps.engines, baseUrl: deps.baseUrl });
   registerJobRoutes(app, deps.jobs);
   registerAssetRoutes(app, deps.assets, deps.store);
-  if (deps.console) {
-    const { registerConsole } = await import('../console/index.ts');
-    await registerConsole(app, deps.console);
-  }
   return app;
 }
