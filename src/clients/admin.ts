@@ -1,6 +1,6 @@
 import type { Selectable } from 'kysely';
 import { z } from 'zod';
-import { recordAudit } from '../console/audit.ts';
+import { recordAudit } from '../audit/index.ts';
 import type { ApiKey } from '../config/index.ts';
 import type { ClientsTable, DbHandle, KeysTable } from '../db/index.ts';
 import { withTransaction } from '../db/transaction.ts';
