@@ -9,7 +9,7 @@ import type { JobService } from '../jobs/index.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { ERR } from '../lib/error-codes.ts';
 import { registerAccessControl, type Authenticator } from './auth.ts';
-import { clientErrorHandler, frameworkErrorHandler, registerErrorHandling, sendError, stampReply } from './errors.ts';
+import { clientErrorHandler, frameworkErrorHandler, registerErrorHandling, sendError, stampReply, type PreRoutingHeaders } from './errors.ts';
 import { registerJsonParser } from './json-body.ts';
 import { registerLingeringClose } from './lingering-close.ts';
 import { registerMultipartPassThrough } from './multipart.ts';
@@ -36,6 +36,8 @@ export interface AppDeps {
   /** A request whose headers and body have not fully arrived by then is answered 408. */
   requestTimeoutMs: number;
   baseUrl: () => string;
+  /** Headers of the parts registered on the app later (the console's), for answers refused before routing. */
+  preRoutingHeaders?: PreRoutingHeaders;
 }
 
 /** JSON bodies are small (a prompt, some URLs, ≤ 4 KiB metadata); files go through multipart. */
@@ -70,7 +72,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       connectionsCheckingInterval: Math.min(1000, deps.requestTimeoutMs),
     },
     clientErrorHandler,
-    frameworkErrors: frameworkErrorHandler,
+    frameworkErrors: frameworkErrorHandler(deps.preRoutingHeaders ?? (() => {})),
   });
   // Bodies are JSON or multipart; anything else is refused (415, answered as 400).
   app.removeContentTypeParser('text/plain');

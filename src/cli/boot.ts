@@ -135,7 +135,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     // Loaded only here: a worker process never pays for the HTTP stack's memory.
     const { buildApp } = await import('../api/app.ts');
     const { createAuthenticator } = await import('../api/auth.ts');
-    const { registerConsole } = await import('../console/index.ts');
+    const { consolePreRoutingHeaders, registerConsole } = await import('../console/index.ts');
     const { createSessions } = await import('../console/session.ts');
     const { createLoginTokens } = await import('../console/login-tokens.ts');
     const loginTokens = createLoginTokens(handle, clock);
@@ -153,6 +153,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
       clock,
       requestTimeoutMs: config.requestTimeoutMs,
       baseUrl,
+      preRoutingHeaders: consolePreRoutingHeaders,
     });
     // After the API's hooks (access, param guard, shutdown answer), which it inherits; before listening.
     await registerConsole(app, {
