@@ -148,6 +148,22 @@ test('each table is written only by its owner module', (t) => {
   assert.equal(stray.length, 0, `${stray.length} write(s) outside the table's owner module:\n  ${stray.join('\n  ')}`);
 });
 
+test("docs/architecture.md's table of writers names the same owners", () => {
+  const doc = readFileSync(path.join(ROOT, 'docs/architecture.md'), 'utf8');
+  const start = doc.indexOf('| table | written only by |');
+  assert.ok(start >= 0, 'docs/architecture.md has no "| table | written only by |" table');
+  const rows = doc.slice(start).split('\n\n')[0].split('\n').slice(2);
+  for (const [table, owner] of Object.entries(OWNERS)) {
+    const row = rows.find((r) => r.split('|')[1].includes(`\`${table}\``));
+    assert.ok(row, `docs/architecture.md: no row for ${table}`);
+    const files = typeof owner === 'string' ? [owner] : Object.values(owner);
+    for (const file of files) assert.ok(row.includes(`\`${file.replace(/^src\//, '')}\``), `docs/architecture.md: ${table}'s row does not name ${file}`);
+  }
+  for (const row of rows) {
+    for (const [, table] of row.split('|')[1].matchAll(/`(\w+)`/g)) assert.ok(table in OWNERS, `docs/architecture.md names ${table}, which the test does not`);
+  }
+});
+
 test('the scan finds builder and raw SQL writes, and ignores comments and prose', () => {
   const tables = new Set(['jobs', 'keys']);
   const source = [
