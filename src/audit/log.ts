@@ -21,7 +21,7 @@ export interface AuditEntry {
 }
 
 /** One recorded entry as the console API answers it (CONTRACT "Browser console"). */
-export interface AuditView extends AuditEntry {
+interface AuditView extends AuditEntry {
   id: string;
   /** ISO time. */
   at: string;
