@@ -139,6 +139,7 @@ async function listQuery(store: Store, query: Record<string, string>): Promise<{
   }
   const dialect = store.databaseUrl ? 'postgres' : 'sqlite';
   const jobs = createJobService({
+    maxAttempts: 3,
     handle: { db, dialect, close },
     engines: createEngineRegistry([instantEngine()]),
     assetKinds: (clientId, ids) => findAssetKinds(db, clientId, ids),

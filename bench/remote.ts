@@ -35,6 +35,7 @@ export default async function remote(): Promise<Row[]> {
     const handle = await openStore(store);
     const evolink = createEvolinkEngine({ baseUrl: fake.baseUrl, apiKey: 'sk-evo-test', imageModel: 'gpt-image-1', httpTimeoutMs: 30_000, maxConcurrency: IN_FLIGHT });
     const jobs = createJobService({
+      maxAttempts: 3,
       handle,
       engines: createEngineRegistry([evolink]),
       assetKinds: (clientId, ids) => findAssetKinds(handle.db, clientId, ids),

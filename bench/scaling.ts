@@ -88,6 +88,7 @@ async function zhinian(): Promise<Setup> {
   const store = freshStore();
   const handle = await openStore(store);
   const jobs = createJobService({
+    maxAttempts: 3,
     handle,
     engines: createEngineRegistry([instantEngine()]),
     assetKinds: (clientId, ids) => findAssetKinds(handle.db, clientId, ids),

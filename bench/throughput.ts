@@ -31,6 +31,7 @@ async function zhinian(): Promise<Timing> {
   const engine = instantEngine();
   const handle = await openStore(store);
   const jobs = createJobService({
+    maxAttempts: 3,
     handle,
     engines: createEngineRegistry([engine]),
     assetKinds: (clientId, ids) => findAssetKinds(handle.db, clientId, ids),

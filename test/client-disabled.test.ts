@@ -142,7 +142,7 @@ describe('a disabled client', () => {
       ...[1, 2, 3].map((i) => queuedJobRow({ id: `job_b_${i}`, engine: 'local', client_id: 'client-b', created_at_us: nowUs + 10 + i, run_at: 0, fair_key: (10 + i) * S })),
     ];
     await handle.db.insertInto('jobs').values(rows).execute();
-    await fairKeysResume(handle.db, 'client-a');
+    await fairKeysResume({ tx: handle.db, dialect: handle.dialect, log: [] }, 'client-a');
     const claimed: string[] = [];
     for (let i = 0; i < 4; i++) claimed.push((await claimNextJob(handle, { workerId: `wrk_${i}`, now: Date.now(), leaseMs: 60_000, engines: [{ engine: 'local' }] }))!.id);
     // A's first goes next (its key is V), then A and B take turns (equal keys: either first).

@@ -120,6 +120,9 @@ export function queuedJobRow(fields: Pick<JobsTable, 'id' | 'engine' | 'created_
     engine_pinned: 0,
     // FIFO by creation, as the migration orders jobs queued before the fair order existed.
     fair_key: fields.created_at_us,
+    version: 0,
+    waiting: null,
+    waiting_until: null,
     ...fields,
   };
 }

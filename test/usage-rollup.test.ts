@@ -104,7 +104,7 @@ describe('usage roll-up', () => {
         const settle = () => settleJob(handle, null, { jobId: id, transition, leaseOwner: rule.leased ? 'w1' : undefined, error: null, outputs, now: DAY_2 + 1000 });
         const ended = await settle();
         assert.equal(ended?.status, rule.to, `${transition} from ${from}`);
-        const expected = { succeeded: 0, failed: 0, expired: 0, cancelled: 0, [rule.to]: 1 };
+        const expected = { succeeded: 0, failed: 0, expired: 0, cancelled: 0, [rule.to!]: 1 };
         const want = [{ day: usageDay(createdUs), capability: 'image.generate', engine: 'nowhere', jobs: 1, ...expected, outputBytes: transition === 'succeed' ? 4321 : 0 }];
         assert.deepEqual(await rollup(handle, clientId), want, `${transition} from ${from}`);
         // A second try changes nothing (the job is no longer in a state it may start from).

@@ -109,6 +109,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     sharedWebhookSecret: config.webhookSecret,
   });
   const jobs = createJobService({
+    maxAttempts: config.maxAttempts,
     handle,
     engines,
     assetKinds: assets.kindsOf,

@@ -254,7 +254,7 @@ export function createClientAdmin(opts: {
         }
         const snapshot = (row: Selectable<ClientsTable> | undefined) => ({ name: row?.name ?? null, disabled: Number(row?.disabled ?? 0) === 1, ...settingsView(row) });
         // Enabled again: its jobs rejoin the fair order where the others are, not all ahead of them.
-        if (patch.disabled === false && Number(before?.disabled ?? 0) === 1) await fairKeysResume(tx, clientId);
+        if (patch.disabled === false && Number(before?.disabled ?? 0) === 1) await fairKeysResume({ tx, dialect: handle.dialect, log: [] }, clientId);
         const after = await tx.selectFrom('clients').selectAll().where('id', '=', clientId).executeTakeFirst();
         await recordAudit(tx, { actor: actor.email, action: 'client.update', target: clientId, detail: { before: snapshot(before), after: snapshot(after) } }, now);
       });

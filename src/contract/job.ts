@@ -21,10 +21,38 @@ export interface Job {
   updatedAt: string;
   startedAt: string | null;
   finishedAt: string | null;
+  /** Why a queued or running job is not simply being worked on (null: it is, or it ended). */
+  statusDetail: StatusDetail | null;
 }
 
-/** A job row as the API shows it. */
-export function toJob(row: JobsTable): Job {
+/** The reasons a job waits (CONTRACT "Why a job waits, and its history"). */
+export const STATUS_DETAIL_CODES = ['client_running_cap', 'engine_busy', 'engine_circuit_open', 'retry_backoff', 'provider_rate_limited', 'at_provider'] as const;
+export type StatusDetailCode = (typeof STATUS_DETAIL_CODES)[number];
+
+export interface StatusDetail {
+  code: StatusDetailCode;
+  message: string;
+  /** When it is tried again (ISO), when known. */
+  retryAt: string | null;
+}
+
+/** How one attempt (a worker taking the job) ended; `running` while it goes on. */
+export const ATTEMPT_OUTCOMES = ['running', 'succeeded', 'failed', 'expired', 'cancelled', 'retry', 'rerouted', 'handed_back', 'lease_lost'] as const;
+export type AttemptOutcome = (typeof ATTEMPT_OUTCOMES)[number];
+
+/** One attempt as the console shows it, oldest first. */
+export interface JobAttempt {
+  n: number;
+  engine: string;
+  startedAt: string;
+  endedAt: string | null;
+  outcome: AttemptOutcome;
+  error: { code: string; message: string } | null;
+  providerTaskId: string | null;
+}
+
+/** A job row as the API shows it; `statusDetail` comes from queue/status-detail.ts (it needs the queue's state). */
+export function toJob(row: JobsTable, statusDetail: StatusDetail | null = null): Job {
   return {
     id: row.id,
     capability: row.capability as Capability,
@@ -42,5 +70,6 @@ export function toJob(row: JobsTable): Job {
     updatedAt: iso(Number(row.updated_at)),
     startedAt: iso(row.started_at === null ? null : Number(row.started_at)),
     finishedAt: iso(row.finished_at === null ? null : Number(row.finished_at)),
+    statusDetail,
   };
 }

@@ -9,6 +9,7 @@ import * as m0006 from './migrations/0006-console.ts';
 import * as m0007 from './migrations/0007-usage-rollup.ts';
 import * as m0008 from './migrations/0008-tenants.ts';
 import * as m0009 from './migrations/0009-webhook-fairness.ts';
+import * as m0010 from './migrations/0010-job-history.ts';
 
 /** Append-only: never edit a migration once merged; add the next number instead. */
 const migrations: Record<string, Migration> = {
@@ -21,6 +22,7 @@ const migrations: Record<string, Migration> = {
   '0007-usage-rollup': m0007,
   '0008-tenants': m0008,
   '0009-webhook-fairness': m0009,
+  '0010-job-history': m0010,
 };
 
 /**

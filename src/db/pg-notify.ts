@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
@@ -17,7 +17,14 @@ export interface PgNotifierOptions {
 
 export type PgNotifier = Notifier & { close(): Promise<void> };
 
-type Message = { e: 'q' } | { e: 'w' } | { e: 'c'; id: string };
+type Message = { e: 'q' } | { e: 'w' } | { e: 'c'; id: string } | { e: 'j'; c: [string, number][] };
+
+/**
+ * The schema's channel, as SQL: notifications are database-wide, so one channel per schema keeps
+ * deployments (and test runs) apart. Channel names are identifiers (at most 63 bytes): a long
+ * schema name is hashed. Transitions NOTIFY on it inside their transaction (queue/changes.ts).
+ */
+export const JOB_CHANNEL_SQL = sql<string>`'zhinian_' || case when octet_length(current_schema()) <= 48 then current_schema() else left(encode(sha256(convert_to(current_schema(), 'UTF8')), 'hex'), 32) end`;
 
 /**
  * Wake-ups across processes over LISTEN/NOTIFY. Every event is emitted in this process at once
@@ -28,6 +35,9 @@ type Message = { e: 'q' } | { e: 'w' } | { e: 'c'; id: string };
  *
  * jobQueued and webhookDue carry no data, so while one NOTIFY is in flight further ones fold
  * into a single follow-up: a burst of 500 created jobs costs a few notifications, not 500.
+ * Job changes (`e: 'j'`) are sent by the transitions themselves, in their transaction
+ * (queue/changes.ts), and reach every listening process, this one included; `jobChanged` here
+ * only announces locally (listeners compare versions, so hearing it twice is harmless).
  */
 export async function createPgNotifier(opts: PgNotifierOptions): Promise<PgNotifier> {
   const local = createNotifier();
@@ -37,7 +47,7 @@ export async function createPgNotifier(opts: PgNotifierOptions): Promise<PgNotif
 
   const inFlight = { q: false, w: false };
   const again = { q: false, w: false };
-  const send = (message: Message): void => {
+  const send = (message: Exclude<Message, { e: 'j' }>): void => {
     if (closed) return;
     if (message.e !== 'c') {
       if (inFlight[message.e]) {
@@ -67,7 +77,12 @@ export async function createPgNotifier(opts: PgNotifierOptions): Promise<PgNotif
     } catch {
       return;
     }
-    if (!message || message.from === self) return;
+    if (!message) return;
+    if (message.e === 'j') {
+      if (Array.isArray(message.c)) for (const [id, version] of message.c) local.jobChanged(id, version);
+      return;
+    }
+    if (message.from === self) return;
     if (message.e === 'q') local.jobQueued();
     else if (message.e === 'w') local.webhookDue();
     else if (message.e === 'c' && typeof message.id === 'string') local.jobCancelled(message.id);
@@ -132,6 +147,7 @@ export async function createPgNotifier(opts: PgNotifierOptions): Promise<PgNotif
       local.webhookDue();
       send({ e: 'w' });
     },
+    jobChanged: local.jobChanged,
     on: local.on,
     async close() {
       closed = true;
@@ -143,12 +159,9 @@ export async function createPgNotifier(opts: PgNotifierOptions): Promise<PgNotif
   };
 }
 
-/** Notifications are database-wide; one channel per schema keeps deployments (and test runs) apart. */
 async function channelFor(handle: DbHandle): Promise<string> {
-  const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(handle.db);
-  const schema = rows[0]?.schema ?? 'public';
-  // Channel names are identifiers: at most 63 bytes.
-  return `zhinian_${Buffer.byteLength(schema) <= 48 ? schema : createHash('sha256').update(schema).digest('hex').slice(0, 32)}`;
+  const { rows } = await sql<{ channel: string }>`select ${JOB_CHANNEL_SQL} as channel`.execute(handle.db);
+  return rows[0]!.channel;
 }
 
 function quoteIdent(name: string): string {

@@ -35,6 +35,36 @@ export interface JobsTable {
   engine_pinned: number;
   /** A queued job's place in its engine's fair order between clients (queue/fair-order.ts). */
   fair_key: number;
+  /** Bumped by every transition a client can see: the live status stream's event id. */
+  version: number;
+  /** The named waiting sub-state (queue/transitions.ts): `retry`, `handed_back`, `provider_rate_limited`, or null. */
+  waiting: string | null;
+  /** Until when a `provider_rate_limited` job waits (epoch ms). */
+  waiting_until: number | null;
+}
+
+/** One time a worker took a job (queue/transitions.ts writes it): the job's history. */
+export interface JobAttemptsTable {
+  job_id: string;
+  /** 1, 2, … in the order workers took the job. */
+  n: number;
+  engine: string;
+  worker_id: string;
+  started_at: number;
+  ended_at: number | null;
+  /** `running` while the worker is on it, else how it ended (contract: `JobAttempt['outcome']`). */
+  outcome: string;
+  error_code: string | null;
+  error_message: string | null;
+  provider_task_id: string | null;
+}
+
+/** SQLite's change log of jobs, polled by other processes (queue/changes.ts); pruned after a minute. */
+export interface JobChangesTable {
+  seq: Generated<number>;
+  job_id: string;
+  version: number;
+  at: number;
 }
 
 /** One API client and its overrides of the env limits (null: the env default). */
@@ -238,6 +268,8 @@ export interface Database {
   usage_daily: UsageDailyTable;
   client_ids: ClientIdsTable;
   env_keys: EnvKeysTable;
+  job_attempts: JobAttemptsTable;
+  job_changes: JobChangesTable;
 }
 
 export type Db = Kysely<Database>;

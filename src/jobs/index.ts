@@ -1,3 +1,4 @@
+export * from './present.ts';
 export * from './purge.ts';
 export * from './request.ts';
 export * from './service.ts';

@@ -17,6 +17,7 @@ import { claimIdempotencyKey, findKeyedJob } from './idempotency-keys.ts';
 import { takeRateSlot } from './rate-limit.ts';
 import { listJobsQuerySchema, withoutNullFields } from './request.ts';
 import { validateJobRequest, type ValidatedJob } from './validate.ts';
+import { createJobPresenter } from './present.ts';
 
 export interface JobServiceDeps {
   handle: DbHandle;
@@ -28,6 +29,8 @@ export interface JobServiceDeps {
   allowPrivateUrls: boolean;
   /** Per-client limits: the job-creation rate limit and the fairness weight. */
   clients: ClientDirectory;
+  /** ZHINIAN_MAX_ATTEMPTS, for "attempt n of m" in `statusDetail`. */
+  maxAttempts: number;
 }
 
 export type JobService = ReturnType<typeof createJobService>;
@@ -36,6 +39,7 @@ const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
 
 export function createJobService(deps: JobServiceDeps) {
   const { handle, notifier, clock } = deps;
+  const present = createJobPresenter({ engines: deps.engines, clients: deps.clients, clock, maxAttempts: deps.maxAttempts });
   const { db } = handle;
 
   async function findByKey(clientId: string, key: string, requestHash: string): Promise<Job | null> {
@@ -44,7 +48,7 @@ export function createJobService(deps: JobServiceDeps) {
     if (row.request_hash !== requestHash) {
       throw new Conflict('Idempotency-Key was already used with a different request body.', ERR.idempotency_conflict);
     }
-    return toJob(row);
+    return present.job(db, row);
   }
 
   interface NewJob {
@@ -112,6 +116,8 @@ export function createJobService(deps: JobServiceDeps) {
   );
 
   return {
+    /** Rows as the API shows them (with `statusDetail`), for the live events and the console. */
+    present,
     /**
      * Creates a job, or returns the one an earlier request with the same Idempotency-Key made.
      * The key row and the job are inserted in one transaction under the unique (client, key)
@@ -144,14 +150,14 @@ export function createJobService(deps: JobServiceDeps) {
         return { job: winner, reused: true };
       }
       notifier.jobQueued();
-      return { job: toJob(created), reused: false };
+      return { job: await present.job(db, created), reused: false };
     },
 
     async get(clientId: string, id: string): Promise<Job> {
       if (!isId('job', id)) throw new NotFound('Job');
       const row = await db.selectFrom('jobs').selectAll().where('id', '=', id).where('client_id', '=', clientId).executeTakeFirst();
       if (!row) throw new NotFound('Job');
-      return toJob(row);
+      return present.job(db, row);
     },
 
     /** Newest first. The cursor is exclusive and sort keys are unique, so pages never overlap or skip. */
@@ -162,7 +168,7 @@ export function createJobService(deps: JobServiceDeps) {
       if (q.status) select = select.where('status', '=', q.status);
       if (q.capability) select = select.where('capability', '=', q.capability);
       const { rows, nextBefore } = await keysetPage(select, { before: q.before, limit });
-      return { jobs: rows.map(toJob), nextBefore };
+      return { jobs: await present.jobs(db, rows), nextBefore };
     },
 
     async cancel(clientId: string, id: string): Promise<Job> {

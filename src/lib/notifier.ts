@@ -3,15 +3,19 @@ import { EventEmitter } from 'node:events';
 /**
  * Wake-ups between the parts of one process: the API tells an embedded worker that a job is
  * waiting (so it starts without a polling delay), that a job was cancelled (so its run aborts
- * at once), and the outbox that a webhook is due. On SQLite separate processes fall back to
+ * at once), the outbox that a webhook is due, and the transitions everyone watching a job that
+ * it changed. On SQLite separate processes fall back to
  * polling; on PostgreSQL `db/pg-notify.ts` carries the same events between processes.
  */
 export interface Notifier {
   jobQueued(): void;
   jobCancelled(jobId: string): void;
   webhookDue(): void;
+  /** A transition a client can see committed (queue/changes.ts); `version` is the job's new one. */
+  jobChanged(jobId: string, version: number): void;
   on(event: 'jobQueued' | 'webhookDue', listener: () => void): () => void;
   on(event: 'jobCancelled', listener: (jobId: string) => void): () => void;
+  on(event: 'jobChanged', listener: (jobId: string, version: number) => void): () => void;
 }
 
 export function createNotifier(): Notifier {
@@ -21,6 +25,7 @@ export function createNotifier(): Notifier {
     jobQueued: () => emitter.emit('jobQueued'),
     jobCancelled: (jobId) => emitter.emit('jobCancelled', jobId),
     webhookDue: () => emitter.emit('webhookDue'),
+    jobChanged: (jobId, version) => emitter.emit('jobChanged', jobId, version),
     on(event: string, listener: (...args: any[]) => void) {
       emitter.on(event, listener);
       return () => emitter.off(event, listener);

@@ -1,7 +1,8 @@
-import { sql } from 'kysely';
-import { withTransaction, type DbHandle, type Tx } from '../db/index.ts';
+import type { DbHandle, Tx } from '../db/index.ts';
+import type { Notifier } from '../lib/notifier.ts';
+import { transact } from './changes.ts';
 import { fairKeyShift } from './fair-order.ts';
-import { TRANSITIONS } from './transitions.ts';
+import { applyTransition } from './transitions.ts';
 
 /**
  * A circuit breaker per engine, kept in the database so every worker sees the same state.
@@ -15,15 +16,19 @@ const FAILURE_THRESHOLD = 5;
 const COOL_DOWN_MS = 30_000;
 
 /**
- * The engines, among `engines`, that may get new work now, read inside the claim's transaction:
- * closed circuits, and half-open ones (cool-down over) whose one probe `takeProbe` then claims.
+ * The circuits of `engines` that are not closed: `open` ones (with when they are tried again) get
+ * no new work; `halfOpen` ones (cool-down over) let one probe through, which `takeProbe` claims
+ * inside the claim's transaction.
  */
-export async function circuitStates(tx: Tx, engines: readonly string[], now: number): Promise<{ open: Set<string>; halfOpen: Set<string> }> {
-  const open = new Set<string>();
+export async function circuitStates(tx: Tx, engines: readonly string[], now: number): Promise<{ open: Map<string, number>; halfOpen: Set<string> }> {
+  const open = new Map<string, number>();
   const halfOpen = new Set<string>();
   if (engines.length === 0) return { open, halfOpen };
   const rows = await tx.selectFrom('engine_circuits').selectAll().where('engine', 'in', engines).where('consecutive_failures', '>=', FAILURE_THRESHOLD).execute();
-  for (const row of rows) (row.open_until !== null && Number(row.open_until) > now ? open : halfOpen).add(row.engine);
+  for (const row of rows) {
+    if (row.open_until !== null && Number(row.open_until) > now) open.set(row.engine, Number(row.open_until));
+    else halfOpen.add(row.engine);
+  }
   return { open, halfOpen };
 }
 
@@ -43,7 +48,7 @@ export async function takeProbe(tx: Tx, engine: string, now: number): Promise<vo
  */
 export async function rerouteFromOpenCircuits(
   handle: DbHandle,
-  opts: { now: number; capabilities: readonly string[]; nextEngine: (capability: string, engine: string) => string | null },
+  opts: { now: number; capabilities: readonly string[]; nextEngine: (capability: string, engine: string) => string | null; notifier: Notifier | null },
 ): Promise<number> {
   const open = await handle.db.selectFrom('engine_circuits').select('engine').where('consecutive_failures', '>=', FAILURE_THRESHOLD).where('open_until', '>', opts.now).execute();
   let moved = 0;
@@ -53,23 +58,9 @@ export async function rerouteFromOpenCircuits(
       if (!next) continue;
       // One statement per status, each on its own index; queued jobs keep their distance from
       // the head of the fair order (fair-order.ts).
-      moved += await withTransaction(handle, async (tx) => {
-        const shift = await fairKeyShift(tx, engine, next);
-        let count = 0;
-        for (const status of TRANSITIONS.rerouteWaiting.from) {
-          const res = await tx
-            .updateTable('jobs')
-            .where('status', '=', sql.lit(status))
-            .where('engine', '=', engine)
-            .where('capability', '=', capability)
-            .where('engine_pinned', '=', 0)
-            .where('lease_owner', 'is', null)
-            .where('engine_state', 'is', null)
-            .set((eb) => ({ engine: next, run_at: opts.now, updated_at: opts.now, fair_key: status === 'queued' ? eb('fair_key', '+', shift) : eb.ref('fair_key') }))
-            .executeTakeFirst();
-          count += Number(res.numUpdatedRows);
-        }
-        return count;
+      moved += await transact(handle, opts.notifier, async (step) => {
+        const shift = await fairKeyShift(step.tx, engine, next);
+        return (await applyTransition(step, 'rerouteWaiting', { engine, capability }, { engine: next, shift, now: opts.now })).length;
       });
     }
   }

@@ -1,8 +1,10 @@
 import { type Expression, sql } from 'kysely';
-import { withTransaction, type DbHandle, type Tx } from '../db/index.ts';
+import type { DbHandle, JobsTable, Tx } from '../db/index.ts';
+import type { Notifier } from '../lib/notifier.ts';
+import { transact } from './changes.ts';
 import { circuitStates, takeProbe } from './circuit.ts';
 import { toClaimedJob, type ClaimedJob } from './claimed-job.ts';
-import { TRANSITIONS } from './transitions.ts';
+import { applyTransition, type Step } from './transitions.ts';
 
 /**
  * Claiming. Two kinds of job are claimable:
@@ -11,8 +13,9 @@ import { TRANSITIONS } from './transitions.ts';
  * - a running job whose `run_at` has passed: its worker died (the lease lapsed), handed it back
  *   (shutdown, reroute) or set it aside to retry later. These come first, oldest first.
  *
- * Each claim is one conditional statement, so two workers never take the same job: PostgreSQL
- * skips rows another claimer has locked (SKIP LOCKED); SQLite has one writer at a time.
+ * Each claim is one conditional statement (the `claim` transition), so two workers never take the
+ * same job: PostgreSQL skips rows another claimer has locked (SKIP LOCKED); SQLite has one writer
+ * at a time.
  *
  * A disabled client's queued jobs are not claimed: they wait, as they are, and are claimed in
  * their turn once it is enabled again (a job already running finishes normally). Each claim
@@ -35,6 +38,8 @@ export interface ClaimOptions {
   clientCaps?: { defaultMaxRunning: number; active: boolean };
   /** Which engine to try first (a worker rotates it, so no engine's queue waits behind another's). */
   turn?: number;
+  /** Announces the claim in this process (live status). */
+  notifier?: Notifier | null;
 }
 
 /** What a claim may take: engines that may start new work, clients that may not. */
@@ -53,11 +58,9 @@ export async function claimNextJob(handle: DbHandle, opts: ClaimOptions): Promis
   if (engines.length === 0) return null;
   const capped = opts.engines.filter((e) => e.maxConcurrency !== undefined);
   const clientCaps = opts.clientCaps?.active ? opts.clientCaps : null;
-  if (capped.length === 0 && !clientCaps) {
-    // Nothing to count: each statement below is a claim on its own, no transaction needed.
-    return claimWith(handle.db, handle.dialect, opts, engines, { open: engines, capped: await disabledClients(handle.db) });
-  }
-  return withTransaction(handle, async (tx) => {
+  return transact(handle, opts.notifier ?? null, async (step) => {
+    const { tx } = step;
+    if (capped.length === 0 && !clientCaps) return claimWith(step, opts, engines, { open: engines, capped: await disabledClients(tx) });
     if (handle.dialect === 'postgres') {
       // Keyed by schema too: deployments sharing one database never wait on each other.
       for (const { engine } of [...capped].sort((a, b) => (a.engine < b.engine ? -1 : 1))) {
@@ -67,7 +70,7 @@ export async function claimNextJob(handle: DbHandle, opts: ClaimOptions): Promis
     }
     const { open, halfOpen } = await openEngines(tx, opts, capped);
     const held = [...(clientCaps ? await cappedClients(tx, clientCaps.defaultMaxRunning) : []), ...(await disabledClients(tx))];
-    const job = await claimWith(tx, handle.dialect, opts, engines, { open, capped: held });
+    const job = await claimWith(step, opts, engines, { open, capped: held });
     if (job && halfOpen.has(job.engine)) await takeProbe(tx, job.engine, opts.now);
     return job;
   });
@@ -83,18 +86,27 @@ async function openEngines(tx: Tx, opts: ClaimOptions, capped: readonly { engine
   const uncapped = opts.engines.filter((e) => e.maxConcurrency === undefined).map((e) => e.engine);
   if (capped.length === 0) return { open: uncapped, halfOpen: new Set() };
   const names = capped.map((c) => c.engine);
-  const busy = await tx
-    .selectFrom('jobs')
-    .select(['engine', (eb) => eb.fn.countAll<number>().as('running')])
-    .where('status', '=', sql.lit('running'))
-    .where('lease_owner', 'is not', null)
-    .where('engine', 'in', names)
-    .groupBy('engine')
-    .execute();
-  const running = new Map(busy.map((b) => [b.engine, Number(b.running)]));
+  const running = await runningCounts(tx, 'engine', names);
   const circuits = await circuitStates(tx, names, opts.now);
   const below = capped.filter((c) => (running.get(c.engine) ?? 0) < (c.maxConcurrency ?? 0) && !circuits.open.has(c.engine)).map((c) => c.engine);
   return { open: [...uncapped, ...below], halfOpen: circuits.halfOpen };
+}
+
+/**
+ * Jobs running under a lease (what the caps count: one whose lease lapsed keeps its slot until it
+ * is taken over) per engine or per client, among `values`.
+ */
+export async function runningCounts(db: Tx, by: 'engine' | 'client_id', values: readonly string[]): Promise<Map<string, number>> {
+  if (values.length === 0) return new Map();
+  const rows = await db
+    .selectFrom('jobs')
+    .select([by, (eb) => eb.fn.countAll<number>().as('running')])
+    .where('status', '=', sql.lit('running'))
+    .where('lease_owner', 'is not', null)
+    .where(by, 'in', values)
+    .groupBy(by)
+    .execute();
+  return new Map(rows.map((r) => [(r as Record<typeof by, string>)[by], Number(r.running)]));
 }
 
 /** Clients with as many jobs running (under a lease) as their cap: their own override, else the default. */
@@ -127,19 +139,20 @@ async function disabledClients(db: Tx): Promise<string[]> {
  * head of each open engine's fair order (engines in turn). COALESCE evaluates its subqueries
  * lazily, so an idle engine costs one index probe and a busy one stops the search.
  */
-async function claimWith(db: Tx, dialect: DbHandle['dialect'], opts: ClaimOptions, engines: readonly string[], gate: Gate): Promise<ClaimedJob | null> {
+async function claimWith(step: Step, opts: ClaimOptions, engines: readonly string[], gate: Gate): Promise<ClaimedJob | null> {
+  const { tx: db, dialect } = step;
   const open = gate.open.map((_, i) => gate.open[(i + (opts.turn ?? 0)) % gate.open.length]!);
   const bounds = new Map<string, number | undefined>();
   if (gate.capped.length > 0) for (const engine of open) bounds.set(engine, await windowEdge(db, engine));
   const candidates = [takeOverPick(db, opts, engines, gate), ...open.map((engine) => queuedPick(db, engine, gate.capped, bounds.get(engine)))];
   const picks = candidates.map((c) => oneLocked(dialect, c));
   // (SQLite's coalesce needs two arguments at least.)
-  let row = await claimRow(db, opts, picks.length === 1 ? sql<string>`${picks[0]}` : sql<string>`coalesce(${sql.join(picks)})`);
+  let row = await claimRow(step, opts, picks.length === 1 ? sql<string>`${picks[0]}` : sql<string>`coalesce(${sql.join(picks)})`);
   // Every bounded window held only capped clients' jobs: ask each other client for its head.
   for (const engine of open) {
     if (row || bounds.get(engine) === undefined) continue;
     const client = await nextUncappedClient(db, engine, gate.capped);
-    if (client) row = await claimRow(db, opts, sql<string>`${oneLocked(dialect, queuedPick(db, engine, []).where('client_id', '=', client))}`);
+    if (client) row = await claimRow(step, opts, sql<string>`${oneLocked(dialect, queuedPick(db, engine, []).where('client_id', '=', client))}`);
   }
   return row ? toClaimedJob(row) : null;
 }
@@ -152,25 +165,10 @@ function oneLocked(dialect: DbHandle['dialect'], query: Candidates) {
   return dialect === 'postgres' ? first.forUpdate().skipLocked() : first;
 }
 
-/** The claiming update, on the row `pick` selects (re-checked: another claimer may have won it). */
-function claimRow(db: Tx, opts: ClaimOptions, pick: Expression<string>) {
-  const { now } = opts;
-  return db
-    .updateTable('jobs')
-    .set((eb) => ({
-      status: 'running',
-      lease_owner: opts.workerId,
-      run_at: now + opts.leaseMs,
-      attempts: eb('attempts', '+', 1),
-      started_at: eb.fn.coalesce('started_at', eb.val(now)),
-      progress: eb.fn.coalesce('progress', eb.val(0)),
-      updated_at: now,
-    }))
-    .where('id', '=', pick)
-    .where('run_at', '<=', now)
-    .where('status', 'in', TRANSITIONS.claim.from)
-    .returningAll()
-    .executeTakeFirst();
+/** The claim transition on the row `pick` selects (re-checked: another claimer may have won it). */
+async function claimRow(step: Step, opts: ClaimOptions, pick: Expression<string>): Promise<JobsTable | undefined> {
+  const [row] = await applyTransition(step, 'claim', { pick }, { workerId: opts.workerId, leaseMs: opts.leaseMs, now: opts.now });
+  return row;
 }
 
 /** A running job that is due again: a lapsed lease keeps its engine slot; one nobody holds starts anew and needs the gate. */

@@ -51,6 +51,9 @@ export async function insertQueuedJob(tx: Tx, dialect: DbHandle['dialect'], job:
       engine_state: null,
       engine_pinned: job.enginePinned ? 1 : 0,
       fair_key: fairKey,
+      version: 0,
+      waiting: null,
+      waiting_until: null,
     })
     .returningAll()
     .executeTakeFirstOrThrow();

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Tx } from '../db/index.ts';
+import { applyTransition, type Step } from './transitions.ts';
 
 /**
  * The fair order of queued jobs: start-time fair queuing (Goyal et al., 1996), per engine.
@@ -90,9 +91,10 @@ export async function fairKeyShift(tx: Tx, from: string, to: string): Promise<nu
  * first queued job gets the engine's virtual time V (it goes next), the others keep their spacing
  * after it, so they take turns with other clients' jobs again. Left as they were, their keys
  * would lie far below V and the whole backlog would be claimed ahead of every other client.
- * Call it in the transaction that enables the client.
+ * Call it in the transaction that enables the client (a step of it: the `resumeTurns` transition).
  */
-export async function fairKeysResume(tx: Tx, clientId: string): Promise<void> {
+export async function fairKeysResume(step: Step, clientId: string): Promise<void> {
+  const { tx } = step;
   const engines = await tx.selectFrom('jobs').select('engine').distinct().where('client_id', '=', clientId).where('status', '=', sql.lit('queued')).execute();
   for (const { engine } of engines) {
     const { rows } = await sql<Record<'v' | 'head', number | string | null>>`
@@ -104,13 +106,6 @@ export async function fairKeysResume(tx: Tx, clientId: string): Promise<void> {
     const v = rows[0]?.v;
     const head = rows[0]?.head;
     if (v === null || v === undefined || head === null || head === undefined || Number(head) >= Number(v)) continue;
-    const shift = Number(v) - Number(head);
-    await tx
-      .updateTable('jobs')
-      .set((eb) => ({ fair_key: eb('fair_key', '+', shift) }))
-      .where('client_id', '=', clientId)
-      .where('status', '=', sql.lit('queued'))
-      .where('engine', '=', engine)
-      .execute();
+    await applyTransition(step, 'resumeTurns', { engine, clientId }, { shift: Number(v) - Number(head), now: 0 });
   }
 }

@@ -1,16 +1,22 @@
 import type { DbHandle } from '../db/index.ts';
+import type { JobErrorCode } from '../lib/error-codes.ts';
+import type { Notifier } from '../lib/notifier.ts';
 import type { RemoteState } from './claimed-job.ts';
-import { jobUpdate } from './transitions.ts';
+import { transition } from './transitions.ts';
 
 /**
- * What a worker does with a job it holds, short of finishing it. Each is conditional on the
- * lease (see transitions.ts): false or a missing id means the job is no longer this worker's.
+ * What a worker does with a job it holds, short of finishing it. Each is a leased transition
+ * (transitions.ts): false or a missing id means the job is no longer this worker's.
  */
 interface Held {
+  handle: DbHandle;
+  notifier: Notifier | null;
   jobId: string;
   workerId: string;
   now: number;
 }
+
+const target = (h: Held) => ({ jobId: h.jobId, leaseOwner: h.workerId });
 
 /**
  * Extends the leases this worker holds and returns the ids it no longer holds (cancelled,
@@ -18,10 +24,7 @@ interface Held {
  */
 export async function renewLeases(handle: DbHandle, input: { workerId: string; jobIds: string[]; now: number; leaseMs: number }): Promise<string[]> {
   if (input.jobIds.length === 0) return [];
-  const kept = await jobUpdate(handle.db, 'renew', { jobId: input.jobIds, leaseOwner: input.workerId })
-    .set({ run_at: input.now + input.leaseMs })
-    .returning('id')
-    .execute();
+  const kept = await transition(handle, null, 'renew', { jobId: input.jobIds, leaseOwner: input.workerId }, { leaseMs: input.leaseMs, now: input.now });
   const keptIds = new Set(kept.map((r) => r.id));
   return input.jobIds.filter((id) => !keptIds.has(id));
 }
@@ -34,36 +37,31 @@ export async function findLostJobs(handle: DbHandle, workerId: string, jobIds: s
   return jobIds.filter((id) => !heldIds.has(id));
 }
 
-export async function reportProgress(handle: DbHandle, input: Held & { progress: number }): Promise<void> {
-  await jobUpdate(handle.db, 'progress', { jobId: input.jobId, leaseOwner: input.workerId }).set({ progress: input.progress, updated_at: input.now }).execute();
+export async function reportProgress(h: Held & { progress: number }): Promise<void> {
+  await transition(h.handle, h.notifier, 'progress', target(h), { progress: h.progress, now: h.now });
 }
 
 /** Saves engine resume state (a remote task handle) while the lease is held. */
-export async function saveEngineState(handle: DbHandle, input: Omit<Held, 'now'> & { state: RemoteState | null }): Promise<boolean> {
-  const res = await jobUpdate(handle.db, 'saveEngineState', { jobId: input.jobId, leaseOwner: input.workerId })
-    .set({ engine_state: input.state === null ? null : JSON.stringify(input.state) })
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows) === 1;
+export async function saveEngineState(h: Held & { state: RemoteState | null }): Promise<boolean> {
+  return (await transition(h.handle, h.notifier, 'saveEngineState', target(h), { state: h.state, now: h.now })).length === 1;
+}
+
+/** The run waits for a provider's rate limit until `until`; null when the wait is over. */
+export async function noteProviderWait(h: Held & { until: number | null }): Promise<void> {
+  await transition(h.handle, h.notifier, 'waitAtProvider', target(h), { until: h.until, now: h.now });
 }
 
 /** Hands a job back at once, on graceful shutdown: the attempt does not count. */
-export async function handBackJob(handle: DbHandle, input: Held): Promise<void> {
-  await jobUpdate(handle.db, 'handBack', { jobId: input.jobId, leaseOwner: input.workerId })
-    .set((eb) => ({ lease_owner: null, run_at: input.now, attempts: eb('attempts', '-', 1), updated_at: input.now }))
-    .execute();
+export async function handBackJob(h: Held): Promise<void> {
+  await transition(h.handle, h.notifier, 'handBack', target(h), { now: h.now });
 }
 
 /** Hands a job back to be tried again in `delayMs` (after a transient engine error): the attempt counts. */
-export async function retryJobLater(handle: DbHandle, input: Held & { delayMs: number }): Promise<void> {
-  await jobUpdate(handle.db, 'retryLater', { jobId: input.jobId, leaseOwner: input.workerId })
-    .set({ lease_owner: null, run_at: input.now + input.delayMs, updated_at: input.now })
-    .execute();
+export async function retryJobLater(h: Held & { delayMs: number; error: { code: JobErrorCode; message: string } | null }): Promise<void> {
+  await transition(h.handle, h.notifier, 'retryLater', target(h), { delayMs: h.delayMs, error: h.error, now: h.now });
 }
 
 /** Moves a job that has not started remote work to another engine, ready to be claimed at once; the attempt does not count. */
-export async function rerouteJob(handle: DbHandle, input: Held & { engine: string }): Promise<boolean> {
-  const res = await jobUpdate(handle.db, 'reroute', { jobId: input.jobId, leaseOwner: input.workerId })
-    .set((eb) => ({ engine: input.engine, engine_state: null, lease_owner: null, run_at: input.now, attempts: eb('attempts', '-', 1), updated_at: input.now }))
-    .executeTakeFirst();
-  return Number(res.numUpdatedRows) === 1;
+export async function rerouteJob(h: Held & { engine: string; error: { code: JobErrorCode; message: string } | null }): Promise<boolean> {
+  return (await transition(h.handle, h.notifier, 'reroute', target(h), { engine: h.engine, error: h.error, now: h.now })).length === 1;
 }

@@ -22,6 +22,8 @@ export interface RemoteRunContext {
   onProgress(percent: number): void;
   /** Stores engine state while the lease is held; false when the job is no longer ours. */
   saveState(state: RemoteState | null): Promise<boolean>;
+  /** Records that the run waits for the provider's rate limit until `until` (null: no longer), so the job says why it waits. */
+  noteRateLimit(until: number | null): Promise<void>;
   /** The job's inputs on disk (fetched through the URL guard), in order. */
   materialize(): Promise<EngineInput[]>;
   /** Keyless, signed, short-lived URL of an input for the provider to fetch. */
@@ -123,7 +125,7 @@ async function pollUntilDone(job: ClaimedJob, engine: RemoteEngine, handle: Engi
       if (!(error instanceof EngineError) || !(error.retryable || error.options.rateLimited)) throw error;
       failures++;
       if (error.retryable && failures >= POLL_FAILURE_LIMIT) throw error;
-      if (error.options.retryAfterMs) await pause(ctx, error.options.retryAfterMs);
+      if (error.options.retryAfterMs) await (error.options.rateLimited ? rateLimitPause : pause)(ctx, error.options.retryAfterMs);
       continue;
     }
     if (result.progress !== null) ctx.onProgress(result.progress);
@@ -247,7 +249,7 @@ async function withRetries<T>(ctx: RemoteRunContext, what: string, fn: () => Pro
           throw new EngineError(error.code, `Still rate-limited when the job's time ran out: ${error.message}`);
         }
         ctx.log.warn({ code: error.code, waitMs: Math.round(wait) }, `${what} rate-limited`);
-        await pause(ctx, wait);
+        await rateLimitPause(ctx, wait);
         continue;
       }
       // A submit that timed out may have created a task: without an idempotency key, try it once more only.
@@ -259,6 +261,13 @@ async function withRetries<T>(ctx: RemoteRunContext, what: string, fn: () => Pro
       throw error;
     }
   }
+}
+
+/** A pause the job shows as `provider_rate_limited` while it lasts. */
+async function rateLimitPause(ctx: RemoteRunContext, ms: number): Promise<void> {
+  await ctx.noteRateLimit(ctx.clock.now() + Math.round(ms * (ctx.backoffScale ?? 1)));
+  await pause(ctx, ms);
+  await ctx.noteRateLimit(null);
 }
 
 async function pause(ctx: RemoteRunContext, ms: number): Promise<void> {

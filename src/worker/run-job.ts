@@ -18,6 +18,7 @@ import {
   decideAfterRun,
   handBackJob,
   isSubmitted,
+  noteProviderWait,
   parseEngineState,
   recordEngineFailure,
   recordEngineSuccess,
@@ -29,6 +30,7 @@ import {
   timeoutAt,
   type ClaimedJob,
   type Decision,
+  type JobError,
   type QueueOptions,
   type RunOutcome,
 } from '../queue/index.ts';
@@ -108,7 +110,8 @@ export async function runJob(deps: RunJobDeps, job: ClaimedJob, signal: AbortSig
     const outcome = outcomeOf(thrown, run, engine);
     if (outcome.kind === 'failed' && outcome.error === null) log.error({ err: toError(thrown) }, 'job failed with an unexpected error');
     const nextEngine = deps.engines.nextAfter(job.capability, job.engine)?.name ?? null;
-    await carryOut(deps, job, decideAfterRun(job, outcome, { now: clock.now(), maxAttempts: deps.queue.maxAttempts, nextEngine }), log);
+    const error = outcome.kind === 'failed' && outcome.error ? { code: outcome.error.code, message: outcome.error.message } : null;
+    await carryOut(deps, job, decideAfterRun(job, outcome, { now: clock.now(), maxAttempts: deps.queue.maxAttempts, nextEngine }), log, error);
   } finally {
     // Outputs of a run that lost its job (cancelled, expired, taken over) never appear.
     await Promise.all(stored.map((row) => deps.store.delete(row.storage_key).catch(() => {})));
@@ -129,13 +132,14 @@ function outcomeOf(thrown: unknown, run: { signal: AbortSignal; submitted: boole
   return { kind: 'failed', error, remote: engine !== undefined && isRemoteEngine(engine), submitted: run.submitted };
 }
 
-async function carryOut(deps: RunJobDeps, job: ClaimedJob, decision: Decision, log: Logger): Promise<void> {
+/** `error`: what the run failed with, for the attempt's history (a retry or a move records it too). */
+async function carryOut(deps: RunJobDeps, job: ClaimedJob, decision: Decision, log: Logger, error: JobError | null): Promise<void> {
   const { handle, clock } = deps;
-  const held = { jobId: job.id, workerId: job.leaseOwner, now: clock.now() };
+  const held = { handle, notifier: deps.notifier, jobId: job.id, workerId: job.leaseOwner, now: clock.now() };
   if ('countsAgainstCircuit' in decision && decision.countsAgainstCircuit) await recordEngineFailure(handle, job.engine, held.now);
   switch (decision.kind) {
     case 'hand-back':
-      await handBackJob(handle, held);
+      await handBackJob(held);
       log.info('job handed back on shutdown');
       return;
     case 'let-go':
@@ -143,13 +147,13 @@ async function carryOut(deps: RunJobDeps, job: ClaimedJob, decision: Decision, l
       if (decision.cancelAtProvider) await cancelAtProvider(deps, job.id, log);
       return;
     case 'reroute':
-      if (await rerouteJob(handle, { ...held, engine: decision.engine })) {
+      if (await rerouteJob({ ...held, engine: decision.engine, error })) {
         deps.notifier.jobQueued();
         log.warn({ to: decision.engine }, 'job moved to the next engine');
       }
       return;
     case 'retry':
-      await retryJobLater(handle, { ...held, delayMs: decision.delayMs });
+      await retryJobLater({ ...held, delayMs: decision.delayMs, error });
       log.warn({ delayMs: decision.delayMs }, 'job will retry');
       return;
     case 'settle':
@@ -161,7 +165,7 @@ async function carryOut(deps: RunJobDeps, job: ClaimedJob, decision: Decision, l
 async function produce(deps: RunJobDeps, job: ClaimedJob, engine: Engine, run: { signal: AbortSignal; workDir: string; log: Logger; submitted: boolean }): Promise<EngineOutput[]> {
   const { handle, clock } = deps;
   const maxInputPixels = deps.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS;
-  const held = { jobId: job.id, workerId: job.leaseOwner };
+  const held = { handle, notifier: deps.notifier, jobId: job.id, workerId: job.leaseOwner };
   let lastProgressAt = 0;
   let lastProgress = job.progress;
   const onProgress = (percent: number) => {
@@ -170,7 +174,7 @@ async function produce(deps: RunJobDeps, job: ClaimedJob, engine: Engine, run: {
     if (value <= lastProgress || now - lastProgressAt < PROGRESS_WRITE_MS) return;
     lastProgress = value;
     lastProgressAt = now;
-    reportProgress(handle, { ...held, progress: value, now }).catch((error) => run.log.warn({ err: error }, 'progress write failed'));
+    reportProgress({ ...held, progress: value, now }).catch((error) => run.log.warn({ err: error }, 'progress write failed'));
   };
   const materialize = (): Promise<EngineInput[]> =>
     materializeInputs(job, {
@@ -203,10 +207,11 @@ async function produce(deps: RunJobDeps, job: ClaimedJob, engine: Engine, run: {
       return `${deps.publicBaseUrl()}${deps.signer.signedDownloadPath(input.assetId!, deps.signedUrlTtlSeconds, clock.now())}`;
     },
     saveState: async (state) => {
-      const ok = await saveEngineState(handle, { ...held, state });
+      const ok = await saveEngineState({ ...held, state, now: clock.now() });
       if (ok && state?.phase === 'submitted') run.submitted = true;
       return ok;
     },
+    noteRateLimit: (until) => noteProviderWait({ ...held, until, now: clock.now() }),
     allowPrivateUrls: deps.allowPrivateUrls,
     deadline: timeoutAt(job, deps.queue.jobTimeoutMs),
     maxOutputBytes: Math.max(4 * deps.maxInputBytes, 256 * 1024 * 1024),

@@ -70,7 +70,7 @@ export function startWorker(deps: WorkerDeps): Worker {
     return async (now: number): Promise<ClaimedJob | null> => {
       if (!lastClaimFound && !(await hasClaimableJob(handle, now, names))) return null;
       const clientCaps = { defaultMaxRunning: deps.clients.defaults.maxRunning, active: await deps.clients.anyRunningCap() };
-      const job = await claimNextJob(handle, { workerId: id, now, leaseMs: deps.queue.leaseMs, engines, clientCaps, turn: turn++ });
+      const job = await claimNextJob(handle, { notifier: deps.notifier, workerId: id, now, leaseMs: deps.queue.leaseMs, engines, clientCaps, turn: turn++ });
       lastClaimFound = job !== null;
       return job;
     };
@@ -146,7 +146,8 @@ export function startWorker(deps: WorkerDeps): Worker {
       if (now - lastSweepAt >= SWEEP_MS) {
         lastSweepAt = now;
         await sweepDeadlines(handle, deps.notifier, { ...deps.queue, now });
-        if (remoteCaps.length > 0 && (await rerouteFromOpenCircuits(handle, { now, capabilities: CAPABILITIES, nextEngine })) > 0) deps.notifier.jobQueued();
+        if (remoteCaps.length > 0 && (await rerouteFromOpenCircuits(handle, { now, capabilities: CAPABILITIES, nextEngine, notifier: deps.notifier })) > 0)
+          deps.notifier.jobQueued();
       }
       if (now - lastPurgeAt >= PURGE_MS) {
         lastPurgeAt = now;
