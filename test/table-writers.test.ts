@@ -24,6 +24,9 @@ type Owner = string | { insert: string; update: string; delete?: string };
 const OWNERS: Record<keyof Database, Owner> = {
   // Born queued by the enqueue; every later change is a named transition. Never deleted.
   jobs: { insert: 'src/queue/enqueue.ts', update: 'src/queue/transitions.ts' },
+  // A job's attempts and its change records are written by the transition that makes them.
+  job_attempts: 'src/queue/transitions.ts',
+  job_changes: 'src/queue/changes.ts',
   idempotency_keys: 'src/jobs/idempotency-keys.ts',
   assets: 'src/assets/repo.ts',
   // Written in the job's transaction by the outbox; then changed by the sender.
@@ -45,11 +48,10 @@ const OWNERS: Record<keyof Database, Owner> = {
 /**
  * Tables whose writes are being gathered into their owner by work not merged yet; their entry
  * above is the target, not checked until the table leaves this set.
- *  - `jobs`: today also updated by queue/claim.ts, queue/circuit.ts and queue/fair-order.ts.
  *  - `webhook_deliveries`: today also updated by webhooks/endpoints.ts (holds and releases) and
  *    webhooks/redeliver.ts.
  */
-const PENDING_OWNERSHIP = new Set<string>(['jobs', 'webhook_deliveries']);
+const PENDING_OWNERSHIP = new Set<string>(['webhook_deliveries']);
 
 interface Write {
   table: string | null;
