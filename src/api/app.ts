@@ -1,5 +1,4 @@
 import type { ClientDirectory } from '../clients/index.ts';
-import type { ConsoleDeps } from '../console/index.ts';
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -10,7 +9,7 @@ import type { JobService } from '../jobs/index.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { ERR } from '../lib/error-codes.ts';
 import { registerAccessControl, type Authenticator } from './auth.ts';
-import { clientErrorHandler, frameworkErrorHandler, registerErrorHandling, sendError, stampReply } from './errors.ts';
+import { clientErrorHandler, frameworkErrorHandler, registerErrorHandling, sendError, stampReply, type PreRoutingHeaders } from './errors.ts';
 import { registerJsonParser } from './json-body.ts';
 import { registerLingeringClose } from './lingering-close.ts';
 import { registerMultipartPassThrough } from './multipart.ts';
@@ -37,8 +36,8 @@ export interface AppDeps {
   /** A request whose headers and body have not fully arrived by then is answered 408. */
   requestTimeoutMs: number;
   baseUrl: () => string;
-  /** The browser console under /admin (absent: no console, e.g. in tests of the API alone). */
-  console?: ConsoleDeps;
+  /** Headers of the parts registered on the app later (the console's), for answers refused before routing. */
+  preRoutingHeaders?: PreRoutingHeaders;
 }
 
 /** JSON bodies are small (a prompt, some URLs, ≤ 4 KiB metadata); files go through multipart. */
@@ -48,7 +47,11 @@ const CLIENT_REQUEST_ID = /^[\x21-\x7e]{1,64}$/;
 /** Headers must arrive within this (or the request timeout, if shorter); the body gets the rest. */
 const HEADERS_TIMEOUT_MS = 30_000;
 
-/** Builds the HTTP app. It never listens: `cli/` does. */
+/**
+ * Builds the HTTP app: its hooks, error handling and the `/api/v1` routes. It never listens:
+ * `cli/` does, after registering the console (console/index.ts) on it. The hooks declared here
+ * run for the console's routes too, since they are added before it.
+ */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
@@ -69,7 +72,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       connectionsCheckingInterval: Math.min(1000, deps.requestTimeoutMs),
     },
     clientErrorHandler,
-    frameworkErrors: frameworkErrorHandler,
+    frameworkErrors: frameworkErrorHandler(deps.preRoutingHeaders ?? (() => {})),
   });
   // Bodies are JSON or multipart; anything else is refused (415, answered as 400).
   app.removeContentTypeParser('text/plain');
@@ -95,9 +98,5 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerMetaRoutes(app, { db: deps.db, store: deps.store, engines: deps.engines, baseUrl: deps.baseUrl });
   registerJobRoutes(app, deps.jobs);
   registerAssetRoutes(app, deps.assets, deps.store);
-  if (deps.console) {
-    const { registerConsole } = await import('../console/index.ts');
-    await registerConsole(app, deps.console);
-  }
   return app;
 }

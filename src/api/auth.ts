@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import path from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { UrlSigner } from '../assets/index.ts';
-import { keyIdOf, type ClientDirectory } from '../clients/index.ts';
+import { keyIdOf, stampEnvKeyUsed, stampKeysUsed, type ClientDirectory } from '../clients/index.ts';
 import type { ApiKey } from '../config/index.ts';
 import type { DbHandle } from '../db/index.ts';
 import type { Clock } from '../lib/clock.ts';
@@ -139,26 +139,12 @@ export function createAuthenticator(opts: { envKeys: ApiKey[]; handle: DbHandle;
       else byTime.set(at, [id]);
     }
     lastUsed.clear();
-    for (const [at, ids] of byTime) {
-      await db
-        .updateTable('keys')
-        .set({ last_used_at: at })
-        .where('id', 'in', ids)
-        .where((eb) => eb.or([eb('last_used_at', 'is', null), eb('last_used_at', '<', at)]))
-        .execute();
-    }
+    for (const [at, ids] of byTime) await stampKeysUsed(db, ids, at);
   }
   async function flushEnvLastUsed(): Promise<void> {
     const pending = [...envLastUsed];
     envLastUsed.clear();
-    for (const [hash, at] of pending) {
-      await db
-        .updateTable('env_keys')
-        .set({ last_used_at: at })
-        .where('hash', '=', hash)
-        .where((eb) => eb.or([eb('last_used_at', 'is', null), eb('last_used_at', '<', at)]))
-        .execute();
-    }
+    for (const [hash, at] of pending) await stampEnvKeyUsed(db, hash, at);
   }
   const flusher = setInterval(() => {
     flushLastUsed().catch(() => {});

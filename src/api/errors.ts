@@ -2,7 +2,6 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { consoleSecurityHeaders, isConsoleUrl } from '../console/headers.ts';
 import { ERR, ERROR_CODES, httpStatus, type ApiErrorCode, type CodeEntry } from '../lib/error-codes.ts';
 import { AppError, Invalid, RateLimited } from '../lib/errors.ts';
 
@@ -76,13 +75,20 @@ export function stampReply(request: FastifyRequest, reply: FastifyReply): void {
   reply.header('x-request-id', request.id).header('x-content-type-options', 'nosniff');
 }
 
+/**
+ * Headers that a part mounted on the app (the console, under /admin) puts on an answer refused
+ * before routing, chosen by the raw URL: such an answer runs none of that part's hooks.
+ */
+export type PreRoutingHeaders = (rawUrl: string | undefined, reply: FastifyReply) => void;
+
 /** Fastify's `frameworkErrors`: errors found while routing (bad percent-encoding, an over-long path parameter). */
-export function frameworkErrorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
-  stampReply(request, reply);
-  // Refused before routing, so before the console's own hooks: its headers all the same.
-  if (isConsoleUrl(request.raw.url)) consoleSecurityHeaders(reply);
-  if (error.code in FRAMEWORK_ERRORS) return sendFrameworkError(error.code, reply);
-  return sendError(reply, ERR.invalid_request, 'The request is not valid.');
+export function frameworkErrorHandler(preRoutingHeaders: PreRoutingHeaders) {
+  return (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    stampReply(request, reply);
+    preRoutingHeaders(request.raw.url, reply);
+    if (error.code in FRAMEWORK_ERRORS) return sendFrameworkError(error.code, reply);
+    return sendError(reply, ERR.invalid_request, 'The request is not valid.');
+  };
 }
 
 /**

@@ -136,6 +136,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     // Loaded only here: a worker process never pays for the HTTP stack's memory.
     const { buildApp } = await import('../api/app.ts');
     const { createAuthenticator } = await import('../api/auth.ts');
+    const { consolePreRoutingHeaders, registerConsole } = await import('../console/index.ts');
     const { createSessions } = await import('../console/session.ts');
     const { createLoginTokens } = await import('../console/login-tokens.ts');
     const loginTokens = createLoginTokens(handle, clock);
@@ -153,29 +154,31 @@ export async function boot(opts: BootOptions): Promise<Running> {
       clock,
       requestTimeoutMs: config.requestTimeoutMs,
       baseUrl,
-      console: {
+      preRoutingHeaders: consolePreRoutingHeaders,
+    });
+    // After the API's hooks (access, param guard, shutdown answer), which it inherits; before listening.
+    await registerConsole(app, {
+      handle,
+      config,
+      sessionSecret: config.console.sessionSecret ?? readOrCreateSecret(path.join(config.dataDir, 'session-secret')).value,
+      sessions: createSessions({ handle, ttlMs: config.console.sessionTtlMs, secure: baseUrl().startsWith('https:'), clock, console: config.console }),
+      loginTokens,
+      clock,
+      baseUrl,
+      jobs,
+      assets,
+      store,
+      engines,
+      clients,
+      clientAdmin: createClientAdmin({
         handle,
-        config,
-        sessionSecret: config.console.sessionSecret ?? readOrCreateSecret(path.join(config.dataDir, 'session-secret')).value,
-        sessions: createSessions({ handle, ttlMs: config.console.sessionTtlMs, secure: baseUrl().startsWith('https:'), clock, console: config.console }),
-        loginTokens,
         clock,
-        baseUrl,
-        jobs,
-        assets,
-        store,
-        engines,
-        clients,
-        clientAdmin: createClientAdmin({
-          handle,
-          clock,
-          envKeys: apiKeys,
-          envKeysGenerated: !config.apiKeys,
-          sharedWebhookSecretSet: config.webhookSecret !== null,
-          engineNames: () => engines.all().map((e) => e.name),
-        }),
-        notifier,
-      },
+        envKeys: apiKeys,
+        envKeysGenerated: !config.apiKeys,
+        sharedWebhookSecretSet: config.webhookSecret !== null,
+        engineNames: () => engines.all().map((e) => e.name),
+      }),
+      notifier,
     });
     routeTree = () => app.printRoutes({ commonPrefix: false });
     await app.listen({ port: config.http.port, host: config.http.host });

@@ -1,6 +1,6 @@
 import type { Selectable } from 'kysely';
 import { z } from 'zod';
-import { recordAudit } from '../console/audit.ts';
+import { recordAudit } from '../audit/index.ts';
 import type { ApiKey } from '../config/index.ts';
 import type { ClientsTable, DbHandle, KeysTable } from '../db/index.ts';
 import { withTransaction } from '../db/transaction.ts';
@@ -10,7 +10,8 @@ import { isId } from '../lib/ids.ts';
 import { parseWith } from '../lib/validate.ts';
 import { fairKeysResume } from '../queue/index.ts';
 import { checkNewClientId, rememberClientIds } from './ids.ts';
-import { hashKey, keyPrefix, makeKey } from './keys.ts';
+import { insertNewKey, markKeyRevoked, rememberEnvKeys } from './key-rows.ts';
+import { hashKey, keyPrefix } from './keys.ts';
 import { type ClientView, type KeyView, keyView, lastUsedView, settingsView } from './views.ts';
 import { newWebhookSecret, parsePreviousSecrets, previousAfterRotation } from './webhook-secrets.ts';
 
@@ -32,12 +33,7 @@ export async function rememberEnvClients(handle: DbHandle, envKeys: ApiKey[], no
       envKeys.map((k) => k.clientId),
       now,
     );
-    if (envKeys.length === 0) return;
-    await tx
-      .insertInto('env_keys')
-      .values(envKeys.map((k) => ({ hash: hashKey(k.key), client_id: k.clientId, first_seen_at: now })))
-      .onConflict((oc) => oc.column('hash').doNothing())
-      .execute();
+    await rememberEnvKeys(tx, envKeys, now);
   });
 }
 
@@ -146,12 +142,6 @@ export function createClientAdmin(opts: {
     return view(id, row, keys, await envKeyUsage(id));
   }
 
-  async function addKey(tx: typeof db, clientId: string, expiresAt: number | null) {
-    const key = makeKey();
-    await tx.insertInto('keys').values({ id: key.id, client_id: clientId, secret_hash: key.hash, created_at: clock.now(), expires_at: expiresAt }).execute();
-    return key;
-  }
-
   return {
     get,
 
@@ -191,7 +181,7 @@ export function createClientAdmin(opts: {
             .values({ id: input.id, ...fields, created_at: now })
             .execute();
         await rememberClientIds(tx, [input.id], now);
-        const made = await addKey(tx, input.id, null);
+        const made = await insertNewKey(tx, { clientId: input.id, expiresAt: null, now });
         const detail = { name: input.name ?? null, keyId: made.id, adopted };
         await recordAudit(tx, { actor: actor.email, action: adopted ? 'client.adopt' : 'client.create', target: input.id, detail }, now);
         return { key: made, adopted };
@@ -208,7 +198,7 @@ export function createClientAdmin(opts: {
       const now = clock.now();
       if (expiresAt !== null && expiresAt <= now) throw new Invalid('expiresAt', 'must be in the future');
       const key = await withTransaction(handle, async (tx) => {
-        const made = await addKey(tx, clientId, expiresAt);
+        const made = await insertNewKey(tx, { clientId, expiresAt, now });
         await recordAudit(tx, { actor: actor.email, action: 'key.create', target: made.id, detail: { clientId, expiresAt: input.expiresAt ?? null } }, now);
         return made;
       });
@@ -222,7 +212,7 @@ export function createClientAdmin(opts: {
         const before = await tx.selectFrom('keys').selectAll().where('id', '=', keyId).executeTakeFirst();
         if (!before) throw new NotFound('Key');
         if (before.revoked_at !== null) return before;
-        await tx.updateTable('keys').set({ revoked_at: now }).where('id', '=', keyId).execute();
+        await markKeyRevoked(tx, keyId, now);
         await recordAudit(tx, { actor: actor.email, action: 'key.revoke', target: keyId, detail: { clientId: before.client_id } }, now);
         return { ...before, revoked_at: now };
       });

@@ -29,8 +29,16 @@ export function consoleSecurityHeaders(reply: FastifyReply): FastifyReply {
 }
 
 /** Whether a raw request URL is the console's (`/admin`, `/admin/…`, `/admin?…`), as routing would see it. */
-export function isConsoleUrl(url: string | undefined): boolean {
+function isConsoleUrl(url: string | undefined): boolean {
   if (!url?.startsWith(CONSOLE_PATH)) return false;
   const next = url.charAt(CONSOLE_PATH.length);
   return next === '' || next === '/' || next === '?' || next === '#';
+}
+
+/**
+ * The console's headers on an answer refused before routing (bad percent-encoding under /admin):
+ * the app's `preRoutingHeaders` (api/app.ts), since such an answer runs none of the console's hooks.
+ */
+export function consolePreRoutingHeaders(rawUrl: string | undefined, reply: FastifyReply): void {
+  if (isConsoleUrl(rawUrl)) consoleSecurityHeaders(reply);
 }

@@ -11,6 +11,7 @@ import { type ConsoleSession, CONSOLE_PATH, csrfMatches } from './session.ts';
 import { registerStatic } from './static.ts';
 
 export type { ConsoleDeps } from './deps.ts';
+export { consolePreRoutingHeaders } from './headers.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {

@@ -1,17 +1,12 @@
 import type { DbHandle } from '../db/index.ts';
-import { WINDOW_MS } from './rate-limit.ts';
+import { forgetIdempotencyKeys } from './idempotency-keys.ts';
+import { forgetOldRateWindows } from './rate-limit.ts';
 
-/**
- * Forgets idempotency keys after two days (the contract promises at least one) and rate-limit
- * windows no longer read (only the current and the previous minute are).
- */
+/** Idempotency keys are kept two days (the contract promises at least one). */
+const IDEMPOTENCY_KEY_TTL_MS = 2 * 86_400_000;
+
+/** Forgets idempotency keys after two days and rate-limit windows no longer read. */
 export async function purgeStaleRows(handle: DbHandle, now: number): Promise<void> {
-  await handle.db
-    .deleteFrom('idempotency_keys')
-    .where('created_at', '<', now - 2 * 86_400_000)
-    .execute();
-  await handle.db
-    .deleteFrom('rate_windows')
-    .where('window_start', '<', now - 2 * WINDOW_MS)
-    .execute();
+  await forgetIdempotencyKeys(handle.db, now, IDEMPOTENCY_KEY_TTL_MS);
+  await forgetOldRateWindows(handle.db, now);
 }

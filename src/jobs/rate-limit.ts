@@ -8,7 +8,7 @@ import { RateLimited } from '../lib/errors.ts';
  * The sliding count is estimated from two fixed windows (the previous minute weighted by how
  * much of it still overlaps, plus the current one), which needs two small rows per client and
  * scope instead of a row per request, and never lets through the double burst a plain fixed
- * window allows at its boundary. Rows older than the previous window are purged (purge.ts).
+ * window allows at its boundary. Rows older than the previous window are purged (forgetOldRateWindows, hourly: purge.ts).
  */
 export const WINDOW_MS = 60_000;
 
@@ -176,4 +176,12 @@ export class LimitExceeded extends RateLimited {
 export async function takeRateSlot(tx: Tx, clientId: string, now: number, limit: number): Promise<RateLimited | null> {
   const take = await takeSlot(tx, 'jobs', clientId, now, limit);
   return take.allowed ? null : new LimitExceeded(limit, take.resetSeconds, 'jobs');
+}
+
+/** Deletes the windows no take reads any more (only the current and the previous minute are read). */
+export async function forgetOldRateWindows(db: Tx, now: number): Promise<void> {
+  await db
+    .deleteFrom('rate_windows')
+    .where('window_start', '<', now - 2 * WINDOW_MS)
+    .execute();
 }

@@ -13,6 +13,7 @@ import type { Notifier } from '../lib/notifier.ts';
 import { createGroupCommit } from '../lib/group-commit.ts';
 import { parseWith } from '../lib/validate.ts';
 import { fairKeys, insertQueuedJob, settleJob } from '../queue/index.ts';
+import { claimIdempotencyKey, findKeyedJob } from './idempotency-keys.ts';
 import { takeRateSlot } from './rate-limit.ts';
 import { listJobsQuerySchema, withoutNullFields } from './request.ts';
 import { validateJobRequest, type ValidatedJob } from './validate.ts';
@@ -42,14 +43,7 @@ export function createJobService(deps: JobServiceDeps) {
   const { db } = handle;
 
   async function findByKey(clientId: string, key: string, requestHash: string): Promise<Job | null> {
-    const row = await db
-      .selectFrom('idempotency_keys')
-      .innerJoin('jobs', 'jobs.id', 'idempotency_keys.job_id')
-      .selectAll('jobs')
-      .select('idempotency_keys.request_hash')
-      .where('idempotency_keys.client_id', '=', clientId)
-      .where('idempotency_keys.key', '=', key)
-      .executeTakeFirst();
+    const row = await findKeyedJob(db, clientId, key);
     if (!row) return null;
     if (row.request_hash !== requestHash) {
       throw new Conflict('Idempotency-Key was already used with a different request body.', ERR.idempotency_conflict);
@@ -88,13 +82,8 @@ export function createJobService(deps: JobServiceDeps) {
             continue;
           }
           if (idempotencyKey !== undefined) {
-            const inserted = await tx
-              .insertInto('idempotency_keys')
-              .values({ client_id: clientId, key: idempotencyKey, request_hash: requestHash, job_id: id, created_at: now })
-              .onConflict((oc) => oc.columns(['client_id', 'key']).doNothing())
-              .returning('job_id')
-              .executeTakeFirst();
-            if (!inserted) {
+            const claimed = await claimIdempotencyKey(tx, { clientId, key: idempotencyKey, requestHash, jobId: id, now });
+            if (!claimed) {
               rows.push(null);
               continue;
             }

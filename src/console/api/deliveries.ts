@@ -3,7 +3,7 @@ import { iso } from '../../lib/clock.ts';
 import { isId } from '../../lib/ids.ts';
 import { NotFound } from '../../lib/errors.ts';
 import { redeliverNow } from '../../webhooks/redeliver.ts';
-import { recordAudit } from '../audit.ts';
+import { recordAudit } from '../../audit/index.ts';
 import type { ConsoleDeps } from '../deps.ts';
 import { deliveryById, failingEndpoints, listDeliveries, parseDeliveryFilter } from '../queries/webhooks.ts';
 import { actorOf } from './clients.ts';

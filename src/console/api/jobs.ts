@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { withTransaction } from '../../db/transaction.ts';
 import { NotFound } from '../../lib/errors.ts';
-import { recordAudit } from '../audit.ts';
+import { recordAudit } from '../../audit/index.ts';
 import type { ConsoleDeps } from '../deps.ts';
 import { jobDetail, listJobs, parseJobFilter } from '../queries/jobs.ts';
 import { actorOf } from './clients.ts';

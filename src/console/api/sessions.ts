@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { withTransaction } from '../../db/transaction.ts';
 import { iso } from '../../lib/clock.ts';
 import { parseWith } from '../../lib/validate.ts';
-import { recordAudit } from '../audit.ts';
+import { recordAudit } from '../../audit/index.ts';
 import type { ConsoleDeps } from '../deps.ts';
 import { actorOf } from './clients.ts';
 

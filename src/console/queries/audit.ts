@@ -1,18 +1,7 @@
+import { type AuditPage, readAudit } from '../../audit/index.ts';
 import type { DbHandle } from '../../db/index.ts';
-import { iso } from '../../lib/clock.ts';
-import { readConsole } from './reader.ts';
 import { Invalid } from '../../lib/errors.ts';
-
-/** One audit entry as the console API answers it (CONTRACT "Browser console"). */
-export interface AuditView {
-  id: string;
-  /** ISO time. */
-  at: string;
-  actor: string;
-  action: string;
-  target: string;
-  detail: Record<string, unknown>;
-}
+import { readConsole } from './reader.ts';
 
 export interface AuditFilter {
   limit: number;
@@ -39,33 +28,9 @@ export function parseAuditFilter(query: unknown): AuditFilter {
   return { limit, before: typeof before === 'string' && before !== '' ? before : undefined };
 }
 
-function parseDetail(text: string): Record<string, unknown> {
-  try {
-    const value = JSON.parse(text) as unknown;
-    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : { value };
-  } catch {
-    return { text };
-  }
-}
-
-/**
- * Audit entries, newest first. Ids are time-ordered ULIDs made where the change happens, so
- * paging walks the primary key backwards: `before` is the last id of the previous page.
- */
-export async function listAudit(handle: DbHandle, filter: AuditFilter): Promise<{ entries: AuditView[]; nextBefore: string | null }> {
-  return readConsole(handle, async (db) => {
-    let select = db.selectFrom('audit_log').selectAll();
-    if (filter.before !== undefined) select = select.where('id', '<', filter.before);
-    const rows = await select
-      .orderBy('id', 'desc')
-      .limit(filter.limit + 1)
-      .execute();
-    const kept = rows.slice(0, filter.limit);
-    return {
-      entries: kept.map((r) => ({ id: r.id, at: iso(Number(r.at)), actor: r.actor, action: r.action, target: r.target, detail: parseDetail(r.detail) })),
-      nextBefore: rows.length > filter.limit ? kept[kept.length - 1].id : null,
-    };
-  });
+/** A page of the audit log, read within the console's time limit (queries/reader.ts). */
+export function listAudit(handle: DbHandle, filter: AuditFilter): Promise<AuditPage> {
+  return readConsole(handle, (db) => readAudit(db, filter));
 }
 
 /** A detail's before/after pair, when it has one, as rows of changed fields; null otherwise. */
