@@ -3,6 +3,7 @@ import { listAssetsQuerySchema, registerAssetBodySchema } from '../assets/index.
 import { ASSET_KINDS, ASSET_SOURCES, CAPABILITIES, JOB_STATUSES } from '../contract/index.ts';
 import { createJobBodySchema, listJobsQuerySchema } from '../jobs/index.ts';
 import { API_ERROR_CODES, ERROR_CODES, JOB_ERROR_CODES } from '../lib/error-codes.ts';
+import { DELIVERY_STATUSES, MAX_DELIVERY_ATTEMPTS, WEBHOOK_EVENTS } from '../webhooks/index.ts';
 
 /**
  * The OpenAPI 3.1 document, rendered from the very zod schemas that validate requests (so the
@@ -46,6 +47,30 @@ const assetSchema = z.object({
   jobId: z.string().nullable(),
   downloadUrl: z.string(),
   createdAt: isoTime,
+});
+const deliverySchema = z.object({
+  id: z.string().describe('whd_…: the webhook-id and X-Zhinian-Delivery of every attempt'),
+  event: z.enum(WEBHOOK_EVENTS),
+  url: z.string().describe("The job's webhookUrl"),
+  status: z
+    .enum(DELIVERY_STATUSES)
+    .describe(
+      `pending: an attempt is due or being made; delivered: a 2xx came; failed: given up (${MAX_DELIVERY_ATTEMPTS} attempts over at least 72 h, a 410 Gone, or a URL the server's URL guard refuses)`,
+    ),
+  createdAt: isoTime,
+  nextAttemptAt: isoTime
+    .nullable()
+    .describe(
+      "When the next attempt is due: the retry schedule's delay, or a 429/503's Retry-After (capped at 1 h) when that is longer. Null when delivered, failed, or while an attempt is being made.",
+    ),
+  attempts: z.array(
+    z.object({
+      at: isoTime.describe('When the attempt started'),
+      statusCode: z.number().int().nullable().describe("The receiver's HTTP status; null: no answer (timeout, connection error, refused URL)"),
+      durationMs: z.number().int(),
+      error: z.string().nullable().describe('Why it failed; null when delivered'),
+    }),
+  ),
 });
 const errorSchema = z.object({
   error: z.string().describe('What went wrong, naming the field'),
@@ -122,6 +147,7 @@ export function buildOpenApi(serverUrl: string): object {
         RegisterAssetRequest: toSchema(registerAssetBodySchema),
         Job: toSchema(jobSchema),
         Asset: toSchema(assetSchema),
+        Delivery: toSchema(deliverySchema),
         Error: toSchema(errorSchema),
         Capabilities: toSchema(capabilitiesSchema),
       },
@@ -166,6 +192,30 @@ export function buildOpenApi(serverUrl: string): object {
           summary: 'Cancel a queued or running job',
           parameters: idParam('Job'),
           responses: counted({ 200: { description: 'Cancelled', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 409, 414) }),
+        },
+      },
+      '/api/v1/jobs/{id}/deliveries': {
+        get: {
+          operationId: 'listJobDeliveries',
+          summary: "The job's webhook deliveries, oldest first, each with every attempt",
+          parameters: idParam('Job'),
+          responses: counted({
+            200: { description: 'OK', content: json({ type: 'object', properties: { deliveries: { type: 'array', items: ref('Delivery') } }, required: ['deliveries'] }) },
+            ...errors(401, 404, 414),
+          }),
+        },
+      },
+      '/api/v1/jobs/{id}/deliveries/{deliveryId}/redeliver': {
+        post: {
+          operationId: 'redeliverJobDelivery',
+          summary: 'Send a delivery once more, now, whatever its status',
+          description:
+            'One more attempt as soon as possible, with the same webhook-id (X-Zhinian-Delivery) and body, freshly signed. A delivery whose attempt is being made at that moment is left to it. A failing redelivery is not retried on the schedule again once the schedule is used up.',
+          parameters: [...idParam('Job'), { name: 'deliveryId', in: 'path', required: true, schema: { type: 'string', maxLength: 100 }, description: 'Delivery id (whd_…)' }],
+          responses: counted({
+            202: { description: 'Accepted: the delivery as it is now', content: json({ type: 'object', properties: { delivery: ref('Delivery') }, required: ['delivery'] }) },
+            ...errors(401, 404, 414),
+          }),
         },
       },
       '/api/v1/assets': {
