@@ -235,13 +235,10 @@ describe('the deliveries API', () => {
       { what: 'the delivery to succeed' },
     );
     assert.equal(done.nextAttemptAt, null);
-    assert.deepEqual(
-      done.attempts.map((a: { statusCode: number; error: string | null }) => [a.statusCode, a.error]),
-      [
-        [500, 'receiver answered HTTP 500'],
-        [200, null],
-      ],
-    );
+    // The scheduled retry (~5 s later) may have come first on a very busy machine: then it delivered.
+    const outcomes = done.attempts.map((a: { statusCode: number; error: string | null }) => [a.statusCode, a.error]);
+    assert.deepEqual(outcomes[0], [500, 'receiver answered HTTP 500']);
+    assert.deepEqual(outcomes.slice(1), Array(outcomes.length - 1).fill([200, null]));
 
     const plain = await createJob(stack, undefined);
     assert.deepEqual((await stack.api(`/api/v1/jobs/${plain.id}/deliveries`)).body, { deliveries: [] }, 'a job without webhookUrl has none');
