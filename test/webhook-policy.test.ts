@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import sharp from 'sharp';
 import type { DbHandle } from '../src/db/index.ts';
 import type { Engine } from '../src/engines/engine.ts';
-import { attemptDelivery, claimDueDelivery } from '../src/webhooks/index.ts';
+import { attemptDelivery, claimDueDelivery, deliveryViewSchema } from '../src/webhooks/index.ts';
 import { cleanup, KEY_B, type ReceivedHook, type Stack, startReceiver, startStack, waitFor, waitForJob, WEBHOOK_SECRET } from './helpers.ts';
 import { freshDelivery, rawServer } from './webhook-helpers.ts';
 
@@ -212,6 +212,7 @@ describe('the deliveries API', () => {
     assert.deepEqual(Object.keys(first), ['deliveries']);
     const [d] = first.deliveries;
     assert.deepEqual(Object.keys(d).sort(), ['attempts', 'createdAt', 'event', 'id', 'nextAttemptAt', 'status', 'url']);
+    deliveryViewSchema.parse(d); // the shape the OpenAPI document declares
     assert.match(d.id, /^whd_/);
     assert.equal(d.event, 'generation.succeeded');
     assert.equal(d.url, receiver.url);
@@ -293,6 +294,7 @@ describe('the deliveries API', () => {
     assert.equal(res.status, 202, JSON.stringify(res.body));
     assert.deepEqual(Object.keys(res.body), ['delivery']);
     assert.equal(res.body.delivery.id, failed.id);
+    deliveryViewSchema.parse(res.body.delivery);
     assert.ok(['pending', 'delivered'].includes(res.body.delivery.status), res.body.delivery.status);
 
     const hooks = () => receiver.hooks.filter((h) => h.body.job.id === job.id);

@@ -3,7 +3,7 @@ import { listAssetsQuerySchema, registerAssetBodySchema } from '../assets/index.
 import { ASSET_KINDS, ASSET_SOURCES, CAPABILITIES, JOB_STATUSES } from '../contract/index.ts';
 import { createJobBodySchema, listJobsQuerySchema } from '../jobs/index.ts';
 import { API_ERROR_CODES, ERROR_CODES, JOB_ERROR_CODES } from '../lib/error-codes.ts';
-import { DELIVERY_STATUSES, MAX_DELIVERY_ATTEMPTS, WEBHOOK_EVENTS } from '../webhooks/index.ts';
+import { deliveryViewSchema } from '../webhooks/index.ts';
 
 /**
  * The OpenAPI 3.1 document, rendered from the very zod schemas that validate requests (so the
@@ -47,30 +47,6 @@ const assetSchema = z.object({
   jobId: z.string().nullable(),
   downloadUrl: z.string(),
   createdAt: isoTime,
-});
-const deliverySchema = z.object({
-  id: z.string().describe('whd_…: the webhook-id and X-Zhinian-Delivery of every attempt'),
-  event: z.enum(WEBHOOK_EVENTS),
-  url: z.string().describe("The job's webhookUrl"),
-  status: z
-    .enum(DELIVERY_STATUSES)
-    .describe(
-      `pending: an attempt is due or being made; delivered: a 2xx came; failed: given up (${MAX_DELIVERY_ATTEMPTS} attempts over at least 72 h, a 410 Gone, or a URL the server's URL guard refuses)`,
-    ),
-  createdAt: isoTime,
-  nextAttemptAt: isoTime
-    .nullable()
-    .describe(
-      "When the next attempt is due: the retry schedule's delay, or a 429/503's Retry-After (capped at 1 h) when that is longer. Null when delivered, failed, or while an attempt is being made.",
-    ),
-  attempts: z.array(
-    z.object({
-      at: isoTime.describe('When the attempt started'),
-      statusCode: z.number().int().nullable().describe("The receiver's HTTP status; null: no answer (timeout, connection error, refused URL)"),
-      durationMs: z.number().int(),
-      error: z.string().nullable().describe('Why it failed; null when delivered'),
-    }),
-  ),
 });
 const errorSchema = z.object({
   error: z.string().describe('What went wrong, naming the field'),
@@ -147,7 +123,7 @@ export function buildOpenApi(serverUrl: string): object {
         RegisterAssetRequest: toSchema(registerAssetBodySchema),
         Job: toSchema(jobSchema),
         Asset: toSchema(assetSchema),
-        Delivery: toSchema(deliverySchema),
+        Delivery: toSchema(deliveryViewSchema),
         Error: toSchema(errorSchema),
         Capabilities: toSchema(capabilitiesSchema),
       },

@@ -1,34 +1,47 @@
 import type { Selectable } from 'kysely';
 import type { Database, Db, WebhookDeliveriesTable } from '../db/index.ts';
+import { z } from 'zod';
 import { iso } from '../lib/clock.ts';
+import { WEBHOOK_EVENTS } from './outbox.ts';
+import { MAX_DELIVERY_ATTEMPTS } from './schedule.ts';
 
 /**
  * A delivery as partners (GET /api/v1/jobs/:id/deliveries) and the console's job page see it: the
  * one read model of a delivery row and its attempt rows. The console's webhooks screen adds
- * operator fields to it but takes the next attempt and the attempts from here.
+ * operator fields to it but takes the next attempt and the attempts from here. The schema is the
+ * shape's one declaration: the type below and the OpenAPI document's `Delivery` come from it.
  */
-/** pending: an attempt is due (or being made); delivered: a 2xx came; failed: given up (schedule.ts settleAttempt). */
+
 export const DELIVERY_STATUSES = ['pending', 'delivered', 'failed'] as const;
 
-export interface DeliveryView {
-  id: string;
-  event: string;
-  url: string;
-  status: (typeof DELIVERY_STATUSES)[number];
-  createdAt: string;
-  /** When the next attempt is due (nextAttemptAt below); null when none is waiting. */
-  nextAttemptAt: string | null;
-  attempts: AttemptView[];
-}
+const isoTime = z.string().describe('ISO 8601 UTC with milliseconds');
 
-interface AttemptView {
-  at: string;
-  /** The receiver's HTTP status; null: no answer (timeout, connection error, refused target). */
-  statusCode: number | null;
-  durationMs: number;
-  /** Why the attempt failed (`receiver answered HTTP 500`, `no answer within 10000 ms`, …); null when it was delivered. */
-  error: string | null;
-}
+export const deliveryViewSchema = z.object({
+  id: z.string().describe('whd_…: the webhook-id and X-Zhinian-Delivery of every attempt'),
+  event: z.enum(WEBHOOK_EVENTS),
+  url: z.string().describe("The job's webhookUrl"),
+  status: z
+    .enum(DELIVERY_STATUSES)
+    .describe(
+      `pending: an attempt is due or being made; delivered: a 2xx came; failed: given up (${MAX_DELIVERY_ATTEMPTS} attempts over at least 72 h, a 410 Gone, or a URL the URL guard refuses)`,
+    ),
+  createdAt: isoTime,
+  nextAttemptAt: isoTime
+    .nullable()
+    .describe(
+      "When the next attempt is due: the retry schedule's delay, or a 429/503's Retry-After (capped at 1 h) when that is longer. Null when delivered, failed, or while an attempt is being made.",
+    ),
+  attempts: z.array(
+    z.object({
+      at: isoTime.describe('When the attempt started'),
+      statusCode: z.number().int().nullable().describe("The receiver's HTTP status; null: no answer (timeout, connection error, refused URL)"),
+      durationMs: z.number().int(),
+      error: z.string().nullable().describe('Why it failed (`receiver answered HTTP 500`, `no answer within 10000 ms`, …); null when delivered'),
+    }),
+  ),
+});
+
+export type DeliveryView = z.infer<typeof deliveryViewSchema>;
 
 type DeliveryRow = Pick<Selectable<WebhookDeliveriesTable>, 'id' | 'event' | 'url' | 'status' | 'created_at' | 'next_attempt_at' | 'held_due_at' | 'lease_owner'>;
 type AttemptRow = Selectable<Database['webhook_attempts']>;
@@ -54,7 +67,7 @@ export function toDeliveryView(row: DeliveryRow, attempts: readonly AttemptRow[]
   const next = nextAttemptAt(row, now);
   return {
     id: row.id,
-    event: row.event,
+    event: row.event as DeliveryView['event'],
     url: row.url,
     status: row.status as DeliveryView['status'],
     createdAt: iso(Number(row.created_at)),

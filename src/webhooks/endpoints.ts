@@ -106,8 +106,9 @@ export type AttemptResult = 'delivered' | 'answered' | 'unreachable' | 'refused'
 
 /**
  * The origin's state after an attempt ended at `finishedAt` (null: unchanged). A 2xx clears it;
- * another HTTP answer, or a refused target, leaves it as it is; a timeout or connection error counts, except one that
- * ends while the origin is blocked (an attempt started before the block: the same outage).
+ * another HTTP answer, or a refused target, leaves it as it is; a timeout or connection error
+ * counts, except one that ends while the origin is blocked (an attempt started before the block:
+ * the same outage).
  */
 function stateAfter(policy: EndpointPolicy, state: EndpointState | undefined, result: AttemptResult, finishedAt: number): EndpointState | null {
   if (result === 'delivered') return state && (state.consecutive_failures > 0 || state.blocked_until !== null) ? { consecutive_failures: 0, blocked_until: null } : null;
