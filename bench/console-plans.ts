@@ -103,7 +103,7 @@ export async function consolePlans(store: Store, dialect: 'sqlite' | 'postgres',
   await rec.record('jobs list, capability=video.generate & engine=jimeng, from 3 days ago', (h) =>
     listJobs(h, presenter(h), { capability: 'video.generate', engine: 'jimeng', from: now - 3 * 86_400_000 }),
   );
-  await rec.record('job detail', (h) => jobDetail(h, presenter(h), jobId));
+  await rec.record('job detail', (h) => jobDetail(h, presenter(h), jobId, now));
   await rec.record('usage rows, 30 days', (h) => usageRows(h, month));
   // Recorded on the PostgreSQL code path, usageJson writes PostgreSQL's JSON functions; on SQLite it reads the same range as the rows.
   if (dialect === 'postgres') await rec.record('usage JSON, 30 days', (h) => usageJson(h, month));

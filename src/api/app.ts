@@ -6,6 +6,7 @@ import type { AssetService, Store, UrlSigner } from '../assets/index.ts';
 import type { Db } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import type { JobService } from '../jobs/index.ts';
+import type { JobDeliveries } from '../webhooks/index.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { ERR } from '../lib/error-codes.ts';
 import { registerAccessControl, type Authenticator } from './auth.ts';
@@ -17,6 +18,7 @@ import { rejectUnstorableParams } from './param-guard.ts';
 import { registerAbortLog, RequestLog } from './request-log.ts';
 import { registerRequestLimit } from './request-limit.ts';
 import { registerAssetRoutes } from './routes/assets.ts';
+import { registerDeliveryRoutes } from './routes/deliveries.ts';
 import { registerJobRoutes } from './routes/jobs.ts';
 import { registerMetaRoutes } from './routes/meta.ts';
 
@@ -25,6 +27,8 @@ export interface AppDeps {
   auth: Authenticator;
   signer: UrlSigner;
   jobs: JobService;
+  /** Jobs' webhook deliveries: list, redeliver. */
+  deliveries: JobDeliveries;
   assets: AssetService;
   store: Store;
   db: Db;
@@ -97,6 +101,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   registerMetaRoutes(app, { db: deps.db, store: deps.store, engines: deps.engines, baseUrl: deps.baseUrl });
   registerJobRoutes(app, deps.jobs);
+  registerDeliveryRoutes(app, deps.deliveries);
   registerAssetRoutes(app, deps.assets, deps.store);
   return app;
 }

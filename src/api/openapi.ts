@@ -3,6 +3,7 @@ import { listAssetsQuerySchema, registerAssetBodySchema } from '../assets/index.
 import { ASSET_KINDS, ASSET_SOURCES, CAPABILITIES, JOB_STATUSES } from '../contract/index.ts';
 import { createJobBodySchema, listJobsQuerySchema } from '../jobs/index.ts';
 import { API_ERROR_CODES, ERROR_CODES, JOB_ERROR_CODES } from '../lib/error-codes.ts';
+import { deliveryViewSchema } from '../webhooks/index.ts';
 
 /**
  * The OpenAPI 3.1 document, rendered from the very zod schemas that validate requests (so the
@@ -122,6 +123,7 @@ export function buildOpenApi(serverUrl: string): object {
         RegisterAssetRequest: toSchema(registerAssetBodySchema),
         Job: toSchema(jobSchema),
         Asset: toSchema(assetSchema),
+        Delivery: toSchema(deliveryViewSchema),
         Error: toSchema(errorSchema),
         Capabilities: toSchema(capabilitiesSchema),
       },
@@ -166,6 +168,30 @@ export function buildOpenApi(serverUrl: string): object {
           summary: 'Cancel a queued or running job',
           parameters: idParam('Job'),
           responses: counted({ 200: { description: 'Cancelled', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 409, 414) }),
+        },
+      },
+      '/api/v1/jobs/{id}/deliveries': {
+        get: {
+          operationId: 'listJobDeliveries',
+          summary: "The job's webhook deliveries, oldest first, each with every attempt",
+          parameters: idParam('Job'),
+          responses: counted({
+            200: { description: 'OK', content: json({ type: 'object', properties: { deliveries: { type: 'array', items: ref('Delivery') } }, required: ['deliveries'] }) },
+            ...errors(401, 404, 414),
+          }),
+        },
+      },
+      '/api/v1/jobs/{id}/deliveries/{deliveryId}/redeliver': {
+        post: {
+          operationId: 'redeliverJobDelivery',
+          summary: 'Send a delivery once more, now, whatever its status',
+          description:
+            'One more attempt as soon as possible, with the same webhook-id (X-Zhinian-Delivery) and body, freshly signed. A delivery whose attempt is being made at that moment is left to it. A failing redelivery is not retried on the schedule again once the schedule is used up.',
+          parameters: [...idParam('Job'), { name: 'deliveryId', in: 'path', required: true, schema: { type: 'string', maxLength: 100 }, description: 'Delivery id (whd_…)' }],
+          responses: counted({
+            202: { description: 'Accepted: the delivery as it is now', content: json({ type: 'object', properties: { delivery: ref('Delivery') }, required: ['delivery'] }) },
+            ...errors(401, 404, 414),
+          }),
         },
       },
       '/api/v1/assets': {

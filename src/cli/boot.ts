@@ -17,7 +17,7 @@ import { createJobService } from '../jobs/index.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { createNotifier } from '../lib/notifier.ts';
 import { readOrCreateSecret } from '../lib/secret-file.ts';
-import { startWebhookDispatcher } from '../webhooks/index.ts';
+import { createJobDeliveries, startWebhookDispatcher } from '../webhooks/index.ts';
 import { startWorker } from '../worker/worker.ts';
 
 export interface BootOptions {
@@ -146,6 +146,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
       auth,
       signer,
       jobs,
+      deliveries: createJobDeliveries({ handle, clock, notifier }),
       assets,
       store,
       db: handle.db,

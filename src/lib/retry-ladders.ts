@@ -96,17 +96,29 @@ export function jobRetryDelayMs(attempts: number): number {
 // Webhooks (webhooks/schedule.ts)
 
 /**
- * Delay before each webhook retry, in seconds: quick at first for blips, then hours apart. The
- * delays add up to about 32 h, past the 24 h the contract promises, before a delivery is given
- * up as failed. Each delay is jittered by ±20% so retries from one outage spread out.
+ * Delay before each webhook retry, in seconds: quick at first for blips (5 s, 30 s, 2 min), then
+ * hours apart, ending at 12 h. The delays add up to about 100 h (4 days and 4 h); each is
+ * jittered by ±20% so retries from one outage spread out, so even at the shortest jitter they span
+ * about 80 h, past the 72 h the contract promises, before a delivery is given up as failed.
+ * 17 attempts in all (webhooks/schedule.ts MAX_DELIVERY_ATTEMPTS).
  */
-export const WEBHOOK_SCHEDULE_SECONDS = [5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800, 28800] as const;
+export const WEBHOOK_SCHEDULE_SECONDS = [5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 43200, 43200, 43200, 43200, 43200, 43200, 43200] as const;
+
+/** Jitter of each webhook delay: ±this fraction of it. */
+export const WEBHOOK_JITTER = 0.2;
+
+/**
+ * The longest a receiver's `Retry-After` (on a 429 or 503) may push a delivery's next attempt
+ * out: a receiver cannot park an event for days with one header, and an hour is longer than any
+ * rate-limit window we know of.
+ */
+export const WEBHOOK_RETRY_AFTER_CAP_MS = 3_600_000;
 
 /** Milliseconds to wait after failed delivery attempt `attempt` (1-based), or null when out of tries. */
 export function webhookRetryDelayMs(attempt: number, random: Random = Math.random): number | null {
   const base = WEBHOOK_SCHEDULE_SECONDS[attempt - 1];
   if (base === undefined) return null;
-  const jitter = 0.8 + 0.4 * random();
+  const jitter = 1 - WEBHOOK_JITTER + 2 * WEBHOOK_JITTER * random();
   return Math.round(base * 1000 * jitter);
 }
 

@@ -1,9 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
-import { guardedDispatcher } from '../net/index.ts';
+import { checkUrl, FetchError, guardedDispatcher } from '../net/index.ts';
 import { sql } from 'kysely';
 import type { DbHandle, Tx, WebhookDeliveriesTable } from '../db/index.ts';
 import { withTransaction } from '../db/index.ts';
+import { ERR } from '../lib/error-codes.ts';
 import { storableText } from '../lib/storable-text.ts';
 import { outageBackoffMs } from '../lib/retry-ladders.ts';
 import type { Clock } from '../lib/clock.ts';
@@ -21,7 +22,7 @@ import {
   lockDeliveryCounts,
   roomFor,
 } from './endpoints.ts';
-import { MAX_DELIVERY_ATTEMPTS, retryDelayMs } from './schedule.ts';
+import { settleAttempt } from './schedule.ts';
 import type { ClientShare } from './share.ts';
 
 export interface DeliveryOptions {
@@ -277,7 +278,14 @@ interface Answer {
   error: string | null;
   /** No (whole) answer: a timeout or a connection error, also after a status line came. */
   unreachable: boolean;
+  /** The URL guard refused the target (checkUrl, or the guarded dispatcher after DNS): nothing was sent. */
+  refused: boolean;
+  /** The answer's Retry-After header (schedule.ts honours it on a 429 or 503). */
+  retryAfter: string | null;
 }
+
+/** The guard's refusals: a URL that is not http(s), has credentials, or names an address that is not public. */
+const isRefusal = (e: unknown): e is FetchError => e instanceof FetchError && (e.code === ERR.url_forbidden || e.code === ERR.url_invalid);
 
 async function send(opts: DeliveryOptions, delivery: WebhookDeliveriesTable): Promise<Answer> {
   const startedAt = opts.clock.now();
@@ -294,9 +302,14 @@ async function send(opts: DeliveryOptions, delivery: WebhookDeliveriesTable): Pr
   let statusCode: number | null = null;
   let error: string | null = null;
   let unreachable = false;
+  let refused = false;
+  let retryAfter: string | null = null;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const deadline = deadlineSignal(timeoutMs);
   try {
+    // Checked when the job was created, but the setting may have changed since. The guarded
+    // dispatcher checks again after DNS: a name that resolves only to addresses that are not public.
+    checkUrl(delivery.url, { allowPrivate: opts.allowPrivateUrls });
     const res = await request(delivery.url, {
       method: 'POST',
       headers,
@@ -305,17 +318,24 @@ async function send(opts: DeliveryOptions, delivery: WebhookDeliveriesTable): Pr
       signal: deadline.signal,
     });
     statusCode = res.statusCode;
+    const header = res.headers['retry-after'];
+    retryAfter = (Array.isArray(header) ? header[0] : header) ?? null;
     // Receivers' bodies are ignored; drain so the connection can be reused.
     await res.body.dump({ limit: 64 * 1024 });
     if (statusCode < 200 || statusCode > 299) error = `receiver answered HTTP ${statusCode}`;
   } catch (e) {
     const err = e as Error & { code?: string };
-    unreachable = true;
-    error = deadline.signal.aborted || err.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : `${err.code ?? err.name}: ${err.message}`;
+    if (isRefusal(e)) {
+      refused = true;
+      error = `refused by the URL guard: ${e.message}`;
+    } else {
+      unreachable = true;
+      error = deadline.signal.aborted || err.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : `${err.code ?? err.name}: ${err.message}`;
+    }
   } finally {
     deadline.clear();
   }
-  return { startedAt, finishedAt: opts.clock.now(), statusCode, error, unreachable };
+  return { startedAt, finishedAt: opts.clock.now(), statusCode, error, unreachable, refused, retryAfter };
 }
 
 /**
@@ -325,9 +345,9 @@ async function send(opts: DeliveryOptions, delivery: WebhookDeliveriesTable): Pr
  * is retried with backoff while the lease holds; the heartbeat keeps it meanwhile.
  */
 async function recordOutcome(opts: DeliveryOptions, delivery: WebhookDeliveriesTable, lease: Lease, answer: Answer): Promise<AttemptOutcome> {
-  const { startedAt, finishedAt, statusCode, error, unreachable } = answer;
-  const outcome = error === null ? 'delivered' : delivery.attempts >= MAX_DELIVERY_ATTEMPTS ? 'failed' : 'retry';
-  const delay = outcome === 'retry' ? (retryDelayMs(delivery.attempts) ?? 0) : 0;
+  const { startedAt, finishedAt, statusCode, error, unreachable, refused, retryAfter } = answer;
+  const next = settleAttempt({ attempt: delivery.attempts, delivered: error === null, statusCode, refused, retryAfter, answeredAt: finishedAt });
+  const outcome = next.outcome;
   for (let failures = 0; ; ) {
     if (lease.lost) return 'lost';
     try {
@@ -337,7 +357,7 @@ async function recordOutcome(opts: DeliveryOptions, delivery: WebhookDeliveriesT
           .updateTable('webhook_deliveries')
           .set({
             status: outcome === 'retry' ? 'pending' : outcome,
-            next_attempt_at: outcome === 'retry' ? finishedAt + delay : null,
+            next_attempt_at: next.outcome === 'retry' ? finishedAt + next.delayMs : null,
             lease_owner: null,
             last_status_code: statusCode,
             last_error: error === null ? null : storableText(error, 500),
@@ -366,7 +386,7 @@ async function recordOutcome(opts: DeliveryOptions, delivery: WebhookDeliveriesT
           livenessOf(opts),
           delivery.client_id,
           delivery.origin,
-          error === null ? 'delivered' : unreachable ? 'unreachable' : 'answered',
+          error === null ? 'delivered' : refused ? 'refused' : unreachable ? 'unreachable' : 'answered',
           finishedAt,
           opts.clock.now(),
         );

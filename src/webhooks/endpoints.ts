@@ -97,18 +97,22 @@ export async function roomFor(tx: Tx, policy: EndpointPolicy, load: OriginLoad |
 
 /**
  * How an attempt went, as far as its origin is concerned: a 2xx (`delivered`), another whole
- * HTTP answer (`answered`: the receiver is alive), or no whole answer in time, or no connection.
+ * HTTP answer (`answered`: the receiver is alive), no whole answer in time or no connection
+ * (`unreachable`), or a target the URL guard refused (`refused`: nothing was sent, so nothing
+ * was learned about the receiver). A Retry-After is not an origin-wide signal here: it settles
+ * only its own delivery (schedule.ts settleAttempt); the origin's limits still apply to the others.
  */
-export type AttemptResult = 'delivered' | 'answered' | 'unreachable';
+export type AttemptResult = 'delivered' | 'answered' | 'unreachable' | 'refused';
 
 /**
  * The origin's state after an attempt ended at `finishedAt` (null: unchanged). A 2xx clears it;
- * another HTTP answer leaves it as it is; a timeout or connection error counts, except one that
- * ends while the origin is blocked (an attempt started before the block: the same outage).
+ * another HTTP answer, or a refused target, leaves it as it is; a timeout or connection error
+ * counts, except one that ends while the origin is blocked (an attempt started before the block:
+ * the same outage).
  */
 function stateAfter(policy: EndpointPolicy, state: EndpointState | undefined, result: AttemptResult, finishedAt: number): EndpointState | null {
   if (result === 'delivered') return state && (state.consecutive_failures > 0 || state.blocked_until !== null) ? { consecutive_failures: 0, blocked_until: null } : null;
-  if (result === 'answered') return null;
+  if (result === 'answered' || result === 'refused') return null;
   if (state?.blocked_until != null && Number(state.blocked_until) > finishedAt) return null;
   const failures = (state?.consecutive_failures ?? 0) + 1;
   return { consecutive_failures: failures, blocked_until: failures >= policy.failuresToBlock ? finishedAt + blockMs(policy, failures) : null };

@@ -5,3 +5,5 @@ export * from './schedule.ts';
 export * from './sign.ts';
 export * from './endpoints.ts';
 export * from './share.ts';
+export * from './delivery-view.ts';
+export * from './job-deliveries.ts';

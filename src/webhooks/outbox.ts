@@ -2,7 +2,7 @@ import type { Tx } from '../db/index.ts';
 import { newId } from '../lib/ids.ts';
 import { originOf } from './endpoints.ts';
 
-const WEBHOOK_EVENTS = ['generation.succeeded', 'generation.failed', 'generation.expired', 'generation.cancelled'] as const;
+export const WEBHOOK_EVENTS = ['generation.succeeded', 'generation.failed', 'generation.expired', 'generation.cancelled'] as const;
 export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
 
 /**

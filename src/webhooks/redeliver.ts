@@ -1,6 +1,7 @@
 import type { Selectable } from 'kysely';
 import type { DbHandle, Tx, WebhookDeliveriesTable } from '../db/index.ts';
 import { withTransaction } from '../db/index.ts';
+import { isInFlight } from './delivery-view.ts';
 import { lockDeliveryCounts } from './endpoints.ts';
 
 type DeliveryRow = Selectable<WebhookDeliveriesTable>;
@@ -34,9 +35,8 @@ export async function redeliverNow(handle: DbHandle, deliveryId: string, now: nu
     await lockDeliveryCounts(handle, tx);
     const before = await tx.selectFrom('webhook_deliveries').selectAll().where('id', '=', deliveryId).executeTakeFirst();
     if (!before) return null;
-    const inFlight = before.lease_owner !== null && before.next_attempt_at !== null && Number(before.next_attempt_at) > now;
     let result: Redelivery;
-    if (inFlight) {
+    if (isInFlight(before, now)) {
       result = { before, delivery: before, outcome: 'inFlight' };
     } else {
       const delivery = await tx

@@ -11,13 +11,13 @@ export function registerJobApi(admin: FastifyInstance, deps: ConsoleDeps): void 
   admin.get('/api/jobs', async (request) => listJobs(deps.handle, deps.jobs.present, parseJobFilter(request.query)));
 
   admin.get<{ Params: { id: string } }>('/api/jobs/:id', async (request) => {
-    const detail = await jobDetail(deps.handle, deps.jobs.present, request.params.id);
+    const detail = await jobDetail(deps.handle, deps.jobs.present, request.params.id, deps.clock.now());
     if (!detail) throw new NotFound('Job');
     return { job: detail.job, attempts: detail.attempts, lease: detail.lease, deliveries: detail.deliveries };
   });
 
   admin.post<{ Params: { id: string } }>('/api/jobs/:id/cancel', async (request) => {
-    const detail = await jobDetail(deps.handle, deps.jobs.present, request.params.id);
+    const detail = await jobDetail(deps.handle, deps.jobs.present, request.params.id, deps.clock.now());
     if (!detail) throw new NotFound('Job');
     // The same cancel as the client's own (queue/settle.ts): one state machine for both.
     const job = await deps.jobs.cancel(detail.job.clientId, detail.job.id);

@@ -53,13 +53,13 @@ export function registerJobPages(admin: FastifyInstance, deps: ConsoleDeps, rend
 
   /** One row of the jobs table, for htmx to poll while the job is live (a terminal row stops polling). */
   admin.get<{ Params: { id: string } }>('/jobs/:id/row', async (request, reply) => {
-    const detail = await jobDetail(deps.handle, deps.jobs.present, request.params.id);
+    const detail = await jobDetail(deps.handle, deps.jobs.present, request.params.id, deps.clock.now());
     if (!detail) return reply.status(404).type('text/html; charset=utf-8').send('');
     return renderFragment(reply, request, 'partials/job-row', { row: rowData(detail.job, deps.clock.now()) });
   });
 
   admin.get<{ Params: { id: string } }>('/jobs/:id', async (request, reply) => {
-    const detail = await jobDetail(deps.handle, deps.jobs.present, request.params.id);
+    const detail = await jobDetail(deps.handle, deps.jobs.present, request.params.id, deps.clock.now());
     if (!detail) {
       reply.status(404);
       return render(reply, request, 'partials/not-found', { nav: 'jobs', id: request.params.id });

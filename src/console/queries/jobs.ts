@@ -8,7 +8,7 @@ import { iso } from '../../lib/clock.ts';
 import { isId } from '../../lib/ids.ts';
 import { parseWith } from '../../lib/validate.ts';
 import { readConsole } from './reader.ts';
-import { attemptsOf } from './webhooks.ts';
+import { deliveriesOfJob, type DeliveryView } from '../../webhooks/delivery-view.ts';
 
 /** A job as the console shows it: the API's job (with `statusDetail`), and whose it is. */
 export type AdminJob = Job & { clientId: string };
@@ -71,17 +71,6 @@ export async function listJobs(handle: DbHandle, present: JobPresenter, filter: 
   });
 }
 
-interface DeliveryView {
-  id: string;
-  event: string;
-  url: string;
-  status: 'pending' | 'delivered' | 'failed';
-  createdAt: string;
-  /** When the next attempt is due (a delivery held back for its receiver keeps its own due time). */
-  nextAttemptAt: string | null;
-  attempts: { at: string; statusCode: number | null; durationMs: number; error: string | null }[];
-}
-
 export interface JobDetail {
   job: AdminJob;
   row: Selectable<JobsTable>;
@@ -92,17 +81,13 @@ export interface JobDetail {
   deliveries: DeliveryView[];
 }
 
-/** One job of any client with its webhook deliveries and their attempts; null when there is none. */
-export async function jobDetail(handle: DbHandle, present: JobPresenter, id: string): Promise<JobDetail | null> {
+/** One job of any client with its history and its webhook deliveries (as its client sees them); null when there is none. */
+export async function jobDetail(handle: DbHandle, present: JobPresenter, id: string, now: number): Promise<JobDetail | null> {
   return readConsole(handle, async (db) => {
     if (!isId('job', id)) return null;
     const row = await db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
     if (!row) return null;
-    const deliveries = await db.selectFrom('webhook_deliveries').selectAll().where('job_id', '=', id).orderBy('id').execute();
-    const attempts = await attemptsOf(
-      db,
-      deliveries.map((d) => d.id),
-    );
+    const deliveries = await deliveriesOfJob(db, id, now);
     const held = row.status === 'running' && row.lease_owner !== null;
     const [job] = await toAdminJobs(db, present, [row]);
     return {
@@ -110,17 +95,7 @@ export async function jobDetail(handle: DbHandle, present: JobPresenter, id: str
       row,
       attempts: await jobAttemptsOf(db, id),
       lease: { counted: Number(row.attempts), owner: held ? row.lease_owner : null, until: held && row.run_at !== null ? iso(Number(row.run_at)) : null },
-      deliveries: deliveries.map((d) => ({
-        id: d.id,
-        event: d.event,
-        url: d.url,
-        status: d.status as DeliveryView['status'],
-        createdAt: iso(Number(d.created_at)),
-        nextAttemptAt: d.status === 'pending' ? iso(Number(d.held_due_at ?? d.next_attempt_at ?? d.created_at)) : null,
-        attempts: attempts
-          .filter((a) => a.delivery_id === d.id)
-          .map((a) => ({ at: iso(Number(a.started_at)), statusCode: a.status_code, durationMs: Number(a.duration_ms), error: a.error })),
-      })),
+      deliveries,
     };
   });
 }

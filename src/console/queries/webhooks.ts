@@ -3,6 +3,7 @@ import type { Database, Db, DbHandle, WebhookDeliveriesTable } from '../../db/in
 import { iso } from '../../lib/clock.ts';
 import { readConsole } from './reader.ts';
 import { Invalid } from '../../lib/errors.ts';
+import { attemptsOf, DELIVERY_STATUSES as WEBHOOK_DELIVERY_STATUSES, type DeliveryView, isInFlight, toDeliveryView } from '../../webhooks/delivery-view.ts';
 
 /** A receiver origin that is failing: timeouts/connection errors in a row, or blocked. */
 export interface EndpointView {
@@ -33,14 +34,14 @@ export interface AdminDeliveryView {
   event: string;
   url: string;
   origin: string;
-  status: 'pending' | 'delivered' | 'failed';
+  status: DeliveryView['status'];
   /** Attempts started (the one in flight included). */
   attempts: number;
   /** Failed at least once and not delivered since (pending with an error, or failed). */
   failing: boolean;
   /** An attempt is being sent now (its claim has not lapsed). */
   inFlight: boolean;
-  /** When the next attempt is due: coalesce(held_due_at, next_attempt_at) of a pending delivery. */
+  /** When the next attempt is due (webhooks/delivery-view.ts nextAttemptAt). */
   nextAttemptAt: string | null;
   lastStatusCode: number | null;
   lastError: string | null;
@@ -49,7 +50,7 @@ export interface AdminDeliveryView {
   attemptLog: AttemptView[];
 }
 
-export const DELIVERY_STATUSES = ['failing', 'pending', 'delivered', 'failed'] as const;
+export const DELIVERY_STATUSES = ['failing', ...WEBHOOK_DELIVERY_STATUSES] as const;
 type DeliveryStatusFilter = (typeof DELIVERY_STATUSES)[number];
 
 export interface DeliveryFilter {
@@ -150,7 +151,7 @@ async function withAttempts(db: Db, rows: Selectable<WebhookDeliveriesTable>[], 
     rows.map((r) => r.id),
   );
   return rows.map((r) =>
-    toDeliveryView(
+    toAdminDeliveryView(
       r,
       attempts.filter((a) => a.delivery_id === r.id),
       now,
@@ -158,19 +159,9 @@ async function withAttempts(db: Db, rows: Selectable<WebhookDeliveriesTable>[], 
   );
 }
 
-/** Every attempt of the given deliveries, by delivery then attempt number. */
-export async function attemptsOf(db: Db, deliveryIds: string[]) {
-  if (deliveryIds.length === 0) return [];
-  return db.selectFrom('webhook_attempts').selectAll().where('delivery_id', 'in', deliveryIds).orderBy('delivery_id').orderBy('attempt').execute();
-}
-
-function toDeliveryView(
-  r: Selectable<WebhookDeliveriesTable>,
-  attempts: { attempt: number; started_at: number; duration_ms: number; status_code: number | null; error: string | null }[],
-  now: number,
-): AdminDeliveryView {
-  const next = r.held_due_at ?? r.next_attempt_at;
-  const inFlight = r.lease_owner !== null && r.next_attempt_at !== null && Number(r.next_attempt_at) > now;
+/** The partners' read model (webhooks/delivery-view.ts) with what an operator needs besides. */
+function toAdminDeliveryView(r: Selectable<WebhookDeliveriesTable>, attempts: Awaited<ReturnType<typeof attemptsOf>>, now: number): AdminDeliveryView {
+  const view = toDeliveryView(r, attempts, now);
   return {
     id: r.id,
     jobId: r.job_id,
@@ -178,22 +169,16 @@ function toDeliveryView(
     event: r.event,
     url: r.url,
     origin: r.origin,
-    status: r.status as AdminDeliveryView['status'],
+    status: view.status,
     attempts: Number(r.attempts),
     failing: r.status === 'failed' || (r.status === 'pending' && r.last_error !== null),
-    inFlight,
-    nextAttemptAt: r.status === 'pending' && next !== null && !inFlight ? iso(Number(next)) : null,
+    inFlight: isInFlight(r, now),
+    nextAttemptAt: view.nextAttemptAt,
     lastStatusCode: r.last_status_code === null ? null : Number(r.last_status_code),
     lastError: r.last_error,
-    createdAt: iso(Number(r.created_at)),
+    createdAt: view.createdAt,
     deliveredAt: r.delivered_at === null ? null : iso(Number(r.delivered_at)),
-    attemptLog: attempts.map((a) => ({
-      attempt: Number(a.attempt),
-      startedAt: iso(Number(a.started_at)),
-      durationMs: Number(a.duration_ms),
-      statusCode: a.status_code === null ? null : Number(a.status_code),
-      error: a.error,
-    })),
+    attemptLog: view.attempts.map(({ at, ...a }, i) => ({ attempt: Number(attempts[i]!.attempt), startedAt: at, ...a })),
   };
 }
 
