@@ -25,8 +25,7 @@ test('two SIGINTs in quick succession shut down once: the running job is handed 
   const id = created.body.job.id;
   await waitFor(async () => (await callApi(base, `/api/v1/jobs/${id}`)).body.job.status === 'running', { what: 'the job to start', timeoutMs: 30_000 });
 
-  const stalled = add(stalledRequest(Number(new URL(base).port)), async (s) => s.destroy());
-  await waitFor(() => stalled.bytesWritten > 0, { what: 'the stalled request to be sent' });
+  add(await stalledRequest(Number(new URL(base).port)), async (s) => s.destroy());
 
   // Two separate deliveries (one signal sent twice at once may be merged by the kernel).
   child.kill('SIGINT');
@@ -54,8 +53,7 @@ test('a second signal well after the first still forces the exit', async (t) => 
   const child = add(spawnZhinian('server', testEnv(dataDir, { LOG_LEVEL: 'info', ZHINIAN_SHUTDOWN_GRACE_SECONDS: '60' })), (c) => killAndWait(c));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const port = Number(new URL(await listeningUrl(child)).port);
-  const stalled = add(stalledRequest(port), async (s) => s.destroy());
-  await waitFor(() => stalled.bytesWritten > 0, { what: 'the stalled request to be sent' });
+  add(await stalledRequest(port), async (s) => s.destroy());
 
   child.kill('SIGINT');
   await waitFor(() => child.output().includes('shutting down'), { what: 'the shutdown to begin' });
@@ -68,10 +66,23 @@ test('a second signal well after the first still forces the exit', async (t) => 
   assert.match(child.output(), /second signal: exiting/);
 });
 
-/** A request that sent half its body and then nothing: only the grace period ends it. */
-function stalledRequest(port: number): net.Socket {
+/**
+ * A request that sent half its body and then nothing: only the grace period ends it. It asks for
+ * `100 Continue` and sends the body only once the server answered it, so the server has parsed
+ * the request before the test signals (a signal before that finds an idle connection, closed at once).
+ */
+async function stalledRequest(port: number): Promise<net.Socket> {
   const socket = net.connect(port, '127.0.0.1');
   socket.on('error', () => {});
-  socket.write(`POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY_A}\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"capability":`);
+  const continued = new Promise<void>((resolve) => {
+    let seen = '';
+    socket.on('data', (chunk) => {
+      seen += chunk.toString('latin1');
+      if (seen.includes('100 Continue')) resolve();
+    });
+  });
+  socket.write(`POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY_A}\r\nContent-Type: application/json\r\nContent-Length: 500\r\nExpect: 100-continue\r\n\r\n`);
+  await continued;
+  socket.write('{"capability":');
   return socket;
 }
