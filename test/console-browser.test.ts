@@ -93,14 +93,14 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     imageJob = await make({ capability: 'image.generate', prompt: '浏览器测试 image', width: 64, height: 64 });
     videoJob = await make({ capability: 'video.generate', prompt: '浏览器测试 video', settings: { ratio: '16:9', duration: 4, resolution: '480p' } });
     hookJob = await make({ capability: 'image.generate', prompt: 'hook', width: 64, height: 64, webhookUrl: receiver.url });
-    // A job that stays queued: due in an hour, so the worker leaves it alone until it is cancelled.
+    // A job that stays queued: for an engine this stack's worker does not run, so it waits until it is cancelled.
     const handle = await openTestDb(sso.dataDir);
     try {
       const now = Date.now();
       heldJob = newId('job');
       await handle.db
         .insertInto('jobs')
-        .values(queuedJobRow({ id: heldJob, engine: 'local', created_at_us: now * 1000, run_at: now + 3_600_000, prompt: '等待中' }))
+        .values(queuedJobRow({ id: heldJob, engine: 'elsewhere', created_at_us: now * 1000, run_at: now, prompt: '等待中' }))
         .execute();
     } finally {
       await handle.db.destroy();
