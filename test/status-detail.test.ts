@@ -12,6 +12,7 @@ import { describe, test, type TestContext } from 'node:test';
 import sharp from 'sharp';
 import type { DbHandle } from '../src/db/index.ts';
 import { EngineError, type Engine, type EngineRequest, type RunContext } from '../src/engines/engine.ts';
+import type { FakeResponse } from './fakes/common.ts';
 import { startFakeEvolink, type FakeEvolink, type FakeEvolinkOptions } from './fakes/evolink.ts';
 import { cleanup, openTestDb, startStack, waitFor, waitForJob, type Stack } from './helpers.ts';
 
@@ -68,13 +69,13 @@ async function jobOf(stack: Stack, id: string): Promise<any> {
 }
 
 /** Polls the API until the job's statusDetail has `code`; returns the job and when it was seen. */
-async function untilDetail(stack: Stack, id: string, code: string, status?: string): Promise<{ job: any; seenAt: number }> {
+async function untilDetail(stack: Stack, id: string, code: string, status?: string, also: (job: any) => boolean = () => true): Promise<{ job: any; seenAt: number }> {
   let last: unknown = null;
   return waitFor(
     async () => {
       const job = await jobOf(stack, id);
       last = { status: job.status, statusDetail: job.statusDetail };
-      return job.statusDetail?.code === code && (status === undefined || job.status === status) ? { job, seenAt: Date.now() } : null;
+      return job.statusDetail?.code === code && (status === undefined || job.status === status) && also(job) ? { job, seenAt: Date.now() } : null;
     },
     { timeoutMs: PATIENCE_MS, intervalMs: 20, what: `job ${id} to show ${code} (last seen: ${JSON.stringify(last)})` },
   );
@@ -105,6 +106,13 @@ async function evolinkWorld(t: TestContext, opts: { fake?: FakeEvolinkOptions; e
   const h = add(await openTestDb(stack.dataDir), (d) => d.close());
   return { evolink, stack, h };
 }
+
+/** EvoLink's "too many requests", asking to come back in 3 s. */
+const TOO_MANY_REQUESTS: FakeResponse = {
+  status: 429,
+  json: { error: { code: 'rate_limit_exceeded', message: 'Too many requests, please retry later.', type: 'rate_limit_error', param: null } },
+  headers: { 'retry-after': '3' },
+};
 
 const evolinkSubmits = (evolink: FakeEvolink, prompt: string) => evolink.requests.filter((r) => r.method === 'POST' && r.body?.prompt === prompt).length;
 const taskIdOf = (evolink: FakeEvolink, prompt: string) => [...evolink.tasks.values()].find((task) => task.body.prompt === prompt)?.id;
@@ -220,29 +228,37 @@ describe('statusDetail from real runs', () => {
     assert.equal(secondDone.statusDetail, null);
   });
 
-  test('provider_rate_limited while the provider answers 429 with Retry-After; retryAt = the next try', async (t) => {
-    const { evolink, stack } = await evolinkWorld(t);
-    // The fake's 429 says Retry-After: 1; three of them in a row.
-    evolink.setScenario('rate_limit', { times: 3 });
-    const prompt = 'let in after three refusals';
-    const id = await createJob(stack, { engine: 'evolink', prompt });
+  test('provider_rate_limited while the provider answers 429 with Retry-After, at submit and at a poll of the task; retryAt = the next try', async (t) => {
+    const { evolink, stack, h } = await evolinkWorld(t);
+    // The first submit and the first poll of the task are refused (Retry-After: 3 s); times as the provider saw them.
+    const calls: { kind: 'submit' | 'poll'; at: number; status: number }[] = [];
+    const refuse = { submit: 1, poll: 1 };
+    evolink.server.intercept = (req, answer) => {
+      const kind = req.method === 'POST' ? 'submit' : 'poll';
+      const out = refuse[kind]-- > 0 ? TOO_MANY_REQUESTS : answer;
+      calls.push({ kind, at: Date.now(), status: out.status });
+      return out;
+    };
+    const id = await createJob(stack, { engine: 'evolink', prompt: 'let in after a wait' });
 
-    const limited = await untilDetail(stack, id, 'provider_rate_limited', 'running');
-    assertShape(limited.job.statusDetail, 'provider_rate_limited');
-    assert.match(limited.job.statusDetail.message, /too many requests/);
-    const retryAt = Date.parse(limited.job.statusDetail.retryAt);
-    const submitsSeen = evolinkSubmits(evolink, prompt);
-    assert.ok(submitsSeen >= 1 && submitsSeen <= 3, `${submitsSeen} submits so far`);
-    assert.ok(retryAt <= limited.seenAt + 1_000 + TIMER_SLACK_MS, 'Retry-After: 1 s from the refusal');
-
-    // The next submit comes when Retry-After said, not before.
-    const next = await waitFor(() => (evolinkSubmits(evolink, prompt) > submitsSeen ? Date.now() : null), { timeoutMs: PATIENCE_MS, intervalMs: 5, what: 'the next submit' });
-    assert.ok(next >= retryAt - TIMER_SLACK_MS, `submitted again ${retryAt - next} ms before retryAt`);
+    for (const kind of ['submit', 'poll'] as const) {
+      const refused = await waitFor(() => calls.find((c) => c.kind === kind && c.status === 429), { timeoutMs: PATIENCE_MS, what: `a refused ${kind}` });
+      const { job } = await untilDetail(stack, id, 'provider_rate_limited', 'running', (j) => Date.parse(j.statusDetail.retryAt) > refused.at);
+      assertShape(job.statusDetail, 'provider_rate_limited');
+      assert.match(job.statusDetail.message, /too many requests/);
+      const retryAt = Date.parse(job.statusDetail.retryAt);
+      assert.ok(retryAt >= refused.at + 3_000 - TIMER_SLACK_MS && retryAt <= refused.at + 3_000 + 2_000, `${kind}: retryAt ${retryAt - refused.at} ms after the refusal`);
+      const phase = JSON.parse((await jobRow(h, id)).engine_state ?? 'null')?.phase;
+      assert.equal(phase, kind === 'submit' ? 'submitting' : 'submitted', `${kind}: the task is ${kind === 'poll' ? '' : 'not yet '}at the provider`);
+      // The provider is asked again when Retry-After said, not before.
+      const next = await waitFor(() => calls.find((c) => c.kind === kind && c.at > refused.at), { timeoutMs: PATIENCE_MS, what: `the next ${kind}` });
+      assert.ok(next.at >= retryAt - TIMER_SLACK_MS, `${kind}: asked again ${retryAt - next.at} ms before retryAt`);
+    }
 
     const done = await waitForJob(stack, id, TERMINAL, PATIENCE_MS);
     assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
-    assert.equal(evolinkSubmits(evolink, prompt), 4);
     assert.equal(done.statusDetail, null);
+    assert.equal(evolink.tasks.size, 1, 'one task at the provider');
   });
 
   test('engine_circuit_open after five provider failures in a row; retryAt = when the engine is tried again', async (t) => {
@@ -262,6 +278,11 @@ describe('statusDetail from real runs', () => {
 
     // Pinned, so it waits for EvoLink instead of moving to another engine.
     const prompt = 'waits for the circuit';
+    let submittedAt: number | null = null; // on the stack's clock
+    evolink.server.intercept = (req, answer) => {
+      if (req.method === 'POST' && req.body?.prompt === prompt) submittedAt ??= clock.now();
+      return answer;
+    };
     const id = await createJob(stack, { engine: 'evolink', prompt });
     const open = await untilDetail(stack, id, 'engine_circuit_open', 'queued');
     assertShape(open.job.statusDetail, 'engine_circuit_open');
@@ -276,6 +297,7 @@ describe('statusDetail from real runs', () => {
     const done = await waitForJob(stack, id, TERMINAL, PATIENCE_MS);
     assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
     assert.equal(evolinkSubmits(evolink, prompt), 1);
+    assert.ok(submittedAt !== null && submittedAt >= retryAt, `tried again ${retryAt - (submittedAt ?? 0)} ms before retryAt`);
     assert.equal(done.statusDetail, null);
   });
 });
