@@ -145,6 +145,8 @@ describe('statusDetail from real runs', () => {
     assertShape(job.statusDetail, 'client_running_cap');
     assert.match(job.statusDetail.message, /maxRunning 1/);
     assert.equal(job.statusDetail.retryAt, null);
+    const listed = await stack.api('/api/v1/jobs?status=queued');
+    assert.deepEqual(listed.body.jobs.find((j: any) => j.id === second)?.statusDetail, job.statusDetail, 'the list says the same');
 
     const running = await jobOf(stack, first);
     assert.equal(running.status, 'running');
