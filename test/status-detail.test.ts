@@ -10,6 +10,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import sharp from 'sharp';
+import { STATUS_DETAIL_CODES } from '../src/contract/index.ts';
 import type { DbHandle } from '../src/db/index.ts';
 import { EngineError, type Engine, type EngineRequest, type RunContext } from '../src/engines/engine.ts';
 import type { FakeResponse } from './fakes/common.ts';
@@ -68,6 +69,9 @@ async function jobOf(stack: Stack, id: string): Promise<any> {
   return res.body.job;
 }
 
+/** The codes the scenarios below produced. */
+const produced = new Set<string>();
+
 /** Polls the API until the job's statusDetail has `code`; returns the job and when it was seen. */
 async function untilDetail(stack: Stack, id: string, code: string, status?: string, also: (job: any) => boolean = () => true): Promise<{ job: any; seenAt: number }> {
   let last: unknown = null;
@@ -82,6 +86,7 @@ async function untilDetail(stack: Stack, id: string, code: string, status?: stri
 }
 
 function assertShape(detail: any, code: string) {
+  produced.add(code);
   assert.deepEqual(Object.keys(detail).sort(), ['code', 'message', 'retryAt']);
   assert.equal(detail.code, code);
   assert.equal(typeof detail.message, 'string');
@@ -301,5 +306,9 @@ describe('statusDetail from real runs', () => {
     assert.equal(evolinkSubmits(evolink, prompt), 1);
     assert.ok(submittedAt !== null && submittedAt >= retryAt, `tried again ${retryAt - (submittedAt ?? 0)} ms before retryAt`);
     assert.equal(done.statusDetail, null);
+  });
+
+  test('every code of the contract was produced by a scenario above', () => {
+    assert.deepEqual([...produced].sort(), [...STATUS_DETAIL_CODES].sort());
   });
 });

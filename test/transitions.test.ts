@@ -15,6 +15,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import pg from 'pg';
+import { ATTEMPT_OUTCOMES } from '../src/contract/index.ts';
 import { migrateToLatest, type DbHandle, type JobAttemptsTable, type JobsTable } from '../src/db/index.ts';
 import { JOB_CHANNEL_SQL } from '../src/db/pg-notify.ts';
 import { newId } from '../src/lib/ids.ts';
@@ -410,6 +411,15 @@ describe('job transitions, each on its own', () => {
       const statuses = new Set(c.allowed.map((s) => STATUS_OF[s]));
       assert.deepEqual([...statuses].sort(), [...TRANSITIONS[name].from].sort(), `${name}: the states tested cover exactly its from-statuses`);
     }
+    // Every outcome of the contract is produced: by a transition's history, or by a claim after a lapsed lease.
+    const outcomes = new Set([
+      'running',
+      'lease_lost',
+      ...Object.values(CASES)
+        .map((c) => c.history)
+        .filter((o) => o !== undefined && o !== 'start'),
+    ]);
+    assert.deepEqual([...outcomes].sort(), [...ATTEMPT_OUTCOMES].sort());
   });
 
   for (const name of Object.keys(TRANSITIONS) as Transition[]) {
