@@ -71,6 +71,8 @@ interface Start {
 const expectedChanges: [string, number][] = [];
 /** What PostgreSQL's LISTEN delivered (channel of this schema). */
 const notified: [string, number][] = [];
+/** The NOTIFY payloads as sent. */
+const payloads: string[] = [];
 const notifier = createNotifier();
 const announced: [string, number][] = [];
 notifier.on('jobChanged', (id, version) => announced.push([id, version]));
@@ -394,6 +396,7 @@ describe('job transitions, each on its own', () => {
       listener = new pg.Client({ connectionString: testEnv(dataDir).DATABASE_URL });
       await listener.connect();
       listener.on('notification', (n) => {
+        payloads.push(n.payload ?? '');
         const message = JSON.parse(n.payload ?? 'null');
         if (message?.e === 'j') notified.push(...(message.c as [string, number][]));
       });
@@ -532,7 +535,8 @@ describe('job transitions, each on its own', () => {
       await done;
       assert.deepEqual(heard, [change], 'announced once committed, with the version written');
       if (h.dialect === 'postgres') {
-        await waitFor(() => notified.some(([j, v]) => j === id && v === row.version), { what: `the NOTIFY of ${id}` });
+        const payload = await waitFor(() => payloads.find((p) => p.includes(`["${id}",${row.version}]`)), { what: `the NOTIFY of ${id}` });
+        assert.deepEqual(JSON.parse(payload), { e: 'j', c: [change] });
       } else {
         const seen = await other.db.selectFrom('job_changes').select(['job_id', 'version']).where('job_id', '=', id).where('version', '=', row.version).execute();
         assert.deepEqual(
@@ -563,6 +567,38 @@ describe('job transitions, each on its own', () => {
     assert.equal(row.version, claimed.version);
     assert.equal(row.progress, 0);
     if (h.dialect === 'sqlite') assert.deepEqual(await changesOf(id), [[id, claimed.version]], 'only the claim is recorded');
+  });
+
+  test('a transition of many rows records each change; PostgreSQL gets them in NOTIFYs of at most 100', async () => {
+    const engine = `eng-many-${newId('job')}`;
+    const ids: string[] = [];
+    for (let i = 0; i < 150; i++) ids.push((await insertQueued({ engine })).id);
+    const payloadsBefore = payloads.length;
+    const announcedBefore = announced.length;
+    const rows = await run('rerouteWaiting', { engine }, { engine: `${engine}-next`, shift: 0, now: T1 });
+    assert.equal(rows.length, 150);
+    const changes = rows.map((r): [string, number] => [r.id, r.version]);
+    assert.ok(changes.every(([, v]) => v === 1));
+    assert.deepEqual(announced.slice(announcedBefore), changes);
+    if (h.dialect === 'sqlite') {
+      const recorded = await h.db.selectFrom('job_changes').select(['job_id', 'version']).where('job_id', 'in', ids).orderBy('seq').execute();
+      assert.deepEqual(
+        recorded.map((r) => [r.job_id, Number(r.version)]),
+        changes,
+      );
+    } else {
+      await waitFor(() => payloads.length >= payloadsBefore + 2, { what: 'two NOTIFYs' });
+      const sent = payloads.slice(payloadsBefore).map((p) => JSON.parse(p));
+      assert.deepEqual(
+        sent.map((m) => m.c.length),
+        [100, 50],
+      );
+      assert.deepEqual(
+        sent.flatMap((m) => m.c),
+        changes,
+      );
+      assert.ok(payloads.slice(payloadsBefore).every((p) => Buffer.byteLength(p) < 8_000));
+    }
   });
 
   test('every visible transition was published once, in order, and nothing else (job_changes / NOTIFY; in-process announcements)', async () => {
