@@ -171,6 +171,19 @@ describe('statusDetail from real runs', () => {
     assert.equal((await waitForJob(stack, second, TERMINAL, PATIENCE_MS)).statusDetail, null);
   });
 
+  test('null for a queued job simply waiting its turn (a worker slot, no cap)', async (t) => {
+    const add = cleanup(t);
+    const { engine, runs } = testEngine((_req, ctx) => aborted(ctx.signal));
+    const stack = add(await startStack({ engines: [engine], env: { ZHINIAN_WORKER_CONCURRENCY: '1' } }), (s) => s.stop());
+    const first = await createJob(stack);
+    await waitFor(() => runs.some((r) => r.jobId === first), { timeoutMs: PATIENCE_MS, what: 'the first job to run' });
+    const second = await createJob(stack);
+    const job = await jobOf(stack, second);
+    assert.equal(job.status, 'queued');
+    assert.equal(job.statusDetail, null);
+    assert.equal((await jobOf(stack, first)).statusDetail, null);
+  });
+
   test('retry_backoff after a transient failure: attempt n of m, retryAt = when it is run again', async (t) => {
     const add = cleanup(t);
     const { engine, runs } = testEngine(async (_req, _ctx, run) => {
@@ -254,7 +267,7 @@ describe('statusDetail from real runs', () => {
       assertShape(job.statusDetail, 'provider_rate_limited');
       assert.match(job.statusDetail.message, /too many requests/);
       const retryAt = Date.parse(job.statusDetail.retryAt);
-      assert.ok(retryAt >= refused.at + 3_000 - TIMER_SLACK_MS && retryAt <= refused.at + 3_000 + 2_000, `${kind}: retryAt ${retryAt - refused.at} ms after the refusal`);
+      assert.ok(retryAt >= refused.at + 3_000 - TIMER_SLACK_MS && retryAt <= refused.at + 3_000 + 3_000, `${kind}: retryAt ${retryAt - refused.at} ms after the refusal`);
       const phase = JSON.parse((await jobRow(h, id)).engine_state ?? 'null')?.phase;
       assert.equal(phase, kind === 'submit' ? 'submitting' : 'submitted', `${kind}: the task is ${kind === 'poll' ? '' : 'not yet '}at the provider`);
       // The provider is asked again when Retry-After said, not before.
