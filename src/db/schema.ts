@@ -44,7 +44,7 @@ export interface JobsTable {
 }
 
 /** One time a worker took a job (queue/transitions.ts writes it): the job's history. */
-interface JobAttemptsTable {
+export interface JobAttemptsTable {
   job_id: string;
   /** 1, 2, … in the order workers took the job. */
   n: number;

@@ -125,7 +125,9 @@ async function pollUntilDone(job: ClaimedJob, engine: RemoteEngine, handle: Engi
       if (!(error instanceof EngineError) || !(error.retryable || error.options.rateLimited)) throw error;
       failures++;
       if (error.retryable && failures >= POLL_FAILURE_LIMIT) throw error;
-      if (error.options.retryAfterMs) await (error.options.rateLimited ? rateLimitPause : pause)(ctx, error.options.retryAfterMs);
+      // A rate limit waits its Retry-After, else one more poll interval, and the job says so meanwhile.
+      if (error.options.rateLimited) await rateLimitPause(ctx, error.options.retryAfterMs ?? engine.pollDelayMs(count));
+      else if (error.options.retryAfterMs) await pause(ctx, error.options.retryAfterMs);
       continue;
     }
     if (result.progress !== null) ctx.onProgress(result.progress);
