@@ -5,7 +5,8 @@ import { type DbHandle, migrateToLatest } from '../src/db/index.ts';
 import { claimNextJob } from '../src/queue/index.ts';
 import { FAIR_STRIDE, fairKeysResume } from '../src/queue/fair-order.ts';
 import { enqueueWebhook } from '../src/webhooks/index.ts';
-import { cleanup, KEY_A, KEY_B, openTestDb, queuedJobRow, startReceiver, startStack, tempDir, waitFor, waitForJob } from './helpers.ts';
+import { transact } from '../src/queue/changes.ts';
+import { claimJob, cleanup, KEY_A, KEY_B, openTestDb, queuedJobRow, startReceiver, startStack, tempDir, waitFor, waitForJob } from './helpers.ts';
 
 /**
  * Disabling a client stops its work: its queued jobs wait (not cancelled) and its webhooks are
@@ -129,19 +130,11 @@ describe('a disabled client', () => {
     // A queued 3 jobs, then was disabled; B went on: one running (V = 10 S), 3 queued behind it.
     const rows = [
       ...[0, 1, 2].map((i) => queuedJobRow({ id: `job_a_${i}`, engine: 'local', created_at_us: nowUs + i, run_at: 0, fair_key: i * S })),
-      queuedJobRow({
-        id: 'job_b_run',
-        engine: 'local',
-        client_id: 'client-b',
-        status: 'running',
-        lease_owner: 'wrk_x',
-        created_at_us: nowUs + 10,
-        run_at: Date.now() + 600_000,
-        fair_key: 10 * S,
-      }),
+      queuedJobRow({ id: 'job_b_run', engine: 'local', client_id: 'client-b', created_at_us: nowUs + 10, run_at: 0, fair_key: 10 * S }),
       ...[1, 2, 3].map((i) => queuedJobRow({ id: `job_b_${i}`, engine: 'local', client_id: 'client-b', created_at_us: nowUs + 10 + i, run_at: 0, fair_key: (10 + i) * S })),
     ];
     await handle.db.insertInto('jobs').values(rows).execute();
+    await transact(handle, null, (step) => claimJob(step, 'job_b_run', { workerId: 'wrk_x' }));
     await fairKeysResume({ tx: handle.db, dialect: handle.dialect, log: [] }, 'client-a');
     const claimed: string[] = [];
     for (let i = 0; i < 4; i++) claimed.push((await claimNextJob(handle, { workerId: `wrk_${i}`, now: Date.now(), leaseMs: 60_000, engines: [{ engine: 'local' }] }))!.id);

@@ -7,7 +7,9 @@ import os from 'node:os';
 import type { TestContext } from 'node:test';
 import path from 'node:path';
 import { boot, type BootOptions, type Running } from '../src/cli/boot.ts';
+import { sql } from 'kysely';
 import { connectDb, type DbHandle, type JobsTable } from '../src/db/index.ts';
+import { applyTransition, type Step } from '../src/queue/transitions.ts';
 
 export const KEY_A = 'key-a-0123456789';
 export const KEY_B = 'key-b-0123456789';
@@ -94,6 +96,17 @@ function dropSchemasAtExit() {
 /** Opens the database the stacks on `dataDir` use (SQLite file or PostgreSQL schema). */
 export function openTestDb(dataDir: string): Promise<DbHandle> {
   return connectDb({ databaseUrl: testDatabaseUrl(dataDir), dataDir, poolMax: 4 });
+}
+
+/**
+ * Takes job `jobId` (queued, or due again) as a worker would, by the `claim` transition, whatever
+ * its engine: the one way a job gets running with a lease and an open attempt in its history.
+ * The lease lasts `leaseMs` (default an hour: no other worker takes it over meanwhile).
+ */
+export async function claimJob(step: Step, jobId: string, opts: { workerId: string; now?: number; leaseMs?: number }): Promise<JobsTable> {
+  const [row] = await applyTransition(step, 'claim', { pick: sql<string>`${jobId}` }, { workerId: opts.workerId, leaseMs: opts.leaseMs ?? 3_600_000, now: opts.now ?? Date.now() });
+  if (!row) throw new Error(`job ${jobId} could not be claimed`);
+  return row;
 }
 
 /** A queued job row for inserting straight into the database; `fields` override the defaults. */

@@ -3,9 +3,10 @@ import { sql } from 'kysely';
 import type { TerminalStatus } from '../src/contract/index.ts';
 import { ERR } from '../src/lib/error-codes.ts';
 import type { AssetsTable, DbHandle } from '../src/db/index.ts';
-import { settleJob } from '../src/queue/settle.ts';
+import { transact } from '../src/queue/changes.ts';
+import { settleWithin } from '../src/queue/settle.ts';
 import type { Settlement } from '../src/queue/transitions.ts';
-import { queuedJobRow } from './helpers.ts';
+import { claimJob, queuedJobRow } from './helpers.ts';
 
 /** The worker name ended jobs are "held" by while they are settled. */
 const SEED_WORKER = 'usage-seed-worker';
@@ -30,23 +31,6 @@ export async function endedJob(
   const transition = SETTLEMENT[job.status][from];
   assert.ok(transition, `${job.status} from ${from}`);
   const running = from === 'running';
-  await handle.db
-    .insertInto('jobs')
-    .values(
-      queuedJobRow({
-        id: job.id,
-        engine: job.engine,
-        created_at_us: job.createdAtUs,
-        // Not due and not overdue: no worker claims it or sweeps it before it is settled here.
-        run_at: Date.now() + 3_600_000,
-        client_id: job.clientId,
-        capability: job.capability ?? 'image.generate',
-        status: from,
-        lease_owner: running ? SEED_WORKER : null,
-        started_at: running ? Date.now() : null,
-      }),
-    )
-    .execute();
   const outputs: AssetsTable[] = (job.outputBytes ?? []).map((bytes, i) => ({
     id: `asset_${job.id.slice(5)}${i}`,
     client_id: job.clientId,
@@ -64,13 +48,31 @@ export async function endedJob(
     storage_key: `${job.id}-${i}`,
     created_at_us: 0,
   }));
-  const row = await settleJob(handle, null, {
-    jobId: job.id,
-    transition,
-    leaseOwner: running ? SEED_WORKER : undefined,
-    error: job.status === 'succeeded' || job.status === 'cancelled' ? null : { code: ERR.internal_error, message: 'seeded' },
-    outputs,
-    now: Math.floor(job.createdAtUs / 1000) + 1000,
+  // Created, taken by a worker if it ran, and ended, in one transaction: no worker of a running
+  // stack sees it in between (it may run the job's engine).
+  const row = await transact(handle, null, async (step) => {
+    await step.tx
+      .insertInto('jobs')
+      .values(
+        queuedJobRow({
+          id: job.id,
+          engine: job.engine,
+          created_at_us: job.createdAtUs,
+          run_at: Date.now(),
+          client_id: job.clientId,
+          capability: job.capability ?? 'image.generate',
+        }),
+      )
+      .execute();
+    if (running) await claimJob(step, job.id, { workerId: SEED_WORKER });
+    return settleWithin(step, {
+      jobId: job.id,
+      transition,
+      leaseOwner: running ? SEED_WORKER : undefined,
+      error: job.status === 'succeeded' || job.status === 'cancelled' ? null : { code: ERR.internal_error, message: 'seeded' },
+      outputs,
+      now: Math.floor(job.createdAtUs / 1000) + 1000,
+    });
   });
   assert.equal(row?.status, job.status, `${job.id} ended ${job.status}`);
 }

@@ -12,7 +12,8 @@ import { settleJob } from '../src/queue/settle.ts';
 import { type Settlement, TRANSITIONS } from '../src/queue/transitions.ts';
 import { usageDay } from '../src/queue/usage-rollup.ts';
 import { consoleSignIn } from './console-helpers.ts';
-import { KEY_B, openTestDb, queuedJobRow, startStack, waitForJob, type Stack } from './helpers.ts';
+import { transact } from '../src/queue/changes.ts';
+import { claimJob, KEY_B, openTestDb, queuedJobRow, startStack, waitForJob, type Stack } from './helpers.ts';
 import { endedJob, usageByScan } from './usage-helpers.ts';
 
 const DAY_MS = 86_400_000;
@@ -65,19 +66,11 @@ describe('usage roll-up', () => {
         await handle.db
           .insertInto('jobs')
           .values(
-            queuedJobRow({
-              id,
-              // An engine no worker runs, not due, not overdue: only this test ends it.
-              engine: 'nowhere',
-              created_at_us: createdUs,
-              run_at: Date.now() + 600_000,
-              client_id: clientId,
-              status: from,
-              lease_owner: from === 'running' ? 'w1' : null,
-              started_at: from === 'running' ? Date.now() : null,
-            }),
+            // An engine no worker runs: only this test ends it.
+            queuedJobRow({ id, engine: 'nowhere', created_at_us: createdUs, run_at: Date.now(), client_id: clientId }),
           )
           .execute();
+        if (from === 'running') await transact(handle, null, (step) => claimJob(step, id, { workerId: 'w1' }));
         const outputs =
           transition === 'succeed'
             ? [
@@ -138,18 +131,11 @@ describe('usage roll-up', () => {
       .insertInto('jobs')
       .values([
         queuedJobRow({ id: stale, engine: 'nowhere', client_id: 'mix-a', created_at_us: on(DAY_1, 4), run_at: DAY_1 }),
-        queuedJobRow({
-          id: overdue,
-          engine: 'nowhere',
-          client_id: 'mix-b',
-          created_at_us: on(DAY_2, 3),
-          run_at: Date.now() + 600_000,
-          status: 'running',
-          lease_owner: 'gone',
-          started_at: DAY_2,
-        }),
+        queuedJobRow({ id: overdue, engine: 'nowhere', client_id: 'mix-b', created_at_us: on(DAY_2, 3), run_at: DAY_2 }),
       ])
       .execute();
+    // Taken on day 2 by a worker that has since gone (its lease lapsed long ago).
+    await transact(handle, null, (step) => claimJob(step, overdue, { workerId: 'gone', now: DAY_2, leaseMs: 60_000 }));
     await sweepDeadlines(handle, null, { leaseMs: 60_000, maxAttempts: 3, queueTtlMs: DAY_MS, jobTimeoutMs: DAY_MS, now: Date.now() });
     for (const id of [stale, overdue]) {
       assert.equal((await handle.db.selectFrom('jobs').select('status').where('id', '=', id).executeTakeFirstOrThrow()).status, 'expired');
@@ -161,19 +147,11 @@ describe('usage roll-up', () => {
     await handle.db
       .insertInto('jobs')
       .values([
-        queuedJobRow({ id: queued, engine: 'nowhere', client_id: 'client-b', created_at_us: on(DAY_1, 5), run_at: Date.now() + 600_000 }),
-        queuedJobRow({
-          id: running,
-          engine: 'nowhere',
-          client_id: 'client-b',
-          created_at_us: on(DAY_1, 6),
-          run_at: Date.now() + 600_000,
-          status: 'running',
-          lease_owner: 'w9',
-          started_at: Date.now(),
-        }),
+        queuedJobRow({ id: queued, engine: 'nowhere', client_id: 'client-b', created_at_us: on(DAY_1, 5), run_at: Date.now() }),
+        queuedJobRow({ id: running, engine: 'nowhere', client_id: 'client-b', created_at_us: on(DAY_1, 6), run_at: Date.now() }),
       ])
       .execute();
+    await transact(handle, null, (step) => claimJob(step, running, { workerId: 'w9' }));
     for (const id of [queued, running]) {
       const res = await stack.api(`/api/v1/jobs/${id}/cancel`, { method: 'POST', key: KEY_B });
       assert.equal(res.status, 200, JSON.stringify(res.body));
@@ -182,7 +160,7 @@ describe('usage roll-up', () => {
     // A job still queued is not counted yet.
     await handle.db
       .insertInto('jobs')
-      .values(queuedJobRow({ id: newId('job'), engine: 'nowhere', client_id: 'mix-a', created_at_us: on(DAY_1, 7), run_at: Date.now() + 600_000 }))
+      .values(queuedJobRow({ id: newId('job'), engine: 'nowhere', client_id: 'mix-a', created_at_us: on(DAY_1, 7), run_at: Date.now() }))
       .execute();
 
     // And a real job through the API and the worker, succeeded with its real output.
