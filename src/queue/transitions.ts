@@ -1,7 +1,7 @@
 import { sql, type Expression, type ExpressionBuilder, type UpdateObject } from 'kysely';
 import type { AttemptOutcome, JobStatus, TerminalStatus } from '../contract/index.ts';
 import type { Database, DbHandle, JobsTable, Tx } from '../db/index.ts';
-import type { RemoteState } from './claimed-job.ts';
+import { parseEngineState, type RemoteState } from './claimed-job.ts';
 import type { JobError } from './decide.ts';
 import type { Notifier } from '../lib/notifier.ts';
 import { publishChanges, transact, type ChangeLog } from './changes.ts';
@@ -14,15 +14,15 @@ export const WAITING = { retry: 'retry', handedBack: 'handed_back', providerRate
 
 /**
  * One transition: where it may start, whether only the lease holder may make it, the columns it
- * sets, what it does to the open attempt in the history (`start` opens one; an outcome closes the
- * open one), and whether clients can see it (then `version` is bumped and the change published).
+ * sets, what it does to the open attempt in the history (`start` opens one, `task` notes its
+ * provider task id, an outcome closes it), and whether clients can see it (then `version` is bumped and the change published).
  */
 interface Rule<A> {
   from: readonly JobStatus[];
   leased: boolean;
   to?: TerminalStatus;
   visible: boolean;
-  attempt?: 'start' | Exclude<AttemptOutcome, 'running'>;
+  attempt?: 'start' | 'task' | Exclude<AttemptOutcome, 'running'>;
   /** Only rows that are due (`run_at <= now`), for claims. */
   due?: boolean;
   /** Only rows nobody holds that never reached a provider and may move (rerouting). */
@@ -83,6 +83,7 @@ export const TRANSITIONS = {
     from: ['running'],
     leased: true,
     visible: true,
+    attempt: 'task',
     set: (a) => ({ engine_state: a.state === null ? null : JSON.stringify(a.state), updated_at: a.now }),
   }),
   /** The worker waits for a provider's rate limit until `until` (null: the wait is over). */
@@ -220,8 +221,8 @@ export async function applyTransition<T extends Transition>(step: Step, name: T,
     .execute();
   if (rows.length === 0) return rows;
   if (r.attempt === 'start') await startAttempts(step.tx, rows, args.now);
+  else if (r.attempt === 'task') await noteProviderTask(step.tx, rows, args.state ?? null);
   else if (r.attempt) await endAttempts(step.tx, rows, r.attempt, args.now, args.error ?? null);
-  if (name === 'saveEngineState') await noteProviderTask(step.tx, rows[0]!, args.state ?? null);
   if (r.visible) await publishChanges(step, rows);
   return rows;
 }
@@ -230,7 +231,7 @@ export async function applyTransition<T extends Transition>(step: Step, name: T,
 async function startAttempts(tx: Tx, rows: JobsTable[], now: number): Promise<void> {
   await endAttempts(tx, rows, 'lease_lost', now, null);
   for (const row of rows) {
-    const state = row.engine_state === null ? null : (JSON.parse(row.engine_state) as RemoteState);
+    const state = parseEngineState(row.engine_state);
     await tx
       .insertInto('job_attempts')
       .values((eb) => ({
@@ -262,9 +263,18 @@ async function endAttempts(tx: Tx, rows: JobsTable[], outcome: AttemptOutcome, n
     .execute();
 }
 
-async function noteProviderTask(tx: Tx, row: JobsTable, state: RemoteState | null): Promise<void> {
+async function noteProviderTask(tx: Tx, rows: JobsTable[], state: RemoteState | null): Promise<void> {
   if (state?.phase !== 'submitted') return;
-  await tx.updateTable('job_attempts').set({ provider_task_id: state.handle.taskId }).where('job_id', '=', row.id).where('outcome', '=', 'running').execute();
+  await tx
+    .updateTable('job_attempts')
+    .set({ provider_task_id: state.handle.taskId })
+    .where(
+      'job_id',
+      'in',
+      rows.map((r) => r.id),
+    )
+    .where('outcome', '=', 'running')
+    .execute();
 }
 
 /** One transition in a transaction of its own, announced in this process once it commits. */
