@@ -2,13 +2,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { checkUrl, FetchError, guardedDispatcher } from '../net/index.ts';
 import { sql } from 'kysely';
-import type { DbHandle, Tx, WebhookDeliveriesTable } from '../db/index.ts';
+import type { DbHandle, WebhookDeliveriesTable } from '../db/index.ts';
 import { withTransaction } from '../db/index.ts';
 import { ERR } from '../lib/error-codes.ts';
 import { storableText } from '../lib/storable-text.ts';
 import { outageBackoffMs } from '../lib/retry-ladders.ts';
 import type { Clock } from '../lib/clock.ts';
 import { signatureHeaders } from './sign.ts';
+import { claimIfDue, holdBackDue, renewClaim, settleClaim } from './delivery-rows.ts';
 import {
   afterAttempt,
   capOf,
@@ -16,7 +17,6 @@ import {
   type EndpointPolicy,
   type EndpointState,
   endpointStates,
-  holdDue,
   inFlight,
   type Liveness,
   lockDeliveryCounts,
@@ -126,32 +126,22 @@ async function claimPass(opts: DeliveryOptions, share: ClientShare | undefined):
           const cap = capOf(policy, state, now);
           const load = busy.byOrigin.get(row.origin);
           if ((await roomFor(tx, policy, load, clientId, row.origin, cap, now)) > 0) {
-            const claimed = await claimRow(tx, opts, row.id, now);
+            const claimed = await claimIfDue(tx, row.id, now, opts.owner, now + leaseMsOf(opts));
             if (claimed) {
-              await holdDue(tx, clientId, hold, now);
+              await holdBackDue(tx, clientId, hold, now);
               return { claimed, held: held || hold.size > 0 };
             }
             continue;
           }
           hold.set(row.origin, cap === 0 ? Number(state?.blocked_until) : (load?.earliestRelease ?? now + livenessOf(opts).staleAfterMs));
         }
-        await holdDue(tx, clientId, hold, now);
+        await holdBackDue(tx, clientId, hold, now);
         held ||= hold.size > 0;
         if (rows.length < CLAIM_WINDOW || hold.size === 0) break;
       }
     }
     return { claimed: null, held };
   });
-}
-
-function claimRow(tx: Tx, opts: DeliveryOptions, id: string, now: number) {
-  return tx
-    .updateTable('webhook_deliveries')
-    .set((eb) => ({ next_attempt_at: now + leaseMsOf(opts), lease_owner: opts.owner, attempts: eb('attempts', '+', 1), held_due_at: null }))
-    .where('id', '=', id)
-    .where('next_attempt_at', '<=', now)
-    .returningAll()
-    .executeTakeFirst();
 }
 
 /**
@@ -184,10 +174,6 @@ const livenessOf = (opts: DeliveryOptions): Liveness => {
   return { leaseMs, staleAfterMs: Math.min(leaseMs, Math.max(Math.floor(leaseMs / 3), 2 * heartbeatMsOf(opts))) };
 };
 
-/** One claim (delivery and attempt number) held by `opts.owner`. */
-const heldClaim = (opts: DeliveryOptions, delivery: WebhookDeliveriesTable) =>
-  opts.handle.db.updateTable('webhook_deliveries').where('id', '=', delivery.id).where('lease_owner', '=', opts.owner).where('attempts', '=', delivery.attempts);
-
 interface Lease {
   /** Until when the claim is known to be ours (the last renewal that reached the database). */
   readonly expiresAt: number;
@@ -205,10 +191,7 @@ function holdLease(opts: DeliveryOptions, delivery: WebhookDeliveriesTable): Lea
   const renew = async () => {
     const now = opts.clock.now();
     try {
-      const res = await heldClaim(opts, delivery)
-        .set({ next_attempt_at: now + leaseMs })
-        .executeTakeFirst();
-      if (Number(res.numUpdatedRows) === 1) expiresAt = Math.max(expiresAt, now + leaseMs);
+      if (await renewClaim(opts.handle.db, delivery, opts.owner, now + leaseMs)) expiresAt = Math.max(expiresAt, now + leaseMs);
       else lost = true;
     } catch (error) {
       // The next beat tries again; the claim holds until expiresAt meanwhile.
@@ -353,21 +336,14 @@ async function recordOutcome(opts: DeliveryOptions, delivery: WebhookDeliveriesT
     try {
       const recorded = await withTransaction(opts.handle, async (tx) => {
         await lockDeliveryCounts(opts.handle, tx);
-        const res = await tx
-          .updateTable('webhook_deliveries')
-          .set({
-            status: outcome === 'retry' ? 'pending' : outcome,
-            next_attempt_at: next.outcome === 'retry' ? finishedAt + next.delayMs : null,
-            lease_owner: null,
-            last_status_code: statusCode,
-            last_error: error === null ? null : storableText(error, 500),
-            delivered_at: outcome === 'delivered' ? finishedAt : null,
-          })
-          .where('id', '=', delivery.id)
-          .where('lease_owner', '=', opts.owner)
-          .where('attempts', '=', delivery.attempts)
-          .executeTakeFirst();
-        if (Number(res.numUpdatedRows) !== 1) return false;
+        const settled = await settleClaim(tx, delivery, opts.owner, {
+          status: outcome === 'retry' ? 'pending' : outcome,
+          next_attempt_at: next.outcome === 'retry' ? finishedAt + next.delayMs : null,
+          last_status_code: statusCode,
+          last_error: error === null ? null : storableText(error, 500),
+          delivered_at: outcome === 'delivered' ? finishedAt : null,
+        });
+        if (!settled) return false;
         await tx
           .insertInto('webhook_attempts')
           .values({

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { DbHandle, Tx, WebhookEndpointsTable } from '../db/index.ts';
+import { deferHeld, releaseHeld } from './delivery-rows.ts';
 
 /**
  * Receivers are isolated from each other by origin (`scheme://host:port`), and clients from each
@@ -209,39 +210,6 @@ export async function inFlight(tx: Tx, now: number, liveness: Liveness, origin?:
   return { byOrigin, byClient };
 }
 
-/** Most due rows held back by one statement (the rest are held by the next claim that meets them). */
-const HOLD_BATCH = 1_000;
-
-/**
- * Holds `clientId`'s due deliveries to each origin back until its time at the latest (one
- * statement for them all). A due row with a lease is a lapsed claim (its sender died): the claim
- * is dropped with it, as a takeover would. Other clients' deliveries to the origin stay due.
- */
-export async function holdDue(tx: Tx, clientId: string, until: ReadonlyMap<string, number>, now: number): Promise<void> {
-  if (until.size === 0) return;
-  const origins = [...until.keys()];
-  const batch = tx
-    .selectFrom('webhook_deliveries')
-    .select('id')
-    .where('origin', 'in', origins)
-    .where('client_id', '=', clientId)
-    .where('next_attempt_at', '<=', now)
-    .limit(HOLD_BATCH);
-  await tx
-    .updateTable('webhook_deliveries')
-    .set((eb) => ({
-      held_due_at: eb.fn.coalesce('held_due_at', 'next_attempt_at'),
-      next_attempt_at: sql<number>`case origin ${sql.join(
-        [...until].map(([origin, at]) => sql`when ${origin} then ${at}`),
-        sql` `,
-      )} else next_attempt_at end`,
-      lease_owner: null,
-    }))
-    .where('id', 'in', batch)
-    .where('next_attempt_at', '<=', now)
-    .execute();
-}
-
 /**
  * Called in the transaction that records an attempt's outcome (under lockDeliveryCounts): updates
  * the failures and block of the attempt's client at its origin; when this outcome blocked it,
@@ -267,13 +235,7 @@ export async function afterAttempt(
       .onConflict((oc) => oc.columns(['client_id', 'origin']).doUpdateSet({ ...after, updated_at: now }))
       .execute();
     if (capOf(policy, after, now) === 0 && after.blocked_until !== null) {
-      await tx
-        .updateTable('webhook_deliveries')
-        .set({ next_attempt_at: after.blocked_until })
-        .where('origin', '=', origin)
-        .where('client_id', '=', clientId)
-        .where('held_due_at', 'is not', null)
-        .execute();
+      await deferHeld(tx, clientId, origin, after.blocked_until);
     }
   }
   const waiting = await waitingClients(tx, origin, now);
@@ -285,20 +247,8 @@ export async function afterAttempt(
   for (const id of [...waiting].sort((a, b) => (load.byClient.get(a) ?? 0) - (load.byClient.get(b) ?? 0))) {
     const room = roomAt(policy, load, id, capOf(policy, lanes.get(id), now), clients);
     if (room <= 0) continue;
-    const next = tx
-      .selectFrom('webhook_deliveries')
-      .select('id')
-      .where('origin', '=', origin)
-      .where('client_id', '=', id)
-      .where('held_due_at', 'is not', null)
-      .orderBy('held_due_at')
-      .limit(room);
-    const res = await tx
-      .updateTable('webhook_deliveries')
-      .set((eb) => ({ next_attempt_at: eb.ref('held_due_at'), held_due_at: null }))
-      .where('id', 'in', next)
-      .executeTakeFirst();
+    const released = await releaseHeld(tx, id, origin, room);
     // Counted as in flight: the next client's room leaves space for them.
-    load.byClient.set(id, (load.byClient.get(id) ?? 0) + Number(res.numUpdatedRows));
+    load.byClient.set(id, (load.byClient.get(id) ?? 0) + released);
   }
 }

@@ -1,6 +1,7 @@
 import type { Selectable } from 'kysely';
 import type { DbHandle, Tx, WebhookDeliveriesTable } from '../db/index.ts';
 import { withTransaction } from '../db/index.ts';
+import { makeDueNow } from './delivery-rows.ts';
 import { isInFlight } from './delivery-view.ts';
 import { lockDeliveryCounts } from './endpoints.ts';
 
@@ -39,13 +40,7 @@ export async function redeliverNow(handle: DbHandle, deliveryId: string, now: nu
     if (isInFlight(before, now)) {
       result = { before, delivery: before, outcome: 'inFlight' };
     } else {
-      const delivery = await tx
-        .updateTable('webhook_deliveries')
-        .set({ status: 'pending', next_attempt_at: now, held_due_at: null, lease_owner: null })
-        .where('id', '=', deliveryId)
-        .returningAll()
-        .executeTakeFirstOrThrow();
-      result = { before, delivery, outcome: 'due' };
+      result = { before, delivery: await makeDueNow(tx, deliveryId, now), outcome: 'due' };
     }
     await within?.(tx, result);
     return result;
