@@ -1,7 +1,7 @@
 import { type Expression, sql } from 'kysely';
 import type { DbHandle, JobsTable, Tx } from '../db/index.ts';
 import type { Notifier } from '../lib/notifier.ts';
-import { transact } from './changes.ts';
+import { transact, transactOne } from './changes.ts';
 import { circuitStates, takeProbe } from './circuit.ts';
 import { toClaimedJob, type ClaimedJob } from './claimed-job.ts';
 import { applyTransition, type Step } from './transitions.ts';
@@ -58,9 +58,13 @@ export async function claimNextJob(handle: DbHandle, opts: ClaimOptions): Promis
   if (engines.length === 0) return null;
   const capped = opts.engines.filter((e) => e.maxConcurrency !== undefined);
   const clientCaps = opts.clientCaps?.active ? opts.clientCaps : null;
-  return transact(handle, opts.notifier ?? null, async (step) => {
+  const notifier = opts.notifier ?? null;
+  if (capped.length === 0 && !clientCaps) {
+    // Nothing to count: the claim is one transition on its own.
+    return transactOne(handle, notifier, async (step) => claimWith(step, opts, engines, { open: engines, capped: await disabledClients(step.tx) }));
+  }
+  return transact(handle, notifier, async (step) => {
     const { tx } = step;
-    if (capped.length === 0 && !clientCaps) return claimWith(step, opts, engines, { open: engines, capped: await disabledClients(tx) });
     if (handle.dialect === 'postgres') {
       // Keyed by schema too: deployments sharing one database never wait on each other.
       for (const { engine } of [...capped].sort((a, b) => (a.engine < b.engine ? -1 : 1))) {

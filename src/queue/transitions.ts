@@ -4,7 +4,8 @@ import type { Database, DbHandle, JobsTable, Tx } from '../db/index.ts';
 import { parseEngineState, type RemoteState } from './claimed-job.ts';
 import type { JobError } from './decide.ts';
 import type { Notifier } from '../lib/notifier.ts';
-import { publishChanges, transact, type ChangeLog } from './changes.ts';
+import { recordChanges, transactOne, type ChangeLog, type JobChange } from './changes.ts';
+import { applyAsOneStatement, type Recording } from './transition-statement.ts';
 
 type JobSet = UpdateObject<Database, 'jobs'>;
 type Eb = ExpressionBuilder<Database, 'jobs'>;
@@ -191,8 +192,9 @@ export interface Step {
 
 /**
  * Runs one transition in the step's transaction: the update restricted to the rows on which it may
- * happen, its effect, its history, and the change record (see changes.ts). Returns the rows it
- * changed (empty: it was not allowed — cancelled meanwhile, lease lost, already finished).
+ * happen, its effect, its history, and the change record (see changes.ts) — on PostgreSQL all in
+ * one statement (transition-statement.ts). Returns the rows it changed (empty: it was not allowed —
+ * cancelled meanwhile, lease lost, already finished).
  */
 export async function applyTransition<T extends Transition>(step: Step, name: T, target: JobTarget, given: ArgsOf<T>): Promise<JobsTable[]> {
   const r = TRANSITIONS[name] as Rule<ArgsOf<T>>;
@@ -215,15 +217,21 @@ export async function applyTransition<T extends Transition>(step: Step, name: T,
   if (r.leased && !('jobId' in target)) throw new Error(`transition ${name} needs a job id and its lease owner`);
   if (r.due) query = query.where('run_at', '<=', args.now);
   if (r.movable) query = query.where('engine_pinned', '=', 0).where('lease_owner', 'is', null).where('engine_state', 'is', null);
-  const rows = await query
-    .set((eb) => ({ ...r.set(args, eb), ...(r.visible ? { version: eb('version', '+', 1) } : {}) }))
-    .returningAll()
-    .execute();
+  const update = query.set((eb) => ({ ...r.set(args, eb), ...(r.visible ? { version: eb('version', '+', 1) } : {}) })).returningAll();
+  const recording = { attempt: r.attempt, visible: r.visible, now: args.now, error: args.error ?? null, state: args.state ?? null };
+  const rows = step.dialect === 'postgres' ? await applyAsOneStatement(step.tx, update, recording) : await applyInSteps(step, update, recording);
+  if (r.visible) step.log.push(...rows.map((row): JobChange => [row.id, Number(row.version)]));
+  return rows;
+}
+
+/** SQLite (in process, a statement costs microseconds): the update, then its history and change record, in the step's transaction. */
+async function applyInSteps(step: Step, update: Parameters<typeof applyAsOneStatement>[1], rec: Recording): Promise<JobsTable[]> {
+  const rows = await update.execute();
   if (rows.length === 0) return rows;
-  if (r.attempt === 'start') await startAttempts(step.tx, rows, args.now);
-  else if (r.attempt === 'task') await noteProviderTask(step.tx, rows, args.state ?? null);
-  else if (r.attempt) await endAttempts(step.tx, rows, r.attempt, args.now, args.error ?? null);
-  if (r.visible) await publishChanges(step, rows);
+  if (rec.attempt === 'start') await startAttempts(step.tx, rows, rec.now);
+  else if (rec.attempt === 'task') await noteProviderTask(step.tx, rows, rec.state);
+  else if (rec.attempt) await endAttempts(step.tx, rows, rec.attempt, rec.now, rec.error);
+  if (rec.visible) await recordChanges(step.tx, rows);
   return rows;
 }
 
@@ -279,5 +287,5 @@ async function noteProviderTask(tx: Tx, rows: JobsTable[], state: RemoteState | 
 
 /** One transition in a transaction of its own, announced in this process once it commits. */
 export function transition<T extends Transition>(handle: DbHandle, notifier: Notifier | null, name: T, target: JobTarget, args: ArgsOf<T>): Promise<JobsTable[]> {
-  return transact(handle, notifier, (step) => applyTransition(step, name, target, args));
+  return transactOne(handle, notifier, (step) => applyTransition(step, name, target, args));
 }
