@@ -27,7 +27,7 @@ export interface Job {
 
 /** The reasons a job waits (CONTRACT "Why a job waits, and its history"). */
 export const STATUS_DETAIL_CODES = ['client_running_cap', 'engine_busy', 'engine_circuit_open', 'retry_backoff', 'provider_rate_limited', 'at_provider'] as const;
-export type StatusDetailCode = (typeof STATUS_DETAIL_CODES)[number];
+type StatusDetailCode = (typeof STATUS_DETAIL_CODES)[number];
 
 export interface StatusDetail {
   code: StatusDetailCode;

@@ -36,7 +36,7 @@ const waitsForClaim = (row: JobsTable, now: number) => row.status === 'queued' |
  * the job's own row and the queue's state: the one function the API, the live events and the
  * console use. Null: it is being worked on, is just waiting its turn, or has ended.
  */
-export function statusDetailOf(row: JobsTable, facts: QueueFacts): StatusDetail | null {
+function statusDetailOf(row: JobsTable, facts: QueueFacts): StatusDetail | null {
   if (isTerminal(row.status)) return null;
   const { now } = facts;
   if (row.status === 'running' && row.lease_owner !== null) {
@@ -73,7 +73,7 @@ function detail(code: StatusDetail['code'], message: string, retryAt: number | n
  * waits to be claimed; circuits and slots only of capped (remote) engines, the only ones that
  * have them; running counts only of clients with a cap.
  */
-export async function queueFactsFor(db: Tx, rows: readonly JobsTable[], ctx: QueueFactsContext): Promise<QueueFacts> {
+async function queueFactsFor(db: Tx, rows: readonly JobsTable[], ctx: QueueFactsContext): Promise<QueueFacts> {
   const facts = { now: ctx.now, maxAttempts: ctx.maxAttempts, openCircuits: new Map<string, number>(), clients: new Map(), engines: new Map() };
   const waiting = rows.filter((r) => waitsForClaim(r, ctx.now));
   if (waiting.length === 0) return facts;

@@ -17,7 +17,7 @@ export interface Recording {
 }
 
 /** Changes per NOTIFY: its payload must stay under PostgreSQL's 8,000 bytes. */
-export const NOTIFY_BATCH = 100;
+const NOTIFY_BATCH = 100;
 
 /**
  * A transition on PostgreSQL as ONE statement: the update of `jobs` and, in data-modifying CTEs of
