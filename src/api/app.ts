@@ -7,6 +7,7 @@ import type { AssetService, Store, UrlSigner } from '../assets/index.ts';
 import type { Db } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import type { JobService } from '../jobs/index.ts';
+import type { LiveStatus } from '../live/live-status.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { ERR } from '../lib/error-codes.ts';
 import { registerAccessControl, type Authenticator } from './auth.ts';
@@ -18,6 +19,7 @@ import { rejectUnstorableParams } from './param-guard.ts';
 import { registerAbortLog, RequestLog } from './request-log.ts';
 import { registerRequestLimit } from './request-limit.ts';
 import { registerAssetRoutes } from './routes/assets.ts';
+import { registerJobEventRoutes } from './routes/job-events.ts';
 import { registerJobRoutes } from './routes/jobs.ts';
 import { registerMetaRoutes } from './routes/meta.ts';
 
@@ -26,6 +28,8 @@ export interface AppDeps {
   auth: Authenticator;
   signer: UrlSigner;
   jobs: JobService;
+  /** Job change notices for event streams and `Prefer: wait`. */
+  live: LiveStatus;
   assets: AssetService;
   store: Store;
   db: Db;
@@ -93,7 +97,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerMultipartPassThrough(app);
 
   registerMetaRoutes(app, { db: deps.db, store: deps.store, engines: deps.engines, baseUrl: deps.baseUrl });
-  registerJobRoutes(app, deps.jobs);
+  registerJobRoutes(app, deps.jobs, deps.live);
+  registerJobEventRoutes(app, deps.jobs, deps.live);
   registerAssetRoutes(app, deps.assets, deps.store);
   if (deps.console) {
     const { registerConsole } = await import('../console/index.ts');
