@@ -438,7 +438,7 @@ describe('console pages', () => {
     }
   });
 
-  test('a waiting job says what it waits for, follows its row's events, and offers cancel; viewers get no buttons', async () => {
+  test('a waiting job says what it waits for, follows its row by events, and offers cancel; viewers get no buttons', async () => {
     const html = await good(`/admin/jobs/${heldJob}?lang=en`);
     assert.match(html, /data-test="waiting"/);
     assert.match(html, /retry backoff or provider rate limit/);

@@ -230,8 +230,11 @@ describe(`live status (${TEST_BACKEND})`, () => {
     assert.equal(over.body.code, 'rate_limited');
     assert.ok(Number(over.headers.get('retry-after')) > 0);
     // Another client has its own budget.
-    const other = await create();
-    assert.ok(other.status === 201);
+    const { body: theirs } = await stack.api('/api/v1/jobs', { method: 'POST', key: KEY_B, json: { capability: 'image.generate', prompt: 'theirs', quality: 'low' } });
+    const controller = new AbortController();
+    const otherStream = await fetch(`${stack.url}/api/v1/jobs/${theirs.job.id}/events`, { headers: { authorization: `Bearer ${KEY_B}` }, signal: controller.signal });
+    assert.equal(otherStream.status, 200);
+    controller.abort();
     for (const c of controllers) c.abort();
     await waitFor(() => live.feed.listenerCount() === before && live.open.size === 0, { what: 'every listener and count gone' });
     const again = await readRaw(`/api/v1/jobs/${id}/events`, (t) => t.includes('event: job'));

@@ -17,7 +17,7 @@ export async function purgeStaleRows(handle: DbHandle, now: number): Promise<voi
 }
 
 /** How long SQLite's job change log keeps a change: far longer than any reader's poll interval. */
-export const JOB_CHANGES_KEEP_MS = 60_000;
+const JOB_CHANGES_KEEP_MS = 60_000;
 const PRUNE_BATCH = 1000;
 const PRUNE_BATCHES = 10;
 

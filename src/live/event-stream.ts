@@ -108,10 +108,7 @@ export async function sendJobStream(live: LiveStatus, request: FastifyRequest, r
   reply.raw.on('close', end);
   keepAlive = setInterval(() => stream.write(': keep-alive\n\n'), live.keepAliveMs);
   keepAlive.unref();
-  reply
-    .header('content-type', 'text/event-stream; charset=utf-8')
-    .header('cache-control', 'no-cache')
-    .header('x-accel-buffering', 'no');
+  reply.header('content-type', 'text/event-stream; charset=utf-8').header('cache-control', 'no-cache').header('x-accel-buffering', 'no');
   stream.write(`retry: ${RECONNECT_MS}\n\n`);
   opts.jobs.forEach((job, i) => {
     const first = firsts[i];

@@ -7,7 +7,7 @@ import type { Notifier } from '../lib/notifier.ts';
  * missed (read it again). A change can arrive twice (locally and through the database): listeners
  * compare versions.
  */
-export type JobChangeListener = (version: number | null) => void;
+type JobChangeListener = (version: number | null) => void;
 
 export interface JobFeed {
   /**
@@ -61,8 +61,8 @@ export function createJobFeed(opts: JobFeedOptions): JobFeed {
 
   return {
     async subscribe(jobId, listener) {
-      let set = listeners.get(jobId);
-      if (!set) listeners.set(jobId, (set = new Set()));
+      const set = listeners.get(jobId) ?? new Set();
+      listeners.set(jobId, set);
       set.add(listener);
       count++;
       let done = false;
@@ -113,13 +113,7 @@ function createPoller(handle: DbHandle, pollMs: number, deliver: (jobId: string,
     if (gen !== generation) return;
     let full = false;
     try {
-      const rows = await handle.db
-        .selectFrom('job_changes')
-        .select(['seq', 'job_id', 'version'])
-        .where('seq', '>', after)
-        .orderBy('seq')
-        .limit(POLL_BATCH)
-        .execute();
+      const rows = await handle.db.selectFrom('job_changes').select(['seq', 'job_id', 'version']).where('seq', '>', after).orderBy('seq').limit(POLL_BATCH).execute();
       for (const row of rows) {
         after = Number(row.seq);
         deliver(row.job_id, Number(row.version));

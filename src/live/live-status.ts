@@ -11,9 +11,9 @@ export interface WatchedJob {
 export type ReadJob = () => Promise<WatchedJob | null>;
 
 /** Comment lines keep idle streams open through proxies (the contract: every 15 s). */
-export const KEEP_ALIVE_MS = 15_000;
+const KEEP_ALIVE_MS = 15_000;
 /** Open event streams per client (or console user) on one instance; one more is answered 429. */
-export const MAX_STREAMS_PER_CLIENT = 100;
+const MAX_STREAMS_PER_CLIENT = 100;
 
 /** What the event streams and `Prefer: wait` of one instance share (wired in cli/boot.ts). */
 export interface LiveStatus {

@@ -9,7 +9,7 @@ const MAX_WAIT_SECONDS = 60;
  * The `wait=N` preference of a `Prefer` header (RFC 7240), N 1–60; null when absent or not a
  * value we honour (then the preference is ignored, as the RFC says, and not reported applied).
  */
-export function preferredWait(header: string | string[] | undefined): number | null {
+function preferredWait(header: string | string[] | undefined): number | null {
   if (header === undefined) return null;
   for (const part of (Array.isArray(header) ? header : [header]).flatMap((h) => h.split(','))) {
     const [token = ''] = part.split(';');

@@ -13,13 +13,7 @@ export interface JobWatch {
  * subscription is in place, so nothing committed in between is missed. Reads are single short
  * queries: a watcher holds no database connection while it waits.
  */
-export async function watchJob(
-  feed: JobFeed,
-  jobId: string,
-  read: ReadJob,
-  onState: (state: WatchedJob) => void,
-  onError: (error: unknown) => void,
-): Promise<JobWatch> {
+export async function watchJob(feed: JobFeed, jobId: string, read: ReadJob, onState: (state: WatchedJob) => void, onError: (error: unknown) => void): Promise<JobWatch> {
   let seen = -1;
   let reading = false;
   let again = false;

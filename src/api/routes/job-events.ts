@@ -15,7 +15,7 @@ export function lastEventIdOf(header: string | string[] | undefined, query: stri
 }
 
 /** Ends every open event stream when the server shuts down (clients resume with Last-Event-ID). */
-export function endStreamsOnClose(app: FastifyInstance, live: LiveStatus): void {
+function endStreamsOnClose(app: FastifyInstance, live: LiveStatus): void {
   app.addHook('preClose', async () => {
     for (const end of [...live.closers]) end();
   });
