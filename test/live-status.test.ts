@@ -2,9 +2,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { EventSource } from 'eventsource';
+import { sql } from 'kysely';
+import { pruneJobChanges } from '../src/jobs/index.ts';
+import { transition } from '../src/queue/index.ts';
 import { consoleSignIn } from './console-helpers.ts';
 import { startFakeEvolink, type FakeEvolink } from './fakes/evolink.ts';
-import { KEY_A, KEY_B, killAndWait, spawnZhinian, startStack, TEST_BACKEND, tempDir, testEnv, waitFor, type Stack } from './helpers.ts';
+import { KEY_A, KEY_B, killAndWait, openTestDb, pgAdmin, spawnZhinian, startStack, TEST_BACKEND, tempDir, testEnv, waitFor, type Stack } from './helpers.ts';
 
 /**
  * Live status (CONTRACT "Live status"): the server runs in this process without a worker; the
@@ -241,6 +244,71 @@ describe(`live status (${TEST_BACKEND})`, () => {
     assert.equal(again.res.status, 200);
     await stack.api(`/api/v1/jobs/${id}/cancel`, { method: 'POST' });
     await waitFor(() => live.feed.listenerCount() === before, { what: 'the last listener gone' });
+  });
+
+  test('a server shutting down ends its open streams (clients resume elsewhere)', async () => {
+    const other = await startStack({
+      dataDir: stack.dataDir,
+      worker: false,
+      env: { ZHINIAN_ENGINES_IMAGE_GENERATE: 'evolink', ZHINIAN_EVOLINK_BASE_URL: evolink.baseUrl, ZHINIAN_EVOLINK_API_KEY: 'sk-evo-test' },
+    });
+    let stopped = false;
+    try {
+      const { body } = await other.api('/api/v1/jobs', { method: 'POST', json: { capability: 'image.generate', prompt: '[fake:never_finish] during a shutdown', quality: 'low' } });
+      const res = await fetch(`${other.url}/api/v1/jobs/${body.job.id}/events`, { headers: { authorization: `Bearer ${KEY_A}` } });
+      assert.equal(res.status, 200);
+      const text = res.text();
+      await waitFor(() => other.live!.feed.listenerCount() > 0, { what: 'the stream to watch' });
+      await other.stop();
+      stopped = true;
+      assert.match(await text, /event: job\n/, 'the stream ended with what it had sent');
+      await stack.api(`/api/v1/jobs/${body.job.id}/cancel`, { method: 'POST' });
+    } finally {
+      if (!stopped) await other.stop();
+    }
+  });
+
+  test('a change made while the LISTEN connection was down reaches the stream once it is back (PostgreSQL); old change-log rows are pruned (SQLite)', async () => {
+    const handle = await openTestDb(stack.dataDir);
+    try {
+      if (TEST_BACKEND === 'sqlite') {
+        const now = Date.now();
+        await handle.db
+          .insertInto('job_changes')
+          .values([
+            { job_id: 'job_old', version: 1, at: now - 120_000 },
+            { job_id: 'job_new', version: 1, at: now },
+          ])
+          .execute();
+        await pruneJobChanges(handle, now);
+        const left = await handle.db.selectFrom('job_changes').select('job_id').where('job_id', 'in', ['job_old', 'job_new']).execute();
+        assert.deepEqual(
+          left.map((r) => r.job_id),
+          ['job_new'],
+        );
+        return;
+      }
+      const { body } = await create('[fake:never_finish] across an outage');
+      const id = body.job.id;
+      const { source, events } = listen(`/api/v1/jobs/${id}/events`);
+      try {
+        const running = await waitFor(() => events.find((e) => e.job.status === 'running' && e.job.progress >= 10), { timeoutMs: 30_000, what: 'the job running' });
+        const row = await handle.db.selectFrom('jobs').select(['lease_owner', 'version']).where('id', '=', id).executeTakeFirstOrThrow();
+        await waitFor(() => events.at(-1)!.id === String(row.version), { what: 'the stream caught up' });
+        const schema = (await sql<{ s: string }>`select current_schema() as s`.execute(handle.db)).rows[0]!.s;
+        // Every LISTEN connection of this schema (the server's, the worker's) is cut; the change
+        // is made at once, so its NOTIFY reaches no server; only the re-read on restore shows it.
+        pgAdmin(`select pg_terminate_backend(pid) from pg_stat_activity where query like 'LISTEN %' and query like '%${schema}%'`);
+        await transition(handle, null, 'progress', { jobId: id, leaseOwner: row.lease_owner! }, { progress: 97, now: Date.now() });
+        await waitFor(() => events.some((e) => e.job.progress === 97), { timeoutMs: 30_000, what: 'the change made during the outage' });
+        assert.ok(Number(events.at(-1)!.id) > Number(running.id));
+      } finally {
+        source.close();
+        await stack.api(`/api/v1/jobs/${id}/cancel`, { method: 'POST' });
+      }
+    } finally {
+      await handle.close();
+    }
   });
 
   test('the console streams a job, and the running rows of a list, to a signed-in user only', async () => {
