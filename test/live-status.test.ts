@@ -342,6 +342,8 @@ describe(`live status (${TEST_BACKEND})`, () => {
     const many = await read(`/admin/api/jobs/events?ids=${id},${second.job.id}`, (t) => (t.match(/event: job/g) ?? []).length >= 2);
     assert.match(many.text, new RegExp(`"id":"${id}"`));
     assert.match(many.text, new RegExp(`"id":"${second.job.id}"`));
+    const none = await fetch(`${stack.url}/admin/api/jobs/events?ids=job_nope1,job_nope2`, { headers: { cookie: call.cookie } });
+    assert.equal(none.status, 204, 'nothing to follow: an EventSource stops');
     // A change reaches the console's stream too: the cancel is its last event.
     const { source, events } = (() => {
       const events: any[] = [];

@@ -25,7 +25,7 @@ export interface JobStreamOptions {
  * `keepAliveMs`, and the end once every watched job has sent its terminal event.
  * - Last-Event-ID: the current state is sent at once only when it is newer than that version;
  *   a job that is terminal and already seen gets 204, which tells an EventSource to stop
- *   reconnecting.
+ *   reconnecting (as does a list of jobs none of which exists).
  * - A single job that is gone (or not the caller's) is a 404, before anything is streamed.
  * The answer goes through `reply.send(stream)`, so the request log, the hooks and the error
  * handler see it as any other; the client hanging up (or the server shutting down) ends it and
@@ -98,7 +98,9 @@ export async function sendJobStream(live: LiveStatus, request: FastifyRequest, r
     finish();
     throw new NotFound('Job');
   }
-  if (single && opts.lastEventId !== null && single.version <= opts.lastEventId && isTerminal(single.job.status)) {
+  // Nothing to follow (a terminal job already seen; none of several jobs exists): 204 stops an EventSource.
+  const nothing = firsts.every((first) => first === null);
+  if (nothing || (single && opts.lastEventId !== null && single.version <= opts.lastEventId && isTerminal(single.job.status))) {
     finish();
     return reply.status(204).send();
   }
