@@ -7,7 +7,7 @@ import type { AssetService, Store, UrlSigner } from '../assets/index.ts';
 import type { Db } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import type { JobService } from '../jobs/index.ts';
-import type { LiveStatus } from '../live/live-status.ts';
+import type { LiveStatus } from '../live/index.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { ERR } from '../lib/error-codes.ts';
 import { registerAccessControl, type Authenticator } from './auth.ts';

@@ -15,7 +15,7 @@ import { prewarmSharp } from '../engines/local/index.ts';
 import { createEngineRegistry } from '../engines/registry.ts';
 import { createJobService } from '../jobs/index.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
-import type { LiveStatus } from '../live/live-status.ts';
+import type { LiveStatus } from '../live/index.ts';
 import { createNotifier } from '../lib/notifier.ts';
 import { readOrCreateSecret } from '../lib/secret-file.ts';
 import { startWebhookDispatcher } from '../webhooks/index.ts';
@@ -145,8 +145,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     const { createAuthenticator } = await import('../api/auth.ts');
     const { createSessions } = await import('../console/session.ts');
     const { createLoginTokens } = await import('../console/login-tokens.ts');
-    const { createJobFeed } = await import('../live/feed.ts');
-    const { createLiveStatus } = await import('../live/live-status.ts');
+    const { createJobFeed, createLiveStatus } = await import('../live/index.ts');
     const feed = createJobFeed({ handle, notifier, logger: logger.child({ component: 'live' }) });
     const live = createLiveStatus(feed, opts.live);
     liveStatus = live;

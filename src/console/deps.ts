@@ -6,7 +6,7 @@ import type { EngineRegistry } from '../engines/registry.ts';
 import type { JobService } from '../jobs/index.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Notifier } from '../lib/notifier.ts';
-import type { LiveStatus } from '../live/live-status.ts';
+import type { LiveStatus } from '../live/index.ts';
 import type { LoginTokens } from './login-tokens.ts';
 import type { Sessions } from './session.ts';
 

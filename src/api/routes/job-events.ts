@@ -1,10 +1,10 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { JobService } from '../../jobs/index.ts';
-import { sendJobStream } from '../../live/event-stream.ts';
-import type { LiveStatus } from '../../live/live-status.ts';
+import type { LiveStatus } from '../../live/index.ts';
 import { parseWith } from '../../lib/validate.ts';
 import { clientOf } from '../auth.ts';
+import { sendJobStream } from '../job-stream.ts';
 
 const eventsQuerySchema = z.strictObject({ lastEventId: z.string().optional() });
 
@@ -21,7 +21,7 @@ function endStreamsOnClose(app: FastifyInstance, live: LiveStatus): void {
   });
 }
 
-/** `GET /api/v1/jobs/:id/events`: the job's live status as server-sent events (live/event-stream.ts). */
+/** `GET /api/v1/jobs/:id/events`: the job's live status as server-sent events (api/job-stream.ts). */
 export function registerJobEventRoutes(app: FastifyInstance, jobs: JobService, live: LiveStatus): void {
   endStreamsOnClose(app, live);
   app.get<{ Params: { id: string } }>('/api/v1/jobs/:id/events', async (request, reply) => {

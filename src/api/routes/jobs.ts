@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { JobService } from '../../jobs/index.ts';
-import type { LiveStatus } from '../../live/live-status.ts';
-import { waitForEnd } from '../../live/prefer-wait.ts';
+import type { LiveStatus } from '../../live/index.ts';
+import { waitForEnd } from '../prefer-wait.ts';
 import { clientOf } from '../auth.ts';
 
 export function registerJobRoutes(app: FastifyInstance, jobs: JobService, live: LiveStatus): void {

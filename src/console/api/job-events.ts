@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { lastEventIdOf } from '../../api/routes/job-events.ts';
-import { sendJobStream } from '../../live/event-stream.ts';
+import { sendJobStream } from '../../api/job-stream.ts';
 import { parseWith } from '../../lib/validate.ts';
 import type { ConsoleDeps } from '../deps.ts';
 
@@ -11,7 +11,7 @@ const oneQuery = z.strictObject({ lastEventId: z.string().optional() });
 const manyQuery = z.strictObject({ ids: z.string().min(1) });
 
 /**
- * The console's live status, the same stream as the API's (live/event-stream.ts) for any
+ * The console's live status, the same stream as the API's (api/job-stream.ts) for any
  * client's jobs, to any signed-in role:
  * - `GET /admin/api/jobs/:id/events`: one job (the job page);
  * - `GET /admin/api/jobs/events?ids=a,b,…`: several (the jobs list's running rows) on one

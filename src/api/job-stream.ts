@@ -2,8 +2,7 @@ import { PassThrough } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { isTerminal } from '../contract/index.ts';
 import { NotFound, RateLimited } from '../lib/errors.ts';
-import { visibleState, type LiveStatus, type ReadJob, type WatchedJob } from './live-status.ts';
-import { watchJob, type JobWatch } from './watch.ts';
+import { visibleState, watchJob, type LiveStatus, type ReadJob, type WatchedJob } from '../live/index.ts';
 
 /** How long an EventSource waits before it reconnects (sent once, as `retry:`). */
 const RECONNECT_MS = 2_000;
@@ -43,7 +42,7 @@ export async function sendJobStream(live: LiveStatus, request: FastifyRequest, r
   const lastSent = new Map<string, { version: number; shown: string }>();
   /** Jobs not yet terminal: the stream ends when none is left. */
   const pending = new Set<string>();
-  const watches: JobWatch[] = [];
+  const watches: { stop(): void }[] = [];
   let ended = false;
   let keepAlive: NodeJS.Timeout | null = null;
 
