@@ -107,6 +107,8 @@ export async function sendJobStream(live: LiveStatus, request: FastifyRequest, r
   live.closers.add(end);
   stream.on('close', finish);
   reply.raw.on('close', end);
+  // The client may have hung up while the jobs were read: its 'close' has come and gone.
+  if (reply.raw.destroyed) end();
   keepAlive = setInterval(() => stream.write(': keep-alive\n\n'), live.keepAliveMs);
   keepAlive.unref();
   reply.header('content-type', 'text/event-stream; charset=utf-8').header('cache-control', 'no-cache').header('x-accel-buffering', 'no');

@@ -32,6 +32,7 @@ export async function waitForEnd(live: LiveStatus, request: FastifyRequest, repl
   const hungUp = new AbortController();
   const abort = () => hungUp.abort();
   reply.raw.once('close', abort);
+  if (reply.raw.destroyed) abort(); // hung up already
   try {
     return await waitUntilTerminal(live.feed, job, read, seconds * 1000, hungUp.signal, (error) =>
       request.log.warn({ err: error }, 'reading a waited-for job failed; answering with what was read'),
