@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --backend=sqlite|postgres] [-- --only=create,get,limit,pickup,throughput,assets,remote,scaling,list,fairness,keys,console]`
+ * `npm run bench [-- --backend=sqlite|postgres] [-- --only=create,get,limit,pickup,throughput,assets,remote,scaling,list,fairness,keys,console,live]`
  *
  * --backend=sqlite (default): every Zhinian instance gets a fresh SQLite file in a temp dir.
  * --backend=postgres: every Zhinian instance gets a fresh schema `zb_<random>` on the local
@@ -14,7 +14,9 @@
  * one client: page latency and EXPLAIN of the queries), fairness (fair claim vs the FIFO claim:
  * drain rate, a light client's time to start during a flood, EXPLAIN at 1,000,000 queued jobs
  * over 1,000 clients), console (GET /api/v1/jobs/:id while 8 console tabs load the usage
- * screens and the overview at 1,000,000 jobs, against no console load).
+ * screens and the overview at 1,000,000 jobs, against no console load), live (1,000 idle event
+ * streams' memory and CPU on one server, and a transition's time to reach a client, on SQLite
+ * and PostgreSQL side by side whatever --backend says).
  *
  * Every figure sits next to a baseline measured in the same run (the machine is shared and
  * noisy, so ratios mean more than absolutes). PASS/MISS compares with the targets; a miss
@@ -38,6 +40,7 @@ import httpCreate from './http-create.ts';
 import httpGet from './http-get.ts';
 import { cleanupSync, markdownTable, psqlSync, ROOT, setBackend, takeNotes, textTable, type Backend, type Row } from './lib.ts';
 import list from './list.ts';
+import liveStatus from './live-status.ts';
 import pickup from './pickup.ts';
 import remote from './remote.ts';
 import requestLimit from './request-limit.ts';
@@ -57,6 +60,7 @@ const SCENARIOS: Record<string, () => Promise<Row[]>> = {
   fairness,
   keys: consoleKeys,
   console: consoleLoad,
+  live: liveStatus,
 };
 
 process.on('exit', cleanupSync);

@@ -182,7 +182,7 @@ describe('console pages', () => {
     const row = await page(`/admin/jobs/${imageJob}/row`);
     assert.equal(row.res.status, 200);
     assert.match(row.html, /^\s*<tr id="job-/);
-    assert.ok(!row.html.includes('hx-trigger'), 'a finished row does not poll');
+    assert.ok(!row.html.includes('data-live-job'), 'a finished row is not followed');
   });
 
   test('asset content: whole, ranged (206), conditional (304); the assets list pages', async () => {
@@ -448,7 +448,7 @@ describe('console pages', () => {
     }
   });
 
-  test('a waiting job says what it waits for, polls its row, and offers cancel; viewers get no buttons', async () => {
+  test('a waiting job says what it waits for, follows its row by events, and offers cancel; viewers get no buttons', async () => {
     const html = await good(`/admin/jobs/${heldJob}?lang=en`);
     assert.match(html, /data-test="waiting" data-code="retry_backoff"/);
     assert.match(html, /the retry after a transient failure · next try/);
@@ -466,7 +466,7 @@ describe('console pages', () => {
     );
     assert.match(html, /data-test="cancel-job" data-action-url="\/admin\/api\/jobs\/job_[^"]+\/cancel"/);
     const list = await good('/admin/jobs');
-    assert.match(list, new RegExp(`<tr id="job-${heldJob}" data-status="running" hx-get="/admin/jobs/${heldJob}/row" hx-trigger="every 2s" hx-swap="outerHTML">`));
+    assert.match(list, new RegExp(`<tr id="job-${heldJob}" data-status="running" data-live-job="${heldJob}">`));
     const hook = await good(`/admin/jobs/${hookJob}`);
     assert.match(hook, /data-test="redeliver" data-action-url="\/admin\/api\/deliveries\/whd_[^"]+\/redeliver"/);
     assert.match(hook, /http:\/\/127\.0\.0\.1:9\/hook/);

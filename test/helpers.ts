@@ -164,7 +164,7 @@ export interface Stack extends Running {
 
 /** The server (and, unless told otherwise, an embedded worker) in this process, on a fresh data dir. */
 export async function startStack(
-  opts: { env?: Record<string, string>; worker?: boolean; server?: boolean; dataDir?: string } & Pick<BootOptions, 'engines' | 'clock'> = {},
+  opts: { env?: Record<string, string>; worker?: boolean; server?: boolean; dataDir?: string } & Pick<BootOptions, 'engines' | 'clock' | 'live'> = {},
 ): Promise<Stack> {
   const dataDir = opts.dataDir ?? tempDir();
   const running = await boot({
@@ -173,6 +173,7 @@ export async function startStack(
     worker: opts.worker ?? true,
     engines: opts.engines,
     clock: opts.clock,
+    live: opts.live,
   });
   const url = running.url ?? '';
   return Object.assign(running, {

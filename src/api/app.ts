@@ -7,6 +7,7 @@ import type { Db } from '../db/index.ts';
 import type { EngineRegistry } from '../engines/registry.ts';
 import type { JobService } from '../jobs/index.ts';
 import type { JobDeliveries } from '../webhooks/index.ts';
+import type { LiveStatus } from '../live/index.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { ERR } from '../lib/error-codes.ts';
 import { registerAccessControl, type Authenticator } from './auth.ts';
@@ -19,6 +20,7 @@ import { registerAbortLog, RequestLog } from './request-log.ts';
 import { registerRequestLimit } from './request-limit.ts';
 import { registerAssetRoutes } from './routes/assets.ts';
 import { registerDeliveryRoutes } from './routes/deliveries.ts';
+import { registerJobEventRoutes } from './routes/job-events.ts';
 import { registerJobRoutes } from './routes/jobs.ts';
 import { registerMetaRoutes } from './routes/meta.ts';
 
@@ -29,6 +31,8 @@ export interface AppDeps {
   jobs: JobService;
   /** Jobs' webhook deliveries: list, redeliver. */
   deliveries: JobDeliveries;
+  /** Job change notices for event streams and `Prefer: wait`. */
+  live: LiveStatus;
   assets: AssetService;
   store: Store;
   db: Db;
@@ -100,7 +104,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerMultipartPassThrough(app);
 
   registerMetaRoutes(app, { db: deps.db, store: deps.store, engines: deps.engines, baseUrl: deps.baseUrl });
-  registerJobRoutes(app, deps.jobs);
+  registerJobRoutes(app, deps.jobs, deps.live);
+  registerJobEventRoutes(app, deps.jobs, deps.live);
   registerDeliveryRoutes(app, deps.deliveries);
   registerAssetRoutes(app, deps.assets, deps.store);
   return app;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { listAssetsQuerySchema, registerAssetBodySchema } from '../assets/index.ts';
-import { ASSET_KINDS, ASSET_SOURCES, CAPABILITIES, JOB_STATUSES } from '../contract/index.ts';
+import { ASSET_KINDS, ASSET_SOURCES, CAPABILITIES, JOB_STATUSES, STATUS_DETAIL_CODES } from '../contract/index.ts';
 import { createJobBodySchema, listJobsQuerySchema } from '../jobs/index.ts';
 import { API_ERROR_CODES, ERROR_CODES, JOB_ERROR_CODES } from '../lib/error-codes.ts';
 import { deliveryViewSchema } from '../webhooks/index.ts';
@@ -31,6 +31,14 @@ const jobSchema = z.object({
   updatedAt: isoTime,
   startedAt: isoTime.nullable(),
   finishedAt: isoTime.nullable(),
+  statusDetail: z
+    .object({
+      code: z.enum(STATUS_DETAIL_CODES),
+      message: z.string().describe('For people'),
+      retryAt: isoTime.nullable().describe('When it is tried again, when known'),
+    })
+    .nullable()
+    .describe('Why a queued or running job is not simply being worked on; null when it is, or when it ended'),
 });
 const assetSchema = z.object({
   id: z.string().describe('asset_…'),
@@ -103,6 +111,20 @@ const queryParams = (schema: z.ZodObject) => {
   return Object.entries(rendered.properties).map(([name, s]) => ({ name, in: 'query', required: false, schema: s, description: s.description }));
 };
 const idParam = (what: string) => [{ name: 'id', in: 'path', required: true, schema: { type: 'string', maxLength: 100 }, description: `${what} id` }];
+/** `Prefer: wait=N` on create and get (CONTRACT "Live status"). */
+const PREFER_WAIT = {
+  name: 'Prefer',
+  in: 'header',
+  required: false,
+  schema: { type: 'string', examples: ['wait=30'] },
+  description: 'wait=N (N 1–60): answer when the job is terminal or after N seconds, whichever comes first (the status code is the same). Any other value is ignored (RFC 7240).',
+};
+const PREFERENCE_APPLIED = {
+  'Preference-Applied': { description: 'wait=N when a valid Prefer: wait=N was honoured', schema: { type: 'string' } },
+};
+/** Adds the Preference-Applied header to an operation's success answers. */
+const withPreferenceApplied = (responses: Record<string, { headers?: object }>, statuses: string[]) =>
+  Object.fromEntries(Object.entries(responses).map(([status, r]) => [status, statuses.includes(status) ? { ...r, headers: { ...r.headers, ...PREFERENCE_APPLIED } } : r]));
 const header = (name: string, description: string) => ({ name, in: 'header', required: false, schema: { type: 'string' }, description });
 
 export function buildOpenApi(serverUrl: string): object {
@@ -139,13 +161,16 @@ export function buildOpenApi(serverUrl: string): object {
       '/api/v1/jobs': {
         post: {
           summary: 'Create a job',
-          parameters: [{ name: 'Idempotency-Key', in: 'header', required: false, schema: { type: 'string', minLength: 1, maxLength: 255 } }],
+          parameters: [{ name: 'Idempotency-Key', in: 'header', required: false, schema: { type: 'string', minLength: 1, maxLength: 255 } }, PREFER_WAIT],
           requestBody: { required: true, content: json(ref('CreateJobRequest')) },
-          responses: counted({
-            201: { description: 'Created', content: json({ type: 'object', properties: { job: ref('Job'), reused: { const: false } } }) },
-            200: { description: 'Same Idempotency-Key and body: the existing job', content: json({ type: 'object', properties: { job: ref('Job'), reused: { const: true } } }) },
-            ...errors(400, 401, 403, 408, 409, 413),
-          }),
+          responses: withPreferenceApplied(
+            counted({
+              201: { description: 'Created', content: json({ type: 'object', properties: { job: ref('Job'), reused: { const: false } } }) },
+              200: { description: 'Same Idempotency-Key and body: the existing job', content: json({ type: 'object', properties: { job: ref('Job'), reused: { const: true } } }) },
+              ...errors(400, 401, 403, 408, 409, 413),
+            }),
+            ['200', '201'],
+          ),
         },
         get: {
           summary: 'List jobs, newest first',
@@ -159,8 +184,39 @@ export function buildOpenApi(serverUrl: string): object {
       '/api/v1/jobs/{id}': {
         get: {
           summary: 'Get a job',
-          parameters: idParam('Job'),
-          responses: counted({ 200: { description: 'OK', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 414) }),
+          parameters: [...idParam('Job'), PREFER_WAIT],
+          responses: withPreferenceApplied(counted({ 200: { description: 'OK', content: json({ type: 'object', properties: { job: ref('Job') } }) }, ...errors(401, 404, 414) }), [
+            '200',
+          ]),
+        },
+      },
+      '/api/v1/jobs/{id}/events': {
+        get: {
+          operationId: 'getJobEvents',
+          summary: "The job's live status as server-sent events",
+          description:
+            'An event `job` (data: the Job JSON, `id:` the job version) at once and on every change of status, progress or statusDetail; a comment line `: keep-alive` every 15 s; the stream ends after the terminal event. ' +
+            'Last-Event-ID (header, or the lastEventId query parameter) resumes: the current state is sent at once only when it is newer. A terminal job whose last event the client has already seen answers 204 (an EventSource stops reconnecting). ' +
+            'At most 100 open streams per client on one server; one more is answered 429.',
+          parameters: [
+            ...idParam('Job'),
+            header('Last-Event-ID', 'The id of the last event received (a job version): resume after it'),
+            {
+              name: 'lastEventId',
+              in: 'query',
+              required: false,
+              schema: { type: 'string', pattern: '^[0-9]+$' },
+              description: 'Same as the Last-Event-ID header, for clients that cannot set headers',
+            },
+          ],
+          responses: counted({
+            200: {
+              description: 'The event stream',
+              content: { 'text/event-stream': { schema: { type: 'string', description: 'event: job\nid: <version>\ndata: <Job JSON>\n\n, repeated; `: keep-alive` comments' } } },
+            },
+            204: { description: 'The job is terminal and the client has seen its last event: nothing more will come' },
+            ...errors(400, 401, 404, 414),
+          }),
         },
       },
       '/api/v1/jobs/{id}/cancel': {

@@ -15,6 +15,7 @@ import { prewarmSharp } from '../engines/local/index.ts';
 import { createEngineRegistry } from '../engines/registry.ts';
 import { createJobService } from '../jobs/index.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
+import type { LiveStatus } from '../live/index.ts';
 import { createNotifier } from '../lib/notifier.ts';
 import { readOrCreateSecret } from '../lib/secret-file.ts';
 import { createJobDeliveries, startWebhookDispatcher } from '../webhooks/index.ts';
@@ -24,6 +25,8 @@ export interface BootOptions {
   env: Env;
   server: boolean;
   worker: boolean;
+  /** Live status knobs (tests: a short keep-alive interval); default: the contract's. */
+  live?: { keepAliveMs?: number };
   /** Replaces the engines (benchmarks, tests); default: the local engine. */
   engines?: Engine[];
   clock?: Clock;
@@ -44,6 +47,8 @@ export interface Running {
   adminLink: string | null;
   /** The HTTP server's route tree as Fastify prints it (empty without a server): tests walk every route. */
   routeTree(): string;
+  /** The server's live status (event streams, `Prefer: wait`); null without a server. */
+  live: LiveStatus | null;
   logger: Logger;
   stop(): Promise<void>;
 }
@@ -78,10 +83,11 @@ export async function boot(opts: BootOptions): Promise<Running> {
   const store = config.storage.kind === 's3' ? await createS3Store(config.storage) : createLocalStore(path.join(config.dataDir, 'assets'));
   const engines = createEngineRegistry(opts.engines ?? enginesFromConfig(config), config.enginePreference);
   const signer = createUrlSigner(config.signingSecret ?? readOrCreateSecret(path.join(config.dataDir, 'signing-secret')).value);
-  // PostgreSQL: wake-ups reach workers in other processes too (LISTEN/NOTIFY); polling stays.
+  // PostgreSQL: wake-ups reach workers in other processes too (LISTEN/NOTIFY), and job changes
+  // reach the servers' live status; polling stays.
   const pgNotifier =
     handle.dialect === 'postgres' && config.databaseUrl
-      ? await createPgNotifier({ handle, url: config.databaseUrl, logger: logger.child({ component: 'notify' }), listen: opts.worker })
+      ? await createPgNotifier({ handle, url: config.databaseUrl, logger: logger.child({ component: 'notify' }), listen: opts.worker || opts.server })
       : null;
   const notifier = pgNotifier ?? createNotifier();
   const tempDir = path.join(config.dataDir, 'tmp');
@@ -132,6 +138,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
   let url: string | null = null;
   let adminLink: string | null = null;
   let routeTree = () => '';
+  let liveStatus: LiveStatus | null = null;
   if (opts.server) {
     // Loaded only here: a worker process never pays for the HTTP stack's memory.
     const { buildApp } = await import('../api/app.ts');
@@ -139,6 +146,10 @@ export async function boot(opts: BootOptions): Promise<Running> {
     const { consolePreRoutingHeaders, registerConsole } = await import('../console/index.ts');
     const { createSessions } = await import('../console/session.ts');
     const { createLoginTokens } = await import('../console/login-tokens.ts');
+    const { createJobFeed, createLiveStatus } = await import('../live/index.ts');
+    const feed = createJobFeed({ handle, notifier, logger: logger.child({ component: 'live' }) });
+    const live = createLiveStatus(feed, opts.live);
+    liveStatus = live;
     const loginTokens = createLoginTokens(handle, clock);
     const auth = createAuthenticator({ envKeys: apiKeys, handle, clients, clock });
     const app = await buildApp({
@@ -147,6 +158,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
       signer,
       jobs,
       deliveries: createJobDeliveries({ handle, clock, notifier }),
+      live,
       assets,
       store,
       db: handle.db,
@@ -180,6 +192,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
         engineNames: () => engines.all().map((e) => e.name),
       }),
       notifier,
+      live,
     });
     routeTree = () => app.printRoutes({ commonPrefix: false });
     await app.listen({ port: config.http.port, host: config.http.host });
@@ -195,6 +208,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
       const cutOff = setTimeout(() => app.server.closeAllConnections(), config.shutdownGraceMs);
       await app.close();
       clearTimeout(cutOff);
+      feed.close();
       await auth.close();
     });
   }
@@ -246,6 +260,7 @@ export async function boot(opts: BootOptions): Promise<Running> {
     keyCreated,
     adminLink,
     routeTree: () => routeTree(),
+    live: liveStatus,
     logger,
     async stop() {
       // Server first (no new work), then the worker hands its jobs back, then the database.

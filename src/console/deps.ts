@@ -6,6 +6,7 @@ import type { EngineRegistry } from '../engines/registry.ts';
 import type { JobService } from '../jobs/index.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Notifier } from '../lib/notifier.ts';
+import type { LiveStatus } from '../live/index.ts';
 import type { LoginTokens } from './login-tokens.ts';
 import type { Sessions } from './session.ts';
 
@@ -28,4 +29,6 @@ export interface ConsoleDeps {
   clientAdmin: ClientAdmin;
   /** Wakes workers when a job or delivery becomes due (a redelivery). */
   notifier: Notifier;
+  /** Job change notices: the job page and the running rows update from them. */
+  live: LiveStatus;
 }

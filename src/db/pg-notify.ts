@@ -11,7 +11,7 @@ export interface PgNotifierOptions {
   /** The same URL as the pool's (schema included): the channel is per schema. */
   url: string;
   logger: Logger;
-  /** Whether this process listens (workers); an API-only process just sends. */
+  /** Whether this process listens (workers for wake-ups, servers for the live status); otherwise it just sends. */
   listen: boolean;
 }
 
@@ -129,6 +129,7 @@ export async function createPgNotifier(opts: PgNotifierOptions): Promise<PgNotif
       // Whatever was notified while we were away: look once now.
       local.jobQueued();
       local.webhookDue();
+      local.resync();
     }
     failures = 0;
   };
@@ -148,6 +149,7 @@ export async function createPgNotifier(opts: PgNotifierOptions): Promise<PgNotif
       send({ e: 'w' });
     },
     jobChanged: local.jobChanged,
+    resync: local.resync,
     on: local.on,
     async close() {
       closed = true;

@@ -160,6 +160,18 @@ export function createJobService(deps: JobServiceDeps) {
       return present.job(db, row);
     },
 
+    /**
+     * A job with its version, for watchers (event streams, `Prefer: wait`): the caller's own, or
+     * with `clientId` null any client's (the console). Null: no such job.
+     */
+    async watched(clientId: string | null, id: string): Promise<{ job: Job; version: number } | null> {
+      if (!isId('job', id)) return null;
+      let select = db.selectFrom('jobs').selectAll().where('id', '=', id);
+      if (clientId !== null) select = select.where('client_id', '=', clientId);
+      const row = await select.executeTakeFirst();
+      return row ? { job: await present.job(db, row), version: Number(row.version) } : null;
+    },
+
     /** Newest first. The cursor is exclusive and sort keys are unique, so pages never overlap or skip. */
     async list(clientId: string, query: unknown): Promise<{ jobs: Job[]; nextBefore: string | null }> {
       const q = parseWith(listJobsQuerySchema, query, 'query parameter');

@@ -55,7 +55,7 @@ export const ERROR_CODES = {
     http: 429,
     retryable: false,
     description:
-      "API: over the client's request limit (`ZHINIAN_RATE_LIMIT_REQUESTS_PER_MINUTE`) or job-creation limit (`ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE`); `Retry-After` gives the seconds to wait, `RateLimit-Limit` the limit. Job: the provider was still rate-limiting when the job's time ran out (rate limits are waited out without using an attempt).",
+      "API: over the client's request limit (`ZHINIAN_RATE_LIMIT_REQUESTS_PER_MINUTE`) or job-creation limit (`ZHINIAN_RATE_LIMIT_JOBS_PER_MINUTE`), or at 100 open event streams on one server; `Retry-After` gives the seconds to wait, `RateLimit-Limit` the limit. Job: the provider was still rate-limiting when the job's time ran out (rate limits are waited out without using an attempt).",
   },
   headers_too_large: { kind: 'api', http: 431, description: 'The request line and headers are too large.' },
   internal_error: { kind: 'both', http: 500, retryable: false, description: 'An unexpected fault in the server or the worker (details only in its log, with the request id).' },

@@ -13,7 +13,12 @@ export interface Notifier {
   webhookDue(): void;
   /** A transition a client can see committed (queue/changes.ts); `version` is the job's new one. */
   jobChanged(jobId: string, version: number): void;
-  on(event: 'jobQueued' | 'webhookDue', listener: () => void): () => void;
+  /**
+   * Changes may have been missed (the cross-process channel was down and is back): whoever
+   * watches a job reads it again.
+   */
+  resync(): void;
+  on(event: 'jobQueued' | 'webhookDue' | 'resync', listener: () => void): () => void;
   on(event: 'jobCancelled', listener: (jobId: string) => void): () => void;
   on(event: 'jobChanged', listener: (jobId: string, version: number) => void): () => void;
 }
@@ -26,6 +31,7 @@ export function createNotifier(): Notifier {
     jobCancelled: (jobId) => emitter.emit('jobCancelled', jobId),
     webhookDue: () => emitter.emit('webhookDue'),
     jobChanged: (jobId, version) => emitter.emit('jobChanged', jobId, version),
+    resync: () => emitter.emit('resync'),
     on(event: string, listener: (...args: any[]) => void) {
       emitter.on(event, listener);
       return () => emitter.off(event, listener);

@@ -1,6 +1,6 @@
 import { isRemoteEngine, type RemoteEngine } from '../engines/engine.ts';
 import { CAPABILITIES } from '../contract/index.ts';
-import { purgeStaleRows } from '../jobs/index.ts';
+import { pruneJobChanges, purgeStaleRows } from '../jobs/index.ts';
 import { newId } from '../lib/ids.ts';
 import {
   checkClaimed,
@@ -146,6 +146,7 @@ export function startWorker(deps: WorkerDeps): Worker {
       if (now - lastSweepAt >= SWEEP_MS) {
         lastSweepAt = now;
         await sweepDeadlines(handle, deps.notifier, { ...deps.queue, now });
+        await pruneJobChanges(handle, now);
         if (remoteCaps.length > 0 && (await rerouteFromOpenCircuits(handle, { now, capabilities: CAPABILITIES, nextEngine, notifier: deps.notifier })) > 0)
           deps.notifier.jobQueued();
       }

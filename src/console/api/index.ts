@@ -3,6 +3,7 @@ import type { ConsoleDeps } from '../deps.ts';
 import { registerAuditApi } from './audit.ts';
 import { registerClientApi } from './clients.ts';
 import { registerDeliveryApi } from './deliveries.ts';
+import { registerJobEventApi } from './job-events.ts';
 import { registerJobApi } from './jobs.ts';
 import { registerSessionApi } from './sessions.ts';
 import { registerUsageApi } from './usage.ts';
@@ -15,6 +16,7 @@ export function registerConsoleApi(admin: FastifyInstance, deps: ConsoleDeps): v
   });
   registerClientApi(admin, deps);
   registerJobApi(admin, deps);
+  registerJobEventApi(admin, deps);
   registerUsageApi(admin, deps);
   registerAuditApi(admin, deps);
   registerDeliveryApi(admin, deps);

@@ -39,6 +39,9 @@ async function post(url, body) {
   return { response, data };
 }
 
+/** An action button's request is under way: it reloads the page itself when done. */
+let acting = false;
+
 async function runAction(button) {
   const confirmText = button.dataset.confirm;
   if (confirmText !== undefined && !window.confirm(confirmText || strings().i18nConfirm || '?')) return;
@@ -51,6 +54,7 @@ async function runAction(button) {
     }
   }
   button.disabled = true;
+  acting = true;
   clearError();
   try {
     const { response, data } = await post(button.dataset.actionUrl, body);
@@ -64,6 +68,7 @@ async function runAction(button) {
     showError(describeNetworkError());
   } finally {
     button.disabled = false;
+    acting = false;
   }
 }
 
@@ -171,3 +176,64 @@ window.addEventListener('pageshow', () => {
     for (const el of form.elements) el.disabled = false;
   }
 });
+
+// Live status: the job page and the jobs list's running rows follow the job events
+// (GET /admin/api/jobs/…/events) instead of polling. A change of status (or, on the job page, of
+// why the job waits) brings the server's fresh rendering (the page, or the row); progress changes
+// in place.
+function showProgress(cell, progress) {
+  if (!cell || progress === null || progress === undefined) return;
+  const bar = document.createElement('progress');
+  bar.max = 100;
+  bar.value = progress;
+  cell.replaceChildren(bar, ` ${progress}%`);
+}
+
+function followJobPage() {
+  const head = document.querySelector('[data-live-job-page]');
+  if (!head || typeof EventSource === 'undefined') return;
+  const source = new EventSource(`/admin/api/jobs/${encodeURIComponent(head.dataset.liveJobPage)}/events`);
+  source.addEventListener('job', (event) => {
+    const job = JSON.parse(event.data);
+    // A new status or a new reason to wait: the server's rendering (in the page's language).
+    const waiting = job.statusDetail ? `${job.statusDetail.code} ${job.statusDetail.retryAt ?? ''}` : '';
+    if (job.status !== head.dataset.status || waiting !== head.dataset.waiting) {
+      source.close();
+      // A cancel from this page reloads with its notice: not twice.
+      if (!acting) location.reload();
+      return;
+    }
+    showProgress(document.querySelector('[data-live-progress]'), job.progress);
+  });
+}
+
+async function refreshRow(row, id) {
+  const response = await fetch(`/admin/jobs/${encodeURIComponent(id)}/row`, { credentials: 'same-origin' });
+  if (!response.ok) return;
+  const template = document.createElement('template');
+  template.innerHTML = (await response.text()).trim();
+  const fresh = template.content.firstElementChild;
+  // The row as it is now (an earlier refresh may have replaced it meanwhile).
+  const current = document.getElementById(row.id);
+  if (!fresh || !current) return;
+  current.replaceWith(fresh);
+  localTimes(fresh);
+}
+
+function followRows() {
+  const ids = [...document.querySelectorAll('tr[data-live-job]')].map((row) => row.dataset.liveJob);
+  if (ids.length === 0 || typeof EventSource === 'undefined') return;
+  const source = new EventSource(`/admin/api/jobs/events?ids=${ids.map(encodeURIComponent).join(',')}`);
+  source.addEventListener('job', async (event) => {
+    const job = JSON.parse(event.data);
+    const row = document.querySelector(`tr[data-live-job="${CSS.escape(job.id)}"]`);
+    if (!row) return;
+    if (job.status === row.dataset.status) showProgress(row.querySelector('[data-live-progress]'), job.progress);
+    else await refreshRow(row, job.id);
+    // Every row finished: nothing left to follow (the server ends the stream too; this stops the reconnect).
+    if (!document.querySelector('tr[data-live-job]')) source.close();
+  });
+}
+
+followJobPage();
+followRows();
