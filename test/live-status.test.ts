@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { EventSource } from 'eventsource';
 import { sql } from 'kysely';
-import { pruneJobChanges } from '../src/jobs/index.ts';
+import { pruneJobChanges } from '../src/queue/index.ts';
 import { transition } from '../src/queue/index.ts';
 import { consoleSignIn } from './console-helpers.ts';
 import { startFakeEvolink, type FakeEvolink } from './fakes/evolink.ts';

@@ -24,9 +24,10 @@ type Owner = string | { insert: string; update: string; delete?: string };
 const OWNERS: Record<keyof Database, Owner> = {
   // Born queued by the enqueue; every later change is a named transition. Never deleted.
   jobs: { insert: 'src/queue/enqueue.ts', update: 'src/queue/transitions.ts' },
-  // A job's attempts and its change records are written by the transition that makes them.
-  job_attempts: 'src/queue/transitions.ts',
-  job_changes: 'src/queue/changes.ts',
+  // A job's history and its change records: written by the transition that makes them, through
+  // the one module that records transitions on each backend (and prunes the change log).
+  job_attempts: 'src/queue/recording.ts',
+  job_changes: 'src/queue/recording.ts',
   idempotency_keys: 'src/jobs/idempotency-keys.ts',
   assets: 'src/assets/repo.ts',
   // Written in the job's transaction by the outbox; every later change is a named function of

@@ -22,7 +22,7 @@ type Message = { e: 'q' } | { e: 'w' } | { e: 'c'; id: string } | { e: 'j'; c: [
 /**
  * The schema's channel, as SQL: notifications are database-wide, so one channel per schema keeps
  * deployments (and test runs) apart. Channel names are identifiers (at most 63 bytes): a long
- * schema name is hashed. Transitions NOTIFY on it inside their transaction (queue/changes.ts).
+ * schema name is hashed. Transitions NOTIFY on it inside their transaction (queue/recording.ts).
  */
 export const JOB_CHANNEL_SQL = sql<string>`'zhinian_' || case when octet_length(current_schema()) <= 48 then current_schema() else left(encode(sha256(convert_to(current_schema(), 'UTF8')), 'hex'), 32) end`;
 
@@ -36,7 +36,7 @@ export const JOB_CHANNEL_SQL = sql<string>`'zhinian_' || case when octet_length(
  * jobQueued and webhookDue carry no data, so while one NOTIFY is in flight further ones fold
  * into a single follow-up: a burst of 500 created jobs costs a few notifications, not 500.
  * Job changes (`e: 'j'`) are sent by the transitions themselves, in their transaction
- * (queue/changes.ts), and reach every listening process, this one included; `jobChanged` here
+ * (queue/recording.ts), and reach every listening process, this one included; `jobChanged` here
  * only announces locally (listeners compare versions, so hearing it twice is harmless).
  */
 export async function createPgNotifier(opts: PgNotifierOptions): Promise<PgNotifier> {

@@ -59,7 +59,7 @@ export interface JobAttemptsTable {
   provider_task_id: string | null;
 }
 
-/** SQLite's change log of jobs, polled by other processes (queue/changes.ts); pruned after a minute. */
+/** SQLite's change log of jobs, written and pruned by queue/recording.ts, polled by live/feed.ts; pruned after a minute. */
 interface JobChangesTable {
   seq: Generated<number>;
   job_id: string;

@@ -11,7 +11,7 @@ export interface Notifier {
   jobQueued(): void;
   jobCancelled(jobId: string): void;
   webhookDue(): void;
-  /** A transition a client can see committed (queue/changes.ts); `version` is the job's new one. */
+  /** A transition a client can see committed (queue/changes.ts `transact`); `version` is the job's new one. */
   jobChanged(jobId: string, version: number): void;
   /**
    * Changes may have been missed (the cross-process channel was down and is back): whoever

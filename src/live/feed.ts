@@ -39,7 +39,7 @@ const DEFAULT_POLL_MS = 200;
  * - PostgreSQL: other processes' NOTIFYs, which `db/pg-notify.ts` turns into the same local event
  *   (and a `resync` when the LISTEN connection comes back after an outage).
  * - SQLite: ONE poller for all watchers, running only while someone watches: one query on
- *   `job_changes` per tick, from the last seq seen (queue/changes.ts writes it; the worker's
+ *   `job_changes` per tick, from the last seq seen (queue/recording.ts writes it; the worker's
  *   purge prunes it).
  */
 export function createJobFeed(opts: JobFeedOptions): JobFeed {

@@ -15,3 +15,4 @@ export * from './settle.ts';
 export * from './transitions.ts';
 export * from './history.ts';
 export * from './status-detail.ts';
+export { pruneJobChanges } from './recording.ts';

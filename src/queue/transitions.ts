@@ -1,11 +1,11 @@
 import { sql, type Expression, type ExpressionBuilder, type UpdateObject } from 'kysely';
 import type { AttemptOutcome, JobStatus, TerminalStatus } from '../contract/index.ts';
 import type { Database, DbHandle, JobsTable, Tx } from '../db/index.ts';
-import { parseEngineState, type RemoteState } from './claimed-job.ts';
+import type { RemoteState } from './claimed-job.ts';
 import type { JobError } from './decide.ts';
 import type { Notifier } from '../lib/notifier.ts';
-import { recordChanges, transactOne, type ChangeLog, type JobChange } from './changes.ts';
-import { applyAsOneStatement, type Recording } from './transition-statement.ts';
+import { transactOne, type ChangeLog, type JobChange } from './changes.ts';
+import { applyAsOneStatement, applyInSteps } from './recording.ts';
 
 type JobSet = UpdateObject<Database, 'jobs'>;
 type Eb = ExpressionBuilder<Database, 'jobs'>;
@@ -193,7 +193,7 @@ export interface Step {
 /**
  * Runs one transition in the step's transaction: the update restricted to the rows on which it may
  * happen, its effect, its history, and the change record (see changes.ts) — on PostgreSQL all in
- * one statement (transition-statement.ts). Returns the rows it changed (empty: it was not allowed —
+ * one statement (recording.ts). Returns the rows it changed (empty: it was not allowed —
  * cancelled meanwhile, lease lost, already finished).
  */
 export async function applyTransition<T extends Transition>(step: Step, name: T, target: JobTarget, given: ArgsOf<T>): Promise<JobsTable[]> {
@@ -222,67 +222,6 @@ export async function applyTransition<T extends Transition>(step: Step, name: T,
   const rows = step.dialect === 'postgres' ? await applyAsOneStatement(step.tx, update, recording) : await applyInSteps(step, update, recording);
   if (r.visible) step.log.push(...rows.map((row): JobChange => [row.id, Number(row.version)]));
   return rows;
-}
-
-/** SQLite (in process, a statement costs microseconds): the update, then its history and change record, in the step's transaction. */
-async function applyInSteps(step: Step, update: Parameters<typeof applyAsOneStatement>[1], rec: Recording): Promise<JobsTable[]> {
-  const rows = await update.execute();
-  if (rows.length === 0) return rows;
-  if (rec.attempt === 'start') await startAttempts(step.tx, rows, rec.now);
-  else if (rec.attempt === 'task') await noteProviderTask(step.tx, rows, rec.state);
-  else if (rec.attempt) await endAttempts(step.tx, rows, rec.attempt, rec.now, rec.error);
-  if (rec.visible) await recordChanges(step.tx, rows);
-  return rows;
-}
-
-/** Opens an attempt for each claimed row; one still open belonged to a worker whose lease lapsed. */
-async function startAttempts(tx: Tx, rows: JobsTable[], now: number): Promise<void> {
-  await endAttempts(tx, rows, 'lease_lost', now, null);
-  for (const row of rows) {
-    const state = parseEngineState(row.engine_state);
-    await tx
-      .insertInto('job_attempts')
-      .values((eb) => ({
-        job_id: row.id,
-        n: eb.selectFrom('job_attempts').select(sql<number>`coalesce(max(n), 0) + 1`.as('n')).where('job_id', '=', row.id),
-        engine: row.engine,
-        worker_id: row.lease_owner ?? '',
-        started_at: now,
-        ended_at: null,
-        outcome: 'running',
-        error_code: null,
-        error_message: null,
-        provider_task_id: state?.phase === 'submitted' ? state.handle.taskId : null,
-      }))
-      .execute();
-  }
-}
-
-async function endAttempts(tx: Tx, rows: JobsTable[], outcome: AttemptOutcome, now: number, error: JobError | null): Promise<void> {
-  await tx
-    .updateTable('job_attempts')
-    .set({ outcome, ended_at: now, error_code: error?.code ?? null, error_message: error?.message ?? null })
-    .where(
-      'job_id',
-      'in',
-      rows.map((r) => r.id),
-    )
-    .where('outcome', '=', 'running')
-    .execute();
-}
-
-async function noteProviderTask(tx: Tx, rows: JobsTable[], state: RemoteState | null): Promise<void> {
-  if (state?.phase !== 'submitted') return;
-  await tx
-    .updateTable('job_attempts')
-    .set({ provider_task_id: state.handle.taskId })
-    .where(
-      'job_id',
-      'in',
-      rows.map((r) => r.id),
-    )
-    .where('outcome', '=', 'running')
-    .execute();
 }
 
 /** One transition in a transaction of its own, announced in this process once it commits. */

@@ -1,9 +1,10 @@
 import { isRemoteEngine, type RemoteEngine } from '../engines/engine.ts';
 import { CAPABILITIES } from '../contract/index.ts';
-import { pruneJobChanges, purgeStaleRows } from '../jobs/index.ts';
+import { purgeStaleRows } from '../jobs/index.ts';
 import { newId } from '../lib/ids.ts';
 import {
   checkClaimed,
+  pruneJobChanges,
   claimNextJob,
   findLostJobs,
   hasClaimableJob,
