@@ -116,31 +116,25 @@ async function startAttempts(tx: Tx, rows: JobsTable[], now: number): Promise<vo
   }
 }
 
-async function endAttempts(tx: Tx, rows: JobsTable[], outcome: AttemptOutcome, now: number, error: JobError | null): Promise<void> {
-  await tx
+/** The open attempt (outcome `running`) of each row's job: at most one per job. */
+const openAttempts = (tx: Tx, rows: readonly JobsTable[]) =>
+  tx
     .updateTable('job_attempts')
-    .set({ outcome, ended_at: now, error_code: error?.code ?? null, error_message: error?.message ?? null })
     .where(
       'job_id',
       'in',
       rows.map((r) => r.id),
     )
-    .where('outcome', '=', 'running')
+    .where('outcome', '=', 'running');
+
+async function endAttempts(tx: Tx, rows: JobsTable[], outcome: AttemptOutcome, now: number, error: JobError | null): Promise<void> {
+  await openAttempts(tx, rows)
+    .set({ outcome, ended_at: now, error_code: error?.code ?? null, error_message: error?.message ?? null })
     .execute();
 }
 
 async function noteProviderTask(tx: Tx, rows: JobsTable[], state: RemoteState | null): Promise<void> {
-  if (state?.phase !== 'submitted') return;
-  await tx
-    .updateTable('job_attempts')
-    .set({ provider_task_id: state.handle.taskId })
-    .where(
-      'job_id',
-      'in',
-      rows.map((r) => r.id),
-    )
-    .where('outcome', '=', 'running')
-    .execute();
+  if (state?.phase === 'submitted') await openAttempts(tx, rows).set({ provider_task_id: state.handle.taskId }).execute();
 }
 
 /** How long SQLite's job change log keeps a change: far longer than any reader's poll interval. */
