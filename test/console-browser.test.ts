@@ -8,7 +8,9 @@ import { execFileSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import sharp from 'sharp';
+import { ERR } from '../src/lib/error-codes.ts';
 import { newId } from '../src/lib/ids.ts';
+import { claimNextJob, reportProgress, settleJob } from '../src/queue/index.ts';
 import { KEY_A, openTestDb, queuedJobRow, startReceiver, startStack, type Stack, waitFor, waitForJob } from './helpers.ts';
 import { chromiumInstalled, launchBrowser, newContext, Recorder, screenshot } from './support/browser.ts';
 import { startOidcProvider, TEST_PASSWORD, type TestOidcProvider } from './support/oidc-provider.ts';
@@ -291,6 +293,51 @@ describe('console in a browser', { skip, timeout: 240_000 }, () => {
     await page.locator('[data-test="job-status"].s-cancelled').waitFor();
     assert.equal(await page.locator('[data-test="cancel-job"]').count(), 0);
     assert.equal((await sso.api(`/api/v1/jobs/${heldJob}`, { key: KEY_A })).body.job.status, 'cancelled');
+  });
+
+  test('a job followed live: its page and its row change as a worker elsewhere moves it, without polling', async () => {
+    // Queued for an engine no worker here runs; this test moves it with the queue's own
+    // transitions, as a worker in another process would (no in-process announcement: the
+    // server learns of each change from the database, as it would from that worker).
+    const handle = await openTestDb(sso.dataDir);
+    const liveJob = newId('job');
+    try {
+      const now = Date.now();
+      await handle.db
+        .insertInto('jobs')
+        .values(queuedJobRow({ id: liveJob, engine: 'elsewhere', created_at_us: now * 1000, run_at: now, prompt: '实时' }))
+        .execute();
+      const { ctx, page } = await signedIn('admin@example.com');
+      await page.goto(`${sso.url}/admin/jobs/${liveJob}`);
+      await page.locator('[data-test="job-status"].s-queued').waitFor();
+      await page.locator('[data-test="waiting"][data-code="worker"]').waitFor();
+
+      const claimed = await claimNextJob(handle, { workerId: 'wrk_elsewhere', now: Date.now(), leaseMs: 600_000, engines: [{ engine: 'elsewhere' }] });
+      assert.equal(claimed?.id, liveJob);
+      // A new status: the page is rendered again by the server.
+      await page.locator('[data-test="job-status"].s-running').waitFor({ timeout: 15_000 });
+      await page.evaluate(() => ((window as unknown as { kept: boolean }).kept = true));
+      const held = { handle, notifier: null, jobId: liveJob, workerId: 'wrk_elsewhere' };
+      await reportProgress({ ...held, progress: 42, now: Date.now() });
+      // Progress changes in place: no reload (the page's own state survives).
+      await page.locator('[data-live-progress] progress[value="42"]').waitFor({ timeout: 15_000 });
+      assert.equal(await page.evaluate(() => (window as unknown as { kept?: boolean }).kept), true);
+
+      // The jobs list follows its running rows on one stream.
+      const list = await ctx.newPage();
+      await list.goto(`${sso.url}/admin/jobs`);
+      const row = list.locator(`tr[data-live-job="${liveJob}"]`);
+      await row.waitFor();
+      await reportProgress({ ...held, progress: 77, now: Date.now() });
+      await row.locator('progress[value="77"]').waitFor({ timeout: 15_000 });
+      await settleJob(handle, null, { jobId: liveJob, transition: 'fail', leaseOwner: 'wrk_elsewhere', error: { code: ERR.provider_error, message: 'gone' }, now: Date.now() });
+      // Ended: the row is rendered again (and followed no more); the page shows the ending too.
+      await list.locator(`tr#job-${liveJob}[data-status="failed"]`).waitFor({ timeout: 15_000 });
+      await page.locator('[data-test="job-status"].s-failed').waitFor({ timeout: 15_000 });
+      await screenshot(page, 'job-live-ended');
+    } finally {
+      await handle.db.destroy();
+    }
   });
 
   test('redeliver a webhook from the job page: the receiver gets the same delivery again', async () => {
