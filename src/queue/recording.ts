@@ -95,7 +95,9 @@ export async function applyInSteps(step: Step, update: JobUpdate, rec: Recording
 
 /** Opens an attempt for each claimed row; one still open belonged to a worker whose lease lapsed. */
 async function startAttempts(tx: Tx, rows: JobsTable[], now: number): Promise<void> {
-  await endAttempts(tx, rows, 'lease_lost', now, null);
+  // Only a job started before this claim can have an attempt still open (its worker's lease lapsed).
+  const startedBefore = rows.filter((r) => Number(r.started_at) < now);
+  if (startedBefore.length > 0) await endAttempts(tx, startedBefore, 'lease_lost', now, null);
   for (const row of rows) {
     const state = parseEngineState(row.engine_state);
     await tx
