@@ -317,23 +317,7 @@ describe(`live status (${TEST_BACKEND})`, () => {
     const call = await consoleSignIn(stack);
     const denied = await fetch(`${stack.url}/admin/api/jobs/${id}/events`);
     assert.equal(denied.status, 401);
-    const read = async (path: string, until: (t: string) => boolean) => {
-      const controller = new AbortController();
-      const res = await fetch(`${stack.url}${path}`, { headers: { cookie: call.cookie }, signal: controller.signal });
-      let text = '';
-      const reader = res.body!.getReader();
-      const decoder = new TextDecoder();
-      try {
-        while (!until(text)) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          text += decoder.decode(value, { stream: true });
-        }
-      } finally {
-        controller.abort();
-      }
-      return { res, text };
-    };
+    const read = (path: string, until: (t: string) => boolean) => readRaw(path, until, { cookie: call.cookie });
     const one = await read(`/admin/api/jobs/${id}/events`, (t) => t.includes('event: job'));
     assert.equal(one.res.status, 200);
     assert.equal(one.res.headers.get('content-type'), 'text/event-stream; charset=utf-8');

@@ -154,10 +154,9 @@ export function createJobService(deps: JobServiceDeps) {
     },
 
     async get(clientId: string, id: string): Promise<Job> {
-      if (!isId('job', id)) throw new NotFound('Job');
-      const row = await db.selectFrom('jobs').selectAll().where('id', '=', id).where('client_id', '=', clientId).executeTakeFirst();
-      if (!row) throw new NotFound('Job');
-      return present.job(db, row);
+      const watched = await this.watched(clientId, id);
+      if (!watched) throw new NotFound('Job');
+      return watched.job;
     },
 
     /**
